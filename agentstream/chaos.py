@@ -1,0 +1,33 @@
+"""Fault injection for crash tests: a processor kills itself at a named point, with a probability
+taken from AGENTSTREAM_CHAOS (e.g. "tool_after_effect=0.05,model_after_reply=0.02").
+
+Off unless that variable is set. It exists so `bench/chaos.py` can hit the narrowest windows (a
+side effect done, its result not yet journaled) far more often than random external kills would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+_rates: dict[str, float] | None = None
+_rng = random.Random()
+
+
+def _load() -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for item in os.environ.get("AGENTSTREAM_CHAOS", "").split(","):
+        if "=" in item:
+            name, value = item.split("=", 1)
+            rates[name.strip()] = float(value)
+    return rates
+
+
+def crash_point(name: str) -> None:
+    global _rates
+    if _rates is None:
+        _rates = _load()
+    rate = _rates.get(name, 0.0)
+    if rate > 0 and _rng.random() < rate:
+        os.kill(os.getpid(), signal.SIGKILL)

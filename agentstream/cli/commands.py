@@ -1,0 +1,171 @@
+"""The CLI commands. Each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+import orjson
+
+from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.config import Settings
+from agentstream.localkafka import LocalKafka
+from agentstream.stack import ensure_broker, ensure_topics
+from agentstream.topics import load_topics, verify_topics
+from agentstream.trajectory import describe, summarize
+
+
+async def dispatch(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    match args.command:
+        case "process":
+            return await _process(settings, args.name, args.instance)
+        case "dev" | "demo":
+            from agentstream.cli.local import demo, dev
+
+            return await (dev(settings) if args.command == "dev" else demo(settings, keep_broker=args.keep_broker))
+        case "run":
+            return await _run(settings, args)
+        case "runs":
+            if args.runs_command == "show":
+                return await show_run(settings, args.run_id, as_json=args.json)
+            return await _cancel(settings, args.run_id, args.reason)
+        case "replay":
+            from tools.replay import replay_command
+
+            return await replay_command(settings, args.run_id)
+        case "topics":
+            return await _topics(settings, args.action)
+        case "kafka":
+            return await _kafka(settings, args.action)
+        case "status":
+            from agentstream.cli.status import show_status
+
+            return await show_status(settings)
+    return 2
+
+
+async def _process(settings: Settings, name: str, instance: str) -> int:
+    from agentstream.process import configure_logging, serve, stop_on_signals
+
+    configure_logging()
+    if name == "orchestrator":
+        from processors.orchestrator.app import build
+    elif name == "model-invoker":
+        from processors.model_invoker.app import build
+    else:
+        from processors.tool_executor.app import build
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await serve(build, settings, instance, stop)
+    return 0
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    client = JournalClient(settings)
+    try:
+        run_id = await client.request_run(
+            RunRequest(
+                task=args.task,
+                model=args.model,
+                tools=args.tool,
+                max_steps=args.max_steps,
+                tenant_id=args.tenant,
+            )
+        )
+        print(run_id)
+        if not args.follow:
+            return 0
+        return await follow_and_print(client, run_id)
+    finally:
+        await client.aclose()
+
+
+async def follow_and_print(client: JournalClient, run_id: str, timeout_s: float | None = None) -> int:
+    entries = []
+    started = time.monotonic()
+    async for entry in client.follow(run_id, timeout_s=timeout_s):
+        entries.append(entry)
+        line = describe(entry.event)
+        if line:
+            print(f"  [{time.monotonic() - started:6.2f}s] {line}", flush=True)
+    summary = summarize(entries)
+    _print_summary(summary.to_dict())
+    return 0 if summary.status == "completed" else 1
+
+
+def _print_summary(summary: dict[str, object]) -> None:
+    print("\nsummary")
+    for key in ("run_id", "status", "reason", "steps", "model_calls", "tool_calls", "tool_errors",
+                "model_errors", "input_tokens", "output_tokens", "duration_s", "tools_used"):  # fmt: skip
+        print(f"  {key:<14} {summary[key]}")
+
+
+async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) -> int:
+    client = JournalClient(settings)
+    try:
+        entries = await client.read_run(run_id)
+    finally:
+        await client.aclose()
+    if not entries:
+        print(f"no run {run_id} in the journal", file=sys.stderr)
+        return 1
+    summary = summarize(entries)
+    if as_json:
+        print(orjson.dumps({"summary": summary.to_dict(), "events": [
+            {"offset": e.offset, "type": e.event.type_name, **e.event.to_record()} for e in entries
+        ]}, option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+        return 0
+    print(f"run {run_id} (tenant {summary.tenant_id}): {summary.task!r}")
+    for entry in entries:
+        line = describe(entry.event)
+        if line:
+            print(f"  @{entry.offset:<8} {line}")
+    _print_summary(summary.to_dict())
+    return 0
+
+
+async def _cancel(settings: Settings, run_id: str, reason: str) -> int:
+    client = JournalClient(settings)
+    try:
+        entries = await client.read_run(run_id)
+        if not entries:
+            print(f"no run {run_id} in the journal", file=sys.stderr)
+            return 1
+        await client.cancel(run_id, entries[0].event.tenant_id, reason)
+        print(f"cancel requested for {run_id}")
+        return 0
+    finally:
+        await client.aclose()
+
+
+async def _topics(settings: Settings, action: str) -> int:
+    await ensure_broker(settings)
+    specs = list(load_topics(settings.topic_prefix).values())
+    if action == "create":
+        created = await ensure_topics(settings)
+        print(f"created: {', '.join(created) or 'nothing (all present)'}")
+    drift = await verify_topics(settings.bootstrap_servers, specs, settings.kafka_extra)
+    for d in drift:
+        print(f"drift: {d}")
+    if not drift:
+        print(f"verified {len(specs)} topics: no drift")
+    return 1 if drift else 0
+
+
+async def _kafka(settings: Settings, action: str) -> int:
+    kafka = LocalKafka(settings.home / "kafka")
+    if action == "start":
+        t0 = time.monotonic()
+        await kafka.start()
+        print(f"local Kafka ready at {kafka.bootstrap} in {time.monotonic() - t0:.1f}s (data: {kafka.data_dir})")
+    elif action == "stop":
+        await kafka.stop()
+        print("local Kafka stopped")
+    else:
+        ready = await kafka.is_ready(2.0)
+        print(f"local Kafka at {kafka.bootstrap}: {'ready' if ready else 'not running'}")
+        return 0 if ready else 1
+    return 0

@@ -1,0 +1,113 @@
+"""`dev` and `demo`: bring up a whole local deployment from nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from agentstream.cli.commands import follow_and_print
+from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.config import Settings
+from agentstream.process import stop_on_signals
+from agentstream.stack import (
+    ProcessorProcesses,
+    ScriptedModel,
+    child_env,
+    ensure_broker,
+    ensure_topics,
+    wait_for_tools,
+)
+
+T = TypeVar("T")
+DEMO_TOOLS = ("calculator", "get_current_time", "lookup", "transfer_funds")
+DEMO_TASK = (
+    "[scenario:demo] Dinner bills of 42.00, 38.00 and 45.00 dollars are split four ways. Work out my share, "
+    "pay it to account ACC-204-778 with a memo, and timestamp the receipt (I am in Tokyo)."
+)
+
+
+async def _stage(n: int, total: int, what: str, action: Callable[[], Awaitable[T]]) -> T:
+    """A progress line per start-up stage: long waits (first jar fetch, JVM start) stay visible."""
+    print(f"[{n}/{total}] {what} ...", end="", flush=True, file=sys.stderr)
+    t0 = time.monotonic()
+    result = await action()
+    print(f" done ({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
+    return result
+
+
+async def _up(settings: Settings) -> tuple[ScriptedModel | None, ProcessorProcesses, bool]:
+    total = 4
+    kafka = await _stage(1, total, f"Kafka ({settings.bootstrap_servers})", lambda: ensure_broker(settings))
+    await _stage(2, total, "topics from topics.yaml", lambda: ensure_topics(settings))
+    model: ScriptedModel | None = None
+    url = settings.model.base_url
+    if not url:
+        model = ScriptedModel()
+        url = await _stage(3, total, "scripted model server (offline stand-in for a provider)", model.start)
+    procs = ProcessorProcesses(child_env(settings, url), settings.home / "logs")
+    procs.start_all()
+    await _stage(4, total, "processors (orchestrator, model-invoker, tool-executor)",
+                 lambda: wait_for_tools(settings, DEMO_TOOLS))  # fmt: skip
+    return model, procs, kafka is not None
+
+
+async def dev(settings: Settings) -> int:
+    model, procs, _ = await _up(settings)
+    print(f'agentstream dev: up. Logs in {settings.home / "logs"}. Try: agentstream run "[scenario:demo] hi" --follow')
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        while not stop.is_set():
+            for key in procs.crashed():
+                print(f"agentstream dev: {key} exited; restarting it", file=sys.stderr)
+                procs.restart(key)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        await procs.stop_all()
+        if model is not None:
+            model.stop()
+    return 0
+
+
+async def _follow_watching(client: JournalClient, run_id: str, procs: ProcessorProcesses) -> int:
+    """Follows the run, but gives up at once, with the log, if a processor dies: the demo must
+    never hang silently on a broken installation."""
+    follow = asyncio.create_task(follow_and_print(client, run_id, timeout_s=120))
+    while not follow.done():
+        crashed = procs.crashed()
+        if crashed:
+            follow.cancel()
+            for key in crashed:
+                log = procs.log_dir / f"{key}.log"
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                print(f"\nagentstream demo: processor {key} exited unexpectedly:\n{tail}", file=sys.stderr)
+            return 1
+        await asyncio.sleep(0.5)
+    return follow.result()
+
+
+async def demo(settings: Settings, *, keep_broker: bool = False) -> int:
+    model, procs, started_broker = await _up(settings)
+    client = JournalClient(settings)
+    try:
+        run_id = await client.request_run(
+            RunRequest(task=DEMO_TASK, model="scripted", tools=list(DEMO_TOOLS), max_steps=12)
+        )
+        print(f"\nrun {run_id}: {DEMO_TASK}\n")
+        code = await _follow_watching(client, run_id, procs)
+        print(f"\nreconstruct it from the journal: agentstream runs show {run_id}")
+        return code
+    finally:
+        await client.aclose()
+        await procs.stop_all()
+        if model is not None:
+            model.stop()
+        if started_broker and not keep_broker:
+            from agentstream.localkafka import LocalKafka
+
+            await LocalKafka(settings.home / "kafka").stop()

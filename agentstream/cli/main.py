@@ -1,0 +1,65 @@
+"""`agentstream`: the command line. Each command is a thin wrapper over the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from agentstream.cli import commands
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentstream", description="Durable AI-agent runs on Kafka.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("dev", help="local Kafka + scripted model + all processors; blocks until Ctrl-C")
+    demo = sub.add_parser("demo", help="run a sample multi-step, multi-tool task offline, end to end")
+    demo.add_argument("--keep-broker", action="store_true", help="leave the local broker running afterwards")
+
+    run = sub.add_parser("run", help="request a run (the stack must be running: `agentstream dev`)")
+    run.add_argument("task")
+    run.add_argument("--model", default="scripted")
+    run.add_argument("--tool", action="append", default=[], help="allowed tool (repeatable; default: all)")
+    run.add_argument("--max-steps", type=int, default=20)
+    run.add_argument("--tenant", default="default")
+    run.add_argument("--follow", action="store_true", help="print the trajectory live until the run ends")
+
+    runs = sub.add_parser("runs", help="inspect runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    show = runs_sub.add_parser("show", help="a run reconstructed from its journal alone")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    cancel = runs_sub.add_parser("cancel", help="request cancellation of a run")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason", default="cancelled from the CLI")
+
+    replay = sub.add_parser("replay", help="re-drive the orchestrator over a recorded journal and diff")
+    replay.add_argument("run_id")
+
+    topics = sub.add_parser("topics", help="create or verify the topics of topics.yaml")
+    topics.add_argument("action", choices=["create", "verify"])
+
+    kafka = sub.add_parser("kafka", help="the embedded local broker")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+
+    sub.add_parser("status", help="processor lag, throughput and error counters")
+
+    proc = sub.add_parser("process", help="run one processor in this process (what `dev` starts)")
+    proc.add_argument("name", choices=["orchestrator", "model-invoker", "tool-executor"])
+    proc.add_argument("--instance", default="0")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        code = asyncio.run(commands.dispatch(args))
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Client-side helpers for producing run requests and reading run journals."""

@@ -1,0 +1,159 @@
+"""The Kafka-level client: produce RunRequested / CancelRequested and read a run's journal,
+as any producer or consumer of the platform's topics would."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from agentstream import ids
+from agentstream.codec import AvroCodec
+from agentstream.config import Settings
+from agentstream.events import TERMINAL_TYPES, CancelRequested, Event, RunEvent, RunRequested
+from agentstream.kafka.consumer import consumer_config
+from agentstream.kafka.journal import RecordFactory
+from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.topics import JOURNAL, load_topics
+
+
+def new_run_id() -> str:
+    return f"run_{uuid.uuid4().hex[:20]}"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    event: RunEvent
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass
+class RunRequest:
+    task: str
+    model: str = "scripted"
+    tools: list[str] = field(default_factory=list)
+    max_steps: int = 20
+    tenant_id: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    idempotency_key: str | None = None
+
+
+class JournalClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = load_topics(settings.topic_prefix)[JOURNAL].name
+        self.codec = AvroCodec()
+        self._producer: AsyncProducer | None = None
+        self._records: RecordFactory | None = None
+
+    async def _ready(self) -> tuple[AsyncProducer, RecordFactory]:
+        if self._producer is None or self._records is None:
+            md = await asyncio.to_thread(
+                lambda: AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, **self.settings.kafka_extra})
+                .list_topics(self.topic, timeout=10)
+            )  # fmt: skip
+            partitions = len(md.topics[self.topic].partitions)
+            if partitions == 0:
+                raise RuntimeError(f"topic {self.topic} does not exist: run `agentstream topics create`")
+            self._records = RecordFactory(self.codec, self.topic, partitions)
+            self._producer = AsyncProducer(producer_config(self.settings.bootstrap_servers, self.settings.kafka_extra))
+        return self._producer, self._records
+
+    async def append(self, event: RunEvent) -> None:
+        producer, records = await self._ready()
+        record = records.journal(event)
+        await producer.send(
+            record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers
+        )
+
+    async def request_run(self, request: RunRequest) -> str:
+        run_id = request.run_id or new_run_id()
+        await self.append(
+            RunRequested(
+                event_id=ids.run_requested_id(run_id),
+                run_id=run_id,
+                tenant_id=request.tenant_id,
+                task=request.task,
+                model=request.model,
+                tools=list(request.tools),
+                max_steps=request.max_steps,
+                idempotency_key=request.idempotency_key or run_id,
+                labels=dict(request.labels),
+            )
+        )
+        return run_id
+
+    async def cancel(self, run_id: str, tenant_id: str, reason: str, requested_by: str = "cli") -> None:
+        await self.append(CancelRequested(ids.cancel_requested_id(run_id), run_id, tenant_id, reason, requested_by))
+
+    async def read_run(self, run_id: str) -> list[JournalEntry]:
+        """Everything journaled for a run so far, in journal order, duplicates removed."""
+        return [entry async for entry in self._scan(run_id, follow=False)]
+
+    async def follow(self, run_id: str, timeout_s: float | None = None) -> AsyncIterator[JournalEntry]:
+        """The run's events from the beginning, then live, until its terminal event."""
+        async for entry in self._scan(run_id, follow=True, timeout_s=timeout_s):
+            yield entry
+
+    async def _scan(self, run_id: str, *, follow: bool, timeout_s: float | None = None) -> AsyncIterator[JournalEntry]:
+        _, records = await self._ready()
+        partition = records.journal_partition(run_id)
+        prefix = f"{run_id}/".encode()
+        consumer = Consumer(
+            consumer_config(
+                self.settings.bootstrap_servers,
+                self.settings.kafka_extra,
+                **{"group.id": "agentstream-reader"},
+            )
+        )
+        tp = TopicPartition(self.topic, partition, OFFSET_BEGINNING)
+        consumer.assign([tp])
+        seen: set[str] = set()
+        last: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        try:
+            _low, end = await asyncio.to_thread(consumer.get_watermark_offsets, tp, 10)
+            position = 0
+            while True:
+                if not follow and position >= end:
+                    return
+                if deadline is not None and loop.time() > deadline:
+                    raise TimeoutError(f"run {run_id} did not end within {timeout_s}s; last events: {last[-4:]}")
+                msgs: list[Message] = await asyncio.to_thread(consumer.consume, 500, 0.1)
+                for msg in msgs:
+                    if msg.error() is not None:
+                        continue
+                    position = int(msg.offset() or 0) + 1
+                    key = msg.key() or b""
+                    if not key.startswith(prefix):
+                        continue
+                    event = self.codec.decode(msg.value())
+                    if not isinstance(event, RunEvent) or event.event_id in seen:
+                        continue
+                    seen.add(event.event_id)
+                    last.append(event.event_id)
+                    yield JournalEntry(event, position - 1, msg.timestamp()[1])
+                    if follow and event.type_name in TERMINAL_TYPES:
+                        return
+                if not msgs and not follow:
+                    # Compaction can leave the end offset unreachable; position() is authoritative.
+                    pos = (await asyncio.to_thread(consumer.position, [tp]))[0].offset
+                    if pos >= end:
+                        return
+        finally:
+            await asyncio.to_thread(consumer.close)
+
+    async def aclose(self) -> None:
+        if self._producer is not None:
+            await self._producer.aclose()
+
+
+def is_terminal(event: Event) -> bool:
+    return event.type_name in TERMINAL_TYPES

@@ -1,0 +1,190 @@
+"""Event types: one frozen dataclass per Avro record under `schemas/`.
+
+Field names and order mirror the `.avsc` files exactly (a test checks it), so the codec maps a
+dataclass to its record without a second description of the contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type_name: ClassVar[str] = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _register(cls: type[Event]) -> type[Event]:
+    cls.type_name = cls.__name__
+    EVENT_TYPES[cls.__name__] = cls
+    return cls
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent(Event):
+    """An event in a run's journal; partitioned by `run_id`, keyed by `event_id`."""
+
+    event_id: str
+    run_id: str
+    tenant_id: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RunRequested(RunEvent):
+    task: str
+    model: str
+    tools: list[str]
+    max_steps: int
+    idempotency_key: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RunStarted(RunEvent):
+    model: str
+    tools_json: str
+    max_steps: int
+    system_prompt: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class CancelRequested(RunEvent):
+    reason: str
+    requested_by: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class LlmCallRequested(RunEvent):
+    step: int
+    call_id: str
+    model: str
+    messages_json: str
+    tools_json: str
+    max_tokens: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class LlmCallCompleted(RunEvent):
+    step: int
+    call_id: str
+    provider: str
+    model: str
+    text: str
+    tool_calls_json: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    latency_ms: float
+    attempts: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class LlmCallFailed(RunEvent):
+    step: int
+    call_id: str
+    provider: str
+    error_type: str
+    message: str
+    status: int | None
+    retryable: bool
+    attempt: int
+    final: bool
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ToolCallRequested(RunEvent):
+    step: int
+    call_id: str
+    tool_call_id: str
+    tool: str
+    arguments_json: str
+    idempotency_key: str
+    timeout_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ToolCallCompleted(RunEvent):
+    step: int
+    call_id: str
+    tool: str
+    idempotency_key: str
+    content: str
+    is_error: bool
+    duration_ms: float
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RunCompleted(RunEvent):
+    steps: int
+    final_answer: str
+    reason: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RunFailed(RunEvent):
+    steps: int
+    error_type: str
+    reason: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RunCancelled(RunEvent):
+    steps: int
+    reason: str
+
+
+TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ToolRegistered(Event):
+    event_id: str
+    name: str
+    version: str
+    description: str
+    input_schema_json: str
+    source: str
+    risk: str
+    idempotent: bool
+    timeout_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ProcessorStatus(Event):
+    event_id: str
+    processor: str
+    instance: str
+    ts_ms: int
+    state: str
+    partitions: list[int]
+    lag: int
+    processed: int
+    errors: int
+    dead_lettered: int
+
+
+def event_key(event: Event) -> str:
+    key = getattr(event, "event_id", None)
+    if not isinstance(key, str):
+        raise TypeError(f"{type(event).__name__} has no event_id")
+    return key

@@ -1,0 +1,49 @@
+"""Deterministic ids. Every id the core needs is derived from the run id and the step, so a
+re-driven decision produces the same id and is recognised as a duplicate instead of a new fact."""
+
+from __future__ import annotations
+
+
+def step_prefix(run_id: str, step: int) -> str:
+    return f"{run_id}/s{step:04d}"
+
+
+def llm_call_id(run_id: str, step: int) -> str:
+    return f"{step_prefix(run_id, step)}/llm"
+
+
+def tool_call_id(run_id: str, step: int, index: int) -> str:
+    return f"{step_prefix(run_id, step)}/tool{index:02d}"
+
+
+def requested_event_id(call_id: str) -> str:
+    return f"{call_id}/requested"
+
+
+def completed_event_id(call_id: str) -> str:
+    return f"{call_id}/completed"
+
+
+def failed_event_id(call_id: str, attempt: int) -> str:
+    return f"{call_id}/failed/a{attempt:02d}"
+
+
+def run_requested_id(run_id: str) -> str:
+    return f"{run_id}/requested"
+
+
+def run_started_id(run_id: str) -> str:
+    return f"{run_id}/started"
+
+
+def cancel_requested_id(run_id: str) -> str:
+    return f"{run_id}/cancel"
+
+
+def terminal_id(run_id: str) -> str:
+    # One id for every terminal kind: a run ends once, and compaction keeps exactly one ending.
+    return f"{run_id}/terminal"
+
+
+def run_of_event_id(event_id: str) -> str:
+    return event_id.split("/", 1)[0]

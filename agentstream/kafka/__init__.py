@@ -1,0 +1,1 @@
+"""The thin Kafka shell around the pure processor cores."""

@@ -1,0 +1,79 @@
+"""Consumer configuration and a non-group reader for small compacted tables (e.g. the tool catalog)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+
+def consumer_config(bootstrap: str, extra: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 20,
+        "fetch.min.bytes": 1,
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+        "max.poll.interval.ms": 300000,
+        **(extra or {}),
+        **overrides,
+    }
+
+
+class TableReader:
+    """Reads every partition of a topic from the beginning, outside any consumer group, and hands
+    each record to `apply`. Used for global tables every processor instance needs whole."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        apply: Callable[[Message], None],
+        extra: dict[str, str] | None = None,
+    ):
+        self._consumer = Consumer(consumer_config(bootstrap, extra, **{"group.id": "agentstream-table-reader"}))
+        self._topic = topic
+        self._apply = apply
+        self._assigned = False
+
+    def _assign(self) -> list[TopicPartition]:
+        md = self._consumer.list_topics(self._topic, timeout=10)
+        partitions = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in md.topics[self._topic].partitions]
+        self._consumer.assign(partitions)
+        self._assigned = True
+        return partitions
+
+    def _drain(self, timeout: float) -> int:
+        count = 0
+        for msg in self._consumer.consume(500, timeout):
+            if msg.error() is None:
+                self._apply(msg)
+                count += 1
+        return count
+
+    async def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Reads until every partition reached the end it had when this call started."""
+
+        def run() -> None:
+            partitions = self._assign() if not self._assigned else self._consumer.assignment()
+            ends = {p.partition: self._consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
+            loop_deadline = timeout_s
+            while loop_deadline > 0:
+                positions = {p.partition: p.offset for p in self._consumer.position(partitions)}
+                if all(positions[p] >= end or end == 0 for p, end in ends.items() if p in positions):
+                    return
+                self._drain(0.1)
+                loop_deadline -= 0.1
+            raise TimeoutError(f"table {self._topic} not caught up within {timeout_s}s")
+
+        await asyncio.to_thread(run)
+
+    def poll_nowait(self) -> int:
+        return self._drain(0) if self._assigned else 0
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,95 @@
+"""An asyncio face on the librdkafka producer: `send` returns when the broker acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge a write; retryable by re-running the step that made it."""
+
+
+def producer_config(bootstrap: str, extra: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        # Idempotent producer: librdkafka's own retries never duplicate or reorder a write.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "message.timeout.ms": 120000,
+        **(extra or {}),
+        **overrides,
+    }
+
+
+class AsyncProducer:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._closed = threading.Event()
+        # librdkafka serves delivery callbacks only from poll(); one thread does nothing else.
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Message]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(_set_exception, future, DeliveryError(str(err)))
+            else:
+                loop.call_soon_threadsafe(_set_result, future, msg)
+
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                # Local queue full: let the poll thread drain deliveries, then retry.
+                self._producer.poll(0.01)
+            except KafkaException as exc:
+                future.set_exception(DeliveryError(str(exc)))
+                break
+        return future
+
+    async def flush(self, timeout_s: float = 30.0) -> None:
+        remaining = await asyncio.to_thread(self._producer.flush, timeout_s)
+        if remaining:
+            raise DeliveryError(f"{remaining} messages still unacknowledged after {timeout_s}s")
+
+    async def aclose(self) -> None:
+        await self.flush()
+        self._closed.set()
+        await asyncio.to_thread(self._poller.join, 2.0)
+
+
+def _set_result(future: asyncio.Future[Message], msg: Message) -> None:
+    if not future.done():
+        future.set_result(msg)
+
+
+def _set_exception(future: asyncio.Future[Message], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

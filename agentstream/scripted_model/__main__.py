@@ -1,0 +1,3 @@
+from agentstream.scripted_model.runner import main
+
+main()

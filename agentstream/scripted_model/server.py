@@ -1,0 +1,185 @@
+"""The scripted model server: a fake LLM provider that replays scenario files over the real
+OpenAI Chat Completions and Anthropic Messages wire protocols.
+
+It exists so the real provider adapters are exercised over real HTTP (streaming, tool calls,
+retries) without a paid model, and so benchmarks have a deterministic, countable model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from agentstream.scripted_model.anthropic_wire import ANTHROPIC
+from agentstream.scripted_model.openai_wire import OPENAI
+from agentstream.scripted_model.scenarios import Scenario, load_scenarios, parse_scenario
+from agentstream.scripted_model.wire import BadRequest, Reply, WireProtocol, approx_tokens, output_chars
+
+
+def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, headers=headers, media_type="application/json")
+
+
+async def _replay(frames: list[bytes]) -> AsyncIterator[bytes]:
+    for frame in frames:
+        yield frame
+
+
+class ScriptedModelServer:
+    """Holds the scenarios and the request counters; `app` is the ASGI application.
+
+    All counter updates happen between awaits on one event loop, so stats are exact under any
+    number of concurrent requests without a lock.
+    """
+
+    def __init__(
+        self,
+        scenario_dirs: Iterable[str | Path] = (),
+        default: str = "demo",
+        *,
+        bundled: bool = True,
+        scenarios: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        self._scenarios: dict[str, Scenario] = load_scenarios(scenario_dirs, bundled=bundled)
+        for d in scenarios:
+            self.add_scenario(d)
+        self.default = default
+        self._total = 0
+        self._by_protocol: Counter[str] = Counter()
+        self._by_status: Counter[int] = Counter()
+        self._calls: dict[str, list[int]] = {}
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                Route("/v1/messages", self._anthropic, methods=["POST"]),
+                Route("/_scripted/stats", self._stats, methods=["GET"]),
+                Route("/_scripted/reset", self._reset, methods=["POST"]),
+                Route("/_scripted/scenarios", self._list_scenarios, methods=["GET"]),
+                Route("/_scripted/scenarios", self._add_scenario, methods=["POST"]),
+            ]
+        )
+
+    # -- programmatic API -------------------------------------------------------------------
+
+    def add_scenario(self, scenario: Mapping[str, Any]) -> Scenario:
+        parsed = parse_scenario(scenario)
+        self._scenarios[parsed.name] = parsed
+        return parsed
+
+    @property
+    def scenario_names(self) -> list[str]:
+        return sorted(self._scenarios)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "total_requests": self._total,
+            "by_protocol": dict(self._by_protocol),
+            "by_status": {str(k): v for k, v in sorted(self._by_status.items())},
+            "calls": {k: list(v) for k, v in self._calls.items()},
+        }
+
+    def reset(self) -> None:
+        self._total = 0
+        self._by_protocol.clear()
+        self._by_status.clear()
+        self._calls.clear()
+
+    # -- HTTP handlers ----------------------------------------------------------------------
+
+    async def _openai(self, request: Request) -> Response:
+        return await self._handle(request, OPENAI)
+
+    async def _anthropic(self, request: Request) -> Response:
+        return await self._handle(request, ANTHROPIC)
+
+    async def _stats(self, request: Request) -> Response:
+        return _json(self.stats())
+
+    async def _reset(self, request: Request) -> Response:
+        self.reset()
+        return _json({"ok": True})
+
+    async def _list_scenarios(self, request: Request) -> Response:
+        return _json({"default": self.default, "scenarios": self.scenario_names})
+
+    async def _add_scenario(self, request: Request) -> Response:
+        try:
+            parsed = self.add_scenario(orjson.loads(await request.body()))
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json({"ok": True, "name": parsed.name})
+
+    async def _handle(self, request: Request, proto: WireProtocol) -> Response:
+        received_ms = time.time_ns() // 1_000_000
+        raw = await request.body()
+        key = request.headers.get("idempotency-key") or "body-" + hashlib.sha256(raw).hexdigest()[:24]
+        # Recorded before any further await, so concurrent requests can never lose a count.
+        self._total += 1
+        self._by_protocol[proto.name] += 1
+        receipts = self._calls.setdefault(key, [])
+        receipts.append(received_ms)
+        attempt = len(receipts)
+
+        try:
+            body = orjson.loads(raw)
+            if not isinstance(body, dict):
+                raise BadRequest("request body must be a JSON object")
+            if not isinstance(body.get("model"), str) or not body["model"]:
+                raise BadRequest("'model' is required")
+            conv = proto.conversation(body)
+        except (orjson.JSONDecodeError, BadRequest) as exc:
+            return self._error(proto, 400, f"invalid request: {exc}")
+        name = conv.scenario or self.default
+        scenario = self._scenarios.get(name)
+        if scenario is None:
+            known = ", ".join(self.scenario_names)
+            return self._error(proto, 400, f"unknown scenario {name!r} (known: {known})")
+
+        turn = scenario.turn(conv.assistant_turns)
+        if turn.delay_ms:
+            await asyncio.sleep(turn.delay_ms / 1000)
+        failure = turn.failure_for_attempt(attempt)
+        if failure is not None:
+            headers = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
+            message = f"scripted failure: attempt {attempt} of call {key} answers {failure.status}"
+            return self._error(proto, failure.status, message, headers)
+
+        input_tokens = approx_tokens(conv.prompt_chars)
+        reply = Reply(
+            model=body["model"],
+            turn_index=conv.assistant_turns,
+            turn=turn,
+            reply_id=proto.id_prefix + hashlib.sha1(f"{key}:{attempt}".encode()).hexdigest()[:24],
+            created=received_ms // 1000,
+            input_tokens=input_tokens,
+            cached_tokens=min(input_tokens, approx_tokens(conv.cached_chars, minimum=0)),
+            output_tokens=approx_tokens(output_chars(turn)),
+        )
+        self._by_status[200] += 1
+        headers = {proto.request_id_header: reply.reply_id}
+        if turn.corrupt_response:
+            # Cut mid-object, as a proxy that drops the connection's tail would leave it.
+            if body.get("stream"):
+                return StreamingResponse(_replay([b'data: {"id": "cut', b"\n\n"]), media_type="text/event-stream")
+            return Response(b'{"id": "cut", "choices": [', media_type="application/json", headers=headers)
+        if body.get("stream"):
+            frames = proto.reply_frames(reply, proto.wants_usage_chunk(body))
+            return StreamingResponse(_replay(frames), media_type="text/event-stream", headers=headers)
+        return _json(proto.reply_body(reply), headers=headers)
+
+    def _error(
+        self, proto: WireProtocol, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        self._by_status[status] += 1
+        return _json(proto.error_body(status, message), status, headers)

@@ -1,0 +1,206 @@
+"""Brings up what a local deployment needs: broker, topics, model endpoint, one OS process per
+processor. Used by `agentstream dev` / `demo`, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Message
+
+from agentstream.client.journal import JournalClient
+from agentstream.codec import AvroCodec
+from agentstream.config import LOCAL_BOOTSTRAP, Settings
+from agentstream.events import ToolRegistered
+from agentstream.kafka.consumer import TableReader
+from agentstream.localkafka import LocalKafka
+from agentstream.process import catalog_topic
+from agentstream.topics import create_topics, load_topics
+
+PROCESSORS = ("orchestrator", "model-invoker", "tool-executor")
+
+
+async def ensure_broker(settings: Settings) -> LocalKafka | None:
+    """Starts the embedded broker unless KAFKA_BOOTSTRAP_SERVERS points elsewhere."""
+    if not settings.uses_local_broker or settings.bootstrap_servers != LOCAL_BOOTSTRAP:
+        return None
+    kafka = LocalKafka(settings.home / "kafka")
+    await kafka.start()
+    return kafka
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    specs = list(load_topics(settings.topic_prefix).values())
+    return await create_topics(settings.bootstrap_servers, specs, settings.kafka_extra)
+
+
+@dataclass
+class ScriptedModel:
+    """The scripted model server as its own process (it stands in for a provider's endpoint)."""
+
+    scenario_dirs: list[Path] = field(default_factory=list)
+    default: str = "demo"
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    async def start(self) -> str:
+        cmd = [
+            sys.executable,
+            "-m",
+            "agentstream.scripted_model",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--default",
+            self.default,
+        ]
+        for d in self.scenario_dirs:
+            cmd += ["--scenarios", str(d)]
+        self.proc = await asyncio.to_thread(
+            subprocess.Popen, cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 30)
+        text = line.decode().strip()
+        if not text.startswith("SCRIPTED_MODEL_READY "):
+            raise RuntimeError(f"scripted model server did not start: {text!r}")
+        self.url = text.split(" ", 1)[1]
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class ProcessorProcesses:
+    """One OS process per processor, so a crash (or a SIGKILL) takes down only that processor."""
+
+    env: dict[str, str]
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+
+    def start(self, name: str, instance: str = "0") -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}-{instance}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[f"{name}-{instance}"] = subprocess.Popen(
+            [sys.executable, "-m", "agentstream.cli.main", "process", name, "--instance", instance],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+
+    def start_all(self, names: tuple[str, ...] = PROCESSORS) -> None:
+        for name in names:
+            self.start(name)
+
+    def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(key)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait()
+
+    def restart(self, key: str) -> None:
+        name, instance = key.rsplit("-", 1)
+        self.kill(key)
+        self.restarts[key] = self.restarts.get(key, 0) + 1
+        self.start(name, instance)
+
+    def crashed(self) -> list[str]:
+        return [k for k, p in self.procs.items() if p.poll() is not None]
+
+    async def stop_all(self, grace_s: float = 15.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.to_thread(proc.wait, grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def child_env(settings: Settings, model_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "AGENTSTREAM_HOME": str(settings.home),
+            "AGENTSTREAM_MODEL_BASE_URL": model_url,
+            "AGENTSTREAM_MODEL_PROVIDER": settings.model.provider,
+            **(extra or {}),
+        }
+    )
+    return env
+
+
+async def wait_for_tools(settings: Settings, names: tuple[str, ...], timeout_s: float = 60.0) -> None:
+    codec = AvroCodec()
+    seen: set[str] = set()
+
+    def on_msg(msg: Message) -> None:
+        if msg.value():
+            event = codec.decode(msg.value())
+            if isinstance(event, ToolRegistered):
+                seen.add(event.name)
+
+    reader = TableReader(settings.bootstrap_servers, catalog_topic(settings), on_msg, settings.kafka_extra)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not set(names) <= seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tools never registered: {sorted(set(names) - seen)}")
+            await reader.catch_up()
+            await asyncio.sleep(0.2)
+    finally:
+        reader.close()
+
+
+class Deployment:
+    """A whole local deployment on a given broker: scripted model server plus every processor as
+    its own OS process. For tests and benchmarks; `async with Deployment(...) as d: ...`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        scenario_dirs: list[Path] | None = None,
+        *,
+        default_scenario: str = "demo",
+        extra_env: dict[str, str] | None = None,
+        wait_tools: tuple[str, ...] = ("calculator", "get_current_time", "transfer_funds"),
+    ) -> None:
+        self.settings = settings
+        self.model = ScriptedModel(list(scenario_dirs or []), default_scenario)
+        self.extra_env = extra_env or {}
+        self.wait_tools = wait_tools
+        self.procs: ProcessorProcesses | None = None
+        self.client = JournalClient(settings)
+
+    async def __aenter__(self) -> Deployment:
+        url = await self.model.start()
+        self.procs = ProcessorProcesses(child_env(self.settings, url, self.extra_env), self.settings.home / "logs")
+        self.procs.start_all()
+        await wait_for_tools(self.settings, self.wait_tools)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        if self.procs is not None:
+            await self.procs.stop_all()
+        self.model.stop()
+
+    @property
+    def model_url(self) -> str:
+        return self.model.url

@@ -1,0 +1,116 @@
+"""`topics.yaml` as code: load the declared topics, create what is missing, report drift."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+
+JOURNAL = "runs.journal"
+CATALOG = "tools.catalog"
+STATUS = "processors.status"
+DEADLETTER = "deadletter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+    writers: tuple[str, ...]
+
+
+def default_topics_file() -> Path:
+    override = os.environ.get("AGENTSTREAM_TOPICS_FILE")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "topics.yaml"
+
+
+def load_topics(prefix: str, path: Path | None = None) -> dict[str, TopicSpec]:
+    """Maps the short name (e.g. "runs.journal") to the full spec with the prefixed name."""
+    raw: dict[str, Any] = yaml.safe_load((path or default_topics_file()).read_text())
+    specs: dict[str, TopicSpec] = {}
+    for short, body in raw["topics"].items():
+        specs[short] = TopicSpec(
+            name=f"{prefix}.{short}",
+            partitions=int(body["partitions"]),
+            replication_factor=int(body.get("replication_factor", 1)),
+            config={str(k): str(v) for k, v in (body.get("config") or {}).items()},
+            writers=tuple(body.get("writers") or ()),
+        )
+    return specs
+
+
+@dataclass(frozen=True)
+class Drift:
+    topic: str
+    what: str
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.what} expected {self.expected!r}, found {self.actual!r}"
+
+
+def _admin(bootstrap: str, extra: dict[str, str] | None = None) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, **(extra or {})})
+
+
+def _create_sync(bootstrap: str, specs: list[TopicSpec], extra: dict[str, str] | None) -> list[str]:
+    admin = _admin(bootstrap, extra)
+    existing = set(admin.list_topics(timeout=15).topics)
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in missing],
+        operation_timeout=30,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            # A concurrent creator won the race: the topic exists, which is what we wanted.
+            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS
+                raise
+    return created
+
+
+def _verify_sync(bootstrap: str, specs: list[TopicSpec], extra: dict[str, str] | None) -> list[Drift]:
+    admin = _admin(bootstrap, extra)
+    metadata = admin.list_topics(timeout=15).topics
+    drift: list[Drift] = []
+    present = [s for s in specs if s.name in metadata]
+    for spec in specs:
+        if spec.name not in metadata:
+            drift.append(Drift(spec.name, "existence", "present", "missing"))
+            continue
+        partitions = len(metadata[spec.name].partitions)
+        if partitions != spec.partitions:
+            drift.append(Drift(spec.name, "partitions", str(spec.partitions), str(partitions)))
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
+        for resource, fut in admin.describe_configs(resources).items():
+            spec = next(s for s in present if s.name == resource.name)
+            actual = {k: v.value for k, v in fut.result().items()}
+            for key, expected in spec.config.items():
+                if str(actual.get(key)) != expected:
+                    drift.append(Drift(spec.name, key, expected, str(actual.get(key))))
+    return drift
+
+
+async def create_topics(bootstrap: str, specs: list[TopicSpec], extra: dict[str, str] | None = None) -> list[str]:
+    """Creates the missing topics; existing ones are left alone (run `verify` to see drift)."""
+    return await asyncio.to_thread(_create_sync, bootstrap, specs, extra)
+
+
+async def verify_topics(bootstrap: str, specs: list[TopicSpec], extra: dict[str, str] | None = None) -> list[Drift]:
+    return await asyncio.to_thread(_verify_sync, bootstrap, specs, extra)

@@ -1,0 +1,154 @@
+"""Human-readable trajectories and summaries, computed from journal events alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from agentstream.client.journal import JournalEntry
+from agentstream.events import (
+    CancelRequested,
+    LlmCallCompleted,
+    LlmCallFailed,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunRequested,
+    RunStarted,
+    ToolCallCompleted,
+    ToolCallRequested,
+)
+from agentstream.llm import tools_from_json
+
+
+def _short(text: str, limit: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def describe(event: RunEvent) -> str | None:
+    """One display line per meaningful event; bookkeeping events return None."""
+    match event:
+        case RunRequested():
+            return f"requested  task={_short(event.task, 80)!r} model={event.model}"
+        case RunStarted():
+            names = ", ".join(t.name for t in tools_from_json(event.tools_json))
+            return f"started    tools=[{names}] max_steps={event.max_steps}"
+        case LlmCallCompleted():
+            calls = orjson.loads(event.tool_calls_json)
+            if calls:
+                asked = "; ".join(f"{c['name']}({_short(c['arguments_json'], 60)})" for c in calls)
+                return f"step {event.step:>3}  model → {asked}"
+            return f"step {event.step:>3}  model → answer: {_short(event.text)}"
+        case LlmCallFailed():
+            kind = "gave up" if event.final else "will retry"
+            return f"step {event.step:>3}  model error (attempt {event.attempt}, {kind}): {_short(event.message, 80)}"
+        case ToolCallRequested():
+            return None
+        case ToolCallCompleted():
+            mark = "✗" if event.is_error else "✓"
+            return f"step {event.step:>3}  {mark} {event.tool} → {_short(event.content, 80)}"
+        case CancelRequested():
+            return f"cancel     requested by {event.requested_by}: {event.reason}"
+        case RunCompleted():
+            return f"completed  after {event.steps} steps: {_short(event.final_answer, 120)}"
+        case RunFailed():
+            return f"failed     after {event.steps} steps ({event.error_type}): {event.reason}"
+        case RunCancelled():
+            return f"cancelled  after {event.steps} steps: {event.reason}"
+    return None
+
+
+@dataclass
+class RunSummary:
+    run_id: str = ""
+    tenant_id: str = ""
+    task: str = ""
+    status: str = "unknown"
+    reason: str = ""
+    final_answer: str = ""
+    steps: int = 0
+    model_calls: int = 0
+    model_errors: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    started_ms: int = 0
+    ended_ms: int = 0
+    tools_used: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return max(0, self.ended_ms - self.started_ms) / 1000.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id, "tenant_id": self.tenant_id, "status": self.status, "reason": self.reason,
+            "steps": self.steps, "model_calls": self.model_calls, "model_errors": self.model_errors,
+            "tool_calls": self.tool_calls, "tool_errors": self.tool_errors, "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens, "duration_s": round(self.duration_s, 3),
+            "tools_used": self.tools_used, "final_answer": self.final_answer,
+        }  # fmt: skip
+
+
+def summarize(entries: list[JournalEntry]) -> RunSummary:
+    s = RunSummary()
+    for entry in entries:
+        e = entry.event
+        s.run_id, s.tenant_id = e.run_id, e.tenant_id
+        s.started_ms = s.started_ms or entry.timestamp_ms
+        s.ended_ms = entry.timestamp_ms
+        match e:
+            case RunRequested():
+                s.task, s.status = e.task, "requested"
+            case RunStarted():
+                s.status = "running"
+            case LlmCallCompleted():
+                s.model_calls += 1
+                s.steps = max(s.steps, e.step)
+                s.input_tokens += e.input_tokens
+                s.output_tokens += e.output_tokens
+            case LlmCallFailed():
+                s.model_errors += 1
+            case ToolCallCompleted():
+                s.tool_calls += 1
+                s.tool_errors += int(e.is_error)
+                s.tools_used[e.tool] = s.tools_used.get(e.tool, 0) + 1
+            case RunCompleted():
+                s.status, s.reason, s.final_answer, s.steps = "completed", e.reason, e.final_answer, e.steps
+            case RunFailed():
+                s.status, s.reason, s.steps = "failed", f"{e.error_type}: {e.reason}", e.steps
+            case RunCancelled():
+                s.status, s.reason, s.steps = "cancelled", e.reason, e.steps
+    return s
+
+
+def trajectory(entries: list[JournalEntry]) -> list[tuple[str, ...]]:
+    """The decisions and observations that make up a run, for comparing two runs of one scenario:
+    ids, timings and token counts are left out; what the agent did and saw is kept. Tool results
+    of one step are ordered by call, since parallel calls may finish in any order."""
+    keyed: list[tuple[tuple[int, int, str], tuple[str, ...]]] = []
+    for entry in entries:
+        e = entry.event
+        match e:
+            case LlmCallCompleted():
+                keyed.append(((e.step, 0, ""), ("model", str(e.step), e.text, e.tool_calls_json)))
+            case ToolCallRequested():
+                keyed.append(
+                    (
+                        (e.step, 1, e.call_id),
+                        ("tool", str(e.step), e.tool, e.arguments_json, e.idempotency_key),
+                    )
+                )
+            case ToolCallCompleted():
+                keyed.append(((e.step, 2, e.call_id), ("observation", str(e.step), e.tool, e.content, str(e.is_error))))
+            case RunCompleted():
+                keyed.append(((1 << 30, 0, ""), ("completed", str(e.steps), e.final_answer)))
+            case RunFailed():
+                keyed.append(((1 << 30, 0, ""), ("failed", str(e.steps), e.error_type)))
+            case RunCancelled():
+                keyed.append(((1 << 30, 0, ""), ("cancelled", str(e.steps))))
+    return [item for _key, item in sorted(keyed, key=lambda pair: pair[0])]

@@ -1,0 +1,130 @@
+"""What the benchmarks share: a broker, isolated topics, whole-journal reads, CPU accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from agentstream.client.journal import JournalEntry
+from agentstream.codec import AvroCodec
+from agentstream.config import ModelSettings, Settings
+from agentstream.events import RunEvent
+from agentstream.localkafka import LocalKafka, free_port
+from agentstream.stack import ensure_topics
+from agentstream.topics import JOURNAL, load_topics
+
+
+@asynccontextmanager
+async def bench_settings(name: str) -> AsyncIterator[tuple[Settings, LocalKafka | None]]:
+    """KAFKA_BOOTSTRAP_SERVERS if set, else a fresh local broker; topics under a unique prefix."""
+    home = Path(tempfile.mkdtemp(prefix=f"agentstream-{name}-"))
+    kafka: LocalKafka | None = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        kafka = LocalKafka(home / "kafka", port=free_port(), controller_port=free_port())
+        await kafka.start()
+        bootstrap = kafka.bootstrap
+    settings = Settings(bootstrap, f"{name}{uuid.uuid4().hex[:8]}", home / "home", ModelSettings())
+    settings.home.mkdir(parents=True)
+    await ensure_topics(settings)
+    try:
+        yield settings, kafka
+    finally:
+        if kafka is not None:
+            await kafka.stop()
+
+
+async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
+    """The whole journal, decoded, grouped by run, duplicates removed, in journal order."""
+    topic = load_topics(settings.topic_prefix)[JOURNAL].name
+
+    def run() -> dict[str, list[JournalEntry]]:
+        codec = AvroCodec()
+        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "bench-reader"})
+        md = consumer.list_topics(topic, timeout=10)
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        consumer.assign(tps)
+        runs: dict[str, list[JournalEntry]] = defaultdict(list)
+        seen: set[str] = set()
+        done: set[int] = {p for p, end in ends.items() if end == 0}
+        while len(done) < len(ends):
+            for msg in consumer.consume(2000, 0.5):
+                if msg.error() is not None:
+                    continue
+                offset, partition = msg.offset() or 0, msg.partition() or 0
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
+                event = codec.decode(msg.value())
+                if isinstance(event, RunEvent) and event.event_id not in seen:
+                    seen.add(event.event_id)
+                    runs[event.run_id].append(JournalEntry(event, offset, msg.timestamp()[1]))
+        consumer.close()
+        return dict(runs)
+
+    return await asyncio.to_thread(run)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        ticks = sum(int(x) for x in fields[11:15])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+@dataclass
+class CpuMeter:
+    pids: dict[str, int]
+    start: dict[str, float]
+    t0: float
+
+    @staticmethod
+    def begin(pids: dict[str, int]) -> CpuMeter:
+        return CpuMeter(pids, {k: cpu_seconds(p) for k, p in pids.items()}, time.monotonic())
+
+    def end(self) -> dict[str, float]:
+        return {k: cpu_seconds(p) - self.start[k] for k, p in self.pids.items()}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def comparable_trajectory(entries: list[JournalEntry], run_id: str) -> list[tuple[str, ...]]:
+    """A run's trajectory with what legitimately differs between two runs of one scenario masked:
+    the run id, and the demo bank's transfer ids (a hash of each call's idempotency key)."""
+    from agentstream.events import ToolCallRequested
+    from agentstream.trajectory import trajectory
+    from processors.tool_executor.builtin import transfer_id_for
+
+    masks = {run_id: "RUN"}
+    for entry in entries:
+        if isinstance(entry.event, ToolCallRequested):
+            masks[transfer_id_for(entry.event.idempotency_key)] = "TXN"
+    out = []
+    for item in trajectory(entries):
+        parts = []
+        for part in item:
+            for needle, mask in masks.items():
+                part = part.replace(needle, mask)
+            parts.append(part)
+        out.append(tuple(parts))
+    return out

@@ -1,0 +1,156 @@
+"""Platform overhead per durable step, and durable steps per second, under concurrent runs.
+
+    .venv/bin/python bench/step_overhead.py --runs 200 --steps 10
+
+A step is one model call plus the tool calls it asks for. Overhead is the step's wall time (from
+the orchestrator's LlmCallRequested to the next one, or to the run's end) minus the model's and
+the tool's own time as recorded in the journal. The Kafka round trip (produce with acks=all to
+consume) is probed on the same broker during the same run. CPU seconds per step are read from
+/proc for every process involved, the broker included. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Consumer, TopicPartition
+
+from agentstream.client.journal import RunRequest
+from agentstream.events import LlmCallCompleted, LlmCallRequested, RunCompleted, ToolCallCompleted
+from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.stack import Deployment
+from agentstream.topics import load_topics
+from bench.common import CpuMeter, bench_settings, percentile, read_journal
+from bench.scenarios import overhead_scenario, write_scenarios
+from bench.watch import TerminalWatcher
+
+
+async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event) -> list[float]:
+    """Produce-to-consume round trips on a single-partition probe topic, while the load runs."""
+    received: dict[bytes, float] = {}
+    ready = threading.Event()
+    done = threading.Event()
+
+    def consume() -> None:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rtt", "fetch.wait.max.ms": 5})
+        consumer.assign([TopicPartition(topic, 0, -1)])  # from the end
+        consumer.consume(1, 1.0)
+        ready.set()
+        while not done.is_set():
+            for msg in consumer.consume(100, 0.05):
+                if msg.error() is None and msg.key():
+                    received[msg.key() or b""] = time.perf_counter()
+        consumer.close()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    await asyncio.to_thread(ready.wait, 10)
+    producer = AsyncProducer(producer_config(bootstrap, linger_ms=0))
+    sent: dict[bytes, float] = {}
+    for i in range(count):
+        if stop.is_set():
+            break
+        key = f"p{i}".encode()
+        sent[key] = time.perf_counter()
+        await producer.send(topic, b"x", key=key, partition=0)
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    done.set()
+    await asyncio.to_thread(thread.join, 5)
+    await producer.aclose()
+    return [(received[k] - t) * 1000.0 for k, t in sent.items() if k in received]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    async with bench_settings("overhead") as (settings, kafka):
+        scen_dir = settings.home / "scenarios"
+        write_scenarios(scen_dir, [overhead_scenario(args.steps - 1)])
+        watcher = TerminalWatcher(settings)
+        async with Deployment(settings, [scen_dir], wait_tools=("calculator",)) as d:
+            assert d.procs is not None and d.model.proc is not None
+            pids = {k: p.pid for k, p in d.procs.procs.items()}
+            pids["scripted-model"] = d.model.proc.pid
+            broker_pid = kafka.running_pid() if kafka is not None else None
+            if broker_pid is not None:
+                pids["kafka-broker"] = broker_pid
+            pids["bench-client"] = os.getpid()
+            stop = asyncio.Event()
+            probe_topic = load_topics(settings.topic_prefix)["bench.probe"].name
+            probe = asyncio.create_task(probe_rtt(settings.bootstrap_servers, probe_topic, 200, stop))
+            meter = CpuMeter.begin(pids)
+            t0 = time.monotonic()
+            run_ids = set()
+            for i in range(args.runs):
+                run_ids.add(
+                    await d.client.request_run(
+                        RunRequest(task=f"[scenario:overhead] run {i}", tools=["calculator"], max_steps=args.steps + 2)
+                    )
+                )
+            missing = await watcher.wait(run_ids, args.timeout)
+            wall = time.monotonic() - t0
+            cpu = meter.end()
+            stop.set()
+            rtts = await probe
+        watcher.close()
+        journal = await read_journal(settings)
+
+    overheads: list[float] = []
+    model_ms: list[float] = []
+    completed = 0
+    first_ts, last_ts = 10**15, 0
+    for run_id in run_ids:
+        entries = journal.get(run_id, [])
+        if not entries:
+            continue
+        first_ts, last_ts = min(first_ts, entries[0].timestamp_ms), max(last_ts, entries[-1].timestamp_ms)
+        requested = {e.event.step: e.timestamp_ms for e in entries if isinstance(e.event, LlmCallRequested)}
+        latency = {e.event.step: e.event.latency_ms for e in entries if isinstance(e.event, LlmCallCompleted)}
+        tool: dict[int, float] = {}
+        for e in entries:
+            if isinstance(e.event, ToolCallCompleted):
+                tool[e.event.step] = max(tool.get(e.event.step, 0.0), e.event.duration_ms)
+        end = next((e.timestamp_ms for e in entries if isinstance(e.event, RunCompleted)), None)
+        completed += end is not None
+        for step, t_req in requested.items():
+            t_next = requested.get(step + 1, end)
+            if t_next is None or step not in latency:
+                continue
+            overheads.append((t_next - t_req) - latency[step] - tool.get(step, 0.0))
+            model_ms.append(latency[step])
+    steps = len(overheads)
+    span_s = max(1e-9, (last_ts - first_ts) / 1000.0)
+    result = {
+        "runs": args.runs,
+        "completed": completed,
+        "lost": len(missing),
+        "steps": steps,
+        "step_overhead_ms_p50": round(percentile(overheads, 50), 2),
+        "step_overhead_ms_p99": round(percentile(overheads, 99), 2),
+        "kafka_rtt_ms_p50": round(percentile(rtts, 50), 2),
+        "kafka_rtt_ms_p99": round(percentile(rtts, 99), 2),
+        "model_http_ms_p50": round(percentile(model_ms, 50), 2),
+        "steps_per_s": round(steps / span_s, 1),
+        "wall_s": round(wall, 2),
+        "cpu_ms_per_step": {k: round(v * 1000.0 / max(1, steps), 3) for k, v in sorted(cpu.items())},
+        "cpu_ms_per_step_total": round(sum(cpu.values()) * 1000.0 / max(1, steps), 3),
+        "cores": os.cpu_count(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,51 @@
+"""Tails the journal and notes which runs have ended, so a benchmark can wait without polling runs one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from agentstream.config import Settings
+from agentstream.events import TERMINAL_TYPES
+from agentstream.topics import JOURNAL, load_topics
+
+
+class TerminalWatcher:
+    def __init__(self, settings: Settings) -> None:
+        self.ended: dict[str, str] = {}
+        self._topic = load_topics(settings.topic_prefix)[JOURNAL].name
+        self._bootstrap = settings.bootstrap_servers
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": "bench-watch", "fetch.wait.max.ms": 20})
+        md = consumer.list_topics(self._topic, timeout=10)
+        consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in md.topics[self._topic].partitions])
+        while not self._stop.is_set():
+            for msg in consumer.consume(1000, 0.2):
+                if msg.error() is not None:
+                    continue
+                for name, value in msg.headers() or []:
+                    if name == "type" and isinstance(value, bytes) and value.decode() in TERMINAL_TYPES:
+                        key = (msg.key() or b"").decode()
+                        self.ended[key.split("/", 1)[0]] = value.decode()
+        consumer.close()
+
+    async def wait(self, run_ids: set[str], timeout_s: float) -> set[str]:
+        """Returns the runs still not ended when everything ended or the timeout passed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            missing = run_ids - set(self.ended)
+            if not missing:
+                return set()
+            await asyncio.sleep(0.25)
+        return run_ids - set(self.ended)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

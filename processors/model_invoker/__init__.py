@@ -1,0 +1,1 @@
+"""Model invoker: turns model-call requests into calls on a provider adapter."""

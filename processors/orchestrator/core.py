@@ -1,0 +1,91 @@
+"""The orchestrator as a processor core: load a run's state, evolve it, decide, save it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+
+from agentstream.events import Event, RunEvent
+from agentstream.kafka.core import Outcome
+from agentstream.kafka.state import PartitionStore
+from agentstream.llm import ToolSpec
+from processors.orchestrator.decide import OrchestratorConfig, decide
+from processors.orchestrator.evolve import evolve
+from processors.orchestrator.state import RunState
+
+HANDLED = frozenset(
+    {
+        "RunRequested", "RunStarted", "CancelRequested", "LlmCallRequested", "LlmCallCompleted",
+        "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunCompleted", "RunFailed", "RunCancelled",
+    }
+)  # fmt: skip
+
+
+def run_key(run_id: str) -> str:
+    return f"run/{run_id}"
+
+
+def active_key(run_id: str) -> str:
+    return f"active/{run_id}"
+
+
+class OrchestratorCore:
+    name = "orchestrator"
+
+    def __init__(self, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig | None = None) -> None:
+        self.catalog = catalog
+        self.config = config or OrchestratorConfig()
+        # Ids emitted but not yet read back: suppresses re-emitting an intent while it is in
+        # flight. Memory only; after a restart a repeat is possible and harmless (same id).
+        self._in_flight: OrderedDict[str, None] = OrderedDict()
+
+    def accepts(self, type_name: str) -> bool:
+        return type_name in HANDLED
+
+    def apply(self, store: PartitionStore, event: Event, *, live: bool) -> Outcome:
+        if not isinstance(event, RunEvent):
+            return Outcome()
+        self._in_flight.pop(event.event_id, None)
+        raw = store.get(run_key(event.run_id))
+        before = None if raw is None else RunState.load(raw)
+        if before is not None and before.terminal:
+            return Outcome()  # late events after the end are on the record and change nothing
+        after = evolve(event, before)
+        if after is None:
+            return Outcome()
+        if after is not before:
+            self._save(store, after)
+        if not live:
+            return Outcome()
+        return Outcome(emit=self._decide(after))
+
+    def resume(self, store: PartitionStore) -> Outcome:
+        out = Outcome()
+        for key in list(store.keys_with_prefix("active/")):
+            raw = store.get(run_key(key.removeprefix("active/")))
+            if raw is not None:
+                out.emit.extend(self._decide(RunState.load(raw)))
+        return out
+
+    def _decide(self, state: RunState) -> list[RunEvent]:
+        fresh = []
+        for event in decide(state, self.catalog, self.config):
+            if event.event_id in self._in_flight:
+                continue
+            self._in_flight[event.event_id] = None
+            fresh.append(event)
+        while len(self._in_flight) > 100_000:
+            self._in_flight.popitem(last=False)
+        return fresh
+
+    @staticmethod
+    def _save(store: PartitionStore, state: RunState) -> None:
+        if state.terminal:
+            # An ended run keeps only a stub (so re-sent requests are recognised); its history
+            # lives in the journal, not in processor state.
+            store.put(run_key(state.run_id), replace(state, messages=(), planned=()))
+            store.delete(active_key(state.run_id))
+        else:
+            store.put(run_key(state.run_id), state)
+            store.put(active_key(state.run_id), 1)

@@ -1,0 +1,113 @@
+"""decide(state) -> events: what the run needs next, as a pure function of its state.
+
+Returns intents whose ids are deterministic, so deciding twice on the same state yields the same
+events, which downstream consumers recognise as duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agentstream import ids
+from agentstream.events import (
+    LlmCallRequested,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunStarted,
+    ToolCallRequested,
+)
+from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
+from processors.orchestrator.state import RunState
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an agent running on agentstream. Work step by step: call tools when you need facts or "
+    "actions, read their results, and answer in plain text when the task is done."
+)
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    platform_max_steps: int = 100  # no run may exceed this, whatever it asked for
+    max_invalid_streak: int = 3  # consecutive steps with only invalid tool calls before failing
+    max_tokens: int = 1024
+    tool_timeout_ms: int = 30000
+
+
+def decide(state: RunState, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig) -> list[RunEvent]:
+    run, tenant = state.run_id, state.tenant_id
+    if state.terminal:
+        return []
+    if state.status == "requested":
+        return [_start(state, catalog, config)]
+    if state.cancel_reason is not None:
+        return [RunCancelled(ids.terminal_id(run), run, tenant, state.step, state.cancel_reason)]
+    if state.llm_failure is not None:
+        return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "model_error", state.llm_failure)]
+    if state.final_answer is not None:
+        return [RunCompleted(ids.terminal_id(run), run, tenant, state.step, state.final_answer, "final answer")]
+    if state.invalid_streak >= config.max_invalid_streak:
+        reason = f"the model produced only invalid tool calls {state.invalid_streak} steps in a row"
+        return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "invalid_tool_calls", reason)]
+    if state.llm_pending is not None:
+        return []
+    if state.planned:
+        return [
+            ToolCallRequested(
+                event_id=ids.requested_event_id(p.call_id),
+                run_id=run,
+                tenant_id=tenant,
+                step=state.step,
+                call_id=p.call_id,
+                tool_call_id=p.tool_call_id,
+                tool=p.tool,
+                arguments_json=p.arguments_json,
+                idempotency_key=p.call_id,
+                timeout_ms=config.tool_timeout_ms,
+            )
+            for p in state.planned
+            if p.needs_request
+        ]
+    cap = min(state.max_steps, config.platform_max_steps)
+    if state.step >= cap:
+        reason = f"step cap reached: {state.step} model calls (run cap {state.max_steps}, platform cap {config.platform_max_steps})"
+        return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "step_cap", reason)]
+    step = state.step + 1
+    call_id = ids.llm_call_id(run, step)
+    return [
+        LlmCallRequested(
+            event_id=ids.requested_event_id(call_id),
+            run_id=run,
+            tenant_id=tenant,
+            step=step,
+            call_id=call_id,
+            model=state.model,
+            messages_json=messages_to_json(state.messages),
+            tools_json=state.tools_json,
+            max_tokens=config.max_tokens,
+        )
+    ]
+
+
+def _start(state: RunState, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig) -> RunEvent:
+    run, tenant = state.run_id, state.tenant_id
+    names = state.tool_names or tuple(sorted(catalog))
+    missing = [n for n in names if n not in catalog]
+    if missing:
+        reason = f"unknown tool(s) requested: {', '.join(missing)}"
+        return RunFailed(ids.terminal_id(run), run, tenant, 0, "unknown_tool", reason)
+    if state.max_steps < 1:
+        return RunFailed(ids.terminal_id(run), run, tenant, 0, "bad_request", "max_steps must be at least 1")
+    pinned = tools_to_json([catalog[n] for n in names])
+    return RunStarted(
+        event_id=ids.run_started_id(run),
+        run_id=run,
+        tenant_id=tenant,
+        model=state.model,
+        tools_json=pinned,
+        max_steps=min(state.max_steps, config.platform_max_steps),
+        system_prompt=config.system_prompt,
+    )

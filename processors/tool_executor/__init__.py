@@ -1,0 +1,1 @@
+"""The tool executor: runs built-in and MCP tools for ToolCallRequested events."""

@@ -1,0 +1,53 @@
+"""Bad input on the journal: poison events go to the dead-letter topic with a reason, and the
+processor loop keeps serving good events (real broker, orchestrator running in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.config import Settings
+from agentstream.events import RunFailed
+from agentstream.process import serve
+from agentstream.topics import DEADLETTER, JOURNAL, load_topics
+from processors.orchestrator.app import build as build_orchestrator
+from tests.kafkahelpers import produce_raw, read_topic
+
+
+@pytest.fixture
+async def orchestrator(settings: Settings) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(build_orchestrator, settings, "t0", stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def test_poison_events_are_dead_lettered_and_the_loop_goes_on(settings: Settings, orchestrator: None) -> None:
+    topics = load_topics(settings.topic_prefix)
+    journal = topics[JOURNAL].name
+    produce_raw(settings.bootstrap_servers, journal, b"\x00garbage", b"k1", [("type", b"RunRequested")], partition=0)
+    produce_raw(settings.bootstrap_servers, journal, None, b"k2", [("type", b"RunStarted")], partition=1)
+    produce_raw(settings.bootstrap_servers, journal, b'{"run_id": "x"}', b"k3", None, partition=2)
+
+    client = JournalClient(settings)
+    try:
+        run_id = await client.request_run(RunRequest(task="t", tools=["no_such_tool"]))
+        events = [e.event async for e in client.follow(run_id, timeout_s=30)]
+    finally:
+        await client.aclose()
+    assert isinstance(events[-1], RunFailed) and "no_such_tool" in events[-1].reason
+
+    dead = await read_topic(settings.bootstrap_servers, topics[DEADLETTER].name, min_count=3)
+    by_key = {m.key(): dict(m.headers() or []) for m in dead}
+    assert set(by_key) == {b"k1", b"k2", b"k3"}
+    assert b"bad magic" in by_key[b"k1"]["reason"]
+    assert b"tombstone" in by_key[b"k2"]["reason"]
+    assert by_key[b"k1"]["processor"] == b"orchestrator"
+    assert by_key[b"k1"]["source-topic"] == journal.encode()
+    assert by_key[b"k1"]["original-type"] == b"RunRequested"
+    original = next(m for m in dead if m.key() == b"k1")
+    assert original.value() == b"\x00garbage"  # nothing lost: the original bytes are kept

@@ -1,0 +1,137 @@
+"""End to end on the real broker: every processor as its own OS process, the scripted model server
+speaking the provider wire protocol, the real mcp-server-time, the demo bank's SQLite file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentstream.cli.commands import show_run
+from agentstream.client.journal import JournalEntry, RunRequest
+from agentstream.config import ModelSettings, Settings
+from agentstream.events import LlmCallFailed, RunCompleted, RunFailed, ToolCallCompleted
+from agentstream.stack import Deployment, ensure_topics
+from agentstream.trajectory import summarize
+from bench.common import comparable_trajectory
+from processors.tool_executor.builtin import bank_stats
+from tools.replay import replay_events
+
+TOOLS = ["calculator", "get_current_time", "lookup", "transfer_funds"]
+
+SCENARIOS = {
+    "retry": {"turns": [
+        {"fail_attempts": [{"status": 503, "times": 2}], "tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]},
+        {"text": "two"},
+    ]},
+    "fatal": {"turns": [{"fail_attempts": [{"status": 400, "times": 99}], "text": "never"}]},
+    "slow": {"turns": [
+        *[{"delay_ms": 150, "tool_calls": [
+            {"name": "transfer_funds", "arguments": {"to_account": "ACME", "amount_cents": 100 + i, "memo": f"m{i}"}},
+            {"name": "calculator", "arguments": {"expression": f"{i} * 3"}},
+        ]} for i in range(6)],
+        {"text": "paid six times"},
+    ]},
+    "loop": {"turns": [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1"}}]}], "repeat_last": True},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+async def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+    home = tmp_path_factory.mktemp("e2e")
+    scen = home / "scenarios"
+    scen.mkdir()
+    for name, body in SCENARIOS.items():
+        (scen / f"{name}.json").write_text(json.dumps({"name": name, **body}))
+    settings = Settings(kafka_bootstrap, f"e2e{uuid.uuid4().hex[:8]}", home / "home", ModelSettings())
+    settings.home.mkdir()
+    await ensure_topics(settings)
+    async with Deployment(settings, [scen]) as d:
+        yield d
+
+
+async def run_to_end(d: Deployment, task: str, *, max_steps: int = 12, timeout_s: float = 60) -> list[JournalEntry]:
+    run_id = await d.client.request_run(RunRequest(task=task, tools=TOOLS, max_steps=max_steps))
+    return [e async for e in d.client.follow(run_id, timeout_s=timeout_s)]
+
+
+async def test_demo_run_completes_and_is_reconstructible(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entries = await run_to_end(deployment, "[scenario:demo] do the demo")
+    summary = summarize(entries)
+    assert summary.status == "completed", summary
+    assert summary.steps >= 3 and summary.tool_calls >= 3
+    assert {"calculator", "get_current_time", "transfer_funds"} <= set(summary.tools_used)
+    assert not any(isinstance(e.event, ToolCallCompleted) and e.event.is_error for e in entries)
+
+    # reconstructed from the journal alone, and the orchestrator replays it identically
+    assert await show_run(deployment.settings, summary.run_id) == 0
+    shown = capsys.readouterr().out
+    assert summary.run_id in shown and "completed" in shown and "transfer_funds" in shown
+    replay = replay_events([e.event for e in await deployment.client.read_run(summary.run_id)])
+    assert replay.deterministic, replay.divergences
+
+
+async def test_malformed_tool_call_is_an_error_observation(deployment: Deployment) -> None:
+    entries = await run_to_end(deployment, "[scenario:malformed] go")
+    assert isinstance(entries[-1].event, RunCompleted)
+    completions = [e.event for e in entries if e.event.type_name == "LlmCallRequested"]
+    second_prompt = json.loads(completions[1].messages_json)  # type: ignore[attr-defined]
+    assert second_prompt[-1]["is_error"] and "not valid JSON" in second_prompt[-1]["content"]
+
+
+async def test_provider_errors_are_recorded_and_retried(deployment: Deployment) -> None:
+    entries = await run_to_end(deployment, "[scenario:retry] go")
+    failures = [e.event for e in entries if isinstance(e.event, LlmCallFailed)]
+    assert [(f.status, f.attempt, f.final) for f in failures] == [(503, 1, False), (503, 2, False)]
+    assert isinstance(entries[-1].event, RunCompleted)
+
+
+async def test_terminal_provider_error_fails_the_run_with_a_reason(deployment: Deployment) -> None:
+    entries = await run_to_end(deployment, "[scenario:fatal] go")
+    end = entries[-1].event
+    assert isinstance(end, RunFailed) and end.error_type == "model_error" and "400" in end.reason
+
+
+async def test_step_cap_ends_a_looping_run(deployment: Deployment) -> None:
+    entries = await run_to_end(deployment, "[scenario:loop] go", max_steps=4)
+    end = entries[-1].event
+    assert isinstance(end, RunFailed) and end.error_type == "step_cap" and end.steps == 4
+
+
+async def test_state_is_rebuilt_from_the_topics_and_in_flight_runs_finish(deployment: Deployment) -> None:
+    """SIGKILL every processor mid-run, delete every local state store, restart: all runs finish,
+    with the same trajectories, no transfer applied twice and no completed model call re-sent."""
+    d = deployment
+    assert d.procs is not None
+    reference = await run_to_end(d, "[scenario:slow] reference")
+    run_ids = [await d.client.request_run(RunRequest(task=f"[scenario:slow] r{i}", tools=TOOLS)) for i in range(5)]
+    async for entry in d.client.follow(run_ids[0], timeout_s=60):
+        if entry.event.type_name == "ToolCallCompleted":
+            break  # the runs are in flight
+    for key in list(d.procs.procs):
+        d.procs.kill(key, signal.SIGKILL)
+    shutil.rmtree(d.settings.state_dir)
+    assert not Path(d.settings.state_dir).exists()
+    for key in list(d.procs.procs):
+        d.procs.restart(key)
+    ref = comparable_trajectory(reference, reference[0].event.run_id)
+    for run_id in run_ids:
+        entries = [e async for e in d.client.follow(run_id, timeout_s=90)]
+        assert isinstance(entries[-1].event, RunCompleted)
+        assert comparable_trajectory(entries, run_id) == ref
+    assert bank_stats(d.settings.bank_path)["keys_applied_more_than_once"] == 0
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(f"{d.model_url}/_scripted/stats")).json()
+    for run_id in run_ids:
+        for entry in await d.client.read_run(run_id):
+            if entry.event.type_name == "LlmCallCompleted":
+                receipts = stats["calls"][entry.event.call_id]  # type: ignore[attr-defined]
+                assert all(t <= entry.timestamp_ms for t in receipts), "a journaled model call was sent again"

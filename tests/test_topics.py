@@ -1,0 +1,33 @@
+"""topics.yaml against the real broker: idempotent create, verify reports drift, nothing auto-created."""
+
+from __future__ import annotations
+
+from agentstream.config import Settings
+from agentstream.stack import ensure_topics
+from agentstream.topics import JOURNAL, load_topics, verify_topics
+from tests.kafkahelpers import alter_topic_config
+
+
+async def test_create_is_idempotent_and_verify_is_clean(settings: Settings) -> None:
+    specs = list(load_topics(settings.topic_prefix).values())
+    assert await ensure_topics(settings) == []  # the fixture created them; a second create is a no-op
+    assert await verify_topics(settings.bootstrap_servers, specs) == []
+
+
+async def test_verify_reports_config_drift_and_missing_topics(settings: Settings) -> None:
+    topics = load_topics(settings.topic_prefix)
+    journal = topics[JOURNAL]
+    alter_topic_config(settings.bootstrap_servers, journal.name, "min.compaction.lag.ms", "1000")
+    drift = await verify_topics(settings.bootstrap_servers, list(topics.values()))
+    assert [(d.topic, d.what, d.expected, d.actual) for d in drift] == [
+        (journal.name, "min.compaction.lag.ms", "3600000", "1000")
+    ]
+    other = load_topics("never-created")
+    missing = await verify_topics(settings.bootstrap_servers, list(other.values()))
+    assert {d.what for d in missing} == {"existence"} and len(missing) == len(other)
+
+
+def test_every_topic_declares_its_settings() -> None:
+    for spec in load_topics("x").values():
+        assert spec.partitions >= 1 and spec.writers
+        assert "cleanup.policy" in spec.config and "retention.ms" in spec.config
