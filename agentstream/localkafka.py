@@ -148,7 +148,7 @@ class LocalKafka:
         classpath = f"{jars}/*"
         log_opts = [f"-Dlog4j.configuration=file:{LOG4J}", f"-Dkafka.logs.file={self.log_file}"]
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             fmt = await asyncio.create_subprocess_exec(
                 java, *log_opts, "-cp", classpath, "kafka.tools.StorageTool", "format",
                 "-t", cluster_id, "-c", str(props), "--standalone",
@@ -157,8 +157,9 @@ class LocalKafka:
             out, _ = await fmt.communicate()
             if fmt.returncode != 0:
                 raise LocalKafkaError(f"formatting the KRaft log dir failed:\n{out.decode(errors='replace')[-2000:]}")
+        extra_jvm = os.environ.get("AGENTSTREAM_KAFKA_JVM_OPTS", "").split()
         cmd = [java, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-               "-Djava.awt.headless=true", *log_opts, "-cp", classpath, "kafka.Kafka", str(props)]  # fmt: skip
+               "-Djava.awt.headless=true", *extra_jvm, *log_opts, "-cp", classpath, "kafka.Kafka", str(props)]  # fmt: skip
         proc = await asyncio.to_thread(_spawn_daemon, cmd, self.data_dir / "broker.stdout")
         self.pid_file.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + timeout_s
@@ -215,3 +216,12 @@ def _spawn_daemon(cmd: list[str], output: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id (base64url of a UUID) that does not start with '-': the storage tool's
+    argument parser would take such an id for an option and refuse to format."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if cluster_id[0].isalnum():
+            return cluster_id

@@ -37,7 +37,7 @@ from agentstream.trajectory import summarize
 from bench.common import bench_settings, comparable_trajectory, read_journal
 from bench.scenarios import chaos_scenario, write_scenarios
 from bench.watch import TerminalWatcher
-from processors.tool_executor.builtin import bank_transfers
+from processors.tool_executor.builtin import bank_stats, bank_transfers
 
 TOOLS = ["calculator", "lookup", "transfer_funds", "convert_time"]
 
@@ -122,6 +122,7 @@ async def main() -> None:
             watcher.close()
         journal = await read_journal(settings)
         transfers = bank_transfers(settings.bank_path)
+        bank = bank_stats(settings.bank_path)
 
     references = {k: comparable_trajectory(journal[r], r) for r, k in reference_runs.items()}
     completed = differing = steps_total = 0
@@ -165,6 +166,9 @@ async def main() -> None:
         "restarts": restarts,
         "transfers_requested": len(requested_keys),
         "transfers_applied": sum(1 for key in applied if key in requested_keys),
+        # re-driven transfers the bank recognised by their idempotency key: each one is a crash
+        # that landed between the side effect and its journal append, closed by the key
+        "transfer_redeliveries_deduplicated": bank["deduplicated"],
         "min_model_steps_per_run": min_steps,
         "model_steps_total": steps_total,
         "chaos_wall_s": round(chaos_wall, 1),

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agentstream.client.journal import RunRequest
 from agentstream.events import LlmCallCompleted, LlmCallRequested, RunCompleted, ToolCallCompleted
+from agentstream.kafka.consumer import consumer_config
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.stack import Deployment
 from agentstream.topics import load_topics
@@ -41,7 +42,7 @@ async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event)
     done = threading.Event()
 
     def consume() -> None:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "rtt", "fetch.wait.max.ms": 5})
+        consumer = Consumer(consumer_config(bootstrap, **{"group.id": "rtt", "fetch.wait.max.ms": 5}))
         consumer.assign([TopicPartition(topic, 0, -1)])  # from the end
         consumer.consume(1, 1.0)
         ready.set()
@@ -54,7 +55,7 @@ async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event)
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     await asyncio.to_thread(ready.wait, 10)
-    producer = AsyncProducer(producer_config(bootstrap, linger_ms=0))
+    producer = AsyncProducer(producer_config(bootstrap, **{"linger.ms": 0}))
     sent: dict[bytes, float] = {}
     for i in range(count):
         if stop.is_set():
@@ -74,6 +75,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup-runs", type=int, default=100, help="runs done first, not measured (JIT, caches)")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     async with bench_settings("overhead") as (settings, kafka):
@@ -88,6 +90,16 @@ async def main() -> None:
             if broker_pid is not None:
                 pids["kafka-broker"] = broker_pid
             pids["bench-client"] = os.getpid()
+            warm = set()
+            for i in range(args.warmup_runs):
+                warm.add(
+                    await d.client.request_run(
+                        RunRequest(
+                            task=f"[scenario:overhead] warm-up {i}", tools=["calculator"], max_steps=args.steps + 2
+                        )
+                    )
+                )
+            await watcher.wait(warm, args.timeout)
             stop = asyncio.Event()
             probe_topic = load_topics(settings.topic_prefix)["bench.probe"].name
             probe = asyncio.create_task(probe_rtt(settings.bootstrap_servers, probe_topic, 200, stop))

@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES
+from agentstream.kafka.consumer import consumer_config
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -23,7 +24,7 @@ class TerminalWatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": "bench-watch", "fetch.wait.max.ms": 20})
+        consumer = Consumer(consumer_config(self._bootstrap, **{"group.id": "bench-watch"}))
         md = consumer.list_topics(self._topic, timeout=10)
         consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in md.topics[self._topic].partitions])
         while not self._stop.is_set():

@@ -15,6 +15,7 @@ def consumer_config(bootstrap: str, extra: dict[str, str] | None = None, **overr
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 20,
+        "socket.nagle.disable": True,
         "fetch.min.bytes": 1,
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,

@@ -84,6 +84,8 @@ class ProcessorRuntime:
         self._work_slots = asyncio.Semaphore(config.max_concurrent_work)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.before_batch: list[Callable[[], Any]] = []
+        self._uncommitted: dict[int, int] = {}
+        self._last_group_commit = 0.0
         self._consumer = Consumer(
             consumer_config(
                 config.bootstrap,
@@ -119,6 +121,7 @@ class ProcessorRuntime:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            self._uncommitted.pop(tp.partition, None)
             part = self._partitions.pop(tp.partition, None)
             if part is None:
                 continue
@@ -153,6 +156,7 @@ class ProcessorRuntime:
             await asyncio.to_thread(self._close_consumer)
 
     def _close_consumer(self) -> None:
+        self._commit_group_offsets(force=True)
         for part in self._partitions.values():
             part.store.close()
         self._partitions.clear()
@@ -214,11 +218,22 @@ class ProcessorRuntime:
             self._start_work(item)
         if last_offsets:
             self.counters.batches += 1
-            commits = [TopicPartition(self.config.input_topic, p, o + 1) for p, o in last_offsets.items()]
-            try:
-                self._consumer.commit(offsets=commits, asynchronous=True)
-            except Exception as exc:  # lag visibility only; the store holds the real offset
-                log.debug("offset commit skipped: %s", exc)
+            self._uncommitted.update(last_offsets)
+        self._commit_group_offsets()
+
+    def _commit_group_offsets(self, force: bool = False) -> None:
+        """Group offsets only make lag visible to Kafka tooling (the store's offset is where a
+        restart resumes), so they are committed at most once a second, not per batch."""
+        now = time.monotonic()
+        if not self._uncommitted or (not force and now - self._last_group_commit < 1.0):
+            return
+        commits = [TopicPartition(self.config.input_topic, p, o + 1) for p, o in self._uncommitted.items()]
+        self._uncommitted.clear()
+        self._last_group_commit = now
+        try:
+            self._consumer.commit(offsets=commits, asynchronous=True)
+        except Exception as exc:
+            log.debug("offset commit skipped: %s", exc)
 
     def _check_recovered(self, partition: int, part: _Partition) -> None:
         position = self._consumer.position([TopicPartition(self.config.input_topic, partition)])[0].offset
