@@ -3,6 +3,7 @@ speaking the provider wire protocol, the real mcp-server-time, the demo bank's S
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from agentstream.cli.commands import show_run
+from agentstream.cli.status import show_status
 from agentstream.client.journal import JournalEntry, RunRequest
 from agentstream.config import ModelSettings, Settings
 from agentstream.events import LlmCallFailed, RunCompleted, RunFailed, ToolCallCompleted
@@ -135,3 +137,58 @@ async def test_state_is_rebuilt_from_the_topics_and_in_flight_runs_finish(deploy
             if entry.event.type_name == "LlmCallCompleted":
                 receipts = stats["calls"][entry.event.call_id]  # type: ignore[attr-defined]
                 assert all(t <= entry.timestamp_ms for t in receipts), "a journaled model call was sent again"
+
+
+async def test_sigterm_drains_and_a_restarted_processor_carries_on(deployment: Deployment) -> None:
+    d = deployment
+    assert d.procs is not None
+    proc = d.procs.procs["orchestrator-0"]
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    log = (d.procs.log_dir / "orchestrator-0.log").read_text()
+    assert "orchestrator instance 0 stopped: Counters(" in log
+    d.procs.start("orchestrator")
+    entries = await run_to_end(d, "[scenario:demo] after a graceful restart")
+    assert isinstance(entries[-1].event, RunCompleted)
+
+
+async def test_status_reports_lag_and_counters(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    await asyncio.sleep(2.5)  # one status interval
+    assert await show_status(deployment.settings) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert {"orchestrator-0", "model-invoker-0", "tool-executor-0"} <= set(rows)
+    for name in ("orchestrator-0", "model-invoker-0", "tool-executor-0"):
+        state, _age, lag, processed, errors = rows[name][1:6]
+        assert state == "running" and int(lag) >= 0 and int(processed) > 0 and int(errors) == 0
+
+
+async def test_a_second_orchestrator_instance_joins_and_leaves_without_losing_runs(deployment: Deployment) -> None:
+    """Rebalances move partitions (and their state) between instances in both directions."""
+    d = deployment
+    assert d.procs is not None
+    reference = await run_to_end(d, "[scenario:slow] reference")
+    ref = comparable_trajectory(reference, reference[0].event.run_id)
+    run_ids = [await d.client.request_run(RunRequest(task=f"[scenario:slow] rb{i}", tools=TOOLS)) for i in range(8)]
+    d.procs.start("orchestrator", instance="1")  # joins: the group splits the partitions
+    await asyncio.sleep(4)
+    d.procs.procs["orchestrator-1"].send_signal(signal.SIGTERM)  # leaves: its partitions come back
+    for run_id in run_ids:
+        entries = [e async for e in d.client.follow(run_id, timeout_s=120)]
+        assert isinstance(entries[-1].event, RunCompleted)
+        assert comparable_trajectory(entries, run_id) == ref
+    log = (d.procs.log_dir / "orchestrator-1.log").read_text()
+    assert "orchestrator assigned p" in log
+
+
+async def test_anthropic_streaming_provider_end_to_end(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap, f"e2ea{uuid.uuid4().hex[:8]}", tmp_path / "home", ModelSettings())
+    settings.home.mkdir()
+    await ensure_topics(settings)
+    env = {"AGENTSTREAM_MODEL_PROVIDER": "anthropic", "AGENTSTREAM_MODEL_STREAM": "1"}
+    async with Deployment(settings, extra_env=env) as d:
+        entries = await run_to_end(d, "[scenario:demo] via the Messages API, streamed")
+        async with httpx.AsyncClient() as http:
+            stats = (await http.get(f"{d.model_url}/_scripted/stats")).json()
+    assert summarize(entries).status == "completed"
+    assert stats["by_protocol"].get("anthropic", 0) >= 5 and not stats["by_protocol"].get("openai")
