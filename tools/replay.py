@@ -85,13 +85,9 @@ class ResultBuilder:
 
 
 async def replay_command(settings: Settings, run_id: str) -> int:
-    from agentstream.client.journal import JournalClient
+    from agentstream.client.journal import read_run_once
 
-    client = JournalClient(settings)
-    try:
-        entries = await client.read_run(run_id)
-    finally:
-        await client.aclose()
+    entries = await read_run_once(settings, run_id)
     if not entries:
         print(f"no run {run_id} in the journal")
         return 1

@@ -9,7 +9,7 @@ import time
 
 import orjson
 
-from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.client.journal import JournalClient, RunRequest, read_run_once
 from agentstream.config import Settings
 from agentstream.localkafka import LocalKafka
 from agentstream.stack import ensure_broker, ensure_topics
@@ -104,11 +104,7 @@ def _print_summary(summary: dict[str, object]) -> None:
 
 
 async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) -> int:
-    client = JournalClient(settings)
-    try:
-        entries = await client.read_run(run_id)
-    finally:
-        await client.aclose()
+    entries = await read_run_once(settings, run_id)
     if not entries:
         print(f"no run {run_id} in the journal", file=sys.stderr)
         return 1

@@ -155,5 +155,14 @@ class JournalClient:
             await self._producer.aclose()
 
 
+async def read_run_once(settings: Settings, run_id: str) -> list[JournalEntry]:
+    """One run's journal, read with a client opened and closed for the purpose (CLI commands)."""
+    client = JournalClient(settings)
+    try:
+        return await client.read_run(run_id)
+    finally:
+        await client.aclose()
+
+
 def is_terminal(event: Event) -> bool:
     return event.type_name in TERMINAL_TYPES

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
-from agentstream.llm import ChatRequest, ChatResult, ProviderError
+from agentstream.llm import ChatRequest, ChatResult, ProviderError, ToolCall, Usage
 
 _STATUS_TYPES = {
     401: "authentication",
@@ -275,3 +275,24 @@ class HttpProvider:
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
+
+
+def chat_result(
+    text: str,
+    calls: tuple[ToolCall, ...],
+    usage: Usage,
+    raw_finish: str,
+    finish_map: dict[str, str],
+    model: str,
+    request_id: str | None,
+) -> ChatResult:
+    """Both adapters report finish reasons in one vocabulary; the provider's own value is kept."""
+    return ChatResult(
+        text=text,
+        tool_calls=calls,
+        usage=usage,
+        finish_reason=finish_map.get(raw_finish, raw_finish),
+        model=model,
+        provider_request_id=request_id,
+        extra={"raw_finish_reason": raw_finish},
+    )

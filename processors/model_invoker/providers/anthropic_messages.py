@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from agentstream.llm import ChatRequest, ChatResult, Message, ProviderError, ToolCall, Usage
-from processors.model_invoker.providers._http import HttpProvider, as_dict, iter_sse
+from processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
 
 # Mapped onto the OpenAI-style vocabulary so callers need not know which provider answered.
 _FINISH = {
@@ -128,17 +128,9 @@ class AnthropicMessagesProvider(HttpProvider):
         return body
 
     def _result(
-        self, text: str, calls: tuple[ToolCall, ...], usage: Usage, stop: str, model: str, rid: str | None
+        self, text: str, calls: tuple[ToolCall, ...], usage: Usage, finish: str, model: str, rid: str | None
     ) -> ChatResult:
-        return ChatResult(
-            text=text,
-            tool_calls=calls,
-            usage=usage,
-            finish_reason=_FINISH.get(stop, stop),
-            model=model,
-            provider_request_id=rid,
-            extra={"raw_finish_reason": stop},
-        )
+        return chat_result(text, calls, usage, finish, _FINISH, model, rid)
 
     def _parse(self, data: dict[str, Any], request: ChatRequest, request_id: str | None) -> ChatResult:
         text: list[str] = []

@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from agentstream.llm import ChatRequest, ChatResult, Message, ProviderError, ToolCall, Usage
-from processors.model_invoker.providers._http import HttpProvider, as_dict, iter_sse
+from processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
 
 # Tool results carry no error flag in this protocol, so the model is told in the text.
 ERROR_PREFIX = "ERROR: "
@@ -90,23 +90,9 @@ class OpenAIChatProvider(HttpProvider):
         return body
 
     def _result(
-        self,
-        text: str,
-        calls: tuple[ToolCall, ...],
-        usage: Usage,
-        finish: str,
-        model: str,
-        request_id: str | None,
+        self, text: str, calls: tuple[ToolCall, ...], usage: Usage, finish: str, model: str, rid: str | None
     ) -> ChatResult:
-        return ChatResult(
-            text=text,
-            tool_calls=calls,
-            usage=usage,
-            finish_reason=_FINISH.get(finish, finish),
-            model=model,
-            provider_request_id=request_id,
-            extra={"raw_finish_reason": finish},
-        )
+        return chat_result(text, calls, usage, finish, _FINISH, model, rid)
 
     def _parse(self, data: dict[str, Any], request: ChatRequest, request_id: str | None) -> ChatResult:
         choice = as_dict(data["choices"][0], "choices[0]")
@@ -125,7 +111,7 @@ class OpenAIChatProvider(HttpProvider):
             usage=_usage(data.get("usage")),
             finish=str(choice.get("finish_reason") or ("tool_calls" if calls else "stop")),
             model=str(data.get("model") or request.model),
-            request_id=request_id or data.get("id"),
+            rid=request_id or data.get("id"),
         )
 
     async def _parse_stream(self, response: httpx.Response, request: ChatRequest, request_id: str | None) -> ChatResult:
