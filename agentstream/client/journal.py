@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from agentstream import ids
 from agentstream.codec import AvroCodec
@@ -18,6 +17,7 @@ from agentstream.events import TERMINAL_TYPES, CancelRequested, Event, RunEvent,
 from agentstream.kafka.consumer import consumer_config
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.process import wait_for_kafka
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -54,13 +54,8 @@ class JournalClient:
 
     async def _ready(self) -> tuple[AsyncProducer, RecordFactory]:
         if self._producer is None or self._records is None:
-            md = await asyncio.to_thread(
-                lambda: AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, **self.settings.kafka_extra})
-                .list_topics(self.topic, timeout=10)
-            )  # fmt: skip
-            partitions = len(md.topics[self.topic].partitions)
-            if partitions == 0:
-                raise RuntimeError(f"topic {self.topic} does not exist: run `agentstream topics create`")
+            # Says once, clearly, when Kafka is unreachable or the topic is missing, then retries.
+            partitions = await wait_for_kafka(self.settings, self.topic)
             self._records = RecordFactory(self.codec, self.topic, partitions)
             self._producer = AsyncProducer(producer_config(self.settings.bootstrap_servers, self.settings.kafka_extra))
         return self._producer, self._records

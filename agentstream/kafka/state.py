@@ -8,6 +8,7 @@ the next input offset in one RocksDB WriteBatch: after a crash the store and the
 from __future__ import annotations
 
 import shutil
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
 _OFFSET_KEY = b"\x00offset"
+CACHE_ENTRIES = 20_000
 _DELETED = object()
 
 
@@ -28,7 +30,8 @@ class PartitionStore:
         self._db = Rdict(str(path), options=options)
         self._staged: dict[bytes, Any] = {}
         # Committed values as the core last wrote them, so the hot path skips re-parsing JSON.
-        self._cache: dict[bytes, Any] = {}
+        # Bounded (least recently used out): a partition's keys grow with every run it ever saw.
+        self._cache: OrderedDict[bytes, Any] = OrderedDict()
 
     def offset(self) -> int | None:
         """The next input offset to consume, or None for a new (or lost) store."""
@@ -41,13 +44,20 @@ class PartitionStore:
             value = self._staged[k]
             return None if value is _DELETED else value
         if k in self._cache:
+            self._cache.move_to_end(k)
             return self._cache[k]
         raw = self._db.get(k)
         if raw is None:
             return None
         value = orjson.loads(raw)
-        self._cache[k] = value
+        self._remember(k, value)
         return value
+
+    def _remember(self, k: bytes, value: Any) -> None:
+        self._cache[k] = value
+        self._cache.move_to_end(k)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
 
     def put(self, key: str, value: Any) -> None:
         self._staged[key.encode()] = value
@@ -71,6 +81,10 @@ class PartitionStore:
                 yield raw.decode()
 
     @property
+    def cached_entries(self) -> int:
+        return len(self._cache)
+
+    @property
     def dirty(self) -> bool:
         return bool(self._staged)
 
@@ -82,7 +96,7 @@ class PartitionStore:
                 self._cache.pop(k, None)
             else:
                 batch.put(k, orjson.dumps(value))
-                self._cache[k] = value
+                self._remember(k, value)
         if next_offset is not None:
             batch.put(_OFFSET_KEY, str(next_offset).encode())
         self._db.write(batch)
