@@ -23,6 +23,7 @@ class ModelSettings:
     stream: bool = False
     timeout_s: float = 60.0
     max_attempts: int = 4
+    max_concurrency: int = 32
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Settings:
                 stream=_env("AGENTSTREAM_MODEL_STREAM", "0") in ("1", "true", "yes"),
                 timeout_s=float(_env("AGENTSTREAM_MODEL_TIMEOUT_S", "60")),
                 max_attempts=int(_env("AGENTSTREAM_MODEL_MAX_ATTEMPTS", "4")),
+                max_concurrency=int(_env("AGENTSTREAM_MODEL_CONCURRENCY", "32")),
             ),
             kafka_extra=extra,
         )

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agentstream.client.journal import RunRequest
 from agentstream.events import LlmCallCompleted, LlmCallRequested, RunCompleted, ToolCallCompleted
-from agentstream.kafka.consumer import consumer_config
+from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.stack import Deployment
 from agentstream.topics import load_topics
@@ -47,7 +47,7 @@ async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event)
         consumer.consume(1, 1.0)
         ready.set()
         while not done.is_set():
-            for msg in consumer.consume(100, 0.05):
+            for msg in fetch_batch(consumer, 100, 0.05):
                 if msg.error() is None and msg.key():
                     received[msg.key() or b""] = time.perf_counter()
         consumer.close()

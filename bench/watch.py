@@ -10,7 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES
-from agentstream.kafka.consumer import consumer_config
+from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -28,7 +28,7 @@ class TerminalWatcher:
         md = consumer.list_topics(self._topic, timeout=10)
         consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in md.topics[self._topic].partitions])
         while not self._stop.is_set():
-            for msg in consumer.consume(1000, 0.2):
+            for msg in fetch_batch(consumer, 1000, 0.2):
                 if msg.error() is not None:
                     continue
                 for name, value in msg.headers() or []:

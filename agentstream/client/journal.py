@@ -14,7 +14,7 @@ from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES, CancelRequested, Event, RunEvent, RunRequested
-from agentstream.kafka.consumer import consumer_config
+from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.process import wait_for_kafka
@@ -121,7 +121,7 @@ class JournalClient:
                     return
                 if deadline is not None and loop.time() > deadline:
                     raise TimeoutError(f"run {run_id} did not end within {timeout_s}s; last events: {last[-4:]}")
-                msgs: list[Message] = await asyncio.to_thread(consumer.consume, 500, 0.1)
+                msgs: list[Message] = await asyncio.to_thread(fetch_batch, consumer, 500, 0.1)
                 for msg in msgs:
                     if msg.error() is not None:
                         continue

@@ -25,6 +25,21 @@ def consumer_config(bootstrap: str, extra: dict[str, str] | None = None, **overr
     }
 
 
+def fetch_batch(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to `max_messages` that are ready, waiting at most `timeout_s` for the first one.
+
+    `Consumer.consume(n, timeout)` waits until it has n messages or the timeout passed, so a
+    lightly loaded processor would sit on every event for the whole timeout. This returns as soon
+    as anything is there, and still drains a backlog in one batch."""
+    batch = consumer.consume(max_messages, 0)
+    if batch:
+        return batch
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, 0)]
+
+
 class TableReader:
     """Reads every partition of a topic from the beginning, outside any consumer group, and hands
     each record to `apply`. Used for global tables every processor instance needs whole."""
@@ -50,7 +65,7 @@ class TableReader:
 
     def _drain(self, timeout: float) -> int:
         count = 0
-        for msg in self._consumer.consume(500, timeout):
+        for msg in fetch_batch(self._consumer, 500, timeout):
             if msg.error() is None:
                 self._apply(msg)
                 count += 1

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from agentstream.codec import DecodeError
 from agentstream.events import ProcessorStatus, RunEvent
-from agentstream.kafka.consumer import consumer_config
+from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.core import Outcome, ProcessorCore, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
 from agentstream.kafka.journal import TYPE_HEADER, Record, RecordFactory, header_pairs
@@ -145,7 +145,7 @@ class ProcessorRuntime:
         status_task = asyncio.create_task(self._publish_status_forever(stop))
         try:
             while not stop.is_set():
-                msgs = await asyncio.to_thread(self._consumer.consume, self.config.batch_size, 0.05)
+                msgs = await asyncio.to_thread(fetch_batch, self._consumer, self.config.batch_size, 0.05)
                 for hook in self.before_batch:
                     hook()
                 await self._process_batch(msgs)

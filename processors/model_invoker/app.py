@@ -31,7 +31,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         raise SystemExit(f"AGENTSTREAM_MODEL_PROVIDER must be openai or anthropic, not {model.provider!r}")
     kind: Literal["openai", "anthropic"] = "openai" if model.provider == "openai" else "anthropic"
     provider = make_provider(kind, model.base_url, model.api_key, timeout_s=model.timeout_s, stream=model.stream)
-    invoker = ModelInvoker(provider, RetryPolicy(max_attempts=model.max_attempts))
+    invoker = ModelInvoker(provider, RetryPolicy(max_attempts=model.max_attempts), model.max_concurrency)
     core = CallLedgerCore(
         "model-invoker", LlmCallRequested, _result_of, invoker.perform, frozenset({"LlmCallCompleted", "LlmCallFailed"})
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -15,9 +16,12 @@ from processors.model_invoker.providers.retry import RetryPolicy, complete_with_
 
 
 class ModelInvoker:
-    def __init__(self, provider: ModelProvider, policy: RetryPolicy) -> None:
+    def __init__(self, provider: ModelProvider, policy: RetryPolicy, max_concurrency: int = 32) -> None:
         self.provider = provider
         self.policy = policy
+        # A bulkhead per provider: more calls in flight than the endpoint serves at once only
+        # queue inside the HTTP client's pool, where bookkeeping grows with every waiting request.
+        self._slots = asyncio.Semaphore(max_concurrency)
         # Jitter only spaces retries out; it never reaches the journal or a decision.
         self._rng = random.Random()
 
@@ -34,11 +38,12 @@ class ModelInvoker:
             max_tokens=request.max_tokens,
             call_id=request.call_id,
         )
-        started = time.perf_counter()
         try:
-            result, attempts = await complete_with_retries(
-                self.provider, chat, self.policy, rng=self._rng, on_attempt_failed=on_attempt_failed
-            )
+            async with self._slots:
+                started = time.perf_counter()  # provider time only, not the wait for a slot
+                result, attempts = await complete_with_retries(
+                    self.provider, chat, self.policy, rng=self._rng, on_attempt_failed=on_attempt_failed
+                )
         except ProviderError as error:
             if not failures or failures[-1] is not error:
                 failures.append(error)
