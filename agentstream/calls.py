@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, CancelRequested, Event, RunEvent
-from agentstream.ids import run_of_event_id
 from agentstream.kafka.core import Outcome, WorkItem
 from agentstream.kafka.state import PartitionStore
 
@@ -87,7 +86,3 @@ class CallLedgerCore(Generic[R]):
         if not keep_done:
             for key in list(store.keys_with_prefix(f"done/{run_id}/")):
                 store.delete(key)
-
-
-def call_run_id(call_id: str) -> str:
-    return run_of_event_id(call_id)

@@ -43,23 +43,25 @@ def _diff(recorded: RunEvent, decided: RunEvent) -> str:
 def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = None) -> ReplayResult:
     config = config or OrchestratorConfig()
     run_id = events[0].run_id if events else ""
-    result = ResultBuilder(run_id)
+    result = ReplayResult(run_id)
     started = next((e for e in events if isinstance(e, RunStarted)), None)
     catalog = {t.name: t for t in tools_from_json(started.tools_json)} if started else {}
     state: RunState | None = None
     pending: dict[str, RunEvent] = {}
     recorded_ids: set[str] = set()
     for event in events:
-        result.r.events += 1
+        result.events += 1
         recorded_ids.add(event.event_id)
         if event.type_name in AUTHORED:
             decided = pending.pop(event.event_id, None)
             if decided is None:
-                result.diverged(f"recorded {event.type_name} {event.event_id} was not decided by this orchestrator")
+                result.divergences.append(
+                    f"recorded {event.type_name} {event.event_id} was not decided by this orchestrator"
+                )
             elif decided != event:
-                result.diverged(f"{event.type_name} {event.event_id} differs: {_diff(event, decided)}")
+                result.divergences.append(f"{event.type_name} {event.event_id} differs: {_diff(event, decided)}")
             else:
-                result.r.decisions_matched += 1
+                result.decisions_matched += 1
         if state is not None and state.terminal:
             continue
         state = evolve(event, state)
@@ -70,18 +72,10 @@ def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = No
     ended = state is not None and state.terminal
     for decision in pending.values():
         if ended or decision.type_name in ("RunCompleted", "RunFailed", "RunCancelled"):
-            result.diverged(
+            result.divergences.append(
                 f"replay decided {decision.type_name} {decision.event_id}, which the recording does not have"
             )
-    return result.r
-
-
-class ResultBuilder:
-    def __init__(self, run_id: str) -> None:
-        self.r = ReplayResult(run_id)
-
-    def diverged(self, message: str) -> None:
-        self.r.divergences.append(message)
+    return result
 
 
 async def replay_command(settings: Settings, run_id: str) -> int:

@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
-from agentstream.events import TERMINAL_TYPES, CancelRequested, Event, RunEvent, RunRequested
+from agentstream.events import TERMINAL_TYPES, CancelRequested, RunEvent, RunRequested
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
@@ -157,7 +157,3 @@ async def read_run_once(settings: Settings, run_id: str) -> list[JournalEntry]:
         return await client.read_run(run_id)
     finally:
         await client.aclose()
-
-
-def is_terminal(event: Event) -> bool:
-    return event.type_name in TERMINAL_TYPES

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from agentstream.codec import DecodeError
-from agentstream.events import ProcessorStatus, RunEvent
+from agentstream.events import ProcessorStatus
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.core import Outcome, ProcessorCore, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
@@ -339,6 +339,3 @@ def _header(msg: Message, name: str) -> str | None:
         if key == name:
             return value.decode(errors="replace")
     return None
-
-
-RunWork = Callable[[], Awaitable[list[RunEvent]]]

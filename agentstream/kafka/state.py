@@ -7,7 +7,6 @@ the next input offset in one RocksDB WriteBatch: after a crash the store and the
 
 from __future__ import annotations
 
-import shutil
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +107,3 @@ class PartitionStore:
     def close(self) -> None:
         self._cache.clear()
         self._db.close()
-
-    @staticmethod
-    def destroy(path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)

@@ -23,7 +23,7 @@ from agentstream.events import (
     ToolCallCompleted,
     ToolCallRequested,
 )
-from agentstream.llm import Message, ToolCall, messages_from_json, tools_from_json
+from agentstream.llm import Message, ToolCall, tools_from_json
 from processors.orchestrator.state import PlannedCall, RunState, assistant_message
 from processors.orchestrator.validation import validate_call
 
@@ -156,7 +156,3 @@ def _(event: RunFailed, state: RunState | None) -> RunState | None:
 @evolve.register
 def _(event: RunCancelled, state: RunState | None) -> RunState | None:
     return None if state is None else replace(state, status="cancelled", outcome_reason=event.reason)
-
-
-def conversation(messages_json: str) -> tuple[Message, ...]:
-    return messages_from_json(messages_json)
