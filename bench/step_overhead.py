@@ -42,7 +42,7 @@ async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event)
     done = threading.Event()
 
     def consume() -> None:
-        consumer = Consumer(consumer_config(bootstrap, **{"group.id": "rtt", "fetch.wait.max.ms": 5}))
+        consumer = Consumer(consumer_config(bootstrap, None, {"group.id": "rtt", "fetch.wait.max.ms": 5}))
         consumer.assign([TopicPartition(topic, 0, -1)])  # from the end
         consumer.consume(1, 1.0)
         ready.set()
@@ -55,7 +55,7 @@ async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event)
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     await asyncio.to_thread(ready.wait, 10)
-    producer = AsyncProducer(producer_config(bootstrap, **{"linger.ms": 0}))
+    producer = AsyncProducer(producer_config(bootstrap, None, {"linger.ms": 0}))
     sent: dict[bytes, float] = {}
     for i in range(count):
         if stop.is_set():

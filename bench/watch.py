@@ -11,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES
 from agentstream.kafka.consumer import consumer_config, fetch_batch
+from agentstream.kafka.journal import header_pairs
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -24,15 +25,15 @@ class TerminalWatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        consumer = Consumer(consumer_config(self._bootstrap, **{"group.id": "bench-watch"}))
+        consumer = Consumer(consumer_config(self._bootstrap, None, {"group.id": "bench-watch"}))
         md = consumer.list_topics(self._topic, timeout=10)
         consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in md.topics[self._topic].partitions])
         while not self._stop.is_set():
             for msg in fetch_batch(consumer, 1000, 0.2):
                 if msg.error() is not None:
                     continue
-                for name, value in msg.headers() or []:
-                    if name == "type" and isinstance(value, bytes) and value.decode() in TERMINAL_TYPES:
+                for name, value in header_pairs(msg):
+                    if name == "type" and value.decode() in TERMINAL_TYPES:
                         key = (msg.key() or b"").decode()
                         self.ended[key.split("/", 1)[0]] = value.decode()
         consumer.close()

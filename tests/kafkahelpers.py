@@ -37,13 +37,13 @@ def produce_raw(
     topic: str,
     value: bytes | None,
     key: bytes,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
     partition: int = 0,
 ) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap})
-    producer.produce(topic, value=value, key=key, partition=partition, headers=headers or [])
+    producer.produce(topic, value=value, key=key, partition=partition, headers=list(headers or []))
     assert producer.flush(10) == 0
 
 

@@ -11,6 +11,7 @@ import pytest
 from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.config import Settings
 from agentstream.events import RunFailed
+from agentstream.kafka.journal import header_pairs
 from agentstream.process import serve
 from agentstream.topics import DEADLETTER, JOURNAL, load_topics
 from processors.orchestrator.app import build as build_orchestrator
@@ -42,7 +43,7 @@ async def test_poison_events_are_dead_lettered_and_the_loop_goes_on(settings: Se
     assert isinstance(events[-1], RunFailed) and "no_such_tool" in events[-1].reason
 
     dead = await read_topic(settings.bootstrap_servers, topics[DEADLETTER].name, min_count=3)
-    by_key = {m.key(): dict(m.headers() or []) for m in dead}
+    by_key = {m.key(): dict(header_pairs(m)) for m in dead}
     assert set(by_key) == {b"k1", b"k2", b"k3"}
     assert b"bad magic" in by_key[b"k1"]["reason"]
     assert b"tombstone" in by_key[b"k2"]["reason"]

@@ -10,6 +10,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from tools.replay import replay_events
 
 TOOLS = ["calculator", "get_current_time", "lookup", "transfer_funds"]
 
-SCENARIOS = {
+SCENARIOS: dict[str, dict[str, Any]] = {
     "retry": {"turns": [
         {"fail_attempts": [{"status": 503, "times": 2}], "tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]},
         {"text": "two"},

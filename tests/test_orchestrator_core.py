@@ -54,10 +54,12 @@ class Loop:
         assert self.state is not None
         decided = decide(self.state, CATALOG, self.config)
         for d in decided:
+            assert self.state is not None
             self.journal.append(d)
             self.state = evolve(d, self.state)
         follow = []
         if decided:
+            assert self.state is not None
             follow = decide(self.state, CATALOG, self.config)
             for d in follow:
                 self.journal.append(d)
@@ -96,7 +98,8 @@ def test_react_loop_runs_tools_and_completes() -> None:
     assert history[-1].content == "42" and history[-1].tool_call_id == "c1_0"
     out = loop.feed(completion(2, "It is 42.", []))
     assert [e.type_name for e in out] == ["RunCompleted"]
-    assert loop.state.status == "completed"
+    final = loop.state
+    assert final is not None and final.terminal and final.status == "completed"
 
 
 def test_tool_results_join_in_call_order_not_arrival_order() -> None:

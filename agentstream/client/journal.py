@@ -104,7 +104,7 @@ class JournalClient:
             consumer_config(
                 self.settings.bootstrap_servers,
                 self.settings.kafka_extra,
-                **{"group.id": "agentstream-reader"},
+                {"group.id": "agentstream-reader"},
             )
         )
         tp = TopicPartition(self.topic, partition, OFFSET_BEGINNING)

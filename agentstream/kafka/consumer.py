@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 
-def consumer_config(bootstrap: str, extra: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+def consumer_config(
+    bootstrap: str, extra: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         "enable.auto.commit": False,
@@ -21,7 +23,7 @@ def consumer_config(bootstrap: str, extra: dict[str, str] | None = None, **overr
         "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 300000,
         **(extra or {}),
-        **overrides,
+        **(overrides or {}),
     }
 
 
@@ -51,7 +53,7 @@ class TableReader:
         apply: Callable[[Message], None],
         extra: dict[str, str] | None = None,
     ):
-        self._consumer = Consumer(consumer_config(bootstrap, extra, **{"group.id": "agentstream-table-reader"}))
+        self._consumer = Consumer(consumer_config(bootstrap, extra, {"group.id": "agentstream-table-reader"}))
         self._topic = topic
         self._apply = apply
         self._assigned = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -13,7 +14,9 @@ class DeliveryError(Exception):
     """The broker did not acknowledge a write; retryable by re-running the step that made it."""
 
 
-def producer_config(bootstrap: str, extra: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+def producer_config(
+    bootstrap: str, extra: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         # Idempotent producer: librdkafka's own retries never duplicate or reorder a write.
@@ -27,7 +30,7 @@ def producer_config(bootstrap: str, extra: dict[str, str] | None = None, **overr
         "compression.type": "none",
         "message.timeout.ms": 120000,
         **(extra or {}),
-        **overrides,
+        **(overrides or {}),
     }
 
 

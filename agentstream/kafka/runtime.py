@@ -90,7 +90,7 @@ class ProcessorRuntime:
             consumer_config(
                 config.bootstrap,
                 config.kafka_extra,
-                **{
+                {
                     "group.id": f"{config.input_topic}.{core.name}",
                     # Static membership: a restarted instance gets its partitions straight back
                     # instead of waiting out the session timeout of its dead predecessor.
