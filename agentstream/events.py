@@ -44,6 +44,7 @@ class RunRequested(RunEvent):
     max_steps: int
     idempotency_key: str
     labels: dict[str, str] = field(default_factory=dict)
+    request_hash: str = ""
 
 
 @_register
@@ -181,6 +182,41 @@ class ProcessorStatus(Event):
     processed: int
     errors: int
     dead_lettered: int
+
+
+# Tenants and API keys (the `tenants` topic). `event_id` is the record key, "tenant/<tenant_id>"
+# or "key/<key_id>", so compaction keeps only the latest state of each tenant and each key.
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class TenantUpserted(Event):
+    event_id: str
+    tenant_id: str
+    name: str
+    rate_per_s: float
+    burst: int
+    max_active_runs: int
+    disabled: bool
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ApiKeyIssued(Event):
+    event_id: str
+    key_id: str
+    tenant_id: str
+    key_hash: str
+    label: str
+    created_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ApiKeyRevoked(Event):
+    event_id: str
+    key_id: str
+    tenant_id: str
 
 
 def event_key(event: Event) -> str:

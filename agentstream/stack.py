@@ -101,6 +101,15 @@ class ProcessorProcesses:
         )  # fmt: skip
         log.close()
 
+    def start_gateway(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / "gateway-0.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs["gateway-0"] = subprocess.Popen(
+            [sys.executable, "-m", "agentstream.cli.main", "gateway", "--host", host, "--port", str(port)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+
     def start_all(self, names: tuple[str, ...] = PROCESSORS) -> None:
         for name in names:
             self.start(name)
@@ -115,7 +124,10 @@ class ProcessorProcesses:
         name, instance = key.rsplit("-", 1)
         self.kill(key)
         self.restarts[key] = self.restarts.get(key, 0) + 1
-        self.start(name, instance)
+        if name == "gateway":
+            self.start_gateway()
+        else:
+            self.start(name, instance)
 
     def crashed(self) -> list[str]:
         return [k for k, p in self.procs.items() if p.poll() is not None]

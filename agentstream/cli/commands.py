@@ -12,6 +12,7 @@ import orjson
 from agentstream.client.journal import JournalClient, RunRequest, read_run_once
 from agentstream.config import Settings
 from agentstream.localkafka import LocalKafka
+from agentstream.process import wait_for_kafka
 from agentstream.stack import ensure_broker, ensure_topics
 from agentstream.topics import load_topics, verify_topics
 from agentstream.trajectory import describe, summarize
@@ -40,11 +41,29 @@ async def dispatch(args: argparse.Namespace) -> int:
             return await _topics(settings, args.action)
         case "kafka":
             return await _kafka(settings, args.action)
+        case "gateway":
+            return await _gateway(settings, args.host, args.port)
         case "status":
             from agentstream.cli.status import show_status
 
             return await show_status(settings)
+        case "tenants" | "keys":
+            from agentstream.cli.tenants import keys_command, tenants_command
+
+            return await (tenants_command if args.command == "tenants" else keys_command)(settings, args)
     return 2
+
+
+async def _gateway(settings: Settings, host: str, port: int) -> int:
+    from agentstream.gateway.service import serve_gateway
+    from agentstream.process import configure_logging, stop_on_signals
+
+    configure_logging()
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await wait_for_kafka(settings, load_topics(settings.topic_prefix)["tenants"].name)
+    await serve_gateway(settings, host, port, stop)
+    return 0
 
 
 async def _process(settings: Settings, name: str, instance: str) -> int:

@@ -57,7 +57,11 @@ async def _up(settings: Settings) -> tuple[ScriptedModel | None, ProcessorProces
 
 async def dev(settings: Settings) -> int:
     model, procs, _ = await _up(settings)
-    print(f'agentstream dev: up. Logs in {settings.home / "logs"}. Try: agentstream run "[scenario:demo] hi" --follow')
+    procs.start_gateway()
+    print(
+        f"agentstream dev: up; run API at http://127.0.0.1:8080 (OpenAPI at /openapi.json); logs in {settings.home / 'logs'}"
+    )
+    print('try: agentstream run "[scenario:demo] hi" --follow')
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:

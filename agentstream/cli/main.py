@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from agentstream.cli import commands
+from agentstream.cli.tenants import add_parsers as add_tenancy_parsers
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
     kafka.add_argument("action", choices=["start", "stop", "status"])
 
     sub.add_parser("status", help="processor lag, throughput and error counters")
+
+    gateway = sub.add_parser("gateway", help="serve the run API (HTTP) in this process")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8080)
+    add_tenancy_parsers(sub)
 
     proc = sub.add_parser("process", help="run one processor in this process (what `dev` starts)")
     proc.add_argument("name", choices=["orchestrator", "model-invoker", "tool-executor"])

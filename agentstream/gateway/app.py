@@ -1,0 +1,299 @@
+"""The run API (ASGI): create, read, list, cancel and stream runs, scoped to the caller's tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from agentstream import ids
+from agentstream.client.journal import JournalClient
+from agentstream.events import TERMINAL_TYPES, RunRequested
+from agentstream.gateway.errors import ApiError, not_found
+from agentstream.gateway.models import CancelRun, CreateRun
+from agentstream.gateway.openapi import openapi_document
+from agentstream.gateway.projection import RunIndex, RunView, StoredEvent
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+M = TypeVar("M", bound=BaseModel)
+
+
+class Caller(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def max_active_runs(self) -> int: ...
+
+
+class Authenticator(Protocol):
+    def authenticate(self, authorization: str | None) -> Caller | None: ...
+
+
+class RateCheck(Protocol):
+    def retry_after(self, caller: Caller) -> float:
+        """0 when the caller may proceed, else seconds until it may."""
+        ...
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    max_body_bytes: int = 1 << 20
+    platform_max_active_runs: int = 10_000  # admission control: past this, new runs are refused
+    max_wait_s: float = 60.0
+    read_your_write_s: float = 10.0
+    keepalive_s: float = 15.0
+
+
+Handler = Callable[[Request, Caller], Awaitable[Response]]
+
+
+class Gateway:
+    def __init__(
+        self,
+        index: RunIndex,
+        journal: JournalClient,
+        auth: Authenticator,
+        rates: RateCheck,
+        config: GatewayConfig | None = None,
+    ) -> None:
+        self.index = index
+        self.journal = journal
+        self.auth = auth
+        self.rates = rates
+        self.config = config or GatewayConfig()
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/v1/runs", self._guard(self.create_run), methods=["POST"]),
+            Route("/v1/runs", self._guard(self.list_runs), methods=["GET"]),
+            Route("/v1/runs/{run_id}", self._guard(self.get_run), methods=["GET"]),
+            Route("/v1/runs/{run_id}/cancel", self._guard(self.cancel_run), methods=["POST"]),
+            Route("/v1/runs/{run_id}/resume", self._guard(self.resume_run), methods=["POST"]),
+            Route("/v1/runs/{run_id}/events", self._guard(self.stream_events), methods=["GET"]),
+            Route("/openapi.json", lambda _r: JSONResponse(openapi_document()), methods=["GET"]),
+            Route("/healthz", lambda _r: JSONResponse({"ok": True}), methods=["GET"]),
+        ]
+        return Starlette(routes=routes)
+
+    def _guard(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                caller = self.auth.authenticate(request.headers.get("authorization"))
+                if caller is None:
+                    raise ApiError(401, "unauthenticated", "a valid API key is required: Authorization: Bearer <key>",
+                                   headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                wait = self.rates.retry_after(caller)
+                if wait > 0:
+                    raise ApiError(429, "rate_limited", "too many requests for this tenant",
+                                   headers={"Retry-After": str(max(1, round(wait + 0.5)))})  # fmt: skip
+                return await handler(request, caller)
+            except ApiError as exc:
+                return exc.response()
+
+        return endpoint
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    async def create_run(self, request: Request, caller: Caller) -> Response:
+        key = request.headers.get("idempotency-key")
+        if key is None or not IDEMPOTENCY_KEY.match(key):
+            raise ApiError(400, "invalid_header", "Idempotency-Key is required: 1-200 printable ASCII characters",
+                           field="Idempotency-Key")  # fmt: skip
+        wait_s = _float_param(request, "wait", 0.0, 0.0, self.config.max_wait_s)
+        body = _validate(CreateRun, await self._read_json(request))
+        request_hash = hashlib.sha256(orjson.dumps(body.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        # The run id is a function of (tenant, key): concurrent identical requests all name the
+        # same run, and the journal's dedupe makes them one.
+        run_id = "run_" + hashlib.sha256(f"{caller.tenant_id}\x00{key}".encode()).hexdigest()[:24]
+        existing = self.index.get(caller.tenant_id, run_id)
+        status = 200
+        if existing is None:
+            self._admit(caller)
+            await self.journal.append(
+                RunRequested(
+                    event_id=ids.run_requested_id(run_id),
+                    run_id=run_id,
+                    tenant_id=caller.tenant_id,
+                    task=body.task,
+                    model=body.model,
+                    tools=list(body.tools),
+                    max_steps=body.max_steps,
+                    idempotency_key=key,
+                    labels=dict(body.labels),
+                    request_hash=request_hash,
+                )
+            )
+            existing = await self.index.wait_for(run_id, self.config.read_your_write_s, terminal=False)
+            if existing is None:
+                raise ApiError(503, "unavailable", "the run was requested but is not visible yet; retry with the same key",
+                               headers={"Retry-After": "1"})  # fmt: skip
+            status = 201
+        if existing.request_hash != request_hash:
+            raise ApiError(409, "idempotency_conflict",
+                           "this Idempotency-Key was already used with a different request body", field="Idempotency-Key")  # fmt: skip
+        if wait_s > 0 and not existing.terminal:
+            existing = await self.index.wait_for(run_id, wait_s, terminal=True) or existing
+            if not existing.terminal:
+                status = 202
+        return JSONResponse(existing.resource(), status_code=status, headers={"Location": f"/v1/runs/{run_id}"})
+
+    def _admit(self, caller: Caller) -> None:
+        if self.index.active_runs() >= self.config.platform_max_active_runs:
+            raise ApiError(503, "saturated", "the platform is at capacity; retry later", headers={"Retry-After": "5"})
+        if self.index.active_runs(caller.tenant_id) >= caller.max_active_runs:
+            raise ApiError(429, "concurrency_quota", f"this tenant already has {caller.max_active_runs} active runs",
+                           headers={"Retry-After": "5"})  # fmt: skip
+
+    async def get_run(self, request: Request, caller: Caller) -> Response:
+        return JSONResponse(self._run(request, caller).resource())
+
+    async def list_runs(self, request: Request, caller: Caller) -> Response:
+        status = request.query_params.get("status")
+        if status is not None and status not in ("queued", "running", "completed", "failed", "cancelled"):
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "status must be queued, running, completed, failed or cancelled",
+                field="status",
+            )
+        limit = int(_float_param(request, "limit", 50, 1, 500))
+        after = _decode_cursor(request.query_params.get("cursor"))
+        page = self.index.list(caller.tenant_id, status, after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        cursor = _encode_cursor(page[-1]) if more and page else None
+        return JSONResponse({"data": [v.resource() for v in page], "next_cursor": cursor})
+
+    async def cancel_run(self, request: Request, caller: Caller) -> Response:
+        view = self._run(request, caller)
+        raw = await self._read_json(request, allow_empty=True)
+        body = _validate(CancelRun, raw if raw is not None else {})
+        if view.terminal:
+            raise ApiError(409, "already_ended", f"the run already ended ({view.status})")
+        await self.journal.cancel(view.run_id, caller.tenant_id, body.reason, requested_by=f"api:{caller.tenant_id}")
+        return JSONResponse(view.resource(), status_code=202)
+
+    async def resume_run(self, request: Request, caller: Caller) -> Response:
+        view = self._run(request, caller)
+        raise ApiError(409, "not_resumable", f"the run is {view.status}; only paused or halted runs can be resumed")
+
+    async def stream_events(self, request: Request, caller: Caller) -> Response:
+        view = self._run(request, caller)
+        raw_last = request.headers.get("last-event-id")
+        try:
+            last = int(raw_last) if raw_last not in (None, "") else -1
+        except ValueError as exc:
+            raise ApiError(
+                400, "invalid_header", "Last-Event-ID must be an event id from this stream", field="Last-Event-ID"
+            ) from exc
+        return StreamingResponse(self._events(view, last), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    async def _events(self, view: RunView, last: int) -> AsyncIterator[bytes]:
+        # Subscribe before reading the backlog: nothing appended in between is missed, and the
+        # offset check drops what both paths deliver.
+        async with self.index.subscribe(view.run_id) as queue:
+            for stored in list(view.events):
+                if stored.offset > last:
+                    last = stored.offset
+                    yield _sse(stored)
+                    if stored.event.type_name in TERMINAL_TYPES:
+                        return
+            while True:
+                try:
+                    stored = await asyncio.wait_for(queue.get(), self.config.keepalive_s)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if stored.offset <= last:
+                    continue
+                last = stored.offset
+                yield _sse(stored)
+                if stored.event.type_name in TERMINAL_TYPES:
+                    return
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _run(self, request: Request, caller: Caller) -> RunView:
+        view = self.index.get(caller.tenant_id, request.path_params["run_id"])
+        if view is None:
+            raise not_found()
+        return view
+
+    async def _read_json(self, request: Request, *, allow_empty: bool = False) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.config.max_body_bytes):
+            raise ApiError(413, "body_too_large", f"request bodies are limited to {self.config.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.config.max_body_bytes:  # refused before the body is read whole
+                raise ApiError(
+                    413, "body_too_large", f"request bodies are limited to {self.config.max_body_bytes} bytes"
+                )
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            if allow_empty:
+                return None
+            raise ApiError(400, "invalid_body", "a JSON object body is required", field="body")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", field="body") from exc
+
+
+def _validate(model: type[M], raw: Any) -> M:
+    if not isinstance(raw, dict):
+        raise ApiError(422, "invalid_body", "the body must be a JSON object", field="body")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(422, "invalid_field", f"{where}: {first['msg']}", field=where) from exc
+
+
+def _float_param(request: Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a number", field=name) from exc
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low:g} and {high:g}", field=name)
+    return value
+
+
+def _encode_cursor(view: RunView) -> str:
+    return base64.urlsafe_b64encode(f"{view.created_ms}:{view.run_id}".encode()).decode()
+
+
+def _decode_cursor(raw: str | None) -> tuple[int, str] | None:
+    if raw is None:
+        return None
+    try:
+        created, run_id = base64.urlsafe_b64decode(raw.encode()).decode().split(":", 1)
+        return int(created), run_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_parameter", "cursor is not one this API returned", field="cursor") from exc
+
+
+def _sse(stored: StoredEvent) -> bytes:
+    data = orjson.dumps({"type": stored.event.type_name, "offset": stored.offset, "timestamp_ms": stored.timestamp_ms,
+                         **stored.event.to_record()})  # fmt: skip
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (stored.offset, stored.event.type_name.encode(), data)

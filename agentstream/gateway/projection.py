@@ -1,0 +1,233 @@
+"""The gateway's view of runs: a projection of the journal, rebuilt by reading it from the start.
+
+One reader tails every journal partition (outside any consumer group: each gateway instance needs
+every run) and keeps, per run, a summary and its events in journal order. Subscribers (SSE
+streams, waiting requests) get each new event through an asyncio queue. An event's SSE id is its
+journal offset: a run lives in one partition, so its offsets only grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from agentstream.codec import AvroCodec, DecodeError
+from agentstream.config import Settings
+from agentstream.events import (
+    TERMINAL_TYPES,
+    LlmCallCompleted,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunRequested,
+    RunStarted,
+)
+from agentstream.kafka.consumer import consumer_config, fetch_batch
+from agentstream.topics import JOURNAL, load_topics
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    offset: int
+    timestamp_ms: int
+    event: RunEvent
+
+
+@dataclass
+class RunView:
+    run_id: str
+    tenant_id: str
+    task: str
+    model: str
+    tools: list[str]
+    max_steps: int
+    labels: dict[str, str]
+    request_hash: str
+    created_ms: int
+    status: str = "queued"
+    updated_ms: int = 0
+    steps: int = 0
+    reason: str = ""
+    final_answer: str = ""
+    events: list[StoredEvent] = field(default_factory=list)
+    seen_ids: set[str] = field(default_factory=set)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+    def resource(self) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "status": self.status,
+            "task": self.task,
+            "model": self.model,
+            "tools": self.tools,
+            "max_steps": self.max_steps,
+            "labels": self.labels,
+            "steps": self.steps,
+            "reason": self.reason or None,
+            "final_answer": self.final_answer or None,
+            "created_at_ms": self.created_ms,
+            "updated_at_ms": self.updated_ms,
+            "events_url": f"/v1/runs/{self.run_id}/events",
+        }
+
+
+class RunIndex:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = load_topics(settings.topic_prefix)[JOURNAL].name
+        self.codec = AvroCodec()
+        self.runs: dict[str, RunView] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
+        self._consumer: Consumer | None = None
+        self._caught_up = asyncio.Event()
+        self.dead_letters = 0
+
+    # -- reading the journal ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = Consumer(
+            consumer_config(
+                self.settings.bootstrap_servers, self.settings.kafka_extra, {"group.id": "agentstream-gateway"}
+            )
+        )
+        self._consumer = consumer
+        md = await asyncio.to_thread(consumer.list_topics, self.topic, 10)
+        partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in md.topics[self.topic].partitions]
+        ends = {}
+        for tp in partitions:
+            ends[tp.partition] = (await asyncio.to_thread(consumer.get_watermark_offsets, tp, 10))[1]
+        consumer.assign(partitions)
+        pending = {p for p, end in ends.items() if end > 0}
+        if not pending:
+            self._caught_up.set()
+        try:
+            while not stop.is_set():
+                msgs = await asyncio.to_thread(fetch_batch, consumer, 2000, 0.05)
+                for msg in msgs:
+                    if msg.error() is not None:
+                        continue
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
+                    if partition in pending and offset + 1 >= ends[partition]:
+                        pending.discard(partition)
+                    self._apply(offset, msg.timestamp()[1], msg.value())
+                if pending and not msgs:
+                    positions = await asyncio.to_thread(
+                        consumer.position, [TopicPartition(self.topic, p) for p in pending]
+                    )
+                    pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+                if not pending:
+                    self._caught_up.set()
+        finally:
+            await asyncio.to_thread(consumer.close)
+
+    async def ready(self, timeout_s: float = 60.0) -> None:
+        await asyncio.wait_for(self._caught_up.wait(), timeout_s)
+
+    def _apply(self, offset: int, timestamp_ms: int, value: bytes | None) -> None:
+        try:
+            event = self.codec.decode(value)
+        except DecodeError:
+            self.dead_letters += 1  # the processors dead-letter it; the gateway just skips it
+            return
+        if not isinstance(event, RunEvent):
+            return
+        view = self.runs.get(event.run_id)
+        if view is None:
+            if not isinstance(event, RunRequested):
+                return
+            view = RunView(
+                run_id=event.run_id,
+                tenant_id=event.tenant_id,
+                task=event.task,
+                model=event.model,
+                tools=list(event.tools),
+                max_steps=event.max_steps,
+                labels=dict(event.labels),
+                request_hash=event.request_hash,
+                created_ms=timestamp_ms,
+            )
+            self.runs[event.run_id] = view
+        if view.terminal or event.event_id in view.seen_ids:
+            return  # a re-emitted duplicate, or something after the end: neither changes the run
+        view.seen_ids.add(event.event_id)
+        stored = StoredEvent(offset, timestamp_ms, event)
+        view.events.append(stored)
+        view.updated_ms = timestamp_ms
+        _summarise(view, event)
+        for queue in self._subscribers.get(event.run_id, ()):
+            queue.put_nowait(stored)
+
+    # -- reading runs -----------------------------------------------------------------------------
+
+    def get(self, tenant_id: str, run_id: str) -> RunView | None:
+        view = self.runs.get(run_id)
+        # Another tenant's run is indistinguishable from a missing one.
+        return view if view is not None and view.tenant_id == tenant_id else None
+
+    def active_runs(self, tenant_id: str | None = None) -> int:
+        return sum(1 for v in self.runs.values() if not v.terminal and (tenant_id is None or v.tenant_id == tenant_id))
+
+    def list(self, tenant_id: str, status: str | None, after: tuple[int, str] | None, limit: int) -> list[RunView]:
+        views = [v for v in self.runs.values() if v.tenant_id == tenant_id and (status is None or v.status == status)]
+        views.sort(key=lambda v: (v.created_ms, v.run_id))
+        if after is not None:
+            views = [v for v in views if (v.created_ms, v.run_id) > after]
+        return views[:limit]
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue[StoredEvent]]:
+        queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
+        self._subscribers.setdefault(run_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            subscribers = self._subscribers.get(run_id)
+            if subscribers is not None:
+                subscribers.discard(queue)
+                if not subscribers:
+                    del self._subscribers[run_id]
+
+    async def wait_for(self, run_id: str, timeout_s: float, *, terminal: bool) -> RunView | None:
+        """Waits until the run is in the index (read-your-write) or, with `terminal`, has ended."""
+        async with self.subscribe(run_id) as queue:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while True:
+                view = self.runs.get(run_id)
+                if view is not None and (not terminal or view.terminal):
+                    return view
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return view
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queue.get(), remaining)
+
+
+def _summarise(view: RunView, event: RunEvent) -> None:
+    match event:
+        case RunStarted():
+            view.status = "running"
+        case LlmCallCompleted():
+            view.steps = max(view.steps, event.step)
+        case RunCompleted():
+            view.status, view.reason, view.final_answer, view.steps = (
+                "completed",
+                event.reason,
+                event.final_answer,
+                event.steps,
+            )
+        case RunFailed():
+            view.status, view.reason, view.steps = "failed", f"{event.error_type}: {event.reason}", event.steps
+        case RunCancelled():
+            view.status, view.reason, view.steps = "cancelled", event.reason, event.steps
+    if event.type_name in TERMINAL_TYPES:
+        view.seen_ids.clear()  # nothing after the end changes the run; keep memory small
