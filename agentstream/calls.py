@@ -26,11 +26,14 @@ class CallLedgerCore(Generic[R]):
         is_result: Callable[[Event], str | None],
         perform: Callable[[R], Awaitable[list[RunEvent]]],
         result_types: frozenset[str],
+        *,
+        barrier: bool = False,
     ) -> None:
         self.name = name
         self._request_type = request_type
         self._is_result = is_result
         self._perform = perform
+        self._barrier = barrier
         self._accepted = frozenset(
             {
                 request_type.type_name,
@@ -76,7 +79,10 @@ class CallLedgerCore(Generic[R]):
 
     def _work(self, request: R) -> WorkItem:
         call_id: str = request.call_id  # type: ignore[attr-defined]
-        return WorkItem(key=call_id, run=lambda: self._perform(request))
+        return WorkItem(key=call_id, run=lambda: self._perform(request), barrier=self._barrier)
+
+    def still_wanted(self, store: PartitionStore, key: str) -> bool:
+        return store.get(f"pending/{key}") is not None
 
     @staticmethod
     def _close_run(store: PartitionStore, run_id: str, *, keep_done: bool) -> None:

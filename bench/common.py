@@ -19,6 +19,7 @@ from agentstream.client.journal import JournalEntry
 from agentstream.codec import AvroCodec
 from agentstream.config import ModelSettings, Settings
 from agentstream.events import RunEvent
+from agentstream.kafka.consumer import watermarks
 from agentstream.localkafka import LocalKafka, free_port
 from agentstream.stack import ensure_topics
 from agentstream.topics import JOURNAL, load_topics
@@ -53,7 +54,7 @@ async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
         consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "bench-reader"})
         md = consumer.list_topics(topic, timeout=10)
         tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        ends = {tp.partition: watermarks(consumer, tp)[1] for tp in tps}
         consumer.assign(tps)
         runs: dict[str, list[JournalEntry]] = defaultdict(list)
         seen: set[str] = set()

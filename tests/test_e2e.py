@@ -15,15 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
+from agentstream import ids
 from agentstream.cli.commands import show_run
 from agentstream.cli.status import show_status
 from agentstream.client.journal import JournalEntry, RunRequest
 from agentstream.config import ModelSettings, Settings
-from agentstream.events import LlmCallFailed, RunCompleted, RunFailed, ToolCallCompleted
+from agentstream.events import LlmCallFailed, RunCompleted, RunFailed, ToolCallCompleted, ToolCallRequested
 from agentstream.stack import Deployment, ensure_topics
 from agentstream.trajectory import summarize
 from bench.common import comparable_trajectory
-from processors.tool_executor.builtin import bank_stats
+from processors.tool_executor.builtin import bank_stats, bank_transfers
 from tools.replay import replay_events
 
 TOOLS = ["calculator", "get_current_time", "lookup", "transfer_funds"]
@@ -193,3 +194,29 @@ async def test_anthropic_streaming_provider_end_to_end(kafka_bootstrap: str, tmp
             stats = (await http.get(f"{d.model_url}/_scripted/stats")).json()
     assert summarize(entries).status == "completed"
     assert stats["by_protocol"].get("anthropic", 0) >= 5 and not stats["by_protocol"].get("openai")
+
+
+async def test_no_tool_starts_after_its_runs_cancel_is_journaled(deployment: Deployment) -> None:
+    """A cancel journaled right behind a tool request stops it, even though the executor read the
+    request first: the executor reads its partition to the end before any tool call starts."""
+    d = deployment
+
+    def request(run_id: str) -> ToolCallRequested:
+        call_id = ids.tool_call_id(run_id, 1, 0)
+        args = json.dumps({"to_account": "ACME", "amount_cents": 7, "memo": "race"})
+        return ToolCallRequested(
+            ids.requested_event_id(call_id), run_id, "t", 1, call_id, "c0", "transfer_funds", args, call_id, 30000
+        )
+
+    cancelled, control = f"run_cancelrace{uuid.uuid4().hex[:8]}", f"run_control{uuid.uuid4().hex[:8]}"
+    await d.client.append(request(cancelled))
+    await d.client.cancel(cancelled, "t", "stop at once")
+    await d.client.append(request(control))
+    for _ in range(100):
+        if any(t["idempotency_key"].startswith(control) for t in bank_transfers(d.settings.bank_path)):
+            break
+        await asyncio.sleep(0.1)
+    keys = {t["idempotency_key"] for t in bank_transfers(d.settings.bank_path)}
+    assert ids.tool_call_id(control, 1, 0) in keys  # the same request without a cancel runs
+    assert ids.tool_call_id(cancelled, 1, 0) not in keys
+    assert not any(e.event.type_name == "ToolCallCompleted" for e in await d.client.read_run(cancelled))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 
-from agentstream.client.journal import JournalClient, RunRequest, read_run_once
+from agentstream.client.http import ApiError, NotFound, RunsClient
+from agentstream.client.journal import JournalClient, JournalEntry, RunRequest, read_run_once
 from agentstream.config import Settings
+from agentstream.events import RunEvent
 from agentstream.localkafka import LocalKafka
 from agentstream.process import wait_for_kafka
 from agentstream.stack import ensure_broker, ensure_topics
@@ -31,7 +35,11 @@ async def dispatch(args: argparse.Namespace) -> int:
             return await _run(settings, args)
         case "runs":
             if args.runs_command == "show":
+                if _api_configured():
+                    return await _via_api(lambda c: _show_via_api(c, args.run_id, as_json=args.json))
                 return await show_run(settings, args.run_id, as_json=args.json)
+            if _api_configured():
+                return await _via_api(lambda c: _cancel_via_api(c, args.run_id, args.reason))
             return await _cancel(settings, args.run_id, args.reason)
         case "replay":
             from tools.replay import replay_command
@@ -83,6 +91,8 @@ async def _process(settings: Settings, name: str, instance: str) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    if _api_configured():
+        return await _via_api(lambda c: _run_via_api(c, args))
     client = JournalClient(settings)
     try:
         run_id = await client.request_run(
@@ -154,6 +164,76 @@ async def _cancel(settings: Settings, run_id: str, reason: str) -> int:
         return 0
     finally:
         await client.aclose()
+
+
+# -- through the run API: used when AGENTSTREAM_API_KEY is set ------------------------------------
+
+
+def _api_configured() -> bool:
+    return bool(os.environ.get("AGENTSTREAM_API_KEY"))
+
+
+async def _via_api(command: Callable[[RunsClient], Awaitable[int]]) -> int:
+    url = os.environ.get("AGENTSTREAM_API_URL") or "http://127.0.0.1:8080"
+    async with RunsClient(url, os.environ["AGENTSTREAM_API_KEY"]) as client:
+        try:
+            return await command(client)
+        except NotFound:
+            print("no such run for this API key's tenant", file=sys.stderr)
+        except ApiError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _api_entries(client: RunsClient, run_id: str, started: float | None = None) -> list[JournalEntry]:
+    # JournalEntry is what trajectory.summarize reads: the API path prints the same summary.
+    entries: list[JournalEntry] = []
+    async for message in client.events(run_id):
+        event = message.event
+        if not isinstance(event, RunEvent):
+            continue
+        entries.append(JournalEntry(event, message.id, message.timestamp_ms))
+        line = describe(event)
+        if started is not None and line:
+            print(f"  [{time.monotonic() - started:6.2f}s] {line}", flush=True)
+    return entries
+
+
+async def _run_via_api(client: RunsClient, args: argparse.Namespace) -> int:
+    # The tenant is the API key's: --tenant applies to the Kafka-level path only.
+    run = await client.create(args.task, model=args.model, tools=args.tool, max_steps=args.max_steps)
+    print(run.id)
+    if not args.follow:
+        return 0
+    summary = summarize(await _api_entries(client, run.id, started=time.monotonic()))
+    _print_summary(summary.to_dict())
+    return 0 if summary.status == "completed" else 1
+
+
+async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> int:
+    run = await client.get(run_id)
+    # The event stream follows a live run until it ends; `show` is a snapshot, so only a finished
+    # run's events are read.
+    entries = await _api_entries(client, run_id) if run.terminal else []
+    if as_json:
+        print(orjson.dumps({"run": run, "events": [
+            {"offset": e.offset, "type": e.event.type_name, **e.event.to_record()} for e in entries
+        ]}, option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+        return 0
+    print(f"run {run.id} ({run.status}, {run.steps} steps): {run.task!r}")
+    for entry in entries:
+        line = describe(entry.event)
+        if line:
+            print(f"  @{entry.offset:<8} {line}")
+    if run.reason:
+        print(f"  reason: {run.reason}")
+    return 0
+
+
+async def _cancel_via_api(client: RunsClient, run_id: str, reason: str) -> int:
+    await client.cancel(run_id, reason)
+    print(f"cancel requested for {run_id}")
+    return 0
 
 
 async def _topics(settings: Settings, action: str) -> int:

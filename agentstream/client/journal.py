@@ -14,7 +14,7 @@ from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES, CancelRequested, RunEvent, RunRequested
-from agentstream.kafka.consumer import consumer_config, fetch_batch
+from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.process import wait_for_kafka
@@ -114,7 +114,7 @@ class JournalClient:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         try:
-            _low, end = await asyncio.to_thread(consumer.get_watermark_offsets, tp, 10)
+            _low, end = await asyncio.to_thread(watermarks, consumer, tp)
             position = 0
             while True:
                 if not follow and position >= end:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -21,12 +22,13 @@ from agentstream import ids
 from agentstream.client.journal import JournalClient
 from agentstream.events import TERMINAL_TYPES, RunRequested
 from agentstream.gateway.errors import ApiError, not_found
-from agentstream.gateway.models import CancelRun, CreateRun
-from agentstream.gateway.openapi import openapi_document
-from agentstream.gateway.projection import RunIndex, RunView, StoredEvent
+from agentstream.gateway.models import CURSOR, IDEMPOTENCY_KEY, CancelRun, CreateRun
+from agentstream.gateway.openapi import RUN_STATUSES, openapi_document
+from agentstream.gateway.projection import RunIndex, RunView
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+LAST_EVENT_ID = re.compile(r"^[0-9]{0,18}$")
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class Caller(Protocol):
@@ -76,18 +78,22 @@ class Gateway:
 
     def app(self) -> Starlette:
         routes = [
-            Route("/v1/runs", self._guard(self.create_run), methods=["POST"]),
-            Route("/v1/runs", self._guard(self.list_runs), methods=["GET"]),
+            Route("/v1/runs", self._guard(self.create_run, "wait"), methods=["POST"]),
+            Route("/v1/runs", self._guard(self.list_runs, "status", "cursor", "limit"), methods=["GET"]),
             Route("/v1/runs/{run_id}", self._guard(self.get_run), methods=["GET"]),
             Route("/v1/runs/{run_id}/cancel", self._guard(self.cancel_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/resume", self._guard(self.resume_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/events", self._guard(self.stream_events), methods=["GET"]),
-            Route("/openapi.json", lambda _r: JSONResponse(openapi_document()), methods=["GET"]),
+            Route("/openapi.json", lambda _r: JSONResponse(openapi_document(self.config.max_wait_s)), methods=["GET"]),
             Route("/healthz", lambda _r: JSONResponse({"ok": True}), methods=["GET"]),
         ]
-        return Starlette(routes=routes)
+        # Unknown paths and methods get the same machine-readable error body as every other refusal.
+        return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal_error})
 
-    def _guard(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def _guard(self, handler: Handler, *query: str) -> Callable[[Request], Awaitable[Response]]:
+        """Authentication, the tenant's rate, and the operation's query parameters (no others)."""
+        allowed = frozenset(query)
+
         async def endpoint(request: Request) -> Response:
             try:
                 caller = self.auth.authenticate(request.headers.get("authorization"))
@@ -98,6 +104,9 @@ class Gateway:
                 if wait > 0:
                     raise ApiError(429, "rate_limited", "too many requests for this tenant",
                                    headers={"Retry-After": str(max(1, round(wait + 0.5)))})  # fmt: skip
+                unknown = sorted(set(request.query_params) - allowed)
+                if unknown:
+                    raise ApiError(400, "invalid_parameter", f"unknown query parameter: {unknown[0]}", field=unknown[0])
                 return await handler(request, caller)
             except ApiError as exc:
                 return exc.response()
@@ -108,7 +117,7 @@ class Gateway:
 
     async def create_run(self, request: Request, caller: Caller) -> Response:
         key = request.headers.get("idempotency-key")
-        if key is None or not IDEMPOTENCY_KEY.match(key):
+        if key is None or not IDEMPOTENCY_KEY.fullmatch(key):
             raise ApiError(400, "invalid_header", "Idempotency-Key is required: 1-200 printable ASCII characters",
                            field="Idempotency-Key")  # fmt: skip
         wait_s = _float_param(request, "wait", 0.0, 0.0, self.config.max_wait_s)
@@ -161,14 +170,14 @@ class Gateway:
 
     async def list_runs(self, request: Request, caller: Caller) -> Response:
         status = request.query_params.get("status")
-        if status is not None and status not in ("queued", "running", "completed", "failed", "cancelled"):
+        if status is not None and status not in RUN_STATUSES:
             raise ApiError(
                 400,
                 "invalid_parameter",
                 "status must be queued, running, completed, failed or cancelled",
                 field="status",
             )
-        limit = int(_float_param(request, "limit", 50, 1, 500))
+        limit = _int_param(request, "limit", 50, 1, 500)
         after = _decode_cursor(request.query_params.get("cursor"))
         page = self.index.list(caller.tenant_id, status, after, limit + 1)
         more = len(page) > limit
@@ -191,13 +200,12 @@ class Gateway:
 
     async def stream_events(self, request: Request, caller: Caller) -> Response:
         view = self._run(request, caller)
-        raw_last = request.headers.get("last-event-id")
-        try:
-            last = int(raw_last) if raw_last not in (None, "") else -1
-        except ValueError as exc:
+        raw_last = request.headers.get("last-event-id", "")
+        if not LAST_EVENT_ID.fullmatch(raw_last):
             raise ApiError(
                 400, "invalid_header", "Last-Event-ID must be an event id from this stream", field="Last-Event-ID"
-            ) from exc
+            )
+        last = int(raw_last) if raw_last else -1
         return StreamingResponse(self._events(view, last), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
@@ -208,20 +216,28 @@ class Gateway:
             for stored in list(view.events):
                 if stored.offset > last:
                     last = stored.offset
-                    yield _sse(stored)
+                    yield stored.sse
                     if stored.event.type_name in TERMINAL_TYPES:
                         return
+            if any(s.offset <= last and s.event.type_name in TERMINAL_TYPES for s in view.events):
+                return  # Last-Event-ID is at or past the run's terminal event: nothing more will come
             while True:
                 try:
-                    stored = await asyncio.wait_for(queue.get(), self.config.keepalive_s)
+                    ready = [await asyncio.wait_for(queue.get(), self.config.keepalive_s)]
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if stored.offset <= last:
-                    continue
-                last = stored.offset
-                yield _sse(stored)
-                if stored.event.type_name in TERMINAL_TYPES:
+                while not queue.empty():  # whatever else is ready goes out in the same write
+                    ready.append(queue.get_nowait())
+                chunk, ended = [], False
+                for stored in ready:
+                    if stored.offset > last:
+                        last = stored.offset
+                        chunk.append(stored.sse)
+                        ended = ended or stored.event.type_name in TERMINAL_TYPES
+                if chunk:
+                    yield b"".join(chunk)
+                if ended:
                     return
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -234,7 +250,9 @@ class Gateway:
 
     async def _read_json(self, request: Request, *, allow_empty: bool = False) -> Any:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.config.max_body_bytes):
+        if declared is not None and not declared.isdigit():
+            raise ApiError(400, "invalid_header", "Content-Length must be a number of bytes", field="Content-Length")
+        if declared is not None and int(declared) > self.config.max_body_bytes:
             raise ApiError(413, "body_too_large", f"request bodies are limited to {self.config.max_body_bytes} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -266,6 +284,18 @@ def _validate(model: type[M], raw: Any) -> M:
         raise ApiError(422, "invalid_field", f"{where}: {first['msg']}", field=where) from exc
 
 
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[+-]?[0-9]{1,18}", raw):
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer", field=name)
+    value = int(raw)
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
 def _float_param(request: Request, name: str, default: float, low: float, high: float) -> float:
     raw = request.query_params.get(name)
     if raw is None:
@@ -280,20 +310,25 @@ def _float_param(request: Request, name: str, default: float, low: float, high: 
 
 
 def _encode_cursor(view: RunView) -> str:
-    return base64.urlsafe_b64encode(f"{view.created_ms}:{view.run_id}".encode()).decode()
+    return f"{view.created_ms}.{view.run_id.encode().hex()}"
 
 
 def _decode_cursor(raw: str | None) -> tuple[int, str] | None:
+    """Every string of the documented shape is a position: (created, run id) compares with any run's."""
     if raw is None:
         return None
-    try:
-        created, run_id = base64.urlsafe_b64decode(raw.encode()).decode().split(":", 1)
-        return int(created), run_id
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_parameter", "cursor is not one this API returned", field="cursor") from exc
+    if not CURSOR.fullmatch(raw):
+        raise ApiError(400, "invalid_parameter", "cursor is not one this API returned", field="cursor")
+    created, run_hex = raw.split(".", 1)
+    return int(created), bytes.fromhex(run_hex).decode(errors="replace")
 
 
-def _sse(stored: StoredEvent) -> bytes:
-    data = orjson.dumps({"type": stored.event.type_name, "offset": stored.offset, "timestamp_ms": stored.timestamp_ms,
-                         **stored.event.to_record()})  # fmt: skip
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (stored.offset, stored.event.type_name.encode(), data)
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return ApiError(exc.status_code, type_, str(exc.detail), headers=dict(exc.headers or {})).response()
+
+
+async def _internal_error(_request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error in the run API", exc_info=exc)
+    return ApiError(500, "internal", "internal error").response()

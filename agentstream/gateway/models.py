@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+# Shared by the handlers and the OpenAPI document, so the document says exactly what is accepted.
+# (JSON Schema `pattern` and `re.fullmatch` agree on these: no `$`-before-newline ambiguity.)
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
+# A list cursor: `<created_ms>.<run id, hex of its UTF-8>`. Opaque to clients, but every string of
+# this shape names a position, so any such cursor is accepted.
+CURSOR_PATTERN = r"^[0-9]{1,15}\.(?:[0-9a-f]{2}){1,400}$"
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+CURSOR = re.compile(CURSOR_PATTERN)
 
 ToolName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
 
 
+def _integral(value: object) -> object:
+    # JSON has one number type: 20.0 is an integer by the document's JSON Schema, so it is accepted
+    # as 20; 20.5, "20" and true are still refused by the strict integer check.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+
+
 class CreateRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "5", 5.5 or true for max_steps are refused, not coerced (the document says integer)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     task: str = Field(min_length=1, max_length=100_000, description="What the agent should do.")
     model: str = Field(default="scripted", min_length=1, max_length=200)
     tools: list[ToolName] = Field(default_factory=list, max_length=100, description="Allowed tools; empty: all.")
-    max_steps: int = Field(default=20, ge=1, le=100, description="Model calls before the run fails.")
+    max_steps: Integer = Field(default=20, ge=1, le=100, description="Model calls before the run fails.")
     labels: dict[LabelKey, Annotated[str, Field(max_length=500)]] = Field(default_factory=dict, max_length=50)
 
 
 class CancelRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str = Field(default="cancelled by the client", min_length=1, max_length=1000)

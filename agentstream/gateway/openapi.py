@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from agentstream.gateway.models import CancelRun, CreateRun
+from agentstream.gateway.models import CURSOR_PATTERN, IDEMPOTENCY_KEY_PATTERN, CancelRun, CreateRun
+
+RUN_STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
 
 _ERROR = {
     "type": "object",
@@ -35,7 +37,7 @@ _RUN = {
     ],
     "properties": {
         "id": {"type": "string"},
-        "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"]},
+        "status": {"type": "string", "enum": RUN_STATUSES},
         "task": {"type": "string"},
         "model": {"type": "string"},
         "tools": {"type": "array", "items": {"type": "string"}},
@@ -51,20 +53,87 @@ _RUN = {
 }
 
 
+# One event of the stream: `id` is the journal offset, `event` the event type, `data` its JSON record.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "minLength": 1},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["type", "offset", "timestamp_ms", "run_id"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "offset": {"type": "integer", "minimum": 0},
+                    "timestamp_ms": {"type": "integer"},
+                    "run_id": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+# Extra headers some error answers always carry.
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "the scheme to authenticate with",
+            "required": True,
+            "schema": {"type": "string", "const": "Bearer"},
+        }
+    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+_ERROR_DESCRIPTIONS = {
+    400: "a malformed parameter, header or body; `error.field` names it",
+    401: "no valid API key (`Authorization: Bearer <key>`)",
+    404: "no such run for this tenant (another tenant's run answers the same)",
+    409: "conflicts with the run's state or the Idempotency-Key's earlier request",
+    413: "the body is larger than the limit (1 MiB)",
+    422: "the body is JSON but not a valid request; `error.field` names the offending field",
+    429: "the tenant's request rate or active-run quota is exhausted",
+    503: "the platform is saturated, or the new run is not visible yet",
+}
+_LOCATION = {"Location": {"description": "the run's URL", "required": True, "schema": {"type": "string"}}}
+
+
 def _json(schema_ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(c): {"description": "error", "content": _json("Error")} for c in codes}
+    out: dict[str, Any] = {}
+    for c in codes:
+        out[str(c)] = {"description": _ERROR_DESCRIPTIONS[c], "content": _json("Error")}
+        if c in _ERROR_HEADERS:
+            out[str(c)]["headers"] = _ERROR_HEADERS[c]
+    return out
 
 
-_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+def _created(description: str) -> dict[str, Any]:
+    return {"description": description, "headers": _LOCATION, "content": _json("Run")}
+
+
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+# Every run-scoped operation: an unknown query parameter, authentication, the run, the tenant's rate.
 _COMMON = (400, 401, 404, 429)
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> dict[str, Any]:
+@lru_cache(maxsize=8)
+def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
+    """The document for a gateway whose `wait` may be up to `max_wait_s` seconds."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "agentstream run API", "version": "1"},
@@ -81,6 +150,7 @@ def openapi_document() -> dict[str, Any]:
                         "next_cursor": {"type": ["string", "null"]},
                     },
                 },
+                "RunEvent": _SSE_EVENT,
                 "CreateRun": CreateRun.model_json_schema(),
                 "CancelRun": CancelRun.model_json_schema(),
             },
@@ -95,20 +165,22 @@ def openapi_document() -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "description": "1-200 printable ASCII characters; the same key and body name the same run",
+                            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                         },
                         {
                             "name": "wait",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                            "description": "seconds to wait for the run to end",
+                            "schema": {"type": "number", "minimum": 0, "maximum": max_wait_s},
                         },
                     ],
                     "requestBody": {"required": True, "content": _json("CreateRun")},
                     "responses": {
-                        "200": {"description": "the run this key already created", "content": _json("Run")},
-                        "201": {"description": "created", "content": _json("Run")},
-                        "202": {"description": "created; still running after `wait`", "content": _json("Run")},
+                        "200": _created("the run this key already created"),
+                        "201": _created("created"),
+                        "202": _created("created or found; still running after `wait`"),
                         **_errors(400, 401, 409, 413, 422, 429, 503),
                     },
                 },
@@ -119,12 +191,15 @@ def openapi_document() -> dict[str, Any]:
                             "name": "status",
                             "in": "query",
                             "required": False,
-                            "schema": {
-                                "type": "string",
-                                "enum": ["queued", "running", "completed", "failed", "cancelled"],
-                            },
+                            "schema": {"type": "string", "enum": RUN_STATUSES},
                         },
-                        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "description": "opaque: the `next_cursor` of the previous page",
+                            "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                        },
                         {
                             "name": "limit",
                             "in": "query",
@@ -168,12 +243,18 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "streamRunEvents",
                     "parameters": [
                         _RUN_ID,
-                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "description": "resume after this event id (a journal offset); empty: from the start",
+                            "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
+                        },
                     ],
                     "responses": {
                         "200": {
                             "description": "Server-Sent Events: the run's journal, catch-up then live",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/RunEvent"}}},
                         },
                         **_errors(*_COMMON),
                     },

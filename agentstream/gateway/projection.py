@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agentstream.codec import AvroCodec, DecodeError
@@ -28,7 +29,7 @@ from agentstream.events import (
     RunRequested,
     RunStarted,
 )
-from agentstream.kafka.consumer import consumer_config, fetch_batch
+from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -37,6 +38,14 @@ class StoredEvent:
     offset: int
     timestamp_ms: int
     event: RunEvent
+    # The event as one SSE message, encoded once: a run with a thousand subscribers would
+    # otherwise serialise every event a thousand times.
+    sse: bytes
+
+
+def sse_message(offset: int, timestamp_ms: int, event: RunEvent) -> bytes:
+    data = orjson.dumps({"type": event.type_name, "offset": offset, "timestamp_ms": timestamp_ms, **event.to_record()})
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (offset, event.type_name.encode(), data)
 
 
 @dataclass
@@ -104,7 +113,7 @@ class RunIndex:
         partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in md.topics[self.topic].partitions]
         ends = {}
         for tp in partitions:
-            ends[tp.partition] = (await asyncio.to_thread(consumer.get_watermark_offsets, tp, 10))[1]
+            ends[tp.partition] = (await asyncio.to_thread(watermarks, consumer, tp))[1]
         consumer.assign(partitions)
         pending = {p for p, end in ends.items() if end > 0}
         if not pending:
@@ -159,7 +168,7 @@ class RunIndex:
         if view.terminal or event.event_id in view.seen_ids:
             return  # a re-emitted duplicate, or something after the end: neither changes the run
         view.seen_ids.add(event.event_id)
-        stored = StoredEvent(offset, timestamp_ms, event)
+        stored = StoredEvent(offset, timestamp_ms, event, sse_message(offset, timestamp_ms, event))
         view.events.append(stored)
         view.updated_ms = timestamp_ms
         _summarise(view, event)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 
 def consumer_config(
@@ -25,6 +26,29 @@ def consumer_config(
         **(extra or {}),
         **(overrides or {}),
     }
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 10.0) -> tuple[int, int]:
+    """(low, high) offsets of a partition, asked of the broker. Retries the transient refusals a
+    broker gives while a new topic's leaders are still being elected, up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()), cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if time.monotonic() >= deadline or not _transient(exc.args[0]):
+                raise
+            time.sleep(0.1)
+
+
+def _transient(error: KafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in (
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    )
 
 
 def fetch_batch(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
@@ -78,7 +102,7 @@ class TableReader:
 
         def run() -> None:
             partitions = self._assign() if not self._assigned else self._consumer.assignment()
-            ends = {p.partition: self._consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
+            ends = {p.partition: watermarks(self._consumer, p)[1] for p in partitions}
             loop_deadline = timeout_s
             while loop_deadline > 0:
                 positions = {p.partition: p.offset for p in self._consumer.position(partitions)}

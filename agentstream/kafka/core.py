@@ -17,6 +17,9 @@ class WorkItem:
 
     key: str
     run: Callable[[], Awaitable[list[RunEvent]]]
+    # Before running, read the partition up to its current end and ask the core again: a cancel
+    # journaled after the request but not yet read then still stops the side effect.
+    barrier: bool = False
 
 
 @dataclass(slots=True)
@@ -39,6 +42,10 @@ class ProcessorCore(Protocol):
     def apply(self, store: PartitionStore, event: Event, *, live: bool) -> Outcome:
         """Evolves partition state with one event. `live` is False while the partition is being
         recovered (replayed up to where it was): then the core must only evolve, never act."""
+        ...
+
+    def still_wanted(self, store: PartitionStore, key: str) -> bool:
+        """Asked after a read barrier, right before a barrier work item runs."""
         ...
 
     def resume(self, store: PartitionStore) -> Outcome:

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from agentstream.codec import DecodeError
 from agentstream.events import ProcessorStatus
-from agentstream.kafka.consumer import consumer_config, fetch_batch
+from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.core import Outcome, ProcessorCore, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
 from agentstream.kafka.journal import TYPE_HEADER, Record, RecordFactory, header_pairs
@@ -46,6 +46,7 @@ class Counters:
     dead_lettered: int = 0
     work_started: int = 0
     work_failed: int = 0
+    work_skipped: int = 0
     batches: int = 0
     lag: int = 0
 
@@ -85,6 +86,8 @@ class ProcessorRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.before_batch: list[Callable[[], Any]] = []
         self._uncommitted: dict[int, int] = {}
+        self._applied_next: dict[int, int] = {}  # per partition: the next offset not yet applied
+        self._applied = asyncio.Condition()
         self._last_group_commit = 0.0
         self._consumer = Consumer(
             consumer_config(
@@ -109,11 +112,14 @@ class ProcessorRuntime:
         for tp in partitions:
             store = PartitionStore(self._store_path(tp.partition))
             stored = store.offset()
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = watermarks(consumer, tp)
             start = stored if stored is not None else OFFSET_BEGINNING
             tp.offset = start
             begin = stored if stored is not None else low
             self._partitions[tp.partition] = _Partition(store, high, recovering=begin < high)
+            # What the store reflects counts as applied: a read barrier on a partition with nothing
+            # new to read must not wait for an event that never comes.
+            self._applied_next[tp.partition] = begin
             log.info("%s assigned p%d from %s (end %d, %s)", self.core.name, tp.partition,
                      "beginning (rebuild)" if stored is None else stored, high,
                      "recovering" if begin < high else "live")  # fmt: skip
@@ -122,6 +128,7 @@ class ProcessorRuntime:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._uncommitted.pop(tp.partition, None)
+            self._applied_next.pop(tp.partition, None)
             part = self._partitions.pop(tp.partition, None)
             if part is None:
                 continue
@@ -199,6 +206,11 @@ class ProcessorRuntime:
                 dead.append(
                     dead_letter_record(self.config.deadletter_topic, msg, self.core.name, f"apply failed: {exc!r}")
                 )
+        if last_offsets:
+            async with self._applied:
+                for partition, offset in last_offsets.items():
+                    self._applied_next[partition] = offset + 1
+                self._applied.notify_all()
         for partition, part in self._partitions.items():
             if part.recovering:
                 self._check_recovered(partition, part)
@@ -269,8 +281,24 @@ class ProcessorRuntime:
         task.add_done_callback(lambda _t: tasks.pop(key, None))
         self.counters.work_started += 1
 
+    async def _read_barrier(self, partition: int) -> None:
+        """Returns once every event appended to the partition before this call has been applied."""
+        tp = TopicPartition(self.config.input_topic, partition)
+        _low, high = await asyncio.to_thread(watermarks, self._consumer, tp)
+        async with self._applied:
+            await self._applied.wait_for(
+                lambda: self._applied_next.get(partition, 0) >= high or partition not in self._partitions
+            )
+
     async def _perform(self, item: WorkItem) -> None:
         async with self._work_slots:
+            if item.barrier:
+                partition = self.records.journal_partition(item.key.split("/", 1)[0])
+                await self._read_barrier(partition)
+                part = self._partitions.get(partition)
+                if part is None or not self.core.still_wanted(part.store, item.key):
+                    self.counters.work_skipped += 1
+                    return
             delay = 0.2
             while True:
                 try:
@@ -304,7 +332,7 @@ class ProcessorRuntime:
             return 0
         lag = 0
         for tp in self._consumer.position(assigned):
-            _low, high = self._consumer.get_watermark_offsets(tp, timeout=5)
+            _low, high = watermarks(self._consumer, tp, 5.0)
             if tp.offset >= 0:
                 lag += max(0, high - tp.offset)
         return lag

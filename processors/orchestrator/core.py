@@ -60,6 +60,9 @@ class OrchestratorCore:
             return Outcome()
         return Outcome(emit=self._decide(after))
 
+    def still_wanted(self, store: PartitionStore, key: str) -> bool:
+        return True  # the orchestrator starts no side effects
+
     def resume(self, store: PartitionStore) -> Outcome:
         out = Outcome()
         for key in list(store.keys_with_prefix("active/")):

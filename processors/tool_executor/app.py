@@ -43,6 +43,11 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
     executor = ToolExecutor(host)
     core = CallLedgerCore(
-        "tool-executor", ToolCallRequested, _result_of, executor.perform, frozenset({"ToolCallCompleted"})
+        "tool-executor",
+        ToolCallRequested,
+        _result_of,
+        executor.perform,
+        frozenset({"ToolCallCompleted"}),
+        barrier=True,  # no tool starts after its run's cancel is journaled
     )
     return Built(core=core, cleanup=[host.aclose])

@@ -1,0 +1,302 @@
+"""The HTTP client SDK for the run API: typed runs, typed errors, and an SSE event stream that
+survives dropped connections by resuming from the last event it delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, fields
+from types import TracebackType
+from typing import Any
+
+import httpx
+import orjson
+
+from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, Event
+
+DEFAULT_CANCEL_REASON = "cancelled by the client"
+
+
+class ApiError(Exception):
+    """A 4xx/5xx from the API, carrying its `{"error": {type, message, field}}` body."""
+
+    def __init__(
+        self, status: int, type: str, message: str, field: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{status} {type}: {message}")
+        self.status = status
+        self.type = type
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+
+
+class InvalidRequest(ApiError):
+    """400, 413 or 422: the request was refused as it stands; `field` names what to fix."""
+
+
+class Unauthenticated(ApiError):
+    """401: no API key, or one the gateway does not know."""
+
+
+class NotFound(ApiError):
+    """404: no such run for this tenant (another tenant's run looks the same)."""
+
+
+class Conflict(ApiError):
+    """409: the run already ended, is not resumable, or the Idempotency-Key was reused differently."""
+
+
+class RateLimited(ApiError):
+    """429: the tenant's rate or concurrency quota; `retry_after` says when to try again."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    401: Unauthenticated,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    422: InvalidRequest,
+    429: RateLimited,
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    status: str
+    task: str
+    model: str
+    tools: tuple[str, ...]
+    max_steps: int
+    labels: dict[str, str]
+    steps: int
+    reason: str | None
+    final_answer: str | None
+    created_at_ms: int
+    updated_at_ms: int
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Run:
+        return cls(
+            id=body["id"],
+            status=body["status"],
+            task=body["task"],
+            model=body["model"],
+            tools=tuple(body.get("tools") or ()),
+            max_steps=body["max_steps"],
+            labels=dict(body.get("labels") or {}),
+            steps=body.get("steps", 0),
+            reason=body.get("reason"),
+            final_answer=body.get("final_answer"),
+            created_at_ms=body.get("created_at_ms", 0),
+            updated_at_ms=body.get("updated_at_ms", 0),
+        )
+
+
+@dataclass(frozen=True)
+class RunEventMessage:
+    """One SSE message: `id` is the event's journal offset, `data` its JSON fields."""
+
+    id: int
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def timestamp_ms(self) -> int:
+        return int(self.data.get("timestamp_ms", 0))
+
+    @property
+    def event(self) -> Event:
+        """The typed event. Only the dataclass's own fields are taken, so the envelope (`type`,
+        `offset`, `timestamp_ms`) and fields a newer server adds are ignored."""
+        cls = EVENT_TYPES[self.type]
+        return cls(**{f.name: self.data[f.name] for f in fields(cls) if f.name in self.data})
+
+
+RunPage = tuple[list[Run], str | None]
+
+
+class RunsClient:
+    """`async with RunsClient("http://127.0.0.1:8080", key) as c: run = await c.create("task")`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_reconnects: int = 8,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._max_reconnects = max_reconnects
+        self._max_backoff_s = max_backoff_s
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> RunsClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        task: str,
+        *,
+        idempotency_key: str | None = None,
+        model: str = "scripted",
+        tools: list[str] | None = None,
+        max_steps: int = 20,
+        labels: dict[str, str] | None = None,
+        wait_s: float | None = None,
+    ) -> Run:
+        """Creates the run (or returns the one this key already made); with `wait_s`, waits up to
+        that long for it to end. Retrying with the same `idempotency_key` is always safe."""
+        body = {"task": task, "model": model, "tools": tools or [], "max_steps": max_steps, "labels": labels or {}}
+        params = {"wait": f"{wait_s:g}"} if wait_s else None
+        # The server holds a waiting request open for up to wait_s: the read timeout must outlast it.
+        timeout = self._timeout_s + (wait_s or 0.0)
+        response = await self._http.post(
+            "/v1/runs",
+            content=orjson.dumps(body),
+            params=params,
+            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex, "Content-Type": "application/json"},
+            timeout=timeout,
+        )
+        return Run.from_json(_json(response))
+
+    async def get(self, run_id: str) -> Run:
+        return Run.from_json(_json(await self._http.get(f"/v1/runs/{run_id}")))
+
+    async def list_page(self, status: str | None = None, cursor: str | None = None, limit: int = 50) -> RunPage:
+        params: dict[str, str | int] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        if cursor is not None:
+            params["cursor"] = cursor
+        body = _json(await self._http.get("/v1/runs", params=params))
+        return [Run.from_json(item) for item in body["data"]], body.get("next_cursor")
+
+    async def list(self, status: str | None = None, limit: int = 50) -> AsyncIterator[Run]:
+        """Every run of the tenant, oldest first; `limit` is the page size, pages are fetched lazily."""
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.list_page(status, cursor, limit)
+            for run in page:
+                yield run
+            if cursor is None:
+                return
+
+    async def cancel(self, run_id: str, reason: str = DEFAULT_CANCEL_REASON) -> Run:
+        """Requests cancellation; the returned run is as it was when the request was accepted."""
+        return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/cancel", json={"reason": reason})))
+
+    async def resume(self, run_id: str) -> Run:
+        return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/resume")))
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def events(self, run_id: str, *, last_event_id: str | None = None) -> AsyncIterator[RunEventMessage]:
+        """The run's events after `last_event_id` (all of them without it), then live, ending with
+        the terminal event. A dropped connection is reopened with Last-Event-ID, so each event is
+        yielded exactly once; it gives up after `max_reconnects` attempts in a row without progress."""
+        last = int(last_event_id) if last_event_id not in (None, "") else None
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                async with self._http.stream("GET", f"/v1/runs/{run_id}/events", headers=headers) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _error(response)
+                    async for message in _parse_sse(response.aiter_lines()):
+                        if last is not None and message.id <= last:
+                            continue  # the server resumes after Last-Event-ID; this guards a replay anyway
+                        last, failures = message.id, 0
+                        yield message
+                        if message.type in TERMINAL_TYPES:
+                            return
+                problem: Exception = httpx.RemoteProtocolError("the event stream ended before the run did")
+            except httpx.TransportError as exc:  # read/protocol errors, timeouts, a gateway restarting
+                problem = exc
+            failures += 1
+            if failures > self._max_reconnects:
+                raise problem
+            await asyncio.sleep(min(self._max_backoff_s, 0.05 * 2**failures))
+
+
+async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[RunEventMessage]:
+    # A message is dispatched only at its blank line: one cut off mid-way is dropped, not half-read.
+    event_id: str | None = None
+    event_type = ""
+    data: list[str] = []
+    async for line in lines:
+        if line == "":
+            if event_id is not None and data:
+                payload = orjson.loads("\n".join(data))
+                yield RunEventMessage(int(event_id), event_type or payload.get("type", ""), payload)
+            event_id, event_type, data = None, "", []
+            continue
+        if line.startswith(":"):
+            continue  # keep-alive comment
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "id":
+            event_id = value
+        elif name == "event":
+            event_type = value
+        elif name == "data":
+            data.append(value)
+
+
+def _json(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise _error(response)
+    return response.json()
+
+
+def _error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        body = {}  # not the API's error shape (a proxy's error page, say)
+    cls = _BY_STATUS.get(response.status_code, ApiError)
+    return cls(
+        response.status_code,
+        str(body.get("type", "http_error")),
+        str(body.get("message", response.reason_phrase or "request failed")),
+        body.get("field"),
+        _retry_after(response.headers.get("retry-after")),
+    )
+
+
+def _retry_after(raw: str | None) -> float | None:
+    # The gateway sends delta-seconds; an HTTP-date (also legal) is left to the caller as None.
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
