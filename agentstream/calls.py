@@ -27,7 +27,7 @@ class CallLedgerCore(Generic[R]):
         perform: Callable[[R], Awaitable[list[RunEvent]]],
         result_types: frozenset[str],
         *,
-        barrier: bool = False,
+        barrier: Callable[[R], bool] = lambda _request: False,
     ) -> None:
         self.name = name
         self._request_type = request_type
@@ -79,7 +79,7 @@ class CallLedgerCore(Generic[R]):
 
     def _work(self, request: R) -> WorkItem:
         call_id: str = request.call_id  # type: ignore[attr-defined]
-        return WorkItem(key=call_id, run=lambda: self._perform(request), barrier=self._barrier)
+        return WorkItem(key=call_id, run=lambda: self._perform(request), barrier=self._barrier(request))
 
     def still_wanted(self, store: PartitionStore, key: str) -> bool:
         return store.get(f"pending/{key}") is not None
