@@ -25,6 +25,7 @@ from agentstream.stack import Deployment, ensure_topics
 from agentstream.trajectory import summarize
 from bench.common import comparable_trajectory
 from processors.tool_executor.builtin import bank_stats, bank_transfers
+from tests.harness import isolated_settings
 from tools.replay import replay_events
 
 TOOLS = ["calculator", "get_current_time", "lookup", "transfer_funds"]
@@ -48,14 +49,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 async def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
-    home = tmp_path_factory.mktemp("e2e")
-    scen = home / "scenarios"
-    scen.mkdir()
-    for name, body in SCENARIOS.items():
-        (scen / f"{name}.json").write_text(json.dumps({"name": name, **body}))
-    settings = Settings(kafka_bootstrap, f"e2e{uuid.uuid4().hex[:8]}", home / "home", ModelSettings())
-    settings.home.mkdir()
-    await ensure_topics(settings)
+    settings, scen = await isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("e2e"), "e2e", SCENARIOS)
     async with Deployment(settings, [scen]) as d:
         yield d
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from agentstream.config import ModelSettings, Settings
 from agentstream.gateway.service import running_gateway
-from agentstream.stack import Deployment, ensure_topics
+from agentstream.stack import Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
 from processors.tool_executor.builtin import bank_transfers
+from tests.harness import isolated_settings
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "steps": {"turns": [
@@ -46,14 +45,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 async def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
-    home = tmp_path_factory.mktemp("gateway")
-    scen = home / "scenarios"
-    scen.mkdir()
-    for name, body in SCENARIOS.items():
-        (scen / f"{name}.json").write_text(json.dumps({"name": name, **body}))
-    settings = Settings(kafka_bootstrap, f"gw{uuid.uuid4().hex[:8]}", home / "home", ModelSettings())
-    settings.home.mkdir()
-    await ensure_topics(settings)
+    settings, scen = await isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("gateway"), "gw", SCENARIOS)
     await create_tenant(settings, "acme", "Acme", rate_per_s=200, burst=400, max_active_runs=100)
     await create_tenant(settings, "globex", "Globex", rate_per_s=200, burst=400, max_active_runs=100)
     await create_tenant(settings, "slowco", "Slow Co", rate_per_s=0.2, burst=2, max_active_runs=1)

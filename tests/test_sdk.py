@@ -23,11 +23,11 @@ from agentstream.client import (
     RunEventMessage,
     RunsClient,
 )
-from agentstream.config import ModelSettings, Settings
 from agentstream.events import EVENT_TYPES, RunCompleted
 from agentstream.gateway.service import running_gateway
-from agentstream.stack import Deployment, ensure_topics
+from agentstream.stack import Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
+from tests.harness import isolated_settings
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "steps": {"turns": [
@@ -53,14 +53,7 @@ class Sdk:
 
 @pytest.fixture(scope="module")
 async def sdk(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sdk]:
-    home = tmp_path_factory.mktemp("sdk")
-    scen = home / "scenarios"
-    scen.mkdir()
-    for name, body in SCENARIOS.items():
-        (scen / f"{name}.json").write_text(json.dumps({"name": name, **body}))
-    settings = Settings(kafka_bootstrap, f"sdk{uuid.uuid4().hex[:8]}", home / "home", ModelSettings())
-    settings.home.mkdir()
-    await ensure_topics(settings)
+    settings, scen = await isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("sdk"), "sdk", SCENARIOS)
     await create_tenant(settings, "acme", "Acme", rate_per_s=200, burst=400, max_active_runs=100)
     await create_tenant(settings, "globex", "Globex", rate_per_s=200, burst=400, max_active_runs=100)
     await create_tenant(settings, "tiny", "Tiny", rate_per_s=0.01, burst=1, max_active_runs=1)
