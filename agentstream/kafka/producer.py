@@ -90,6 +90,9 @@ class AsyncProducer:
         await self.flush()
         self._closed.set()
         await asyncio.to_thread(self._poller.join, 2.0)
+        # Release the client now: a flushed but open handle keeps reconnecting (and logging) to a
+        # broker that may be gone, until the garbage collector gets to it.
+        await asyncio.to_thread(self._producer.close)
 
 
 def _set_result(future: asyncio.Future[Message], msg: Message) -> None:
