@@ -132,6 +132,17 @@ def _print_summary(summary: dict[str, object]) -> None:
         print(f"  {key:<14} {summary[key]}")
 
 
+def _event_dicts(entries: list[JournalEntry]) -> list[dict[str, object]]:
+    return [{"offset": e.offset, "type": e.event.type_name, **e.event.to_record()} for e in entries]
+
+
+def _print_trajectory(entries: list[JournalEntry]) -> None:
+    for entry in entries:
+        line = describe(entry.event)
+        if line:
+            print(f"  @{entry.offset:<8} {line}")
+
+
 async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) -> int:
     entries = await read_run_once(settings, run_id)
     if not entries:
@@ -139,15 +150,14 @@ async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) ->
         return 1
     summary = summarize(entries)
     if as_json:
-        print(orjson.dumps({"summary": summary.to_dict(), "events": [
-            {"offset": e.offset, "type": e.event.type_name, **e.event.to_record()} for e in entries
-        ]}, option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+        print(
+            orjson.dumps(
+                {"summary": summary.to_dict(), "events": _event_dicts(entries)}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
         return 0
     print(f"run {run_id} (tenant {summary.tenant_id}): {summary.task!r}")
-    for entry in entries:
-        line = describe(entry.event)
-        if line:
-            print(f"  @{entry.offset:<8} {line}")
+    _print_trajectory(entries)
     _print_summary(summary.to_dict())
     return 0
 
@@ -216,15 +226,10 @@ async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> in
     # run's events are read.
     entries = await _api_entries(client, run_id) if run.terminal else []
     if as_json:
-        print(orjson.dumps({"run": run, "events": [
-            {"offset": e.offset, "type": e.event.type_name, **e.event.to_record()} for e in entries
-        ]}, option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+        print(orjson.dumps({"run": run, "events": _event_dicts(entries)}, option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"run {run.id} ({run.status}, {run.steps} steps): {run.task!r}")
-    for entry in entries:
-        line = describe(entry.event)
-        if line:
-            print(f"  @{entry.offset:<8} {line}")
+    _print_trajectory(entries)
     if run.reason:
         print(f"  reason: {run.reason}")
     return 0

@@ -42,6 +42,7 @@ class RunRequest:
     labels: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
     idempotency_key: str | None = None
+    request_hash: str = ""
 
 
 class JournalClient:
@@ -80,6 +81,7 @@ class JournalClient:
                 max_steps=request.max_steps,
                 idempotency_key=request.idempotency_key or run_id,
                 labels=dict(request.labels),
+                request_hash=request.request_hash,
             )
         )
         return run_id

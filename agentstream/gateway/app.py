@@ -18,9 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentstream import ids
-from agentstream.client.journal import JournalClient
-from agentstream.events import TERMINAL_TYPES, RunRequested
+from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.events import TERMINAL_TYPES
 from agentstream.gateway.errors import ApiError, not_found
 from agentstream.gateway.models import CURSOR, IDEMPOTENCY_KEY, CancelRun, CreateRun
 from agentstream.gateway.openapi import RUN_STATUSES, openapi_document
@@ -130,17 +129,16 @@ class Gateway:
         status = 200
         if existing is None:
             self._admit(caller)
-            await self.journal.append(
-                RunRequested(
-                    event_id=ids.run_requested_id(run_id),
-                    run_id=run_id,
-                    tenant_id=caller.tenant_id,
+            await self.journal.request_run(
+                RunRequest(
                     task=body.task,
                     model=body.model,
                     tools=list(body.tools),
                     max_steps=body.max_steps,
-                    idempotency_key=key,
+                    tenant_id=caller.tenant_id,
                     labels=dict(body.labels),
+                    run_id=run_id,
+                    idempotency_key=key,
                     request_hash=request_hash,
                 )
             )
