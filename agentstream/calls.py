@@ -28,12 +28,14 @@ class CallLedgerCore(Generic[R]):
         result_types: frozenset[str],
         *,
         barrier: Callable[[R], bool] = lambda _request: False,
+        admit: Callable[[R], bool] = lambda _request: True,
     ) -> None:
         self.name = name
         self._request_type = request_type
         self._is_result = is_result
         self._perform = perform
         self._barrier = barrier
+        self._admit = admit  # requests it refuses are not recorded at all (e.g. a forged authorization)
         self._accepted = frozenset(
             {
                 request_type.type_name,
@@ -50,6 +52,8 @@ class CallLedgerCore(Generic[R]):
 
     def apply(self, store: PartitionStore, event: Event, *, live: bool) -> Outcome:
         if isinstance(event, self._request_type):
+            if not self._admit(event):
+                return Outcome()
             call_id: str = event.call_id  # type: ignore[attr-defined]
             if store.get(f"done/{call_id}") or store.get(f"closed/{event.run_id}") or store.get(f"pending/{call_id}"):
                 return Outcome()

@@ -54,6 +54,7 @@ class RunStarted(RunEvent):
     tools_json: str
     max_steps: int
     system_prompt: str
+    tool_versions: dict[str, str] = field(default_factory=dict)
 
 
 @_register
@@ -115,6 +116,7 @@ class ToolCallRequested(RunEvent):
     arguments_json: str
     idempotency_key: str
     timeout_ms: int
+    tool_version: str = ""
 
 
 @_register
@@ -152,7 +154,86 @@ class RunCancelled(RunEvent):
     reason: str
 
 
+@_register
+@dataclass(frozen=True, slots=True)
+class RunHalted(RunEvent):
+    steps: int
+    halt: int
+    limit: str
+    reason: str
+    resumable: bool
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ResumeRequested(RunEvent):
+    halt: int
+    add_steps: int
+    reason: str
+    requested_by: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class PolicyDecided(RunEvent):
+    step: int
+    call_id: str
+    tool: str
+    tool_version: str
+    tier: str
+    decision: str
+    rule: str
+    reason: str
+    decided_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested(RunEvent):
+    step: int
+    call_id: str
+    approval_id: str
+    tool: str
+    tool_version: str
+    tier: str
+    arguments_json: str
+    reason: str
+    requested_ms: int
+    expires_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ApprovalDecided(RunEvent):
+    call_id: str
+    approval_id: str
+    approved: bool
+    decided_by: str
+    reason: str
+    decided_ms: int
+    signature: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ToolCallAuthorized(RunEvent):
+    step: int
+    call_id: str
+    tool_call_id: str
+    tool: str
+    tool_version: str
+    arguments_json: str
+    idempotency_key: str
+    timeout_ms: int
+    authorized_by: str
+    expires_ms: int
+    capability: str
+    delegation: str
+
+
 TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
+# Not an ending, but the run waits for someone: a stream or a `wait` may stop here.
+SETTLED_TYPES = TERMINAL_TYPES | {"RunHalted"}
 
 
 @_register
@@ -167,6 +248,34 @@ class ToolRegistered(Event):
     risk: str
     idempotent: bool
     timeout_ms: int
+    owner: str = ""
+    scopes: list[str] = field(default_factory=list)
+    egress: list[str] = field(default_factory=list)
+    transport_json: str = ""
+    secrets: list[str] = field(default_factory=list)
+    registered_ms: int = 0
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ToolSwitched(Event):
+    event_id: str
+    owner: str
+    name: str
+    disabled: bool
+    reason: str
+    switched_by: str
+    switched_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class TenantPolicySet(Event):
+    event_id: str
+    tenant_id: str
+    policy_json: str
+    set_by: str
+    set_ms: int
 
 
 @_register
@@ -224,3 +333,33 @@ def event_key(event: Event) -> str:
     if not isinstance(key, str):
         raise TypeError(f"{type(event).__name__} has no event_id")
     return key
+
+
+# Tenant secrets (the `secrets` topic). `event_id` is the record key, "secret/<tenant_id>/<name>",
+# so compaction keeps each secret's latest version, and a deletion drops its ciphertext. Values
+# appear only sealed (agentstream.credentials.envelope): these records never hold plaintext.
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SecretStored(Event):
+    event_id: str
+    tenant_id: str
+    name: str
+    key_id: str
+    wrapped_key: bytes
+    nonce: bytes
+    ciphertext: bytes
+    tools: list[str]
+    scopes: list[str]
+    version: int
+    created_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SecretDeleted(Event):
+    event_id: str
+    tenant_id: str
+    name: str
+    deleted_ms: int

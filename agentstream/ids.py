@@ -3,6 +3,8 @@ re-driven decision produces the same id and is recognised as a duplicate instead
 
 from __future__ import annotations
 
+import hashlib
+
 
 def step_prefix(run_id: str, step: int) -> str:
     return f"{run_id}/s{step:04d}"
@@ -47,3 +49,35 @@ def terminal_id(run_id: str) -> str:
 
 def run_of_event_id(event_id: str) -> str:
     return event_id.split("/", 1)[0]
+
+
+def halt_id(run_id: str, halt: int) -> str:
+    return f"{run_id}/halt{halt:02d}"
+
+
+def resume_id(run_id: str, halt: int) -> str:
+    # One resume per halt: two clients resuming the same halt write the same event.
+    return f"{run_id}/resume{halt:02d}"
+
+
+def policy_decided_id(call_id: str) -> str:
+    return f"{call_id}/policy"
+
+
+def authorized_id(call_id: str) -> str:
+    return f"{call_id}/authorized"
+
+
+def approval_requested_id(call_id: str) -> str:
+    return f"{call_id}/approval"
+
+
+def approval_decided_id(call_id: str, *, by_timeout: bool) -> str:
+    # Distinct ids for a person and the timer, so compaction keeps both and the journal order
+    # (first decision wins) survives; a second person's decision overwrites the first's record
+    # only with an identical id, and is ignored by every reader anyway.
+    return f"{call_id}/approval/{'timeout' if by_timeout else 'decided'}"
+
+
+def approval_id(call_id: str) -> str:
+    return "apr_" + hashlib.sha256(call_id.encode()).hexdigest()[:24]

@@ -21,9 +21,13 @@ from agentstream.events import ToolRegistered
 from agentstream.kafka.consumer import TableReader
 from agentstream.localkafka import LocalKafka
 from agentstream.process import catalog_topic
+from agentstream.registry.admin import set_policy
+from agentstream.registry.entry import TenantPolicy
 from agentstream.topics import create_topics, load_topics
 
-PROCESSORS = ("orchestrator", "model-invoker", "tool-executor")
+# A tenant policy that lets the demo payment tool run without a person (test and bench tenants).
+PAYMENTS_AUTO_APPROVED = TenantPolicy(auto_approve=("transfer_funds",))
+PROCESSORS = ("orchestrator", "policy-gate", "model-invoker", "tool-executor")
 
 
 async def ensure_broker(settings: Settings) -> LocalKafka | None:
@@ -192,8 +196,12 @@ class Deployment:
         default_scenario: str = "demo",
         extra_env: dict[str, str] | None = None,
         wait_tools: tuple[str, ...] = ("calculator", "get_current_time", "transfer_funds"),
+        policies: dict[str, TenantPolicy] | None = None,
     ) -> None:
         self.settings = settings
+        # Test and benchmark deployments let their tenants' runs pay without a person unless told
+        # otherwise: the approval flow has its own tests, and a chaos run has nobody to click.
+        self.policies = policies if policies is not None else {"default": PAYMENTS_AUTO_APPROVED}
         self.model = ScriptedModel(list(scenario_dirs or []), default_scenario)
         self.extra_env = extra_env or {}
         self.wait_tools = wait_tools
@@ -201,6 +209,8 @@ class Deployment:
         self.client = JournalClient(settings)
 
     async def __aenter__(self) -> Deployment:
+        for tenant, policy in self.policies.items():
+            await set_policy(self.settings, tenant, policy, by="deployment")
         url = await self.model.start()
         self.procs = ProcessorProcesses(child_env(self.settings, url, self.extra_env), self.settings.home / "logs")
         self.procs.start_all()

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from agentstream.llm import ToolSpec
 
 RiskTier = Literal["read_only", "reversible", "irreversible"]
+
+# The secrets redeemed for the call running in this task, by name. Set by the tool executor for
+# the duration of one call only, so no tool host keeps them and no signature carries them.
+CURRENT_CREDENTIALS: ContextVar[Mapping[str, str]] = ContextVar(
+    "agentstream_credentials", default=MappingProxyType({})
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +30,8 @@ class ToolDescriptor:
     idempotent: bool
     version: str = "1"
     timeout_s: float = 30.0
+    scopes: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()  # tenant secrets the tool receives at call time (CURRENT_CREDENTIALS)
 
 
 @dataclass(frozen=True, slots=True)

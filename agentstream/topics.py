@@ -16,6 +16,7 @@ JOURNAL = "runs.journal"
 CATALOG = "tools.catalog"
 STATUS = "processors.status"
 DEADLETTER = "deadletter"
+CONTROL = "control"
 
 
 @dataclass(frozen=True)

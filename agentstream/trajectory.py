@@ -8,13 +8,17 @@ import orjson
 
 from agentstream.client.journal import JournalEntry
 from agentstream.events import (
+    ApprovalDecided,
     CancelRequested,
     LlmCallCompleted,
     LlmCallFailed,
+    PolicyDecided,
+    ResumeRequested,
     RunCancelled,
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunHalted,
     RunRequested,
     RunStarted,
     ToolCallCompleted,
@@ -50,6 +54,15 @@ def describe(event: RunEvent) -> str | None:
         case ToolCallCompleted():
             mark = "✗" if event.is_error else "✓"
             return f"step {event.step:>3}  {mark} {event.tool} → {_short(event.content, 80)}"
+        case PolicyDecided() if event.decision != "allow":
+            return f"step {event.step:>3}  policy: {event.tool} {event.decision} ({event.rule}): {_short(event.reason, 80)}"
+        case ApprovalDecided():
+            verdict = "approved" if event.approved else "denied"
+            return f"approval   {verdict} by {event.decided_by}: {_short(event.reason, 80)}"
+        case RunHalted():
+            return f"halted     after {event.steps} steps ({event.limit}): {event.reason}"
+        case ResumeRequested():
+            return f"resume     requested by {event.requested_by}: +{event.add_steps} steps"
         case CancelRequested():
             return f"cancel     requested by {event.requested_by}: {event.reason}"
         case RunCompleted():

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from agentstream.localkafka import free_port
-from agentstream.stack import Deployment
+from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
 from bench.common import bench_settings, percentile
 
@@ -97,7 +97,7 @@ async def main() -> None:
         (scen / "sse.json").write_text(json.dumps(scenario(args.steps, 4000 + args.subscribers * 4)))
         await create_tenant(settings, "bench", "Bench", rate_per_s=100_000, burst=100_000, max_active_runs=100_000)
         key = await issue_key(settings, "bench", "bench")
-        async with Deployment(settings, [scen]) as d:
+        async with Deployment(settings, [scen], policies={"bench": PAYMENTS_AUTO_APPROVED}) as d:
             assert d.procs is not None
             port = free_port()
             d.procs.start_gateway(port=port)

@@ -25,7 +25,7 @@ from schemathesis.schemas import APIOperation, BaseSchema
 from agentstream.config import ModelSettings, Settings
 from agentstream.gateway.app import GatewayConfig
 from agentstream.gateway.service import running_gateway
-from agentstream.stack import Deployment, ensure_topics
+from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment, ensure_topics
 from agentstream.tenancy.admin import create_tenant, issue_key
 
 MAX_EXAMPLES = 30  # per operation and generation mode
@@ -41,6 +41,9 @@ OPERATIONS = [
     "POST /v1/runs/{run_id}/cancel",
     "POST /v1/runs/{run_id}/resume",
     "GET /v1/runs/{run_id}/events",
+    "GET /v1/approvals",
+    "GET /v1/approvals/{approval_id}",
+    "POST /v1/approvals/{approval_id}",
 ]
 
 
@@ -76,7 +79,10 @@ async def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
     key = await issue_key(settings, "fuzz", "schemathesis")
     headers = {"Authorization": f"Bearer {key}"}
     config = GatewayConfig(max_wait_s=MAX_WAIT_S)
-    async with Deployment(settings) as _d, running_gateway(settings, port=0, config=config) as url:
+    async with (
+        Deployment(settings, policies={"fuzz": PAYMENTS_AUTO_APPROVED}) as _d,
+        running_gateway(settings, port=0, config=config) as url,
+    ):
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
             created = await client.post(
                 "/v1/runs", json={"task": "[scenario:demo] seed"}, headers={"Idempotency-Key": uuid.uuid4().hex}

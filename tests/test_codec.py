@@ -30,6 +30,8 @@ def _sample(type_name: str) -> object:
             values[f.name] = 7
         elif kind == "float":
             values[f.name] = 1.5
+        elif kind == "bytes":
+            values[f.name] = f"{f.name}-value".encode()
         elif kind == "bool":
             values[f.name] = True
         else:

@@ -8,7 +8,7 @@ import json
 import shutil
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,17 @@ from agentstream.cli.commands import show_run
 from agentstream.cli.status import show_status
 from agentstream.client.journal import JournalEntry, RunRequest
 from agentstream.config import ModelSettings, Settings
-from agentstream.events import LlmCallFailed, RunCompleted, RunFailed, ToolCallCompleted, ToolCallRequested
+from agentstream.events import (
+    LlmCallFailed,
+    LlmCallRequested,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunHalted,
+    ToolCallCompleted,
+    ToolCallRequested,
+)
 from agentstream.stack import Deployment, ensure_topics
 from agentstream.trajectory import summarize
 from bench.common import comparable_trajectory
@@ -98,10 +108,27 @@ async def test_terminal_provider_error_fails_the_run_with_a_reason(deployment: D
     assert isinstance(end, RunFailed) and end.error_type == "model_error" and "400" in end.reason
 
 
-async def test_step_cap_ends_a_looping_run(deployment: Deployment) -> None:
-    entries = await run_to_end(deployment, "[scenario:loop] go", max_steps=4)
-    end = entries[-1].event
-    assert isinstance(end, RunFailed) and end.error_type == "step_cap" and end.steps == 4
+async def test_step_cap_halts_a_looping_run_which_resumes_with_more_steps(deployment: Deployment) -> None:
+    d = deployment
+    run_id = await d.client.request_run(RunRequest(task="[scenario:loop] go", tools=TOOLS, max_steps=4))
+
+    def halted(n: int) -> Callable[[RunEvent], bool]:
+        return lambda e: isinstance(e, RunHalted) and e.halt == n
+
+    first = [e.event async for e in d.client.follow(run_id, timeout_s=60, until=halted(1))][-1]
+    assert isinstance(first, RunHalted) and first.limit == "step_cap" and first.resumable and first.steps == 4
+    await asyncio.sleep(1.0)  # a halted run stays halted: no model call is made while it waits
+    late = [e for e in await d.client.read_run(run_id) if isinstance(e.event, LlmCallRequested) and e.event.step > 4]
+    assert not late
+
+    await d.client.resume(run_id, first.tenant_id, halt=1, add_steps=2, reason="more budget")
+    await d.client.resume(run_id, first.tenant_id, halt=1, add_steps=2, reason="clicked twice")  # same event id
+    second = [e.event async for e in d.client.follow(run_id, timeout_s=60, until=halted(2))][-1]
+    assert isinstance(second, RunHalted) and second.steps == 6  # the duplicate resume added nothing
+
+    await d.client.cancel(run_id, first.tenant_id, "enough")
+    end = [e.event async for e in d.client.follow(run_id, timeout_s=60)][-1]
+    assert isinstance(end, RunCancelled) and end.steps == 6
 
 
 async def test_state_is_rebuilt_from_the_topics_and_in_flight_runs_finish(deployment: Deployment) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from agentstream.gateway.service import running_gateway
-from agentstream.stack import Deployment
+from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
 from processors.tool_executor.builtin import bank_transfers
 from tests.harness import isolated_settings
@@ -50,7 +50,10 @@ async def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     await create_tenant(settings, "globex", "Globex", rate_per_s=200, burst=400, max_active_runs=100)
     await create_tenant(settings, "slowco", "Slow Co", rate_per_s=0.2, burst=2, max_active_runs=1)
     keys = [await issue_key(settings, t, "test") for t in ("acme", "globex", "slowco")]
-    async with Deployment(settings, [scen]) as d, running_gateway(settings, port=0) as url:
+    async with (
+        Deployment(settings, [scen], policies=dict.fromkeys(("acme", "globex", "slowco"), PAYMENTS_AUTO_APPROVED)) as d,
+        running_gateway(settings, port=0) as url,
+    ):
         yield Api(url, keys[0], keys[1], keys[2], d)
 
 
@@ -150,6 +153,33 @@ async def test_sse_resume_after_a_cut_delivers_each_event_once(api: Api) -> None
         async with c.stream("GET", path) as s:
             full = await read_sse(s)
         assert [e["id"] for e in full] == [e["id"] for e in received], "no gap"
+
+
+async def test_a_run_halted_at_its_step_cap_resumes_with_more_steps(api: Api) -> None:
+    async with api.client(api.key_a) as c:
+        running = (await create(c, {"task": "[scenario:steps] go", "max_steps": 10})).json()
+        r = await c.post(f"/v1/runs/{running['id']}/resume", json={})
+        assert r.status_code == 409 and r.json()["error"]["type"] == "not_resumable"
+
+        halted = (await create(c, {"task": "[scenario:steps] go", "max_steps": 3}, wait=30)).json()
+        assert halted["status"] == "halted" and halted["resumable"] and halted["steps"] == 3
+        assert halted["reason"].startswith("step_cap: step cap reached: 3")
+        listed = (await c.get("/v1/runs", params={"status": "halted", "limit": 500})).json()["data"]
+        assert halted["id"] in [item["id"] for item in listed]
+        bad = await c.post(f"/v1/runs/{halted['id']}/resume", json={"add_steps": "ten"})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "add_steps"
+
+        r = await c.post(f"/v1/runs/{halted['id']}/resume", json={"add_steps": 10, "reason": "budget raised"})
+        assert r.status_code == 202
+        for _ in range(300):
+            run = (await c.get(f"/v1/runs/{halted['id']}")).json()
+            if run["status"] in ("completed", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.1)
+        assert run["status"] == "completed" and run["steps"] == 7 and run["final_answer"] == "six steps done"
+        async with c.stream("GET", f"/v1/runs/{halted['id']}/events") as s:
+            kinds = [e["event"] for e in await read_sse(s)]
+        assert kinds.index("RunHalted") < kinds.index("ResumeRequested") < kinds.index("RunCompleted")
 
 
 async def test_cancel_mid_flight_starts_no_pending_side_effect(api: Api) -> None:

@@ -10,7 +10,9 @@ from agentstream.events import (
     LlmCallCompleted,
     LlmCallFailed,
     LlmCallRequested,
+    ResumeRequested,
     RunEvent,
+    RunHalted,
     RunRequested,
     ToolCallCompleted,
     ToolCallRequested,
@@ -132,14 +134,41 @@ def test_repeated_invalid_calls_end_the_run_with_a_reason() -> None:
     assert loop.state is not None and "invalid tool calls 2 steps in a row" in loop.state.outcome_reason
 
 
-def test_step_cap_fails_the_run() -> None:
-    loop = Loop(max_steps=2)
+def _two_tool_steps(loop: Loop) -> list[RunEvent]:
     out = loop.feed(completion(1, "", [("calculator", '{"expression": "1"}')]))
     out = loop.tool_result(next(e for e in out if isinstance(e, ToolCallRequested)), "1")
     out = loop.feed(completion(2, "", [("calculator", '{"expression": "2"}')]))
-    out = loop.tool_result(next(e for e in out if isinstance(e, ToolCallRequested)), "2")
+    return loop.tool_result(next(e for e in out if isinstance(e, ToolCallRequested)), "2")
+
+
+def test_run_step_cap_halts_resumably_and_a_resume_of_that_halt_adds_steps() -> None:
+    loop = Loop(max_steps=2)
+    out = _two_tool_steps(loop)
+    assert [e.type_name for e in out] == ["RunHalted"]
+    halt = out[0]
+    assert isinstance(halt, RunHalted) and halt.resumable and halt.halt == 1 and halt.limit == "step_cap"
+    assert loop.state is not None and loop.state.status == "halted"
+    assert loop.state.outcome_reason.startswith("step cap reached: 2")
+    # A resume naming another halt is stale and changes nothing.
+    assert loop.feed(ResumeRequested(ids.resume_id(RUN, 2), RUN, "t", 2, 5, "stale", "tester")) == []
+    out = loop.feed(ResumeRequested(ids.resume_id(RUN, 1), RUN, "t", 1, 1, "more", "tester"))
+    resumed = loop.state
+    assert [e.type_name for e in out] == ["LlmCallRequested"]
+    assert resumed is not None and resumed.status == "running" and resumed.max_steps == 3
+
+
+def test_platform_step_cap_fails_the_run_for_good() -> None:
+    loop = Loop(OrchestratorConfig(platform_max_steps=2), max_steps=10)
+    out = _two_tool_steps(loop)
     assert [e.type_name for e in out] == ["RunFailed"]
-    assert loop.state is not None and loop.state.outcome_reason.startswith("step cap reached: 2")
+    assert loop.state is not None and loop.state.outcome_reason.startswith("platform step cap reached: 2")
+
+
+def test_cancel_of_a_halted_run_ends_it() -> None:
+    loop = Loop(max_steps=2)
+    _two_tool_steps(loop)
+    out = loop.feed(CancelRequested(ids.cancel_requested_id(RUN), RUN, "t", "no budget", "tester"))
+    assert [e.type_name for e in out] == ["RunCancelled"]
 
 
 def test_final_model_failure_fails_the_run_and_retries_do_not() -> None:

@@ -25,7 +25,7 @@ from agentstream.client import (
 )
 from agentstream.events import EVENT_TYPES, RunCompleted
 from agentstream.gateway.service import running_gateway
-from agentstream.stack import Deployment
+from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
 from tests.harness import isolated_settings
 
@@ -58,7 +58,10 @@ async def sdk(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     await create_tenant(settings, "globex", "Globex", rate_per_s=200, burst=400, max_active_runs=100)
     await create_tenant(settings, "tiny", "Tiny", rate_per_s=0.01, burst=1, max_active_runs=1)
     keys = [await issue_key(settings, t, "test") for t in ("acme", "globex", "tiny")]
-    async with Deployment(settings, [scen]) as d, running_gateway(settings, port=0) as url:
+    async with (
+        Deployment(settings, [scen], policies=dict.fromkeys(("acme", "globex", "tiny"), PAYMENTS_AUTO_APPROVED)) as d,
+        running_gateway(settings, port=0) as url,
+    ):
         yield Sdk(url, keys[0], keys[1], keys[2], d)
 
 

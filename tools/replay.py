@@ -15,7 +15,7 @@ from processors.orchestrator.evolve import evolve
 from processors.orchestrator.state import RunState
 
 AUTHORED = frozenset(
-    {"RunStarted", "LlmCallRequested", "ToolCallRequested", "RunCompleted", "RunFailed", "RunCancelled"}
+    {"RunStarted", "LlmCallRequested", "ToolCallRequested", "RunHalted", "RunCompleted", "RunFailed", "RunCancelled"}
 )
 
 
@@ -46,6 +46,7 @@ def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = No
     result = ReplayResult(run_id)
     started = next((e for e in events if isinstance(e, RunStarted)), None)
     catalog = {t.name: t for t in tools_from_json(started.tools_json)} if started else {}
+    versions = dict(started.tool_versions) if started else {}
     state: RunState | None = None
     pending: dict[str, RunEvent] = {}
     recorded_ids: set[str] = set()
@@ -66,7 +67,7 @@ def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = No
             continue
         state = evolve(event, state)
         if state is not None:
-            for decision in decide(state, catalog, config):
+            for decision in decide(state, catalog, config, versions):
                 if decision.event_id not in recorded_ids:
                     pending[decision.event_id] = decision
     ended = state is not None and state.terminal

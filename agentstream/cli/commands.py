@@ -14,7 +14,7 @@ import orjson
 from agentstream.client.http import ApiError, NotFound, RunsClient
 from agentstream.client.journal import JournalClient, JournalEntry, RunRequest, read_run_once
 from agentstream.config import Settings
-from agentstream.events import RunEvent
+from agentstream.events import TERMINAL_TYPES, ResumeRequested, RunEvent, RunHalted
 from agentstream.localkafka import LocalKafka
 from agentstream.process import wait_for_kafka
 from agentstream.stack import ensure_broker, ensure_topics
@@ -38,6 +38,10 @@ async def dispatch(args: argparse.Namespace) -> int:
                 if _api_configured():
                     return await _via_api(lambda c: _show_via_api(c, args.run_id, as_json=args.json))
                 return await show_run(settings, args.run_id, as_json=args.json)
+            if args.runs_command == "resume":
+                if _api_configured():
+                    return await _via_api(lambda c: _resume_via_api(c, args.run_id, args.add_steps, args.reason))
+                return await _resume(settings, args.run_id, args.add_steps, args.reason)
             if _api_configured():
                 return await _via_api(lambda c: _cancel_via_api(c, args.run_id, args.reason))
             return await _cancel(settings, args.run_id, args.reason)
@@ -82,6 +86,8 @@ async def _process(settings: Settings, name: str, instance: str) -> int:
         from processors.orchestrator.app import build
     elif name == "model-invoker":
         from processors.model_invoker.app import build
+    elif name == "policy-gate":
+        from processors.policy_gate.app import build
     else:
         from processors.tool_executor.app import build
     stop = asyncio.Event()
@@ -176,6 +182,23 @@ async def _cancel(settings: Settings, run_id: str, reason: str) -> int:
         await client.aclose()
 
 
+async def _resume(settings: Settings, run_id: str, add_steps: int, reason: str) -> int:
+    client = JournalClient(settings)
+    try:
+        entries = await client.read_run(run_id)
+        halts = [e.event for e in entries if isinstance(e.event, RunHalted)]
+        resumed = {e.event.halt for e in entries if isinstance(e.event, ResumeRequested)}
+        ended = any(e.event.type_name in TERMINAL_TYPES for e in entries)
+        if not halts or ended or halts[-1].halt in resumed or not halts[-1].resumable:
+            print(f"run {run_id} is not halted at a resumable limit", file=sys.stderr)
+            return 1
+        await client.resume(run_id, halts[-1].tenant_id, halts[-1].halt, add_steps, reason)
+        print(f"resume requested for {run_id} (+{add_steps} steps)")
+        return 0
+    finally:
+        await client.aclose()
+
+
 # -- through the run API: used when AGENTSTREAM_API_KEY is set ------------------------------------
 
 
@@ -232,6 +255,12 @@ async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> in
     _print_trajectory(entries)
     if run.reason:
         print(f"  reason: {run.reason}")
+    return 0
+
+
+async def _resume_via_api(client: RunsClient, run_id: str, add_steps: int, reason: str) -> int:
+    await client.resume(run_id, add_steps, reason)
+    print(f"resume requested for {run_id} (+{add_steps} steps)")
     return 0
 
 

@@ -9,10 +9,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from agentstream.approvals import record_decision
 from agentstream.cli.commands import follow_and_print
 from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.config import Settings
+from agentstream.events import ApprovalRequested
 from agentstream.process import stop_on_signals
+from agentstream.security.signing import platform_signers
 from agentstream.stack import (
     ProcessorProcesses,
     ScriptedModel,
@@ -50,7 +53,7 @@ async def _up(settings: Settings) -> tuple[ScriptedModel | None, ProcessorProces
         url = await _stage(3, total, "scripted model server (offline stand-in for a provider)", model.start)
     procs = ProcessorProcesses(child_env(settings, url), settings.home / "logs")
     procs.start_all()
-    await _stage(4, total, "processors (orchestrator, model-invoker, tool-executor)",
+    await _stage(4, total, "processors (orchestrator, policy-gate, model-invoker, tool-executor)",
                  lambda: wait_for_tools(settings, DEMO_TOOLS))  # fmt: skip
     return model, procs, kafka is not None
 
@@ -95,6 +98,22 @@ async def _follow_watching(client: JournalClient, run_id: str, procs: ProcessorP
     return follow.result()
 
 
+async def _approve_as_demo_operator(settings: Settings, run_id: str) -> None:
+    """Stands in for the person who approves the payment: irreversible tools wait for a recorded
+    approval (in `dev`, through POST /v1/approvals/{id})."""
+    watcher = JournalClient(settings)
+    signer = platform_signers(settings).approval
+    try:
+        async for entry in watcher.follow(run_id, timeout_s=120):
+            if isinstance(entry.event, ApprovalRequested):
+                print(f"  approval requested for {entry.event.tool} {entry.event.arguments_json}: "
+                      "approved by demo-operator", flush=True)  # fmt: skip
+                await record_decision(watcher, signer, entry.event, approved=True, decided_by="demo-operator",
+                                      reason="the user asked for this payment")  # fmt: skip
+    finally:
+        await watcher.aclose()
+
+
 async def demo(settings: Settings, *, keep_broker: bool = False) -> int:
     model, procs, started_broker = await _up(settings)
     client = JournalClient(settings)
@@ -103,7 +122,11 @@ async def demo(settings: Settings, *, keep_broker: bool = False) -> int:
             RunRequest(task=DEMO_TASK, model="scripted", tools=list(DEMO_TOOLS), max_steps=12)
         )
         print(f"\nrun {run_id}: {DEMO_TASK}\n")
-        code = await _follow_watching(client, run_id, procs)
+        approver = asyncio.create_task(_approve_as_demo_operator(settings, run_id))
+        try:
+            code = await _follow_watching(client, run_id, procs)
+        finally:
+            approver.cancel()
         print(f"\nreconstruct it from the journal: agentstream runs show {run_id}")
         return code
     finally:

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from agentstream.cli import commands
+from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.tenants import add_parsers as add_tenancy_parsers
+from agentstream.cli.tools import add_tools_parser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +37,10 @@ def parser() -> argparse.ArgumentParser:
     cancel = runs_sub.add_parser("cancel", help="request cancellation of a run")
     cancel.add_argument("run_id")
     cancel.add_argument("--reason", default="cancelled from the CLI")
+    resume = runs_sub.add_parser("resume", help="resume a run halted at a resumable limit, with more steps")
+    resume.add_argument("run_id")
+    resume.add_argument("--add-steps", type=int, default=10)
+    resume.add_argument("--reason", default="resumed from the CLI")
 
     replay = sub.add_parser("replay", help="re-drive the orchestrator over a recorded journal and diff")
     replay.add_argument("run_id")
@@ -51,9 +57,11 @@ def parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
     add_tenancy_parsers(sub)
+    add_secrets_parser(sub)
+    add_tools_parser(sub)
 
     proc = sub.add_parser("process", help="run one processor in this process (what `dev` starts)")
-    proc.add_argument("name", choices=["orchestrator", "model-invoker", "tool-executor"])
+    proc.add_argument("name", choices=["orchestrator", "policy-gate", "model-invoker", "tool-executor"])
     proc.add_argument("--instance", default="0")
     return p
 
@@ -61,7 +69,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        code = asyncio.run(commands.dispatch(args))
+        # A command module may route itself (`handler`) instead of going through `commands.dispatch`.
+        handler = getattr(args, "handler", None)
+        code = asyncio.run(handler(args) if handler is not None else commands.dispatch(args))
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)

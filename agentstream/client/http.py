@@ -77,10 +77,16 @@ class Run:
     final_answer: str | None
     created_at_ms: int
     updated_at_ms: int
+    resumable: bool = False
 
     @property
     def terminal(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
+
+    @property
+    def settled(self) -> bool:
+        """Ended, or halted and waiting for a resume."""
+        return self.terminal or self.status == "halted"
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Run:
@@ -97,6 +103,7 @@ class Run:
             final_answer=body.get("final_answer"),
             created_at_ms=body.get("created_at_ms", 0),
             updated_at_ms=body.get("updated_at_ms", 0),
+            resumable=bool(body.get("resumable", False)),
         )
 
 
@@ -211,8 +218,11 @@ class RunsClient:
         """Requests cancellation; the returned run is as it was when the request was accepted."""
         return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/cancel", json={"reason": reason})))
 
-    async def resume(self, run_id: str) -> Run:
-        return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/resume")))
+    async def resume(self, run_id: str, add_steps: int = 10, reason: str = "resumed by the client") -> Run:
+        """Resumes a run halted at a resumable limit, raising its step cap by `add_steps`; the
+        returned run is as it was when the resume was accepted (still `halted`)."""
+        body = {"add_steps": add_steps, "reason": reason}
+        return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/resume", json=body)))
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
-from agentstream.events import TERMINAL_TYPES, CancelRequested, RunEvent, RunRequested
+from agentstream.events import TERMINAL_TYPES, CancelRequested, ResumeRequested, RunEvent, RunRequested
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
@@ -43,6 +43,10 @@ class RunRequest:
     run_id: str | None = None
     idempotency_key: str | None = None
     request_hash: str = ""
+
+
+def is_terminal(event: RunEvent) -> bool:
+    return event.type_name in TERMINAL_TYPES
 
 
 class JournalClient:
@@ -89,16 +93,33 @@ class JournalClient:
     async def cancel(self, run_id: str, tenant_id: str, reason: str, requested_by: str = "cli") -> None:
         await self.append(CancelRequested(ids.cancel_requested_id(run_id), run_id, tenant_id, reason, requested_by))
 
+    async def resume(
+        self, run_id: str, tenant_id: str, halt: int, add_steps: int, reason: str, requested_by: str = "cli"
+    ) -> None:
+        await self.append(
+            ResumeRequested(ids.resume_id(run_id, halt), run_id, tenant_id, halt, add_steps, reason, requested_by)
+        )
+
     async def read_run(self, run_id: str) -> list[JournalEntry]:
         """Everything journaled for a run so far, in journal order, duplicates removed."""
         return [entry async for entry in self._scan(run_id, follow=False)]
 
-    async def follow(self, run_id: str, timeout_s: float | None = None) -> AsyncIterator[JournalEntry]:
-        """The run's events from the beginning, then live, until its terminal event."""
-        async for entry in self._scan(run_id, follow=True, timeout_s=timeout_s):
+    async def follow(
+        self, run_id: str, timeout_s: float | None = None, until: Callable[[RunEvent], bool] = is_terminal
+    ) -> AsyncIterator[JournalEntry]:
+        """The run's events from the beginning, then live, until `until` holds for one (by
+        default: its terminal event)."""
+        async for entry in self._scan(run_id, follow=True, timeout_s=timeout_s, until=until):
             yield entry
 
-    async def _scan(self, run_id: str, *, follow: bool, timeout_s: float | None = None) -> AsyncIterator[JournalEntry]:
+    async def _scan(
+        self,
+        run_id: str,
+        *,
+        follow: bool,
+        timeout_s: float | None = None,
+        until: Callable[[RunEvent], bool] = is_terminal,
+    ) -> AsyncIterator[JournalEntry]:
         _, records = await self._ready()
         partition = records.journal_partition(run_id)
         prefix = f"{run_id}/".encode()
@@ -137,7 +158,7 @@ class JournalClient:
                     seen.add(event.event_id)
                     last.append(event.event_id)
                     yield JournalEntry(event, position - 1, msg.timestamp()[1])
-                    if follow and event.type_name in TERMINAL_TYPES:
+                    if follow and until(event):
                         return
                 if not msgs and not follow:
                     # Compaction can leave the end offset unreachable; position() is authoritative.

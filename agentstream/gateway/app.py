@@ -20,10 +20,21 @@ from starlette.routing import Route
 
 from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.events import TERMINAL_TYPES
+from agentstream.gateway.approvals_api import ApprovalsApi
 from agentstream.gateway.errors import ApiError, not_found
-from agentstream.gateway.models import CURSOR, IDEMPOTENCY_KEY, CancelRun, CreateRun
+from agentstream.gateway.models import (
+    CURSOR,
+    IDEMPOTENCY_KEY,
+    CancelRun,
+    CreateRun,
+    DecideApproval,
+    RegisterTool,
+    ResumeRun,
+    SwitchTool,
+)
 from agentstream.gateway.openapi import RUN_STATUSES, openapi_document
 from agentstream.gateway.projection import RunIndex, RunView
+from agentstream.gateway.tools_api import ToolsApi
 
 LAST_EVENT_ID = re.compile(r"^[0-9]{0,18}$")
 M = TypeVar("M", bound=BaseModel)
@@ -68,8 +79,12 @@ class Gateway:
         auth: Authenticator,
         rates: RateCheck,
         config: GatewayConfig | None = None,
+        approvals: ApprovalsApi | None = None,
+        tools: ToolsApi | None = None,
     ) -> None:
         self.index = index
+        self.approvals = approvals
+        self.tools = tools
         self.journal = journal
         self.auth = auth
         self.rates = rates
@@ -83,6 +98,14 @@ class Gateway:
             Route("/v1/runs/{run_id}/cancel", self._guard(self.cancel_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/resume", self._guard(self.resume_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/events", self._guard(self.stream_events), methods=["GET"]),
+            Route("/v1/approvals", self._guard(self.list_approvals, "status"), methods=["GET"]),
+            Route("/v1/approvals/{approval_id}", self._guard(self.get_approval), methods=["GET"]),
+            Route("/v1/approvals/{approval_id}", self._guard(self.decide_approval), methods=["POST"]),
+            Route("/v1/tools", self._guard(self.list_tools), methods=["GET"]),
+            Route("/v1/tools", self._guard(self.register_tool), methods=["POST"]),
+            Route("/v1/tools/{name}", self._guard(self.get_tool), methods=["GET"]),
+            Route("/v1/tools/{name}/disable", self._guard(self.disable_tool), methods=["POST"]),
+            Route("/v1/tools/{name}/enable", self._guard(self.enable_tool), methods=["POST"]),
             Route("/openapi.json", lambda _r: JSONResponse(openapi_document(self.config.max_wait_s)), methods=["GET"]),
             Route("/healthz", lambda _r: JSONResponse({"ok": True}), methods=["GET"]),
         ]
@@ -150,9 +173,9 @@ class Gateway:
         if existing.request_hash != request_hash:
             raise ApiError(409, "idempotency_conflict",
                            "this Idempotency-Key was already used with a different request body", field="Idempotency-Key")  # fmt: skip
-        if wait_s > 0 and not existing.terminal:
+        if wait_s > 0 and not existing.settled:
             existing = await self.index.wait_for(run_id, wait_s, terminal=True) or existing
-            if not existing.terminal:
+            if not existing.settled:
                 status = 202
         return JSONResponse(existing.resource(), status_code=status, headers={"Location": f"/v1/runs/{run_id}"})
 
@@ -172,7 +195,7 @@ class Gateway:
             raise ApiError(
                 400,
                 "invalid_parameter",
-                "status must be queued, running, completed, failed or cancelled",
+                f"status must be one of: {', '.join(RUN_STATUSES)}",
                 field="status",
             )
         limit = _int_param(request, "limit", 50, 1, 500)
@@ -194,7 +217,16 @@ class Gateway:
 
     async def resume_run(self, request: Request, caller: Caller) -> Response:
         view = self._run(request, caller)
-        raise ApiError(409, "not_resumable", f"the run is {view.status}; only paused or halted runs can be resumed")
+        raw = await self._read_json(request, allow_empty=True)
+        body = _validate(ResumeRun, raw if raw is not None else {})
+        if view.status != "halted" or not view.resumable:
+            why = "halted for a reason that cannot be resumed" if view.status == "halted" else f"{view.status}"
+            raise ApiError(409, "not_resumable", f"the run is {why}; only runs halted at a resumable limit resume")
+        self._admit(caller)  # a resumed run is active again, so it counts against the same quotas
+        await self.journal.resume(
+            view.run_id, caller.tenant_id, view.halts, body.add_steps, body.reason, requested_by=f"api:{caller.tenant_id}"
+        )
+        return JSONResponse(view.resource(), status_code=202)
 
     async def stream_events(self, request: Request, caller: Caller) -> Response:
         view = self._run(request, caller)
@@ -237,6 +269,53 @@ class Gateway:
                     yield b"".join(chunk)
                 if ended:
                     return
+
+    # -- approvals --------------------------------------------------------------------------------
+
+    def _approvals(self) -> ApprovalsApi:
+        if self.approvals is None:
+            raise ApiError(404, "not_found", "approvals are not served by this gateway")
+        return self.approvals
+
+    async def list_approvals(self, request: Request, caller: Caller) -> Response:
+        return await self._approvals().list(request, caller.tenant_id)
+
+    async def get_approval(self, request: Request, caller: Caller) -> Response:
+        return await self._approvals().get(request, caller.tenant_id)
+
+    async def decide_approval(self, request: Request, caller: Caller) -> Response:
+        api = self._approvals()
+        body = _validate(DecideApproval, await self._read_json(request))
+        return await api.decide(request, caller.tenant_id, body)
+
+    # -- tools ------------------------------------------------------------------------------------
+
+    def _tools(self) -> ToolsApi:
+        if self.tools is None:
+            raise ApiError(404, "not_found", "the tool registry is not served by this gateway")
+        return self.tools
+
+    async def list_tools(self, request: Request, caller: Caller) -> Response:
+        return await self._tools().list(caller.tenant_id)
+
+    async def get_tool(self, request: Request, caller: Caller) -> Response:
+        return await self._tools().get(request, caller.tenant_id)
+
+    async def register_tool(self, request: Request, caller: Caller) -> Response:
+        api = self._tools()
+        return await api.register(caller.tenant_id, _validate(RegisterTool, await self._read_json(request)))
+
+    async def disable_tool(self, request: Request, caller: Caller) -> Response:
+        return await self._switch(request, caller, disabled=True)
+
+    async def enable_tool(self, request: Request, caller: Caller) -> Response:
+        return await self._switch(request, caller, disabled=False)
+
+    async def _switch(self, request: Request, caller: Caller, *, disabled: bool) -> Response:
+        api = self._tools()
+        raw = await self._read_json(request, allow_empty=True)
+        body = _validate(SwitchTool, raw if raw is not None else {})
+        return await api.switch(request, caller.tenant_id, body, disabled=disabled)
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -36,7 +36,9 @@ class CreateRun(BaseModel):
     task: str = Field(min_length=1, max_length=100_000, description="What the agent should do.")
     model: str = Field(default="scripted", min_length=1, max_length=200)
     tools: list[ToolName] = Field(default_factory=list, max_length=100, description="Allowed tools; empty: all.")
-    max_steps: Integer = Field(default=20, ge=1, le=100, description="Model calls before the run fails.")
+    max_steps: Integer = Field(
+        default=20, ge=1, le=100, description="Model calls before the run halts (resumable with more steps)."
+    )
     labels: dict[LabelKey, Annotated[str, Field(max_length=500)]] = Field(default_factory=dict, max_length=50)
 
 
@@ -44,3 +46,42 @@ class CancelRun(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str = Field(default="cancelled by the client", min_length=1, max_length=1000)
+
+
+class ResumeRun(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    add_steps: Integer = Field(default=10, ge=0, le=100, description="Model calls added to the run's step cap.")
+    reason: str = Field(default="resumed by the client", min_length=1, max_length=1000)
+
+
+class DecideApproval(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    decision: Literal["approve", "deny"] = Field(
+        description="approve runs the call; deny returns an error observation."
+    )
+    decided_by: str = Field(default="", max_length=200, description="Who decided (recorded with the caller's tenant).")
+    reason: str = Field(default="", max_length=1000)
+
+
+class RegisterTool(BaseModel):
+    """A tenant-owned tool: an MCP stdio server the executor runs in its sandbox."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: ToolName
+    description: str = Field(default="", max_length=2000)
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    tier: Literal["read_only", "reversible", "irreversible"]
+    command: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(min_length=1, max_length=50)
+    scopes: list[ToolName] = Field(default_factory=list, max_length=50)
+    egress: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(default_factory=list, max_length=50)
+    secrets: list[ToolName] = Field(default_factory=list, max_length=20)
+    timeout_s: float = Field(default=30.0, ge=0.1, le=3600)
+
+
+class SwitchTool(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: str = Field(default="switched through the API", min_length=1, max_length=1000)

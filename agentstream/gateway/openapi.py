@@ -5,9 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from agentstream.gateway.models import CURSOR_PATTERN, IDEMPOTENCY_KEY_PATTERN, CancelRun, CreateRun
+from agentstream.gateway.models import (
+    CURSOR_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    CancelRun,
+    CreateRun,
+    DecideApproval,
+    ResumeRun,
+)
 
-RUN_STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
+RUN_STATUSES = ["queued", "running", "awaiting_approval", "halted", "completed", "failed", "cancelled"]
 
 _ERROR = {
     "type": "object",
@@ -31,6 +38,7 @@ _RUN = {
         "max_steps",
         "labels",
         "steps",
+        "resumable",
         "created_at_ms",
         "updated_at_ms",
         "events_url",
@@ -46,6 +54,7 @@ _RUN = {
         "steps": {"type": "integer"},
         "reason": {"type": ["string", "null"]},
         "final_answer": {"type": ["string", "null"]},
+        "resumable": {"type": "boolean", "description": "halted at a limit that a resume can raise"},
         "created_at_ms": {"type": "integer"},
         "updated_at_ms": {"type": "integer"},
         "events_url": {"type": "string"},
@@ -126,6 +135,26 @@ def _created(description: str) -> dict[str, Any]:
     return {"description": description, "headers": _LOCATION, "content": _json("Run")}
 
 
+_APPROVAL_ID = {"name": "approval_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_APPROVAL = {
+    "type": "object",
+    "required": ["id", "run_id", "status", "tool", "tier", "arguments_json", "requested_at_ms", "expires_at_ms"],
+    "properties": {
+        "id": {"type": "string"},
+        "run_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "approved", "denied", "expired"]},
+        "tool": {"type": "string"},
+        "tool_version": {"type": "string"},
+        "tier": {"type": "string"},
+        "arguments_json": {"type": "string"},
+        "reason": {"type": "string"},
+        "requested_at_ms": {"type": "integer"},
+        "expires_at_ms": {"type": "integer", "description": "past this, the call is denied, never approved"},
+        "decided_by": {"type": ["string", "null"]},
+        "decision_reason": {"type": ["string", "null"]},
+        "decided_at_ms": {"type": ["integer", "null"]},
+    },
+}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 # Every run-scoped operation: an unknown query parameter, authentication, the run, the tenant's rate.
 _COMMON = (400, 401, 404, 429)
@@ -142,6 +171,13 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
             "schemas": {
                 "Error": _ERROR,
                 "Run": _RUN,
+                "Approval": _APPROVAL,
+                "ApprovalPage": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Approval"}}},
+                },
+                "DecideApproval": DecideApproval.model_json_schema(),
                 "RunPage": {
                     "type": "object",
                     "required": ["data", "next_cursor"],
@@ -153,6 +189,7 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                 "RunEvent": _SSE_EVENT,
                 "CreateRun": CreateRun.model_json_schema(),
                 "CancelRun": CancelRun.model_json_schema(),
+                "ResumeRun": ResumeRun.model_json_schema(),
             },
         },
         "security": [{"apiKey": []}],
@@ -235,8 +272,48 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                 "post": {
                     "operationId": "resumeRun",
                     "parameters": [_RUN_ID],
-                    "responses": {"202": {"description": "resumed", "content": _json("Run")}, **_errors(*_COMMON, 409)},
+                    "requestBody": {"required": False, "content": _json("ResumeRun")},
+                    "responses": {
+                        "202": {"description": "resume journaled", "content": _json("Run")},
+                        **_errors(*_COMMON, 409, 413, 422, 503),
+                    },
                 }
+            },
+            "/v1/approvals": {
+                "get": {
+                    "operationId": "listApprovals",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["pending", "approved", "denied", "expired"]},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "the tenant's approvals", "content": _json("ApprovalPage")},
+                        **_errors(400, 401, 429),
+                    },
+                }
+            },
+            "/v1/approvals/{approval_id}": {
+                "get": {
+                    "operationId": "getApproval",
+                    "parameters": [_APPROVAL_ID],
+                    "responses": {
+                        "200": {"description": "the approval", "content": _json("Approval")},
+                        **_errors(*_COMMON),
+                    },
+                },
+                "post": {
+                    "operationId": "decideApproval",
+                    "parameters": [_APPROVAL_ID],
+                    "requestBody": {"required": True, "content": _json("DecideApproval")},
+                    "responses": {
+                        "202": {"description": "decision journaled", "content": _json("Approval")},
+                        **_errors(*_COMMON, 409, 413, 422),
+                    },
+                },
             },
             "/v1/runs/{run_id}/events": {
                 "get": {

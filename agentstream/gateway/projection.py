@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,15 @@ from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
 from agentstream.events import (
     TERMINAL_TYPES,
+    ApprovalDecided,
+    ApprovalRequested,
     LlmCallCompleted,
+    ResumeRequested,
     RunCancelled,
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunHalted,
     RunRequested,
     RunStarted,
 )
@@ -49,6 +53,35 @@ def sse_message(offset: int, timestamp_ms: int, event: RunEvent) -> bytes:
 
 
 @dataclass
+class ApprovalView:
+    """One approval request and its outcome, as the approvals API shows it."""
+
+    request: ApprovalRequested
+    status: str = "pending"  # pending, approved, denied, expired
+    decided_by: str = ""
+    reason: str = ""
+    decided_ms: int = 0
+
+    def resource(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "id": r.approval_id,
+            "run_id": r.run_id,
+            "status": self.status,
+            "tool": r.tool,
+            "tool_version": r.tool_version,
+            "tier": r.tier,
+            "arguments_json": r.arguments_json,
+            "reason": r.reason,
+            "requested_at_ms": r.requested_ms,
+            "expires_at_ms": r.expires_ms,
+            "decided_by": self.decided_by or None,
+            "decision_reason": self.reason or None,
+            "decided_at_ms": self.decided_ms or None,
+        }
+
+
+@dataclass
 class RunView:
     run_id: str
     tenant_id: str
@@ -64,6 +97,9 @@ class RunView:
     steps: int = 0
     reason: str = ""
     final_answer: str = ""
+    halts: int = 0
+    resumable: bool = False
+    pending_approvals: int = 0
     events: list[StoredEvent] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
 
@@ -71,10 +107,20 @@ class RunView:
     def terminal(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
 
+    @property
+    def public_status(self) -> str:
+        # Paused on a person: no model call is made until every approval of the step is decided.
+        return "awaiting_approval" if self.pending_approvals and not self.settled else self.status
+
+    @property
+    def settled(self) -> bool:
+        """Ended, or waiting for someone: nothing will happen until a client acts."""
+        return self.terminal or self.status == "halted"
+
     def resource(self) -> dict[str, Any]:
         return {
             "id": self.run_id,
-            "status": self.status,
+            "status": self.public_status,
             "task": self.task,
             "model": self.model,
             "tools": self.tools,
@@ -83,6 +129,7 @@ class RunView:
             "steps": self.steps,
             "reason": self.reason or None,
             "final_answer": self.final_answer or None,
+            "resumable": self.status == "halted" and self.resumable,
             "created_at_ms": self.created_ms,
             "updated_at_ms": self.updated_ms,
             "events_url": f"/v1/runs/{self.run_id}/events",
@@ -90,11 +137,15 @@ class RunView:
 
 
 class RunIndex:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, approval_verifies: Callable[[ApprovalDecided], bool] | None = None) -> None:
         self.settings = settings
+        # Without the platform's key a forged decision would show as decided here, while the gate,
+        # which verifies, still waits for a real one.
+        self.approval_verifies = approval_verifies or (lambda _event: False)
         self.topic = load_topics(settings.topic_prefix)[JOURNAL].name
         self.codec = AvroCodec()
         self.runs: dict[str, RunView] = {}
+        self.approvals: dict[str, ApprovalView] = {}
         self._subscribers: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
         self._consumer: Consumer | None = None
         self._caught_up = asyncio.Event()
@@ -172,8 +223,43 @@ class RunIndex:
         view.events.append(stored)
         view.updated_ms = timestamp_ms
         _summarise(view, event)
+        self._track_approval(view, event)
         for queue in self._subscribers.get(event.run_id, ()):
             queue.put_nowait(stored)
+
+    def _track_approval(self, view: RunView, event: RunEvent) -> None:
+        match event:
+            case ApprovalRequested():
+                self.approvals.setdefault(event.approval_id, ApprovalView(event))
+                view.pending_approvals += 1
+            case ApprovalDecided():
+                # The first decision wins, as in the policy gate; unsigned ones are the gate's to
+                # ignore, and a timeout is shown as expired.
+                approval = self.approvals.get(event.approval_id)
+                if approval is None or approval.status != "pending" or approval.request.call_id != event.call_id:
+                    return
+                if not self.approval_verifies(event):
+                    return
+                approval.status = (
+                    "approved" if event.approved else "expired" if event.decided_by == "timeout" else "denied"
+                )
+                approval.decided_by, approval.reason, approval.decided_ms = (
+                    event.decided_by,
+                    event.reason,
+                    event.decided_ms,
+                )
+                view.pending_approvals = max(0, view.pending_approvals - 1)
+
+    def approvals_of(self, tenant_id: str, status: str | None) -> list[ApprovalView]:
+        found = [
+            a for a in self.approvals.values()
+            if a.request.tenant_id == tenant_id and (status is None or a.status == status)
+        ]  # fmt: skip
+        return sorted(found, key=lambda a: (a.request.requested_ms, a.request.approval_id))
+
+    def approval(self, tenant_id: str, approval_id: str) -> ApprovalView | None:
+        found = self.approvals.get(approval_id)
+        return found if found is not None and found.request.tenant_id == tenant_id else None
 
     # -- reading runs -----------------------------------------------------------------------------
 
@@ -183,10 +269,13 @@ class RunIndex:
         return view if view is not None and view.tenant_id == tenant_id else None
 
     def active_runs(self, tenant_id: str | None = None) -> int:
-        return sum(1 for v in self.runs.values() if not v.terminal and (tenant_id is None or v.tenant_id == tenant_id))
+        # A halted run holds no model or tool capacity until it is resumed.
+        return sum(1 for v in self.runs.values() if not v.settled and (tenant_id is None or v.tenant_id == tenant_id))
 
     def list(self, tenant_id: str, status: str | None, after: tuple[int, str] | None, limit: int) -> list[RunView]:
-        views = [v for v in self.runs.values() if v.tenant_id == tenant_id and (status is None or v.status == status)]
+        views = [
+            v for v in self.runs.values() if v.tenant_id == tenant_id and (status is None or v.public_status == status)
+        ]
         views.sort(key=lambda v: (v.created_ms, v.run_id))
         if after is not None:
             views = [v for v in views if (v.created_ms, v.run_id) > after]
@@ -206,13 +295,14 @@ class RunIndex:
                     del self._subscribers[run_id]
 
     async def wait_for(self, run_id: str, timeout_s: float, *, terminal: bool) -> RunView | None:
-        """Waits until the run is in the index (read-your-write) or, with `terminal`, has ended."""
+        """Waits until the run is in the index (read-your-write) or, with `terminal`, has ended or
+        halted."""
         async with self.subscribe(run_id) as queue:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
             while True:
                 view = self.runs.get(run_id)
-                if view is not None and (not terminal or view.terminal):
+                if view is not None and (not terminal or view.settled):
                     return view
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -234,6 +324,11 @@ def _summarise(view: RunView, event: RunEvent) -> None:
                 event.final_answer,
                 event.steps,
             )
+        case RunHalted():
+            view.status, view.reason, view.steps = "halted", f"{event.limit}: {event.reason}", event.steps
+            view.halts, view.resumable = event.halt, event.resumable
+        case ResumeRequested() if view.status == "halted" and event.halt == view.halts:
+            view.status, view.reason = "running", ""
         case RunFailed():
             view.status, view.reason, view.steps = "failed", f"{event.error_type}: {event.reason}", event.steps
         case RunCancelled():

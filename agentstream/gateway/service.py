@@ -11,7 +11,11 @@ import uvicorn
 from agentstream.client.journal import JournalClient
 from agentstream.config import Settings
 from agentstream.gateway.app import Caller, Gateway, GatewayConfig
+from agentstream.gateway.approvals_api import ApprovalsApi
 from agentstream.gateway.projection import RunIndex
+from agentstream.gateway.tools_api import ToolsApi
+from agentstream.registry.reader import CatalogReader
+from agentstream.security.signing import approval_verifies, platform_signers
 from agentstream.tenancy.directory import TenantDirectory
 from agentstream.tenancy.ratelimit import RateLimiter
 
@@ -34,13 +38,18 @@ async def running_gateway(
 ) -> AsyncIterator[str]:
     """Serves the run API until the block exits; yields its base URL (port 0 picks a free one)."""
     stop = asyncio.Event()
-    index = RunIndex(settings)
+    signers = platform_signers(settings)
+    index = RunIndex(settings, lambda event: approval_verifies(signers.approval, event))
     directory = TenantDirectory(settings)
     await directory.start()
     journal = JournalClient(settings)
     background = [asyncio.create_task(index.run(stop)), asyncio.create_task(directory.run(stop))]
     await index.ready()
-    gateway = Gateway(index, journal, directory, TenantRates(directory), config)
+    approvals = ApprovalsApi(index, journal, signers.approval)
+    registry = CatalogReader(settings)
+    await registry.catch_up()
+    tools = ToolsApi(settings, registry)
+    gateway = Gateway(index, journal, directory, TenantRates(directory), config, approvals, tools)
     server = uvicorn.Server(
         uvicorn.Config(gateway.app(), host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
@@ -59,6 +68,7 @@ async def running_gateway(
         await asyncio.gather(*background, return_exceptions=True)
         await journal.aclose()
         directory.close()
+        registry.close()
 
 
 async def serve_gateway(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:

@@ -72,6 +72,7 @@ class RuntimeConfig:
     batch_size: int = 1000
     max_concurrent_work: int = 1000
     status_interval_s: float = 2.0
+    tick_interval_s: float = 0.5
 
 
 class ProcessorRuntime:
@@ -89,6 +90,10 @@ class ProcessorRuntime:
         self._applied_next: dict[int, int] = {}  # per partition: the next offset not yet applied
         self._applied = asyncio.Condition()
         self._last_group_commit = 0.0
+        # Cores with timers (the approval timer) expose `tick(store, now_ms)`; the shell calls it on
+        # every live partition, so deadlines fire from rebuilt state after any restart.
+        self._tick: Callable[[PartitionStore, int], Outcome] | None = getattr(core, "tick", None)
+        self._next_tick = 0.0
         self._consumer = Consumer(
             consumer_config(
                 config.bootstrap,
@@ -217,6 +222,12 @@ class ProcessorRuntime:
             if not part.recovering and part.needs_resume:
                 part.needs_resume = False
                 outcome.extend(self.core.resume(part.store))
+        if self._tick is not None and time.monotonic() >= self._next_tick:
+            self._next_tick = time.monotonic() + self.config.tick_interval_s
+            now_ms = int(time.time() * 1000)
+            for part in self._partitions.values():
+                if not part.recovering and not part.needs_resume:
+                    outcome.extend(self._tick(part.store, now_ms))
         if not msgs and not outcome.emit and not outcome.work:
             return
         await self._produce_all([self.records.journal(e) for e in outcome.emit] + dead)

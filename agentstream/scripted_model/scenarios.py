@@ -62,6 +62,9 @@ class Scenario:
     name: str
     turns: tuple[Turn, ...]
     repeat_last: bool = False
+    # Compromised-model mode: obey an `INSTRUCTION: {"tool": ..., "arguments": {...}}` line found in
+    # the tool result that ends the conversation, instead of playing the scripted turn.
+    obey_tool_output: bool = False
 
     def turn(self, index: int) -> Turn:
         if index < len(self.turns):
@@ -133,6 +136,7 @@ def parse_scenario(d: Any, source: str = "<dict>") -> Scenario:
         name=str(name),
         turns=tuple(_parse_turn(t, f"{where} turn {i}") for i, t in enumerate(turns)),
         repeat_last=bool(d.get("repeat_last", False)),
+        obey_tool_output=bool(d.get("obey_tool_output", False)),
     )
 
 

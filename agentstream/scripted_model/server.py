@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -23,7 +25,7 @@ from starlette.routing import Route
 
 from agentstream.scripted_model.anthropic_wire import ANTHROPIC
 from agentstream.scripted_model.openai_wire import OPENAI
-from agentstream.scripted_model.scenarios import Scenario, load_scenarios, parse_scenario
+from agentstream.scripted_model.scenarios import Scenario, ScriptedToolCall, Turn, load_scenarios, parse_scenario
 from agentstream.scripted_model.wire import BadRequest, Reply, WireProtocol, approx_tokens, output_chars
 
 
@@ -34,6 +36,66 @@ def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None)
 async def _replay(frames: list[bytes]) -> AsyncIterator[bytes]:
     for frame in frames:
         yield frame
+
+
+# -- compromised-model mode (a scenario's `obey_tool_output`) ------------------------------------
+
+INSTRUCTION_LINE = re.compile(r"^[ \t]*INSTRUCTION:[ \t]*(\{.*\})[ \t]*$", re.MULTILINE)
+
+
+def _block_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(b.get("text", "")) for b in content if isinstance(b, Mapping) and b.get("type") == "text")
+    return ""
+
+
+def _tool_result_text(message: Any) -> str | None:
+    """The text of a tool-result message (OpenAI `role: tool`, or an Anthropic user message made of
+    `tool_result` blocks); None for any other message."""
+    if not isinstance(message, Mapping):
+        return None
+    if message.get("role") == "tool":
+        return _block_text(message.get("content"))
+    content = message.get("content")
+    if message.get("role") == "user" and isinstance(content, list):
+        results = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_result"]
+        if results:
+            return "\n".join(_block_text(b.get("content")) for b in results)
+    return None
+
+
+def injected_call(text: str) -> ScriptedToolCall | None:
+    """The first well-formed `INSTRUCTION: {"tool": name, "arguments": {...}}` line in `text`."""
+    for match in INSTRUCTION_LINE.finditer(text):
+        try:
+            d = orjson.loads(match.group(1))
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(d, dict) and isinstance(d.get("tool"), str) and d["tool"]:
+            args = d.get("arguments", {})
+            if isinstance(args, dict):
+                return ScriptedToolCall(name=d["tool"], arguments=args)
+    return None
+
+
+def compromised_turn(body: Mapping[str, Any]) -> tuple[Turn | None, int]:
+    """(the call to obey now, if the last message is a tool result carrying an instruction; how
+    many earlier assistant turns were obeyed instructions rather than scripted turns). A tool
+    result's instruction counts as obeyed when the next message is an assistant message, so each
+    instruction is obeyed once, by the answer to the tool message that carried it."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None, 0
+    obeyed = 0
+    for message, following in itertools.pairwise(messages):
+        text = _tool_result_text(message)
+        if text is not None and isinstance(following, Mapping) and following.get("role") == "assistant":
+            obeyed += injected_call(text) is not None
+    last = _tool_result_text(messages[-1])
+    call = injected_call(last) if last is not None else None
+    return (Turn(tool_calls=(call,)) if call is not None else None), obeyed
 
 
 class ScriptedModelServer:
@@ -147,6 +209,9 @@ class ScriptedModelServer:
             return self._error(proto, 400, f"unknown scenario {name!r} (known: {known})")
 
         turn = scenario.turn(conv.assistant_turns)
+        if scenario.obey_tool_output:
+            obey, obeyed_before = compromised_turn(body)
+            turn = obey if obey is not None else scenario.turn(conv.assistant_turns - obeyed_before)
         if turn.delay_ms:
             await asyncio.sleep(turn.delay_ms / 1000)
         failure = turn.failure_for_attempt(attempt)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import PartitionStore
-from agentstream.llm import ToolSpec
+from agentstream.registry.entry import ToolEntry
 from processors.orchestrator.decide import OrchestratorConfig, decide
 from processors.orchestrator.evolve import evolve
 from processors.orchestrator.state import RunState
@@ -17,7 +17,7 @@ from processors.orchestrator.state import RunState
 HANDLED = frozenset(
     {
         "RunRequested", "RunStarted", "CancelRequested", "LlmCallRequested", "LlmCallCompleted",
-        "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunCompleted", "RunFailed", "RunCancelled",
+        "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunHalted", "ResumeRequested", "RunCompleted", "RunFailed", "RunCancelled",
     }
 )  # fmt: skip
 
@@ -33,8 +33,10 @@ def active_key(run_id: str) -> str:
 class OrchestratorCore:
     name = "orchestrator"
 
-    def __init__(self, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig | None = None) -> None:
-        self.catalog = catalog
+    def __init__(
+        self, tools_for: Callable[[str], Mapping[str, ToolEntry]], config: OrchestratorConfig | None = None
+    ) -> None:
+        self.tools_for = tools_for  # a tenant's visible tools (platform and its own), latest versions
         self.config = config or OrchestratorConfig()
         # Ids emitted but not yet read back: suppresses re-emitting an intent while it is in
         # flight. Memory only; after a restart a repeat is possible and harmless (same id).
@@ -73,7 +75,10 @@ class OrchestratorCore:
 
     def _decide(self, state: RunState) -> list[RunEvent]:
         fresh = []
-        for event in decide(state, self.catalog, self.config):
+        visible = self.tools_for(state.tenant_id) if state.status == "requested" else {}
+        specs = {name: entry.spec for name, entry in visible.items()}
+        versions = {name: entry.version for name, entry in visible.items()}
+        for event in decide(state, specs, self.config, versions):
             if event.event_id in self._in_flight:
                 continue
             self._in_flight[event.event_id] = None

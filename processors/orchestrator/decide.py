@@ -16,6 +16,7 @@ from agentstream.events import (
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunHalted,
     RunStarted,
     ToolCallRequested,
 )
@@ -37,14 +38,23 @@ class OrchestratorConfig:
     tool_timeout_ms: int = 30000
 
 
-def decide(state: RunState, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig) -> list[RunEvent]:
+def decide(
+    state: RunState,
+    catalog: Mapping[str, ToolSpec],
+    config: OrchestratorConfig,
+    versions: Mapping[str, str] | None = None,
+) -> list[RunEvent]:
+    """`catalog`/`versions`: the tools the tenant may use and their registry versions, needed only
+    to start a run, which pins them; afterwards the run uses what it pinned."""
     run, tenant = state.run_id, state.tenant_id
     if state.terminal:
         return []
     if state.status == "requested":
-        return [_start(state, catalog, config)]
+        return [_start(state, catalog, config, versions or {})]
     if state.cancel_reason is not None:
         return [RunCancelled(ids.terminal_id(run), run, tenant, state.step, state.cancel_reason)]
+    if state.status == "halted":
+        return []  # waits for a resume (or a cancel)
     if state.llm_failure is not None:
         return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "model_error", state.llm_failure)]
     if state.final_answer is not None:
@@ -67,14 +77,19 @@ def decide(state: RunState, catalog: Mapping[str, ToolSpec], config: Orchestrato
                 arguments_json=p.arguments_json,
                 idempotency_key=p.call_id,
                 timeout_ms=config.tool_timeout_ms,
+                tool_version=state.tool_versions.get(p.tool, ""),
             )
             for p in state.planned
             if p.needs_request
         ]
-    cap = min(state.max_steps, config.platform_max_steps)
-    if state.step >= cap:
-        reason = f"step cap reached: {state.step} model calls (run cap {state.max_steps}, platform cap {config.platform_max_steps})"
+    if state.step >= config.platform_max_steps:
+        # The platform cap bounds every run, so no resume could lift it: an ending, not a halt.
+        reason = f"platform step cap reached: {state.step} model calls (platform cap {config.platform_max_steps})"
         return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "step_cap", reason)]
+    if state.step >= state.max_steps:
+        reason = f"step cap reached: {state.step} model calls (run cap {state.max_steps}); resume with more steps"
+        halt = state.halts + 1
+        return [RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, "step_cap", reason, True)]
     step = state.step + 1
     call_id = ids.llm_call_id(run, step)
     return [
@@ -92,7 +107,9 @@ def decide(state: RunState, catalog: Mapping[str, ToolSpec], config: Orchestrato
     ]
 
 
-def _start(state: RunState, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig) -> RunEvent:
+def _start(
+    state: RunState, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig, versions: Mapping[str, str]
+) -> RunEvent:
     run, tenant = state.run_id, state.tenant_id
     names = state.tool_names or tuple(sorted(catalog))
     missing = [n for n in names if n not in catalog]
@@ -110,4 +127,5 @@ def _start(state: RunState, catalog: Mapping[str, ToolSpec], config: Orchestrato
         tools_json=pinned,
         max_steps=min(state.max_steps, config.platform_max_steps),
         system_prompt=config.system_prompt,
+        tool_versions={n: versions[n] for n in names if n in versions},
     )

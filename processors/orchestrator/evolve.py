@@ -15,9 +15,11 @@ from agentstream.events import (
     LlmCallCompleted,
     LlmCallFailed,
     LlmCallRequested,
+    ResumeRequested,
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunHalted,
     RunRequested,
     RunStarted,
     ToolCallCompleted,
@@ -57,6 +59,7 @@ def _(event: RunStarted, state: RunState | None) -> RunState | None:
         state,
         status="running",
         tools_json=event.tools_json,
+        tool_versions=dict(event.tool_versions),
         max_steps=event.max_steps,
         messages=(Message("system", event.system_prompt), Message("user", state.task)),
     )
@@ -141,6 +144,21 @@ def _observe_if_complete(state: RunState) -> RunState:
         Message("tool", p.result or "", tool_call_id=p.tool_call_id, is_error=p.is_error) for p in state.planned
     )
     return replace(state, planned=(), messages=(*state.messages, *observations))
+
+
+@evolve.register
+def _(event: RunHalted, state: RunState | None) -> RunState | None:
+    if state is None or state.status != "running" or event.halt != state.halts + 1:
+        return state
+    return replace(state, status="halted", halts=event.halt, outcome_reason=event.reason)
+
+
+@evolve.register
+def _(event: ResumeRequested, state: RunState | None) -> RunState | None:
+    # Only the resume of the current halt counts: a late or repeated one changes nothing.
+    if state is None or state.status != "halted" or event.halt != state.halts:
+        return state
+    return replace(state, status="running", max_steps=state.max_steps + max(0, event.add_steps), outcome_reason="")
 
 
 @evolve.register

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from agentstream.llm import Message, ToolCall
 
-Status = Literal["requested", "running", "completed", "failed", "cancelled"]
+Status = Literal["requested", "running", "halted", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -39,11 +39,13 @@ class RunState:
     tool_names: tuple[str, ...]
     max_steps: int
     tools_json: str = "[]"
+    tool_versions: dict[str, str] = field(default_factory=dict)
     step: int = 0
     messages: tuple[Message, ...] = ()
     llm_pending: str | None = None
     planned: tuple[PlannedCall, ...] = ()
     invalid_streak: int = 0
+    halts: int = 0  # how many times the run has halted at a limit; names the next halt and resume
     final_answer: str | None = None
     llm_failure: str | None = None
     cancel_reason: str | None = None

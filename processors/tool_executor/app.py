@@ -1,56 +1,107 @@
-"""The tool executor process: registers its tools in the catalog, then performs ToolCallRequested events."""
+"""The tool executor process: registers the built-in and reference tools in the registry, then
+performs the calls the policy gate authorized (ToolCallAuthorized), and nothing else."""
 
 from __future__ import annotations
 
-import orjson
+import dataclasses
+import sys
+import time
 
 from agentstream.calls import CallLedgerCore
 from agentstream.config import Settings
-from agentstream.events import Event, ToolCallCompleted, ToolCallRequested, ToolRegistered
+from agentstream.credentials.delegation import CredentialBroker
+from agentstream.credentials.keys import local_key_provider
+from agentstream.credentials.store import SecretDirectory
+from agentstream.credentials.used import RocksUsedTokens
+from agentstream.events import Event, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
-from agentstream.process import Built, catalog_topic
+from agentstream.process import Built, catalog_topic, wait_for_kafka
+from agentstream.registry.admin import register_tool
+from agentstream.registry.catalog import ToolCatalog
+from agentstream.registry.entry import ToolEntry
+from agentstream.registry.reader import CatalogReader
+from agentstream.security.signing import platform_signers
 from agentstream.tooling import ToolDescriptor
+from processors.tool_executor.builtin import BuiltinToolHost
+from processors.tool_executor.discovery import discover
 from processors.tool_executor.execute import ToolExecutor
-from processors.tool_executor.hosts import default_tool_host
+from processors.tool_executor.registry_host import RegistryToolHost
+
+TIME_SERVER = {
+    "kind": "stdio",
+    "server": "time",
+    "command": sys.executable,
+    "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
+}
 
 
 def _result_of(event: Event) -> str | None:
     return event.call_id if isinstance(event, ToolCallCompleted) else None
 
 
-def registration(descriptor: ToolDescriptor) -> ToolRegistered:
+def builtin_entry(descriptor: ToolDescriptor) -> ToolEntry:
     spec = descriptor.spec
-    return ToolRegistered(
-        event_id=spec.name,
+    return ToolEntry(
         name=spec.name,
-        version=descriptor.version,
         description=spec.description,
-        input_schema_json=orjson.dumps(spec.input_schema, option=orjson.OPT_SORT_KEYS).decode(),
-        source=descriptor.source,
-        risk=descriptor.risk,
-        idempotent=descriptor.idempotent,
+        input_schema=spec.input_schema,
+        tier=descriptor.risk,
+        transport={"kind": "builtin"},
+        scopes=descriptor.scopes,
+        secrets=descriptor.secrets,
         timeout_ms=int(descriptor.timeout_s * 1000),
+        idempotent=descriptor.idempotent,
     )
+
+
+async def time_tool_entries() -> list[ToolEntry]:
+    """The reference mcp-server-time's tools (read-only), drafted from its own `tools/list`, asked
+    of it inside the sandbox it will run in."""
+    drafts = await discover(TIME_SERVER, sandboxed=True)
+    return [dataclasses.replace(d, tier="read_only", idempotent=True, timeout_ms=10_000) for d in drafts]
+
+
+async def register_platform_tools(settings: Settings, catalog: ToolCatalog, host: BuiltinToolHost) -> None:
+    for draft in [builtin_entry(d) for d in host.descriptors()] + await time_tool_entries():
+        await register_tool(settings, dataclasses.replace(draft, owner=""), catalog)
 
 
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:
     settings.home.mkdir(parents=True, exist_ok=True)
-    host = await default_tool_host(settings.bank_path)
-    topic = catalog_topic(settings)
-    for descriptor in host.descriptors():
-        record = records.keyed(topic, registration(descriptor))
-        await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
-    executor = ToolExecutor(host)
-    risks = {d.spec.name: d.risk for d in host.descriptors()}
+    await wait_for_kafka(settings, catalog_topic(settings))
+    reader = CatalogReader(settings)
+    await reader.catch_up()
+    builtin = BuiltinToolHost(settings.bank_path)
+    await register_platform_tools(settings, reader.catalog, builtin)
+    signers = platform_signers(settings)
+    secrets = SecretDirectory(settings)
+    await secrets.start()
+    used = RocksUsedTokens(settings.state_dir / "used-delegations")
+    broker = CredentialBroker(secrets, local_key_provider(settings), signers.delegation, used)
+    host = RegistryToolHost(builtin)
+    executor = ToolExecutor(host, reader.catalog, signers.capability, broker, lambda: int(time.time() * 1000))
+
+    def needs_barrier(request: ToolCallAuthorized) -> bool:
+        # No side effect starts after its run's cancel is journaled. The read barrier costs a
+        # broker round trip, so read-only tools, which change nothing, skip it.
+        entry = reader.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
+        return entry is None or entry.tier != "read_only"
+
     core = CallLedgerCore(
         "tool-executor",
-        ToolCallRequested,
+        ToolCallAuthorized,
         _result_of,
         executor.perform,
         frozenset({"ToolCallCompleted"}),
-        # No side effect starts after its run's cancel is journaled. The read barrier this takes
-        # costs a broker round trip, so read-only tools, which change nothing, skip it.
-        barrier=lambda request: risks.get(request.tool, "irreversible") != "read_only",
+        barrier=needs_barrier,
+        admit=executor.admits,
     )
-    return Built(core=core, cleanup=[host.aclose])
+
+    async def close() -> None:
+        reader.close()
+        secrets.close()
+        used.close()
+        await host.aclose()
+
+    return Built(core=core, before_batch=[reader.poll_nowait, secrets.poll], cleanup=[close])

@@ -1,31 +1,75 @@
-"""Performs one ToolCallRequested: the only code path that runs a tool."""
+"""Performs one ToolCallAuthorized: the only code path that runs a tool.
+
+Before anything runs: the capability must verify (bound to this call, tool version and exact
+arguments) and be unexpired, the pinned version must exist, and its kill switch must be off. The
+tool's secrets are redeemed from the credential broker only now, and scrubbed from its output.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from agentstream import ids
 from agentstream.chaos import crash_point
-from agentstream.events import RunEvent, ToolCallCompleted, ToolCallRequested
-from agentstream.tooling import ToolHost, ToolResult
+from agentstream.credentials.delegation import CredentialBroker
+from agentstream.credentials.errors import CredentialError
+from agentstream.events import RunEvent, ToolCallAuthorized, ToolCallCompleted
+from agentstream.registry.catalog import ToolCatalog
+from agentstream.security.signing import Signer, capability_problem
+from agentstream.tooling import CURRENT_CREDENTIALS, ToolResult
+from processors.tool_executor.registry_host import RegistryToolHost
 
 MAX_RESULT_CHARS = 64_000
+REDACTED = "[REDACTED]"
+log = logging.getLogger(__name__)
 
 
 class ToolExecutor:
-    def __init__(self, host: ToolHost) -> None:
+    def __init__(
+        self,
+        host: RegistryToolHost,
+        catalog: ToolCatalog,
+        capability: Signer,
+        broker: CredentialBroker | None,
+        clock: Callable[[], int],
+    ) -> None:
         self.host = host
+        self.catalog = catalog
+        self.capability = capability
+        self.broker = broker
+        self.clock = clock
+        self.refused = 0
 
-    async def perform(self, request: ToolCallRequested) -> list[RunEvent]:
+    def admits(self, request: ToolCallAuthorized) -> bool:
+        """Only authorizations the policy gate signed enter the ledger: a forged one can neither
+        run nor occupy the slot of the genuine call with the same id."""
+        ok = capability_problem(self.capability, request, now_ms=0) is None
+        if not ok:
+            self.refused += 1
+            log.warning("refused an authorization that does not verify for call %s", request.call_id)
+        return ok
+
+    async def perform(self, request: ToolCallAuthorized) -> list[RunEvent]:
         started = time.perf_counter()
-        result = await self._run(request)
-        crash_point("tool_after_effect")  # the window idempotency keys exist to close
-        content = result.content
+        secrets: Mapping[str, str] = {}
+        result = self._precheck(request)
+        if result is None:
+            secrets, result = await self._redeem(request)
+        if result is None:
+            token = CURRENT_CREDENTIALS.set(secrets)
+            try:
+                result = await self._run(request)
+            finally:
+                CURRENT_CREDENTIALS.reset(token)
+            crash_point("tool_after_effect")  # the window idempotency keys exist to close
+        content = _scrub(result.content, secrets)
         if len(content) > MAX_RESULT_CHARS:
-            content = content[:MAX_RESULT_CHARS] + f"\n[truncated: {len(result.content)} characters in all]"
+            content = content[:MAX_RESULT_CHARS] + f"\n[truncated: {len(content)} characters in all]"
         return [
             ToolCallCompleted(
                 event_id=ids.completed_event_id(request.call_id),
@@ -41,13 +85,47 @@ class ToolExecutor:
             )
         ]
 
-    async def _run(self, request: ToolCallRequested) -> ToolResult:
+    def _precheck(self, request: ToolCallAuthorized) -> ToolResult | None:
+        problem = capability_problem(self.capability, request, self.clock())
+        if problem is not None:
+            return ToolResult(f"NOT EXECUTED: {request.tool}: {problem}", is_error=True)
+        entry = self.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
+        if entry is None:
+            return ToolResult(f"NOT EXECUTED: {request.tool} v{request.tool_version} is not registered", is_error=True)
+        switched = self.catalog.switched_off(entry)
+        if switched is not None:
+            return ToolResult(f"NOT EXECUTED: {request.tool} is disabled by an operator: {switched.reason}", is_error=True)
+        return None
+
+    async def _redeem(self, request: ToolCallAuthorized) -> tuple[Mapping[str, str], ToolResult | None]:
+        if not request.delegation:
+            return {}, None
+        if self.broker is None:
+            return {}, ToolResult(f"NOT EXECUTED: {request.tool} needs credentials; none are configured", is_error=True)
+        try:
+            secrets = await self.broker.exchange(
+                request.delegation, tool=request.tool, run_id=request.run_id, call_id=request.call_id,
+                now_ms=self.clock(),
+            )  # fmt: skip
+        except CredentialError as exc:  # messages name secrets and tools, never values
+            return {}, ToolResult(f"NOT EXECUTED: {request.tool}: credentials refused: {exc}", is_error=True)
+        return secrets, None
+
+    async def _run(self, request: ToolCallAuthorized) -> ToolResult:
+        entry = self.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
+        assert entry is not None  # checked in _precheck
         try:
             arguments: Any = orjson.loads(request.arguments_json or "{}")
         except orjson.JSONDecodeError as exc:
             return ToolResult(f"ERROR: arguments are not valid JSON: {exc}", is_error=True)
         if not isinstance(arguments, dict):
             return ToolResult("ERROR: arguments must be a JSON object", is_error=True)
-        return await self.host.call(
-            request.tool, arguments, idempotency_key=request.idempotency_key, timeout_s=request.timeout_ms / 1000.0
-        )
+        return await self.host.call(entry, arguments, idempotency_key=request.idempotency_key)
+
+
+def _scrub(content: str, secrets: Mapping[str, str]) -> str:
+    # A tool that echoes its credential must not put it in the journal, and from there the prompt.
+    for value in secrets.values():
+        if value:
+            content = content.replace(value, REDACTED)
+    return content

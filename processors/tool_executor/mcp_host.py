@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from mcp_types import (
 )
 
 from agentstream.llm import ToolSpec
+from agentstream.sandbox import EgressProxy, SandboxPolicy, require_sandbox, sandboxed_argv, scrubbed_environment
 from agentstream.tooling import RiskTier, ToolDescriptor, ToolResult
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class McpServerConfig:
     # Per-call cap; the descriptors advertise it as each tool's timeout.
     timeout_s: float = 30.0
     start_timeout_s: float = 30.0
+    # Runs the server in a sandbox (namespaces, rlimits, scrubbed env, allowlisted egress) when set.
+    sandbox: SandboxPolicy | None = None
 
 
 def time_server_config() -> McpServerConfig:
@@ -81,20 +85,40 @@ def server_environment(config: McpServerConfig) -> dict[str, str]:
 
 
 def server_parameters(config: McpServerConfig) -> StdioServerParameters:
+    if config.sandbox is not None:
+        # Fail closed: these parameters would run the server outside its sandbox.
+        raise ValueError(f"MCP server {config.name!r} is sandboxed; use sandboxed_server_parameters")
     env = server_environment(config)
+    return _stdio_parameters(_resolve(config.command, env), list(config.args), env)
+
+
+def sandboxed_server_parameters(config: McpServerConfig, *, proxy_socket: str, home: str) -> StdioServerParameters:
+    """Like server_parameters, for a config with a sandbox: the server runs under
+    agentstream.sandbox's bootstrap, with only PATH, a private HOME, LANG and its own env."""
+    assert config.sandbox is not None
+    env = scrubbed_environment(config.env, home=home)
+    argv = sandboxed_argv(_resolve(config.command, env), list(config.args), config.sandbox, proxy_socket)
+    return _stdio_parameters(argv[0], argv[1:], env)
+
+
+def _resolve(command: str, env: dict[str, str]) -> str:
     # Resolved here because behind `env` a missing command is only an exit status 127.
-    command = shutil.which(config.command, path=env.get("PATH"))
-    if command is None:
-        raise FileNotFoundError(f"command {config.command!r} not found on PATH")
+    resolved = shutil.which(command, path=env.get("PATH"))
+    if resolved is None:
+        raise FileNotFoundError(f"command {command!r} not found on PATH")
+    return resolved
+
+
+def _stdio_parameters(command: str, args: list[str], env: dict[str, str]) -> StdioServerParameters:
     # stdio_client always merges the SDK's own inherited set (LOGNAME, SHELL, TERM, USER, ...)
     # under ours; `env -u` strips what we did not choose. Only names go on the command line,
     # never values, so nothing secret shows in `ps`.
     unwanted = sorted(set(get_default_environment()) - env.keys())
     env_tool = shutil.which("env")
     if not unwanted or env_tool is None:
-        return StdioServerParameters(command=command, args=list(config.args), env=env)
+        return StdioServerParameters(command=command, args=args, env=env)
     unset = [arg for key in unwanted for arg in ("-u", key)]
-    return StdioServerParameters(command=env_tool, args=[*unset, "--", command, *config.args], env=env)
+    return StdioServerParameters(command=env_tool, args=[*unset, "--", command, *args], env=env)
 
 
 def describe(exc: BaseException) -> str:
@@ -156,14 +180,27 @@ class McpStdioToolHost:
         self._start_error: BaseException | None = None
         self._changed = asyncio.Event()
         self._closing = False
+        self._egress: EgressProxy | None = None
+        self._sandbox_dir: str | None = None
 
     @property
     def source(self) -> str:
         return f"mcp:{self.config.name}"
 
+    @property
+    def egress(self) -> EgressProxy | None:
+        """The sandbox's egress proxy, whose `allowed`/`denied` record where the server tried to go."""
+        return self._egress
+
     async def start(self) -> None:
         if self._owner is not None:
             raise RuntimeError(f"MCP server {self.config.name!r} is already started")
+        if self.config.sandbox is not None:
+            try:
+                await self._start_sandbox(self.config.sandbox)
+            except BaseException:
+                await self.aclose()
+                raise
         self._owner = asyncio.create_task(self._own(), name=f"mcp-owner:{self.config.name}")
         try:
             await self._await_connection()
@@ -233,14 +270,41 @@ class McpStdioToolHost:
             self._scope.cancel()
         self._notify()
         owner, self._owner = self._owner, None
-        if owner is None:
-            return
         try:
-            # The SDK bounds its own shutdown (stdin close, SIGTERM, SIGKILL) to a few seconds.
-            await asyncio.wait_for(asyncio.shield(owner), timeout=15.0)
-        except TimeoutError:
-            owner.cancel()
-            log.warning("MCP server %r did not shut down in time", self.config.name)
+            if owner is None:
+                return
+            try:
+                # The SDK bounds its own shutdown (stdin close, SIGTERM, SIGKILL) to a few seconds.
+                await asyncio.wait_for(asyncio.shield(owner), timeout=15.0)
+            except TimeoutError:
+                owner.cancel()
+                log.warning("MCP server %r did not shut down in time", self.config.name)
+        finally:
+            await self._close_sandbox()
+
+    async def _start_sandbox(self, policy: SandboxPolicy) -> None:
+        # Raises SandboxUnavailable rather than ever running the server unsandboxed; the probe
+        # runs a process, so it stays off the event loop.
+        await asyncio.to_thread(require_sandbox, policy)
+        self._sandbox_dir = tempfile.mkdtemp(prefix="agentstream-sandbox-")  # mode 0700
+        os.mkdir(os.path.join(self._sandbox_dir, "home"))
+        self._egress = EgressProxy(os.path.join(self._sandbox_dir, "egress.sock"), policy.egress_allowlist)
+        await self._egress.start()
+
+    async def _close_sandbox(self) -> None:
+        if self._egress is not None:
+            await self._egress.aclose()
+        if self._sandbox_dir is not None:
+            shutil.rmtree(self._sandbox_dir, ignore_errors=True)
+            self._sandbox_dir = None
+
+    def _parameters(self) -> StdioServerParameters:
+        if self.config.sandbox is None:
+            return server_parameters(self.config)
+        if self._egress is None or self._sandbox_dir is None:
+            raise RuntimeError("the sandbox is not set up")  # never fall back to running unsandboxed
+        home = os.path.join(self._sandbox_dir, "home")
+        return sandboxed_server_parameters(self.config, proxy_socket=self._egress.path, home=home)
 
     # --- owner task ---------------------------------------------------------------------------
 
@@ -285,7 +349,7 @@ class McpStdioToolHost:
             self._scope = scope
             scope.deadline = anyio.current_time() + self.config.start_timeout_s
             try:
-                params = server_parameters(self.config)
+                params = self._parameters()
                 async with Client(params, cache=None, client_info=CLIENT_INFO) as client:
                     self._descriptors = await self._discover(client)
                     self._tool_names = frozenset(d.spec.name for d in self._descriptors)

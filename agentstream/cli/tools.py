@@ -1,0 +1,124 @@
+"""`agentstream tools ...`: the tool registry (register, discover, list, show, disable, enable)
+and tenant tool policies. A user error is one line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Any
+
+from agentstream.config import Settings
+from agentstream.registry import admin
+from agentstream.registry.admin import RegistryError
+from agentstream.registry.entry import TIERS, TenantPolicy, ToolEntry
+
+
+def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tools = sub.add_parser("tools", help="the tool registry and tenant tool policies")
+    tools.set_defaults(handler=_run)
+    tsub = tools.add_subparsers(dest="tools_command", required=True)
+    reg = tsub.add_parser("register", help="register a tool version (a changed contract is a new version)")
+    reg.add_argument("name")
+    reg.add_argument("--command", required=True, help="the MCP stdio server's command line (shell-quoted)")
+    reg.add_argument("--schema", default='{"type": "object"}', help="JSON Schema of the arguments")
+    reg.add_argument("--description", default="")
+    reg.add_argument("--tier", choices=TIERS, required=True)
+    reg.add_argument("--scope", action="append", default=[], help="a scope the tool needs (repeatable)")
+    reg.add_argument("--egress", action="append", default=[], help="host[:port] it may reach (repeatable)")
+    reg.add_argument("--secret", action="append", default=[], help="a tenant secret it receives (repeatable)")
+    reg.add_argument("--timeout-s", type=float, default=30.0)
+    reg.add_argument("--owner", default="", help="owning tenant (default: platform-wide)")
+    disc = tsub.add_parser("discover", help="ask an MCP stdio server for its tools; optionally register them")
+    disc.add_argument("--command", required=True, help="the server's command line (shell-quoted)")
+    disc.add_argument("--register-as", choices=TIERS, help="register every tool found, at this tier")
+    disc.add_argument("--owner", default="")
+    lst = tsub.add_parser("list", help="tools a tenant sees (latest versions)")
+    lst.add_argument("--tenant", default="default")
+    show = tsub.add_parser("show", help="every version of one tool")
+    show.add_argument("name")
+    show.add_argument("--owner", default="")
+    for verb in ("disable", "enable"):
+        p = tsub.add_parser(verb, help=f"kill switch: {verb} a tool in every run within seconds")
+        p.add_argument("name")
+        p.add_argument("--owner", default="")
+        p.add_argument("--reason", default=f"{verb}d from the CLI")
+    pol = tsub.add_parser("policy", help="set a tenant's tool policy (replaces the previous one)")
+    pol.add_argument("tenant")
+    pol.add_argument("--allow", action="append", default=[], help="only these tools (repeatable)")
+    pol.add_argument("--deny", action="append", default=[])
+    pol.add_argument("--grant-scope", action="append", default=None, help="scopes granted (default: all)")
+    pol.add_argument("--auto-approve", action="append", default=[], help="irreversible tools needing no person")
+    pol.add_argument("--require-approval", action="append", default=[])
+    pol.add_argument("--max-calls", action="append", default=[], metavar="TOOL=N", help="per-run call limit")
+    pol.add_argument("--approval-timeout-s", type=float, default=300.0)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    try:
+        return await _dispatch(settings, args)
+    except (RegistryError, ValueError) as exc:
+        print(f"agentstream: {exc}", file=sys.stderr)
+        return 1
+
+
+def _transport(command_line: str) -> dict[str, Any]:
+    argv = shlex.split(command_line)
+    if not argv:
+        raise RegistryError("--command is empty")
+    return {"kind": "stdio", "server": argv[0].rsplit("/", 1)[-1], "command": argv[0], "args": argv[1:]}
+
+
+async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    match args.tools_command:
+        case "register":
+            entry = ToolEntry(
+                name=args.name, description=args.description, input_schema=json.loads(args.schema), tier=args.tier,
+                transport=_transport(args.command), owner=args.owner, scopes=tuple(args.scope),
+                egress=tuple(args.egress), secrets=tuple(args.secret), timeout_ms=int(args.timeout_s * 1000),
+            )  # fmt: skip
+            registered = await admin.register_tool(settings, entry)
+            print(f"{registered.name} v{registered.version} ({registered.tier})")
+        case "discover":
+            from processors.tool_executor.discovery import discover
+
+            drafts = await discover(_transport(args.command))
+            for draft in drafts:
+                if args.register_as:
+                    done = await admin.register_tool(settings, ToolEntry(**{**_fields(draft), "tier": args.register_as,
+                                                                             "owner": args.owner}))  # fmt: skip
+                    print(f"registered {done.name} v{done.version} ({done.tier})")
+                else:
+                    print(json.dumps(draft.describe(), indent=2))
+        case "list":
+            catalog = await admin.read_catalog(settings)
+            for name, entry in sorted(catalog.visible(args.tenant).items()):
+                off = " DISABLED" if catalog.switched_off(entry) else ""
+                print(f"{name:<28} v{entry.version:<4} {entry.tier:<13} {entry.owner or 'platform'}{off}")
+        case "show":
+            catalog = await admin.read_catalog(settings)
+            versions = catalog.versions.get((args.owner, args.name), {})
+            if not versions:
+                raise RegistryError(f"no tool {args.name!r}")
+            print(json.dumps([v.describe() for v in versions.values()], indent=2))
+        case "disable" | "enable":
+            await admin.switch_tool(settings, args.owner, args.name, disabled=args.tools_command == "disable",
+                                    reason=args.reason, by="cli")  # fmt: skip
+            print(f"{args.name}: {args.tools_command}d")
+        case "policy":
+            limits = {k: int(v) for k, _, v in (item.partition("=") for item in args.max_calls)}
+            policy = TenantPolicy(
+                allow=tuple(args.allow), deny=tuple(args.deny),
+                granted_scopes=None if args.grant_scope is None else tuple(args.grant_scope),
+                auto_approve=tuple(args.auto_approve), require_approval=tuple(args.require_approval),
+                max_calls_per_run=limits, approval_timeout_s=args.approval_timeout_s,
+            )  # fmt: skip
+            await admin.set_policy(settings, args.tenant, policy, by="cli")
+            print(f"policy for {args.tenant}: {policy.to_json()}")
+    return 0
+
+
+def _fields(entry: ToolEntry) -> dict[str, Any]:
+    return {f: getattr(entry, f) for f in entry.__dataclass_fields__}

@@ -1,0 +1,294 @@
+"""Tenant secrets on the compacted `secrets` topic: admin writes and an in-memory projection.
+
+Writes seal the value before it leaves this process (`envelope.seal`), so Kafka, its replicas and
+anything that reads the topic only ever see ciphertext. `SecretDirectory` tails the topic like the
+tenant directory does and holds sealed values only; plaintext exists just inside
+`CredentialBroker.exchange`, for the secrets a valid delegation names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from confluent_kafka import Message
+
+from agentstream.codec import AvroCodec, DecodeError
+from agentstream.config import Settings
+from agentstream.credentials.envelope import Sealed, seal, secret_aad
+from agentstream.credentials.errors import SecretAdminError
+from agentstream.credentials.keys import KeyProvider
+from agentstream.events import Event, SecretDeleted, SecretStored
+from agentstream.kafka.consumer import TableReader
+from agentstream.kafka.journal import RecordFactory
+from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.process import wait_for_kafka
+from agentstream.tenancy.admin import TenancyError, validate_tenant_id
+from agentstream.tenancy.directory import TenantDirectory
+from agentstream.topics import load_topics
+
+log = logging.getLogger("agentstream.credentials")
+
+SECRETS = "secrets"
+# No "/" in names, so "secret/<tenant>/<name>" splits back unambiguously.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Tool names and scopes travel comma-separated on the command line and inside signed claims.
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}")
+MAX_VALUE_BYTES = 64 * 1024
+_REFRESH_INTERVAL_S = 0.01
+
+
+def secrets_topic(settings: Settings) -> str:
+    return load_topics(settings.topic_prefix)[SECRETS].name
+
+
+def secret_record_key(tenant_id: str, name: str) -> str:
+    return f"secret/{tenant_id}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """What may be shown about a secret: never its value, not even sealed."""
+
+    tenant_id: str
+    name: str
+    tools: tuple[str, ...]
+    scopes: tuple[str, ...]
+    version: int
+    created_ms: int
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSecret:
+    info: SecretInfo
+    sealed: Sealed
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise SecretAdminError(
+            f"invalid secret name {name!r}: use 1 to 128 characters of A-Z, a-z, 0-9, '_', '.' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _validate_labels(kind: str, labels: list[str], *, required: bool) -> tuple[str, ...]:
+    if required and not labels:
+        raise SecretAdminError(f"name at least one of the {kind} allowed to receive the secret")
+    for label in labels:
+        if not _LABEL.fullmatch(label):
+            raise SecretAdminError(f"invalid {kind[:-1]} {label!r}: no spaces or commas, at most 128 characters")
+    return tuple(sorted(set(labels)))
+
+
+class SecretDirectory:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topic = secrets_topic(settings)
+        self._codec = AvroCodec()
+        self._secrets: dict[tuple[str, str], StoredSecret] = {}
+        self._reader: TableReader | None = None
+        self._last_poll = float("-inf")
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        await wait_for_kafka(self._settings, self._topic)
+        self._reader = TableReader(
+            self._settings.bootstrap_servers, self._topic, self._apply, self._settings.kafka_extra
+        )
+        await self._reader.catch_up(timeout_s)
+
+    async def catch_up(self, timeout_s: float = 30.0) -> None:
+        """Reads up to the topic's current end: sees every write acknowledged before this call."""
+        await self._started().catch_up(timeout_s)
+
+    def poll(self) -> int:
+        self._last_poll = time.monotonic()
+        total = 0
+        while count := self._started().poll_nowait():
+            total += count
+        return total
+
+    def refresh(self) -> None:
+        """`poll()` cheap enough to call on every exchange."""
+        if self._reader is not None and time.monotonic() - self._last_poll >= _REFRESH_INTERVAL_S:
+            self.poll()
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 0.1) -> None:
+        while not stop.is_set():
+            self.poll()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def __aenter__(self) -> SecretDirectory:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _started(self) -> TableReader:
+        if self._reader is None:
+            raise RuntimeError("SecretDirectory.start() was not called")
+        return self._reader
+
+    def get(self, tenant_id: str, name: str) -> StoredSecret | None:
+        return self._secrets.get((tenant_id, name))
+
+    def secrets(self, tenant_id: str) -> list[SecretInfo]:
+        return sorted((s.info for (t, _), s in self._secrets.items() if t == tenant_id), key=lambda i: i.name)
+
+    def _apply(self, msg: Message) -> None:
+        # Runs on the reader's thread; each update is one dict operation, atomic for readers.
+        record_key = (msg.key() or b"").decode(errors="replace")
+        value = msg.value()
+        if value is None:  # tombstone written by an operator: the secret is gone
+            _, tenant_id, name = [*record_key.split("/", 2), "", ""][:3]
+            self._secrets.pop((tenant_id, name), None)
+            return
+        try:
+            event = self._codec.decode(value)
+        except DecodeError as exc:
+            log.error("skipping record %r on %s at offset %s: %s", record_key, self._topic, msg.offset(), exc)
+            return
+        if isinstance(event, SecretStored):
+            info = SecretInfo(
+                event.tenant_id,
+                event.name,
+                tuple(event.tools),
+                tuple(event.scopes),
+                event.version,
+                event.created_ms,
+                event.key_id,
+            )
+            sealed = Sealed(event.key_id, event.wrapped_key, event.nonce, event.ciphertext)
+            self._secrets[(event.tenant_id, event.name)] = StoredSecret(info, sealed)
+        elif isinstance(event, SecretDeleted):
+            self._secrets.pop((event.tenant_id, event.name), None)
+
+
+async def _read_directory(settings: Settings) -> SecretDirectory:
+    directory = SecretDirectory(settings)
+    try:
+        await directory.start()
+    finally:
+        directory.close()
+    return directory
+
+
+async def _require_tenant(settings: Settings, tenant_id: str) -> None:
+    try:
+        validate_tenant_id(tenant_id)
+    except TenancyError as exc:
+        raise SecretAdminError(str(exc)) from exc
+    async with TenantDirectory(settings) as tenants:
+        if tenants.tenant(tenant_id) is None:
+            raise SecretAdminError(f"no tenant {tenant_id} (create it with `agentstream tenants create {tenant_id}`)")
+
+
+async def _publish(settings: Settings, event: Event) -> None:
+    topic = secrets_topic(settings)
+    record = RecordFactory(AvroCodec(), topic, 1).keyed(topic, event)
+    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
+    try:
+        await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+    finally:
+        await producer.aclose()
+
+
+async def put_secret(
+    settings: Settings,
+    provider: KeyProvider,
+    tenant_id: str,
+    name: str,
+    value: str,
+    tools: list[str],
+    scopes: list[str],
+) -> SecretInfo:
+    """Stores (or replaces, as the next version) a tenant's secret; only its ciphertext is written."""
+    validate_name(name)
+    allowed_tools = _validate_labels("tools", tools, required=True)
+    required_scopes = _validate_labels("scopes", scopes, required=False)
+    plaintext = value.encode()
+    if not plaintext or len(plaintext) > MAX_VALUE_BYTES:
+        raise SecretAdminError(f"a secret's value must be 1 to {MAX_VALUE_BYTES} bytes, not {len(plaintext)}")
+    await _require_tenant(settings, tenant_id)
+    previous = (await _read_directory(settings)).get(tenant_id, name)
+    sealed = seal(provider, plaintext, secret_aad(tenant_id, name))
+    info = SecretInfo(
+        tenant_id,
+        name,
+        allowed_tools,
+        required_scopes,
+        previous.info.version + 1 if previous else 1,
+        int(time.time() * 1000),
+        sealed.key_id,
+    )
+    await _publish(
+        settings,
+        SecretStored(
+            event_id=secret_record_key(tenant_id, name),
+            tenant_id=tenant_id,
+            name=name,
+            key_id=sealed.key_id,
+            wrapped_key=sealed.wrapped_key,
+            nonce=sealed.nonce,
+            ciphertext=sealed.ciphertext,
+            tools=list(info.tools),
+            scopes=list(info.scopes),
+            version=info.version,
+            created_ms=info.created_ms,
+        ),
+    )
+    return info
+
+
+async def delete_secret(settings: Settings, tenant_id: str, name: str) -> SecretInfo:
+    """Deletes a secret for good; returns what it was. Unknown secrets are an error (likely a typo)."""
+    validate_name(name)
+    current = (await _read_directory(settings)).get(tenant_id, name)
+    if current is None:
+        raise SecretAdminError(f"no secret {name} for tenant {tenant_id}")
+    deleted = SecretDeleted(
+        event_id=secret_record_key(tenant_id, name), tenant_id=tenant_id, name=name, deleted_ms=int(time.time() * 1000)
+    )
+    await _publish(settings, deleted)
+    return current.info
+
+
+async def list_secrets(settings: Settings, tenant_id: str) -> list[SecretInfo]:
+    """Names, tools, scopes and versions of a tenant's secrets; never values."""
+    await _require_tenant(settings, tenant_id)
+    return (await _read_directory(settings)).secrets(tenant_id)
+
+
+class SecretVault:
+    """The admin operations bound to one deployment's settings and key provider."""
+
+    def __init__(self, settings: Settings, provider: KeyProvider) -> None:
+        self._settings = settings
+        self._provider = provider
+
+    async def put_secret(
+        self, tenant_id: str, name: str, value: str, tools: list[str], scopes: list[str]
+    ) -> SecretInfo:
+        return await put_secret(self._settings, self._provider, tenant_id, name, value, tools, scopes)
+
+    async def delete_secret(self, tenant_id: str, name: str) -> SecretInfo:
+        return await delete_secret(self._settings, tenant_id, name)
+
+    async def list_secrets(self, tenant_id: str) -> list[SecretInfo]:
+        return await list_secrets(self._settings, tenant_id)

@@ -1,0 +1,91 @@
+"""Registry administration (what `agentstream tools` and `/v1/tools` run): register a tool version,
+switch a tool off or on (the kill switch), and set a tenant's tool policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+from agentstream.codec import AvroCodec
+from agentstream.config import Settings
+from agentstream.events import Event, TenantPolicySet, ToolSwitched
+from agentstream.kafka.journal import RecordFactory
+from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.registry.catalog import ToolCatalog
+from agentstream.registry.entry import TIERS, TenantPolicy, ToolEntry, policy_key, switch_key
+from agentstream.registry.reader import CatalogReader
+from agentstream.topics import CATALOG, CONTROL, load_topics
+
+TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class RegistryError(Exception):
+    """A user error with a message fit to show as is (bad name, unknown tool, bad tier)."""
+
+
+async def read_catalog(settings: Settings) -> ToolCatalog:
+    reader = CatalogReader(settings)
+    try:
+        await reader.catch_up()
+        return reader.catalog
+    finally:
+        reader.close()
+
+
+async def _publish(settings: Settings, topic_name: str, event: Event) -> None:
+    topic = load_topics(settings.topic_prefix)[topic_name].name
+    record = RecordFactory(AvroCodec(), topic, 1).keyed(topic, event)
+    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
+    try:
+        await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+    finally:
+        await producer.aclose()
+
+
+def validate_entry(entry: ToolEntry) -> None:
+    if not TOOL_NAME.fullmatch(entry.name):
+        raise RegistryError(f"invalid tool name {entry.name!r}: 1-64 characters of A-Z a-z 0-9 _ . -")
+    if entry.tier not in TIERS:
+        raise RegistryError(f"risk tier must be one of {', '.join(TIERS)}, not {entry.tier!r}")
+    if entry.input_schema.get("type", "object") != "object":
+        raise RegistryError("a tool's argument schema must describe a JSON object")
+    kind = entry.transport.get("kind")
+    if kind not in ("builtin", "stdio", "http"):
+        raise RegistryError("transport kind must be builtin, stdio or http")
+    if kind == "stdio" and not entry.transport.get("command"):
+        raise RegistryError("a stdio tool needs a command")
+    if kind == "http" and not str(entry.transport.get("url", "")).startswith(("http://", "https://")):
+        raise RegistryError("an http tool needs an http(s) URL")
+    if not 100 <= entry.timeout_ms <= 3_600_000:
+        raise RegistryError("timeout must be between 0.1 s and 1 h")
+
+
+async def register_tool(settings: Settings, draft: ToolEntry, catalog: ToolCatalog | None = None) -> ToolEntry:
+    """Registers `draft` as a new version when its contract differs from the latest one, and
+    returns the latest one unchanged otherwise (registering is idempotent)."""
+    validate_entry(draft)
+    catalog = catalog if catalog is not None else await read_catalog(settings)
+    latest = catalog.latest(draft.owner, draft.name)
+    if latest is not None and latest.same_contract(draft):
+        return latest
+    version = str(int(latest.version) + 1) if latest is not None and latest.version.isdigit() else "1"
+    entry = dataclasses.replace(draft, version=version, registered_ms=int(time.time() * 1000))
+    event = entry.to_event()
+    await _publish(settings, CATALOG, event)
+    catalog.apply(event)
+    return entry
+
+
+async def switch_tool(settings: Settings, owner: str, name: str, *, disabled: bool, reason: str, by: str) -> None:
+    """The kill switch: every policy gate and executor stops (or resumes) the tool within seconds."""
+    catalog = await read_catalog(settings)
+    if catalog.latest(owner, name) is None:
+        raise RegistryError(f"no tool {name!r}" + (f" owned by {owner}" if owner else " on the platform"))
+    event = ToolSwitched(switch_key(owner, name), owner, name, disabled, reason, by, int(time.time() * 1000))
+    await _publish(settings, CONTROL, event)
+
+
+async def set_policy(settings: Settings, tenant_id: str, policy: TenantPolicy, by: str) -> None:
+    event = TenantPolicySet(policy_key(tenant_id), tenant_id, policy.to_json(), by, int(time.time() * 1000))
+    await _publish(settings, CONTROL, event)

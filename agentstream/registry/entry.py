@@ -1,0 +1,167 @@
+"""A registered tool version, and the tenant tool policy: the registry's value types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from agentstream.events import ToolRegistered
+from agentstream.llm import ToolSpec
+
+RiskTier = Literal["read_only", "reversible", "irreversible"]
+TIERS: tuple[RiskTier, ...] = ("read_only", "reversible", "irreversible")
+PLATFORM = "_platform"  # the owner segment of a platform-wide tool's keys
+
+
+def registry_key(owner: str, name: str, version: str) -> str:
+    return f"tool/{owner or PLATFORM}/{name}/{version}"
+
+
+def switch_key(owner: str, name: str) -> str:
+    return f"tool/{owner or PLATFORM}/{name}"
+
+
+def policy_key(tenant_id: str) -> str:
+    return f"policy/{tenant_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolEntry:
+    """One version of one tool. `owner` is a tenant id, or "" for a platform-wide tool."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    tier: RiskTier
+    transport: dict[str, Any]
+    owner: str = ""
+    version: str = "1"
+    scopes: tuple[str, ...] = ()
+    egress: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    timeout_ms: int = 30_000
+    idempotent: bool = False
+    registered_ms: int = 0
+
+    @property
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.input_schema)
+
+    @property
+    def source(self) -> str:
+        kind = str(self.transport.get("kind", "builtin"))
+        return "builtin" if kind == "builtin" else f"{kind}:{self.transport.get('server', self.name)}"
+
+    def same_contract(self, other: ToolEntry) -> bool:
+        """Equal in everything a run depends on: a difference means a new version."""
+        return (
+            self.description == other.description
+            and _canonical(self.input_schema) == _canonical(other.input_schema)
+            and (self.tier, self.scopes, self.egress, self.secrets, self.timeout_ms, self.idempotent)
+            == (other.tier, other.scopes, other.egress, other.secrets, other.timeout_ms, other.idempotent)
+            and _canonical(self.transport) == _canonical(other.transport)
+        )
+
+    def to_event(self) -> ToolRegistered:
+        return ToolRegistered(
+            event_id=registry_key(self.owner, self.name, self.version),
+            name=self.name,
+            version=self.version,
+            description=self.description,
+            input_schema_json=_canonical(self.input_schema),
+            source=self.source,
+            risk=self.tier,
+            idempotent=self.idempotent,
+            timeout_ms=self.timeout_ms,
+            owner=self.owner,
+            scopes=list(self.scopes),
+            egress=list(self.egress),
+            transport_json=_canonical(self.transport),
+            secrets=list(self.secrets),
+            registered_ms=self.registered_ms,
+        )
+
+    @staticmethod
+    def from_event(event: ToolRegistered) -> ToolEntry:
+        # Unknown tiers are treated as the worst.
+        tier: RiskTier = event.risk if event.risk in TIERS else "irreversible"
+        transport = orjson.loads(event.transport_json) if event.transport_json else {"kind": "builtin"}
+        return ToolEntry(
+            name=event.name,
+            description=event.description,
+            input_schema=orjson.loads(event.input_schema_json),
+            tier=tier,
+            transport=transport,
+            owner=event.owner,
+            version=event.version,
+            scopes=tuple(event.scopes),
+            egress=tuple(event.egress),
+            secrets=tuple(event.secrets),
+            timeout_ms=event.timeout_ms,
+            idempotent=event.idempotent,
+            registered_ms=event.registered_ms,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "owner": self.owner or None,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "tier": self.tier,
+            "scopes": list(self.scopes),
+            "egress": list(self.egress),
+            "secrets": list(self.secrets),
+            "timeout_ms": self.timeout_ms,
+            "transport": self.transport.get("kind", "builtin"),
+            "registered_at_ms": self.registered_ms,
+        }
+
+
+def _canonical(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    """A tenant's rules for tool calls. The defaults are the platform's: every tool the run pinned
+    may be proposed, every scope is granted, irreversible tools need a person's approval."""
+
+    allow: tuple[str, ...] = ()  # empty: every tool; otherwise only these
+    deny: tuple[str, ...] = ()
+    granted_scopes: tuple[str, ...] | None = None  # None: every scope
+    auto_approve: tuple[str, ...] = ()  # irreversible tools this tenant lets run without a person
+    require_approval: tuple[str, ...] = ()  # tools of lower tiers that still need a person
+    max_calls_per_run: dict[str, int] = field(default_factory=dict)
+    approval_timeout_s: float = 300.0
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {
+                "allow": list(self.allow),
+                "deny": list(self.deny),
+                "granted_scopes": None if self.granted_scopes is None else list(self.granted_scopes),
+                "auto_approve": list(self.auto_approve),
+                "require_approval": list(self.require_approval),
+                "max_calls_per_run": self.max_calls_per_run,
+                "approval_timeout_s": self.approval_timeout_s,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        ).decode()
+
+    @staticmethod
+    def from_json(raw: str) -> TenantPolicy:
+        d = orjson.loads(raw)
+        scopes = d.get("granted_scopes")
+        return TenantPolicy(
+            allow=tuple(d.get("allow") or ()),
+            deny=tuple(d.get("deny") or ()),
+            granted_scopes=None if scopes is None else tuple(scopes),
+            auto_approve=tuple(d.get("auto_approve") or ()),
+            require_approval=tuple(d.get("require_approval") or ()),
+            max_calls_per_run={str(k): int(v) for k, v in (d.get("max_calls_per_run") or {}).items()},
+            approval_timeout_s=float(d.get("approval_timeout_s", 300.0)),
+        )

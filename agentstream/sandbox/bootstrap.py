@@ -1,0 +1,238 @@
+"""The first process inside a sandbox's namespaces: it finishes the sandbox, then runs the tool.
+
+    python -m agentstream.sandbox.bootstrap [--proxy-socket PATH] [--no-netns] --cpu-seconds N
+        --memory-mb M --nproc P --nofile F -- command args...
+
+It brings loopback up, forks the tool with resource limits and proxy variables set, and stays as
+its parent to relay 127.0.0.1:<port> to the egress proxy's unix socket (the one way out of the
+namespace), to pass SIGTERM/SIGINT on, and to exit with the tool's status (128+N for signal N).
+The tool speaks JSON-RPC over the stdin/stdout it inherits, so nothing here writes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import functools
+import os
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from typing import NoReturn
+
+from agentstream.sandbox._relay import relay
+
+SETUP_FAILED = 125
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_PR_SET_PDEATHSIG = 1
+FORWARDED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+class SetupError(Exception):
+    pass
+
+
+def _log(message: str) -> None:
+    print(f"agentstream-sandbox: {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    if "--" not in argv:
+        raise SetupError("expected '--' before the tool's command")
+    split = argv.index("--")
+    # add_help=False: argparse prints help to stdout, which belongs to the tool's JSON-RPC stream.
+    parser = argparse.ArgumentParser(prog="agentstream.sandbox.bootstrap", add_help=False)
+    parser.add_argument("--proxy-socket")
+    parser.add_argument("--no-netns", action="store_true")
+    parser.add_argument("--cpu-seconds", type=int, required=True)
+    parser.add_argument("--memory-mb", type=int, required=True)
+    parser.add_argument("--nproc", type=int, required=True)
+    parser.add_argument("--nofile", type=int, required=True)
+    options = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
+    if not command:
+        raise SetupError("no tool command after '--'")
+    return options, command
+
+
+def bring_loopback_up() -> None:
+    candidates = ["/usr/sbin/ip", "/sbin/ip", shutil.which("ip")]
+    ip = next((path for path in candidates if path and os.access(path, os.X_OK)), None)
+    if ip is not None:
+        # stdin too: the tool's first JSON-RPC request must not be swallowed by a helper process.
+        done = subprocess.run(
+            [ip, "link", "set", "lo", "up"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False
+        )
+        if done.returncode == 0:
+            return
+        _log(f"'{ip} link set lo up' exited {done.returncode}; trying ioctl")
+    loopback_up_by_ioctl()
+
+
+def loopback_up_by_ioctl() -> None:
+    """What `ip link set lo up` does, for images that ship without iproute2."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
+
+
+def resource_limits(options: argparse.Namespace) -> list[tuple[int, int, int]]:
+    return [
+        # Soft then hard: SIGXCPU at the limit, SIGKILL a second later if the tool catches SIGXCPU.
+        (resource.RLIMIT_CPU, options.cpu_seconds, options.cpu_seconds + 1),
+        (resource.RLIMIT_AS, options.memory_mb * 1024 * 1024, options.memory_mb * 1024 * 1024),
+        (resource.RLIMIT_NPROC, options.nproc, options.nproc),
+        (resource.RLIMIT_NOFILE, options.nofile, options.nofile),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+
+
+def apply_limits(limits: list[tuple[int, int, int]]) -> None:
+    for which, soft, hard in limits:
+        _, current_hard = resource.getrlimit(which)
+        # Only lowering is allowed; a hard limit already below ours stays and still binds.
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)
+            soft = min(soft, hard)
+        resource.setrlimit(which, (soft, hard))
+
+
+def tool_environment(proxy_port: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    # RLIMIT_AS counts reserved address space, and glibc reserves 64 MiB per thread arena.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    if proxy_port is not None:
+        url = f"http://127.0.0.1:{proxy_port}"
+        env.update(dict.fromkeys(PROXY_VARIABLES, url))
+        # Empty, not absent-or-inherited: an exempt host would bypass the proxy into the empty namespace.
+        env["NO_PROXY"] = env["no_proxy"] = ""
+    return env
+
+
+def _exec_tool(
+    command: list[str],
+    env: dict[str, str],
+    limits: list[tuple[int, int, int]],
+    parent: int,
+    mask: set[int | signal.Signals],
+) -> NoReturn:
+    try:
+        with contextlib.suppress(OSError, AttributeError):
+            # If the bootstrap is killed outright, the tool must not live on outside its supervision.
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(SETUP_FAILED)
+        # Python ignores SIGPIPE and SIGXFSZ for itself; an exec'd tool expects the defaults. A
+        # SIGTERM/SIGINT already pending then ends the tool before it starts, as it would have.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
+            signal.signal(sig, signal.SIG_DFL)
+        apply_limits(limits)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.execvpe(command[0], command, env)
+    except FileNotFoundError:
+        _log(f"command not found: {command[0]}")
+        os._exit(127)
+    except BaseException as exc:
+        _log(f"cannot start {command[0]}: {exc}")
+        os._exit(126)
+
+
+def _detach_stdio() -> None:
+    # The tool alone holds the pipes, so its peer sees EOF the moment the tool is gone.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+async def _forward_connection(proxy_socket: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        up_reader, up_writer = await asyncio.open_unix_connection(proxy_socket)
+    except OSError as exc:
+        _log(f"egress proxy unreachable: {exc}")
+        writer.close()
+        return
+    await relay(reader, writer, up_reader, up_writer)
+
+
+def _signal_tool(pidfd: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, sig)
+
+
+def _mark_done(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+async def supervise(
+    pidfd: int, listener: socket.socket | None, proxy_socket: str | None, mask: set[int | signal.Signals]
+) -> None:
+    """Relays egress and passes signals on until the tool exits (its pidfd turns readable)."""
+    loop = asyncio.get_running_loop()
+    for sig in FORWARDED_SIGNALS:
+        loop.add_signal_handler(sig, _signal_tool, pidfd, sig)
+    # Held since before the fork, so a signal sent meanwhile is forwarded now rather than lost.
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    server: asyncio.Server | None = None
+    if listener is not None and proxy_socket is not None:
+        server = await asyncio.start_server(functools.partial(_forward_connection, proxy_socket), sock=listener)
+    exited: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(pidfd, _mark_done, exited)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        if server is not None:
+            server.close()
+
+
+def main(argv: list[str]) -> int:
+    try:
+        options, command = parse_args(argv)
+        if not options.no_netns:
+            bring_loopback_up()
+        listener: socket.socket | None = None
+        if options.proxy_socket:
+            # Python sockets are close-on-exec, so the tool cannot take the listener over.
+            listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        env = tool_environment(listener.getsockname()[1] if listener else None)
+        limits = resource_limits(options)
+    except (SetupError, OSError, subprocess.SubprocessError) as exc:
+        _log(f"sandbox setup failed: {exc}")
+        return SETUP_FAILED
+    parent = os.getpid()
+    # Blocked until the handlers that forward them exist; otherwise a SIGTERM in between would
+    # kill the bootstrap alone and leave the tool to die by SIGKILL instead of shutting down.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    pid = os.fork()
+    if pid == 0:
+        _exec_tool(command, env, limits, parent, mask)
+    _detach_stdio()
+    # A pidfd, not the pid, so a signal can never reach a recycled pid after the tool is reaped.
+    pidfd = os.pidfd_open(pid)
+    # Not Python's default_int_handler, or asyncio.run installs its own that raises KeyboardInterrupt.
+    # (SIG_DFL, not SIG_IGN: ignoring a signal would discard one already pending.)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        asyncio.run(supervise(pidfd, listener, options.proxy_socket, mask))
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

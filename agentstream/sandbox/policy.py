@@ -1,0 +1,75 @@
+"""What a sandboxed tool process may use: CPU, memory, processes, files, and which hosts it may reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxPolicy:
+    cpu_seconds: int = 30
+    memory_mb: int = 512
+    # Documentation only: the caller bounds each call's wall clock, and a server lives across calls.
+    wall_clock_s: float = 60.0
+    # `host` (any port) or `host:port`; `*.example.com` matches every subdomain but not the apex.
+    egress_allowlist: tuple[str, ...] = ()
+    max_processes: int = 64
+    max_open_files: int = 256
+    # False runs the tool without its own network namespace, so the egress proxy is advisory only.
+    network_namespace: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_seconds", "memory_mb", "max_processes", "max_open_files"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SandboxPolicy.{name} must be a positive int, got {value!r}")
+        if isinstance(self.egress_allowlist, str):
+            # A bare string would be iterated character by character and allow nothing sensible.
+            raise TypeError("SandboxPolicy.egress_allowlist must be a tuple of entries, not a string")
+        for entry in self.egress_allowlist:
+            parse_allow_entry(entry)
+
+
+def parse_allow_entry(entry: str) -> tuple[str, int | None]:
+    """Splits an allowlist entry into a normalized host pattern and an optional port."""
+    text = entry.strip()
+    port_text: str | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad egress allowlist entry {entry!r}")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host = text  # a bare IPv6 address has several colons and no port
+    host = normalize_host(host)
+    if not host or "/" in host or (host.startswith("*") and not host.startswith("*.")) or "*" in host[1:]:
+        raise ValueError(f"bad egress allowlist entry {entry!r}")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port in egress allowlist entry {entry!r}")
+    return host, int(port_text)
+
+
+def normalize_host(host: str) -> str:
+    # DNS names are case-insensitive and a trailing dot names the same host; both would dodge a match.
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def egress_allowed(allowlist: Iterable[str], host: str, port: int) -> bool:
+    target = normalize_host(host)
+    if not target:
+        return False
+    for entry in allowlist:
+        pattern, entry_port = parse_allow_entry(entry)
+        if entry_port is not None and entry_port != port:
+            continue
+        if pattern.startswith("*."):
+            if target.endswith(pattern[1:]) and len(target) > len(pattern) - 1:
+                return True
+        elif target == pattern:
+            return True
+    return False

@@ -1,0 +1,1 @@
+"""Proofs that a platform component decided something: capabilities and signed approvals."""

@@ -1,0 +1,89 @@
+"""HMAC signatures over decisions. A producer that can write to the journal but does not hold the
+platform's signing keys (a compromised client, a forged event) cannot make one that verifies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from agentstream.config import Settings
+from agentstream.events import ApprovalDecided, ToolCallAuthorized
+
+
+def arguments_digest(arguments_json: str) -> str:
+    return hashlib.sha256(arguments_json.encode()).hexdigest()
+
+
+class Signer:
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("signing keys must be at least 256 bits")
+        self._key = key
+
+    def sign(self, *fields: str) -> str:
+        # The unit separator cannot occur in ids or digests, so distinct field lists never collide.
+        return hmac.new(self._key, "\x1f".join(fields).encode(), hashlib.sha256).hexdigest()
+
+    def verify(self, signature: str, *fields: str) -> bool:
+        return hmac.compare_digest(self.sign(*fields), signature)
+
+
+def _capability_fields(event: ToolCallAuthorized) -> tuple[str, ...]:
+    return (
+        "capability/v1",
+        event.run_id,
+        event.tenant_id,
+        event.call_id,
+        event.tool,
+        event.tool_version,
+        arguments_digest(event.arguments_json),
+        str(event.expires_ms),
+        event.authorized_by,
+    )
+
+
+def sign_capability(signer: Signer, event: ToolCallAuthorized) -> str:
+    """The capability for an authorization event (its own `capability` field is not signed)."""
+    return signer.sign(*_capability_fields(event))
+
+
+def capability_problem(signer: Signer, event: ToolCallAuthorized, now_ms: int) -> str | None:
+    """Why this authorization must not run, or None when it may: the capability is bound to the
+    run, call, tool version, exact arguments, expiry and who authorized it."""
+    if not event.capability or not signer.verify(event.capability, *_capability_fields(event)):
+        return "the capability does not verify (not issued by the policy gate for this exact call)"
+    if now_ms > event.expires_ms:
+        return f"the capability expired {(now_ms - event.expires_ms) / 1000:.1f} s ago"
+    return None
+
+
+def _approval_fields(event: ApprovalDecided) -> tuple[str, ...]:
+    return ("approval/v1", event.run_id, event.tenant_id, event.call_id, event.approval_id,
+            "approved" if event.approved else "denied", event.decided_by, str(event.decided_ms))  # fmt: skip
+
+
+def sign_approval(signer: Signer, event: ApprovalDecided) -> str:
+    return signer.sign(*_approval_fields(event))
+
+
+def approval_verifies(signer: Signer, event: ApprovalDecided) -> bool:
+    return bool(event.signature) and signer.verify(event.signature, *_approval_fields(event))
+
+
+@dataclass(frozen=True)
+class PlatformSigners:
+    capability: Signer  # the policy gate signs, the tool executor verifies
+    approval: Signer  # the gateway and the approval timer sign, the policy gate verifies
+    delegation: bytes  # the policy gate issues credential delegations, the executor redeems them
+
+
+def platform_signers(settings: Settings) -> PlatformSigners:
+    from agentstream.credentials.keys import local_key_provider
+
+    provider = local_key_provider(settings)
+    return PlatformSigners(
+        capability=Signer(provider.signing_key("capability")),
+        approval=Signer(provider.signing_key("approval")),
+        delegation=provider.signing_key("delegation"),
+    )

@@ -1,0 +1,1 @@
+"""The policy gate: decides allow / deny / needs-approval for every proposed tool call."""

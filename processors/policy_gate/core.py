@@ -1,0 +1,257 @@
+"""The policy gate as a processor core.
+
+Per run it keeps the tool versions the run pinned and the calls it let through; per call a small
+state machine: `requested` -> `awaiting` (approval) -> `answered` -> `done`. State follows the
+journal, the gate's own decisions included, so a restart rebuilds it, pending approvals and their
+deadlines included: the approval timer (`tick`) fires from rebuilt state, never from memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agentstream import ids
+from agentstream.credentials.delegation import DelegationIssuer
+from agentstream.events import (
+    TERMINAL_TYPES,
+    ApprovalDecided,
+    ApprovalRequested,
+    CancelRequested,
+    Event,
+    PolicyDecided,
+    RunEvent,
+    RunStarted,
+    ToolCallAuthorized,
+    ToolCallCompleted,
+    ToolCallRequested,
+)
+from agentstream.kafka.core import Outcome
+from agentstream.kafka.state import PartitionStore
+from agentstream.registry.catalog import ToolCatalog
+from agentstream.registry.entry import ToolEntry
+from agentstream.security.signing import (
+    Signer,
+    approval_verifies,
+    capability_problem,
+    sign_approval,
+    sign_capability,
+)
+from processors.policy_gate.rules import evaluate
+
+HANDLED = frozenset(
+    {"RunStarted", "ToolCallRequested", "PolicyDecided", "ApprovalRequested", "ApprovalDecided",
+     "ToolCallAuthorized", "ToolCallCompleted", "CancelRequested", *TERMINAL_TYPES}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    capability_ttl_s: int = 300
+    delegation_ttl_s: int = 300
+
+
+class PolicyGateCore:
+    name = "policy-gate"
+
+    def __init__(
+        self,
+        catalog: ToolCatalog,
+        capability: Signer,
+        approval: Signer,
+        delegations: DelegationIssuer,
+        clock: Callable[[], int],
+        config: GateConfig | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.capability = capability
+        self.approval = approval
+        self.delegations = delegations
+        self.clock = clock  # read only to stamp decisions, which record the time they used
+        self.config = config or GateConfig()
+        self.forged_approvals = 0
+        self._timeouts_sent: set[str] = set()
+
+    def accepts(self, type_name: str) -> bool:
+        return type_name in HANDLED
+
+    def still_wanted(self, store: PartitionStore, key: str) -> bool:
+        return True  # the gate starts no side effects
+
+    # -- evolving -----------------------------------------------------------------------------------
+
+    def apply(self, store: PartitionStore, event: Event, *, live: bool) -> Outcome:
+        if not isinstance(event, RunEvent):
+            return Outcome()
+        run = store.get(f"run/{event.run_id}")
+        if isinstance(event, RunStarted):
+            if run is None:
+                store.put(f"run/{event.run_id}", {"versions": event.tool_versions, "counts": {}, "closed": False})
+            return Outcome()
+        if isinstance(event, CancelRequested) or event.type_name in TERMINAL_TYPES:
+            self._close(store, event.run_id, run)
+            return Outcome()
+        if run is None or run["closed"]:
+            return Outcome()  # not started here, or over: no decision is made after a cancel
+        match event:
+            case ToolCallRequested():
+                if store.get(f"call/{event.call_id}") is not None:
+                    return Outcome()
+                store.put(f"call/{event.call_id}", {"stage": "requested", "request": event.to_record()})
+                return Outcome(emit=self._decide(store, event, run)) if live else Outcome()
+            case PolicyDecided() if event.decision != "deny":
+                self._count(store, event.run_id, run, event.tool, event.call_id)
+            case ApprovalRequested():
+                call = store.get(f"call/{event.call_id}")
+                if call is not None and call["stage"] == "requested":
+                    call.update(stage="awaiting", expires_ms=event.expires_ms, approval_id=event.approval_id)
+                    store.put(f"call/{event.call_id}", call)
+            case ApprovalDecided():
+                return self._on_decision(store, event, live)
+            case ToolCallAuthorized() if capability_problem(self.capability, event, now_ms=0) is not None:
+                pass  # forged: it neither runs (the executor verifies) nor settles the call here
+            case ToolCallAuthorized() | ToolCallCompleted():
+                call = store.get(f"call/{event.call_id}")
+                if call is not None and call["stage"] != "done":
+                    store.put(f"call/{event.call_id}", {"stage": "done"})
+        return Outcome()
+
+    def _close(self, store: PartitionStore, run_id: str, run: dict[str, Any] | None) -> None:
+        if run is not None and not run["closed"]:
+            run["closed"] = True
+            store.put(f"run/{run_id}", run)
+        for key in list(store.keys_with_prefix(f"call/{run_id}/")):
+            store.delete(key)
+
+    def _count(self, store: PartitionStore, run_id: str, run: dict[str, Any], tool: str, call_id: str) -> None:
+        calls = run["counts"].setdefault(tool, [])
+        if call_id not in calls:
+            calls.append(call_id)
+            store.put(f"run/{run_id}", run)
+
+    # -- deciding -----------------------------------------------------------------------------------
+
+    def _entry(self, tenant_id: str, run: dict[str, Any], tool: str) -> ToolEntry | None:
+        version = run["versions"].get(tool)
+        return None if version is None else self.catalog.pinned(tenant_id, tool, version)
+
+    def _decide(self, store: PartitionStore, request: ToolCallRequested, run: dict[str, Any]) -> list[RunEvent]:
+        entry = self._entry(request.tenant_id, run, request.tool)
+        policy = self.catalog.policy(request.tenant_id)
+        switched = None if entry is None else self.catalog.switched_off(entry)
+        earlier = [c for c in run["counts"].get(request.tool, []) if c != request.call_id]
+        verdict = evaluate(request.tool, request.arguments_json, entry, switched, policy, len(earlier))
+        now = self.clock()
+        version = run["versions"].get(request.tool, "")
+        tier = entry.tier if entry is not None else "unknown"
+        decided = PolicyDecided(
+            ids.policy_decided_id(request.call_id), request.run_id, request.tenant_id, request.step, request.call_id,
+            request.tool, version, tier, verdict.decision, verdict.rule, verdict.reason, now,
+        )  # fmt: skip
+        if verdict.decision != "deny":
+            self._count(store, request.run_id, run, request.tool, request.call_id)
+        if verdict.decision == "deny":
+            store.put(f"call/{request.call_id}", {"stage": "done"})
+            return [decided, self._denial(request, f"DENIED by policy ({verdict.rule}): {verdict.reason}")]
+        if verdict.decision == "allow":
+            store.put(f"call/{request.call_id}", {"stage": "done"})
+            return [decided, self._authorize(request, entry, "policy", now)]
+        assert entry is not None
+        timeout_s = policy.approval_timeout_s
+        tool_timeout = entry.transport.get("approval_timeout_s")
+        if isinstance(tool_timeout, int | float) and tool_timeout > 0:
+            timeout_s = min(timeout_s, float(tool_timeout))
+        expires = now + int(timeout_s * 1000)
+        approval_id = ids.approval_id(request.call_id)
+        store.put(
+            f"call/{request.call_id}",
+            {"stage": "awaiting", "request": request.to_record(), "expires_ms": expires, "approval_id": approval_id},
+        )
+        asked = ApprovalRequested(
+            ids.approval_requested_id(request.call_id), request.run_id, request.tenant_id, request.step,
+            request.call_id, approval_id, request.tool, version, entry.tier, request.arguments_json,
+            verdict.reason, now, expires,
+        )  # fmt: skip
+        return [decided, asked]
+
+    def _on_decision(self, store: PartitionStore, event: ApprovalDecided, live: bool) -> Outcome:
+        if not approval_verifies(self.approval, event):
+            self.forged_approvals += 1  # decides nothing; counted on the processor's status
+            return Outcome()
+        call = store.get(f"call/{event.call_id}")
+        if call is None or call["stage"] != "awaiting" or call.get("approval_id") != event.approval_id:
+            return Outcome()  # the first decision won; later ones are on the record only
+        call.update(stage="answered", approved=event.approved, decided_by=event.decided_by, reason=event.reason)
+        store.put(f"call/{event.call_id}", call)
+        return Outcome(emit=self._answer(store, event.call_id, call)) if live else Outcome()
+
+    def _answer(self, store: PartitionStore, call_id: str, call: dict[str, Any]) -> list[RunEvent]:
+        request = ToolCallRequested(**call["request"])
+        store.put(f"call/{call_id}", {"stage": "done"})
+        if not call["approved"]:
+            who = "nobody decided in time" if call["decided_by"] == "timeout" else f"denied by {call['decided_by']}"
+            return [self._denial(request, f"DENIED: approval for {request.tool} {who}: {call['reason']}")]
+        run = store.get(f"run/{request.run_id}") or {"versions": {}}
+        entry = self._entry(request.tenant_id, run, request.tool)
+        if entry is None:
+            return [self._denial(request, f"DENIED: {request.tool} is no longer registered")]
+        return [self._authorize(request, entry, f"approval:{call['decided_by']}", self.clock())]
+
+    def _authorize(self, request: ToolCallRequested, entry: ToolEntry | None, by: str, now: int) -> RunEvent:
+        assert entry is not None
+        delegation = ""
+        if entry.secrets:
+            delegation = self.delegations.issue(
+                request.tenant_id, request.run_id, request.call_id, request.tool, list(entry.scopes),
+                list(entry.secrets), now, self.config.delegation_ttl_s, single_use=entry.tier == "irreversible",
+            )  # fmt: skip
+        unsigned = ToolCallAuthorized(
+            ids.authorized_id(request.call_id), request.run_id, request.tenant_id, request.step, request.call_id,
+            request.tool_call_id, request.tool, entry.version, request.arguments_json, request.idempotency_key,
+            request.timeout_ms, by, now + self.config.capability_ttl_s * 1000, "", delegation,
+        )  # fmt: skip
+        return replace(unsigned, capability=sign_capability(self.capability, unsigned))
+
+    @staticmethod
+    def _denial(request: ToolCallRequested, content: str) -> RunEvent:
+        return ToolCallCompleted(
+            ids.completed_event_id(request.call_id), request.run_id, request.tenant_id, request.step,
+            request.call_id, request.tool, request.idempotency_key, content, True, 0.0,
+        )  # fmt: skip
+
+    # -- after recovery, and the approval timer ---------------------------------------------------
+
+    def resume(self, store: PartitionStore) -> Outcome:
+        out = Outcome()
+        for key in list(store.keys_with_prefix("call/")):
+            call = store.get(key)
+            if call is None:
+                continue
+            if call["stage"] == "requested":  # a decision that never reached the journal
+                request = ToolCallRequested(**call["request"])
+                run = store.get(f"run/{request.run_id}")
+                if run is not None and not run["closed"]:
+                    out.emit.extend(self._decide(store, request, run))
+            elif call["stage"] == "answered":
+                out.emit.extend(self._answer(store, key.removeprefix("call/"), call))
+        return out
+
+    def tick(self, store: PartitionStore, now_ms: int) -> Outcome:
+        """Denies every approval whose deadline passed: an unanswered request is never approved."""
+        out = Outcome()
+        for key in list(store.keys_with_prefix("call/")):
+            call = store.get(key)
+            if call is None or call["stage"] != "awaiting" or call["expires_ms"] > now_ms:
+                continue
+            call_id = key.removeprefix("call/")
+            if call_id in self._timeouts_sent:
+                continue
+            self._timeouts_sent.add(call_id)
+            request = call["request"]
+            unsigned = ApprovalDecided(
+                ids.approval_decided_id(call_id, by_timeout=True), request["run_id"], request["tenant_id"], call_id,
+                call["approval_id"], False, "timeout", "no decision before the deadline", now_ms, "",
+            )  # fmt: skip
+            out.emit.append(replace(unsigned, signature=sign_approval(self.approval, unsigned)))
+        return out

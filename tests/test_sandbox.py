@@ -1,0 +1,394 @@
+"""The tool sandbox against real processes: user+network namespaces via unshare, rlimits, the
+egress proxy on a unix socket, and real MCP servers (mcp-server-time, mcp-server-git) run in it."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from agentstream.sandbox import (
+    EgressProxy,
+    SandboxPolicy,
+    SandboxUnavailable,
+    egress_allowed,
+    launcher,
+    namespaces_available,
+    sandboxed_argv,
+    scrubbed_environment,
+)
+from processors.tool_executor.mcp_host import McpServerConfig, McpStdioToolHost
+
+PROBE_SERVER = Path(__file__).parent / "fixtures" / "probe_mcp_server.py"
+needs_namespaces = pytest.mark.skipif(not namespaces_available(), reason="needs unprivileged user+net namespaces")
+
+CRASH_SERVER = """
+import os
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("crash")
+
+
+@server.tool(description="Ends the server process on the spot.")
+def die() -> str:
+    os._exit(3)
+
+
+if __name__ == "__main__":
+    server.run()
+"""
+
+NETWORK_PROBE = """
+import errno, http.client, json, os, socket, sys, urllib.error, urllib.request
+port, other = int(sys.argv[1]), int(sys.argv[2])
+out = {}
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=3)
+    out["direct"] = "connected"
+except OSError as exc:
+    out["direct"] = type(exc).__name__
+try:
+    socket.create_connection(("192.0.2.1", 80), timeout=3)  # TEST-NET-1: no route in an empty netns
+    out["remote"] = "connected"
+except OSError as exc:
+    out["remote"] = exc.errno
+out["get"] = urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10).read().decode()
+proxy_port = int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1])
+tunnel = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=10)
+tunnel.set_tunnel("127.0.0.1", port)
+tunnel.request("GET", "/tunnel")
+out["tunnel"] = tunnel.getresponse().read().decode()
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{other}/nope", timeout=10)
+except urllib.error.HTTPError as exc:
+    out["denied"] = [exc.code, exc.read().decode()]
+refused = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=10)
+refused.set_tunnel("127.0.0.1", other)
+try:
+    refused.request("GET", "/")
+except OSError as exc:
+    out["denied_connect"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"hello from {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+async def proxy(tmp_path: Path, http_port: int) -> AsyncIterator[EgressProxy]:
+    egress = EgressProxy(tmp_path / "egress.sock", [f"127.0.0.1:{http_port}"])
+    await egress.start()
+    yield egress
+    await egress.aclose()
+
+
+async def run_sandboxed(
+    tmp_path: Path, script: str, *args: str, policy: SandboxPolicy, proxy_socket: str | None = None
+) -> tuple[int, str, str]:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    argv = sandboxed_argv(sys.executable, ["-c", script, *args], policy, proxy_socket)
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=scrubbed_environment({}, home=str(home)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def processes_mentioning(marker: str) -> set[int]:
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+# --- policy and proxy, no sandbox needed --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "allowed"),
+    [("api.example.com", 443, True), ("API.Example.COM.", 443, True), ("api.example.com", 80, False),
+     ("a.b.example.org", 8080, True), ("example.org", 80, False), ("evilexample.org", 80, False),
+     ("10.0.0.1", 5432, True), ("10.0.0.1", 5433, False), ("::1", 8000, True), ("other.com", 443, False)],
+)  # fmt: skip
+def test_egress_allowlist_matching(host: str, port: int, allowed: bool) -> None:
+    allowlist = ("api.example.com:443", "*.example.org", "10.0.0.1:5432", "[::1]:8000")
+    assert egress_allowed(allowlist, host, port) is allowed
+
+
+@pytest.mark.parametrize("entry", ["", "*", "exa*mple.com", "host:0", "host:http", "[::1", "a/b"])
+def test_bad_allowlist_entries_are_refused(entry: str) -> None:
+    with pytest.raises(ValueError):
+        SandboxPolicy(egress_allowlist=(entry,))
+
+
+async def test_proxy_refuses_oversized_heads_and_non_http_requests(proxy: EgressProxy) -> None:
+    async def exchange(request: bytes) -> bytes:
+        reader, writer = await asyncio.open_unix_connection(proxy.path)
+        writer.write(request)
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), timeout=5)
+        writer.close()
+        return reply
+
+    huge = b"GET http://127.0.0.1/ HTTP/1.1\r\nX-Filler: " + b"a" * (20 * 1024) + b"\r\n\r\n"
+    assert (await exchange(huge)).startswith(b"HTTP/1.1 400")
+    assert (await exchange(b"GET https://127.0.0.1/ HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    assert (await exchange(b"GET /relative HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    assert proxy.allowed == [] and proxy.denied == []
+
+
+# --- processes in the sandbox -------------------------------------------------------------------
+
+
+@needs_namespaces
+async def test_no_direct_network_but_allowlisted_egress_through_the_proxy(
+    tmp_path: Path, http_port: int, proxy: EgressProxy
+) -> None:
+    # A real listener that is not allowlisted, so a refusal cannot be a failure to connect.
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        other_port = other.getsockname()[1]
+        policy = SandboxPolicy(egress_allowlist=(f"127.0.0.1:{http_port}",))
+        code, out, err = await run_sandboxed(
+            tmp_path, NETWORK_PROBE, str(http_port), str(other_port), policy=policy, proxy_socket=proxy.path
+        )
+    assert code == 0, err
+    seen = json.loads(out)
+    # 127.0.0.1 inside is the namespace's own loopback, where nothing listens.
+    assert seen["direct"] == "ConnectionRefusedError"
+    assert seen["remote"] == errno.ENETUNREACH
+    assert seen["get"] == "hello from /hello"
+    assert seen["tunnel"] == "hello from /tunnel"
+    assert seen["denied"][0] == 403 and "not on the sandbox allowlist" in seen["denied"][1]
+    assert "403" in seen["denied_connect"]
+    assert proxy.allowed == [("127.0.0.1", http_port)] * 2
+    assert proxy.denied == [("127.0.0.1", other_port)] * 2
+
+
+@needs_namespaces
+async def test_memory_limit_stops_a_large_allocation(tmp_path: Path) -> None:
+    script = "a = bytearray(32 << 20)\nprint('small ok', flush=True)\nb = bytearray(1 << 30)\nprint('large ok')"
+    code, out, err = await run_sandboxed(tmp_path, script, policy=SandboxPolicy(memory_mb=256))
+    assert code != 0 and "MemoryError" in err, (code, out, err)
+    assert out.splitlines() == ["small ok"]
+
+
+@needs_namespaces
+async def test_cpu_limit_kills_a_busy_loop(tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, _, err = await run_sandboxed(tmp_path, "while True:\n    pass", policy=SandboxPolicy(cpu_seconds=1))
+    # The bootstrap reports a tool killed by signal N as 128+N, like a shell.
+    assert code in (128 + signal.SIGXCPU, 128 + signal.SIGKILL), (code, err)
+    assert time.monotonic() - started < 10
+
+
+@needs_namespaces
+async def test_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTSTREAM_TEST_SECRET", "hunter2")
+    script = (
+        "import json, os, resource\nprint(json.dumps([dict(os.environ), resource.getrlimit(resource.RLIMIT_NOFILE)]))"
+    )
+    code, out, err = await run_sandboxed(tmp_path, script, policy=SandboxPolicy(max_open_files=100))
+    assert code == 0, err
+    env, nofile = json.loads(out)
+    assert "AGENTSTREAM_TEST_SECRET" not in env and "hunter2" not in out
+    assert env["HOME"] == str(tmp_path / "home") and env["LANG"] == "C.UTF-8"
+    assert set(env) <= {"PATH", "HOME", "LANG", "LC_CTYPE", "MALLOC_ARENA_MAX"}, env
+    assert nofile == [100, 100]
+
+
+@needs_namespaces
+async def test_sigterm_reaches_the_tool_and_its_exit_status_comes_back(tmp_path: Path) -> None:
+    script = (
+        "import os, signal, time\n"
+        # os.write: the signal can land while print('ready') is still inside the stdout buffer.
+        "signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b'got term\\n'), os._exit(7)))\n"
+        "print('ready', flush=True)\ntime.sleep(30)"
+    )
+    argv = sandboxed_argv(sys.executable, ["-c", script], SandboxPolicy(), None)
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=scrubbed_environment({}, home=str(tmp_path)), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert await asyncio.wait_for(process.stdout.readline(), timeout=10) == b"ready\n"
+    process.send_signal(signal.SIGTERM)  # the bootstrap alone: unshare exec'd into it
+    assert await asyncio.wait_for(process.stdout.read(), timeout=10) == b"got term\n"
+    assert await process.wait() == 7
+
+
+@needs_namespaces
+def test_loopback_comes_up_without_iproute2() -> None:
+    script = (
+        "import socket\nfrom agentstream.sandbox.bootstrap import loopback_up_by_ioctl\n"
+        "loopback_up_by_ioctl()\nserver = socket.create_server(('127.0.0.1', 0))\n"
+        "socket.create_connection(server.getsockname(), timeout=3)\nprint('up')"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "up\n"), done.stderr
+
+
+@pytest.fixture
+def no_unshare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The probes are cached per process; clearing them around the test keeps the others' answer.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    launcher.namespaces_available.cache_clear()
+    launcher._unshare_path.cache_clear()
+    yield
+    launcher.namespaces_available.cache_clear()
+    launcher._unshare_path.cache_clear()
+
+
+async def test_without_namespaces_the_sandbox_refuses_to_run(no_unshare: None, tmp_path: Path) -> None:
+    with pytest.raises(SandboxUnavailable):
+        sandboxed_argv(sys.executable, ["-V"], SandboxPolicy(), None)
+    host = McpStdioToolHost(McpServerConfig("probe", sys.executable, [str(PROBE_SERVER)], sandbox=SandboxPolicy()))
+    with pytest.raises(SandboxUnavailable):
+        await host.start()
+    # Opting out of the network namespace is explicit, and still gets the limits.
+    script = "import resource\nprint(resource.getrlimit(resource.RLIMIT_NPROC))"
+    policy = SandboxPolicy(network_namespace=False, max_processes=50)
+    assert sandboxed_argv(sys.executable, [], policy, None)[0] == sys.executable
+    code, out, err = await run_sandboxed(tmp_path, script, policy=policy)
+    assert (code, out) == (0, "(50, 50)\n"), err
+
+
+# --- MCP servers through McpStdioToolHost -------------------------------------------------------
+
+
+@needs_namespaces
+async def test_time_server_runs_in_the_sandbox() -> None:
+    config = McpServerConfig(
+        name="time",
+        command=sys.executable,
+        args=["-m", "mcp_server_time", "--local-timezone", "UTC"],
+        sandbox=SandboxPolicy(cpu_seconds=20, memory_mb=512),
+    )
+    host = McpStdioToolHost(config)
+    await host.start()
+    try:
+        result = await host.call("get_current_time", {"timezone": "UTC"}, idempotency_key="k", timeout_s=20)
+        assert not result.is_error, result
+        assert datetime.fromisoformat(json.loads(result.content)["datetime"]).utcoffset() is not None
+    finally:
+        await host.aclose()
+    assert host.egress is not None and host.egress.denied == []
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "README.md").write_text("hello\n")
+    subprocess.run([*git, "add", "README.md"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first commit"], check=True)
+    (repo / "untracked.txt").write_text("new\n")
+    return repo
+
+
+@needs_namespaces
+async def test_git_server_runs_in_the_sandbox(git_repo: Path) -> None:
+    repo = git_repo
+    config = McpServerConfig(
+        name="git",
+        command=sys.executable,
+        args=["-m", "mcp_server_git", "--repository", str(repo)],
+        # In a user namespace the repo's owner can map to a uid other than the server's (as
+        # nobody, or as root seen from a non-root user), and git then refuses the repo for
+        # "dubious ownership". The repo is ours, so it is marked safe for this server only.
+        env={"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"},
+        sandbox=SandboxPolicy(cpu_seconds=20, memory_mb=512),
+    )
+    host = McpStdioToolHost(config)
+    await host.start()
+    try:
+        assert {"git_status", "git_log"} <= {d.spec.name for d in host.descriptors()}
+        status = await host.call("git_status", {"repo_path": str(repo)}, idempotency_key="k", timeout_s=20)
+        assert not status.is_error and "untracked.txt" in status.content, status
+        log = await host.call("git_log", {"repo_path": str(repo)}, idempotency_key="k", timeout_s=20)
+        assert not log.is_error and "first commit" in log.content, log
+        assert processes_mentioning(str(repo))
+    finally:
+        await host.aclose()
+    assert not processes_mentioning(str(repo))  # the tool, a grandchild, went with the host
+
+
+@needs_namespaces
+async def test_probe_server_in_the_sandbox_sees_a_scrubbed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTSTREAM_TEST_SECRET", "hunter2")
+    config = McpServerConfig(
+        "probe", sys.executable, [str(PROBE_SERVER)], env={"PROBE_SETTING": "on"}, sandbox=SandboxPolicy()
+    )
+    host = McpStdioToolHost(config)
+    await host.start()
+    try:
+        result = await host.call("env_keys", {}, idempotency_key="k", timeout_s=20)
+        keys = set(result.content.splitlines())
+        assert not result.is_error and "AGENTSTREAM_TEST_SECRET" not in keys
+        assert {"PROBE_SETTING", "HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"} <= keys, keys
+    finally:
+        await host.aclose()
+
+
+@needs_namespaces
+async def test_a_server_that_exits_inside_the_sandbox_yields_an_error(tmp_path: Path) -> None:
+    script = tmp_path / "crash_server.py"
+    script.write_text(CRASH_SERVER)
+    # Not idempotent, so the host reports the loss instead of re-sending into a second crash.
+    config = McpServerConfig(
+        "crash", sys.executable, [str(script)], risk="irreversible", idempotent=False, sandbox=SandboxPolicy()
+    )
+    host = McpStdioToolHost(config)
+    await host.start()
+    try:
+        result = await host.call("die", {}, idempotency_key="k", timeout_s=20)
+        assert result.is_error and "lost the connection" in result.content, result
+    finally:
+        await host.aclose()
