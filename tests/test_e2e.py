@@ -7,8 +7,10 @@ import asyncio
 import json
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,11 @@ from agentstream.events import (
     RunEvent,
     RunFailed,
     RunHalted,
+    ToolCallAuthorized,
     ToolCallCompleted,
-    ToolCallRequested,
 )
+from agentstream.registry.admin import read_catalog
+from agentstream.security.signing import platform_signers, sign_capability
 from agentstream.stack import Deployment, ensure_topics
 from agentstream.trajectory import summarize
 from bench.common import comparable_trajectory
@@ -217,19 +221,24 @@ async def test_anthropic_streaming_provider_end_to_end(kafka_bootstrap: str, tmp
     assert stats["by_protocol"].get("anthropic", 0) >= 5 and not stats["by_protocol"].get("openai")
 
 
-@pytest.mark.skip(reason="appends raw ToolCallRequested events for runs never started; since the policy gate, "
-                  "the executor runs only gate-signed ToolCallAuthorized: to be rewritten (the gateway's cancel test covers the barrier)")
 async def test_no_tool_starts_after_its_runs_cancel_is_journaled(deployment: Deployment) -> None:
-    """A cancel journaled right behind a tool request stops it, even though the executor read the
-    request first: the executor reads its partition to the end before any tool call starts."""
+    """A cancel journaled right behind an authorized call stops it, even though the executor read
+    the authorization first: the executor reads its partition to the end before any tool call that
+    is not read-only starts. The test signs the authorizations itself, as the policy gate would, so
+    the race between authorization and cancel is not left to the gate's timing."""
     d = deployment
+    signer = platform_signers(d.settings).capability
+    latest = (await read_catalog(d.settings)).latest("", "transfer_funds")
+    assert latest is not None
 
-    def request(run_id: str) -> ToolCallRequested:
+    def request(run_id: str) -> ToolCallAuthorized:
         call_id = ids.tool_call_id(run_id, 1, 0)
         args = json.dumps({"to_account": "ACME", "amount_cents": 7, "memo": "race"})
-        return ToolCallRequested(
-            ids.requested_event_id(call_id), run_id, "t", 1, call_id, "c0", "transfer_funds", args, call_id, 30000
-        )
+        unsigned = ToolCallAuthorized(
+            ids.authorized_id(call_id), run_id, "t", 1, call_id, "c0", "transfer_funds", latest.version, args,
+            call_id, 30000, "policy", int(time.time() * 1000) + 300_000, "", "",
+        )  # fmt: skip
+        return replace(unsigned, capability=sign_capability(signer, unsigned))
 
     cancelled, control = f"run_cancelrace{uuid.uuid4().hex[:8]}", f"run_control{uuid.uuid4().hex[:8]}"
     await d.client.append(request(cancelled))
