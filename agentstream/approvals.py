@@ -7,12 +7,10 @@ signature does not verify, so only holders of the platform's approval key can ap
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
-from agentstream import ids
 from agentstream.client.journal import JournalClient
 from agentstream.events import ApprovalDecided, ApprovalRequested
-from agentstream.security.signing import Signer, sign_approval
+from agentstream.security.signing import Signer, signed_decision
 
 
 async def record_decision(
@@ -24,8 +22,8 @@ async def record_decision(
     decided_by: str,
     reason: str,
 ) -> ApprovalDecided:
-    unsigned = ApprovalDecided(
-        event_id=ids.approval_decided_id(request.call_id, by_timeout=False),
+    decided = signed_decision(
+        signer,
         run_id=request.run_id,
         tenant_id=request.tenant_id,
         call_id=request.call_id,
@@ -34,8 +32,6 @@ async def record_decision(
         decided_by=decided_by,
         reason=reason,
         decided_ms=int(time.time() * 1000),
-        signature="",
     )
-    decided = replace(unsigned, signature=sign_approval(signer, unsigned))
     await journal.append(decided)
     return decided

@@ -20,7 +20,7 @@ from agentstream.kafka.core import ProcessorCore
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.runtime import ProcessorRuntime, RuntimeConfig
-from agentstream.topics import CATALOG, DEADLETTER, JOURNAL, STATUS, load_topics
+from agentstream.topics import DEADLETTER, JOURNAL, STATUS, load_topics
 
 log = logging.getLogger("agentstream.process")
 
@@ -114,7 +114,3 @@ async def serve(build: BuildCore, settings: Settings, instance: str, stop: async
             await close()
         await producer.aclose()
         log.info("%s instance %s stopped: %s", built.core.name, instance, runtime.counters)
-
-
-def catalog_topic(settings: Settings) -> str:
-    return load_topics(settings.topic_prefix)[CATALOG].name

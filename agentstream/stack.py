@@ -12,17 +12,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Message
-
 from agentstream.client.journal import JournalClient
-from agentstream.codec import AvroCodec
 from agentstream.config import LOCAL_BOOTSTRAP, Settings
-from agentstream.events import ToolRegistered
-from agentstream.kafka.consumer import TableReader
 from agentstream.localkafka import LocalKafka
-from agentstream.process import catalog_topic
 from agentstream.registry.admin import set_policy
 from agentstream.registry.entry import TenantPolicy
+from agentstream.registry.reader import CatalogReader
 from agentstream.topics import create_topics, load_topics
 
 # A tenant policy that lets the demo payment tool run without a person (test and bench tenants).
@@ -163,25 +158,14 @@ def child_env(settings: Settings, model_url: str, extra: dict[str, str] | None =
 
 
 async def wait_for_tools(settings: Settings, names: tuple[str, ...], timeout_s: float = 60.0) -> None:
-    codec = AvroCodec()
-    seen: set[str] = set()
-
-    def on_msg(msg: Message) -> None:
-        if msg.value():
-            event = codec.decode(msg.value())
-            if isinstance(event, ToolRegistered):
-                seen.add(event.name)
-
-    reader = TableReader(settings.bootstrap_servers, catalog_topic(settings), on_msg, settings.kafka_extra)
-    try:
+    """Until the tool executor has registered every named platform tool."""
+    async with CatalogReader(settings) as reader:
         deadline = time.monotonic() + timeout_s
-        while not set(names) <= seen:
+        while missing := [n for n in names if reader.catalog.latest("", n) is None]:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"tools never registered: {sorted(set(names) - seen)}")
-            await reader.catch_up()
+                raise TimeoutError(f"tools never registered: {sorted(missing)}")
             await asyncio.sleep(0.2)
-    finally:
-        reader.close()
+            await reader.catch_up()
 
 
 class Deployment:

@@ -14,9 +14,7 @@ RiskTier = Literal["read_only", "reversible", "irreversible"]
 
 # The secrets redeemed for the call running in this task, by name. Set by the tool executor for
 # the duration of one call only, so no tool host keeps them and no signature carries them.
-CURRENT_CREDENTIALS: ContextVar[Mapping[str, str]] = ContextVar(
-    "agentstream_credentials", default=MappingProxyType({})
-)
+CURRENT_CREDENTIALS: ContextVar[Mapping[str, str]] = ContextVar("agentstream_credentials", default=MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,10 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.registry.admin import register_tool
-from agentstream.registry.entry import RiskTier, TenantPolicy, ToolEntry
+from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.security.signing import approval_verifies, platform_signers
 from agentstream.stack import Deployment
+from agentstream.tooling import RiskTier
 from agentstream.trajectory import summarize
 from bench.common import bench_settings, read_journal
 from processors.tool_executor.builtin import bank_transfers

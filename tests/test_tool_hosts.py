@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from agentstream.tooling import ToolHost, ToolResult
+from processors.tool_executor.app import builtin_entry, time_tool_entries
 from processors.tool_executor.builtin import LOOKUP_CORPUS, BuiltinToolHost, bank_stats, bank_transfers
-from processors.tool_executor.hosts import CompositeToolHost, default_tool_host
 from processors.tool_executor.mcp_host import McpServerConfig, McpStdioToolHost, time_server_config
+from processors.tool_executor.registry_host import RegistryToolHost
 
 PROBE_SERVER = Path(__file__).parent / "fixtures" / "probe_mcp_server.py"
 # Generous: a restart is a fresh Python interpreter importing the SDK, slow on a loaded machine.
@@ -271,23 +272,20 @@ async def test_lost_connection_is_not_resent_for_a_non_idempotent_tool() -> None
         await host.aclose()
 
 
-# --- composite --------------------------------------------------------------------------------
+# --- the registry-driven host the executor uses ----------------------------------------------------
 
 
-async def test_default_tool_host_routes_by_name(tmp_path: Path) -> None:
-    host = await default_tool_host(tmp_path / "bank.sqlite")
+async def test_registry_host_runs_each_entry_where_its_registration_says(tmp_path: Path) -> None:
+    builtin = BuiltinToolHost(tmp_path / "bank.sqlite")
+    host = RegistryToolHost(builtin)
     try:
-        names = [d.spec.name for d in host.descriptors()]
-        assert len(names) == len(set(names))
-        assert {"calculator", "lookup", "transfer_funds", "sleep_ms", "get_current_time", "convert_time"} <= set(names)
-        assert (await call(host, "calculator", {"expression": "6 * 7"})).content == "42"
-        assert "datetime" in (await call(host, "get_current_time", {"timezone": "Europe/Paris"})).content
-        unknown = await call(host, "launch_rocket", {})
-        assert unknown.is_error and "unknown tool 'launch_rocket'" in unknown.content
+        calc = builtin_entry(next(d for d in builtin.descriptors() if d.spec.name == "calculator"))
+        assert (await host.call(calc, {"expression": "6 * 7"}, idempotency_key="k1")).content == "42"
+        (now,) = [e for e in await time_tool_entries() if e.name == "get_current_time"]
+        assert now.tier == "read_only" and now.transport["kind"] == "stdio"
+        assert "datetime" in (await host.call(now, {"timezone": "Europe/Paris"}, idempotency_key="k2")).content
+        remote = dataclasses.replace(calc, transport={"kind": "http", "url": "http://127.0.0.1:9/mcp"})
+        refused = await host.call(remote, {}, idempotency_key="k3")
+        assert refused.is_error and "not supported" in refused.content
     finally:
         await host.aclose()
-
-
-def test_duplicate_tool_names_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="calculator"):
-        CompositeToolHost([BuiltinToolHost(tmp_path / "a.sqlite"), BuiltinToolHost(tmp_path / "b.sqlite")])

@@ -4,6 +4,7 @@ and tenant tool policies. A user error is one line on stderr and exit code 1."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -87,8 +88,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             drafts = await discover(_transport(args.command))
             for draft in drafts:
                 if args.register_as:
-                    done = await admin.register_tool(settings, ToolEntry(**{**_fields(draft), "tier": args.register_as,
-                                                                             "owner": args.owner}))  # fmt: skip
+                    draft = dataclasses.replace(draft, tier=args.register_as, owner=args.owner)
+                    done = await admin.register_tool(settings, draft)
                     print(f"registered {done.name} v{done.version} ({done.tier})")
                 else:
                     print(json.dumps(draft.describe(), indent=2))
@@ -119,6 +120,3 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             print(f"policy for {args.tenant}: {policy.to_json()}")
     return 0
 
-
-def _fields(entry: ToolEntry) -> dict[str, Any]:
-    return {f: getattr(entry, f) for f in entry.__dataclass_fields__}

@@ -8,31 +8,19 @@ tenant directory does and holds sealed values only; plaintext exists just inside
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import re
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
-from confluent_kafka import Message
-
-from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
 from agentstream.credentials.envelope import Sealed, seal, secret_aad
 from agentstream.credentials.errors import SecretAdminError
 from agentstream.credentials.keys import KeyProvider
 from agentstream.events import Event, SecretDeleted, SecretStored
-from agentstream.kafka.consumer import TableReader
-from agentstream.kafka.journal import RecordFactory
-from agentstream.kafka.producer import AsyncProducer, producer_config
-from agentstream.process import wait_for_kafka
+from agentstream.kafka.table import TopicTable, put_record
 from agentstream.tenancy.admin import TenancyError, validate_tenant_id
 from agentstream.tenancy.directory import TenantDirectory
 from agentstream.topics import load_topics
-
-log = logging.getLogger("agentstream.credentials")
 
 SECRETS = "secrets"
 # No "/" in names, so "secret/<tenant>/<name>" splits back unambiguously.
@@ -40,7 +28,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # Tool names and scopes travel comma-separated on the command line and inside signed claims.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}")
 MAX_VALUE_BYTES = 64 * 1024
-_REFRESH_INTERVAL_S = 0.01
 
 
 def secrets_topic(settings: Settings) -> str:
@@ -88,62 +75,10 @@ def _validate_labels(kind: str, labels: list[str], *, required: bool) -> tuple[s
     return tuple(sorted(set(labels)))
 
 
-class SecretDirectory:
+class SecretDirectory(TopicTable):
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._topic = secrets_topic(settings)
-        self._codec = AvroCodec()
+        super().__init__(settings, [secrets_topic(settings)])
         self._secrets: dict[tuple[str, str], StoredSecret] = {}
-        self._reader: TableReader | None = None
-        self._last_poll = float("-inf")
-
-    async def start(self, timeout_s: float = 30.0) -> None:
-        await wait_for_kafka(self._settings, self._topic)
-        self._reader = TableReader(
-            self._settings.bootstrap_servers, self._topic, self._apply, self._settings.kafka_extra
-        )
-        await self._reader.catch_up(timeout_s)
-
-    async def catch_up(self, timeout_s: float = 30.0) -> None:
-        """Reads up to the topic's current end: sees every write acknowledged before this call."""
-        await self._started().catch_up(timeout_s)
-
-    def poll(self) -> int:
-        self._last_poll = time.monotonic()
-        total = 0
-        while count := self._started().poll_nowait():
-            total += count
-        return total
-
-    def refresh(self) -> None:
-        """`poll()` cheap enough to call on every exchange."""
-        if self._reader is not None and time.monotonic() - self._last_poll >= _REFRESH_INTERVAL_S:
-            self.poll()
-
-    async def run(self, stop: asyncio.Event, interval_s: float = 0.1) -> None:
-        while not stop.is_set():
-            self.poll()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    async def __aenter__(self) -> SecretDirectory:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _started(self) -> TableReader:
-        if self._reader is None:
-            raise RuntimeError("SecretDirectory.start() was not called")
-        return self._reader
 
     def get(self, tenant_id: str, name: str) -> StoredSecret | None:
         return self._secrets.get((tenant_id, name))
@@ -151,19 +86,11 @@ class SecretDirectory:
     def secrets(self, tenant_id: str) -> list[SecretInfo]:
         return sorted((s.info for (t, _), s in self._secrets.items() if t == tenant_id), key=lambda i: i.name)
 
-    def _apply(self, msg: Message) -> None:
-        # Runs on the reader's thread; each update is one dict operation, atomic for readers.
-        record_key = (msg.key() or b"").decode(errors="replace")
-        value = msg.value()
-        if value is None:  # tombstone written by an operator: the secret is gone
-            _, tenant_id, name = [*record_key.split("/", 2), "", ""][:3]
-            self._secrets.pop((tenant_id, name), None)
-            return
-        try:
-            event = self._codec.decode(value)
-        except DecodeError as exc:
-            log.error("skipping record %r on %s at offset %s: %s", record_key, self._topic, msg.offset(), exc)
-            return
+    def _on_tombstone(self, record_key: str) -> None:
+        _, tenant_id, name = [*record_key.split("/", 2), "", ""][:3]
+        self._secrets.pop((tenant_id, name), None)
+
+    def _on_event(self, event: Event) -> None:
         if isinstance(event, SecretStored):
             info = SecretInfo(
                 event.tenant_id,
@@ -200,13 +127,7 @@ async def _require_tenant(settings: Settings, tenant_id: str) -> None:
 
 
 async def _publish(settings: Settings, event: Event) -> None:
-    topic = secrets_topic(settings)
-    record = RecordFactory(AvroCodec(), topic, 1).keyed(topic, event)
-    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
-    try:
-        await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
-    finally:
-        await producer.aclose()
+    await put_record(settings, secrets_topic(settings), event)
 
 
 async def put_secret(

@@ -224,7 +224,12 @@ class Gateway:
             raise ApiError(409, "not_resumable", f"the run is {why}; only runs halted at a resumable limit resume")
         self._admit(caller)  # a resumed run is active again, so it counts against the same quotas
         await self.journal.resume(
-            view.run_id, caller.tenant_id, view.halts, body.add_steps, body.reason, requested_by=f"api:{caller.tenant_id}"
+            view.run_id,
+            caller.tenant_id,
+            view.halts,
+            body.add_steps,
+            body.reason,
+            requested_by=f"api:{caller.tenant_id}",
         )
         return JSONResponse(view.resource(), status_code=202)
 

@@ -34,6 +34,7 @@ from agentstream.events import (
     RunStarted,
 )
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
+from agentstream.security.signing import TIMEOUT
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -241,7 +242,7 @@ class RunIndex:
                 if not self.approval_verifies(event):
                     return
                 approval.status = (
-                    "approved" if event.approved else "expired" if event.decided_by == "timeout" else "denied"
+                    "approved" if event.approved else "expired" if event.decided_by == TIMEOUT else "denied"
                 )
                 approval.decided_by, approval.reason, approval.decided_ms = (
                     event.decided_by,

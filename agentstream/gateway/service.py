@@ -47,7 +47,7 @@ async def running_gateway(
     await index.ready()
     approvals = ApprovalsApi(index, journal, signers.approval)
     registry = CatalogReader(settings)
-    await registry.catch_up()
+    await registry.start()
     tools = ToolsApi(settings, registry)
     gateway = Gateway(index, journal, directory, TenantRates(directory), config, approvals, tools)
     server = uvicorn.Server(

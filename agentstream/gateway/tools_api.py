@@ -21,7 +21,7 @@ class ToolsApi:
         self.reader = reader
 
     def _fresh(self) -> None:
-        self.reader.poll_nowait()
+        self.reader.refresh()
 
     async def list(self, tenant_id: str) -> Response:
         self._fresh()

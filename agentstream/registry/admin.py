@@ -7,11 +7,9 @@ import dataclasses
 import re
 import time
 
-from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.events import Event, TenantPolicySet, ToolSwitched
-from agentstream.kafka.journal import RecordFactory
-from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.kafka.table import put_record
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import TIERS, TenantPolicy, ToolEntry, policy_key, switch_key
 from agentstream.registry.reader import CatalogReader
@@ -25,22 +23,12 @@ class RegistryError(Exception):
 
 
 async def read_catalog(settings: Settings) -> ToolCatalog:
-    reader = CatalogReader(settings)
-    try:
-        await reader.catch_up()
+    async with CatalogReader(settings) as reader:
         return reader.catalog
-    finally:
-        reader.close()
 
 
 async def _publish(settings: Settings, topic_name: str, event: Event) -> None:
-    topic = load_topics(settings.topic_prefix)[topic_name].name
-    record = RecordFactory(AvroCodec(), topic, 1).keyed(topic, event)
-    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
-    try:
-        await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
-    finally:
-        await producer.aclose()
+    await put_record(settings, load_topics(settings.topic_prefix)[topic_name].name, event)
 
 
 def validate_entry(entry: ToolEntry) -> None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from agentstream.events import ToolRegistered
 from agentstream.llm import ToolSpec
+from agentstream.tooling import RiskTier
 
-RiskTier = Literal["read_only", "reversible", "irreversible"]
 TIERS: tuple[RiskTier, ...] = ("read_only", "reversible", "irreversible")
 PLATFORM = "_platform"  # the owner segment of a platform-wide tool's keys
 

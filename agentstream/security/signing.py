@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from agentstream import ids
 from agentstream.config import Settings
 from agentstream.events import ApprovalDecided, ToolCallAuthorized
+
+TIMEOUT = "timeout"  # the decider named on the approval timer's denials
 
 
 def arguments_digest(arguments_json: str) -> str:
@@ -48,10 +51,15 @@ def sign_capability(signer: Signer, event: ToolCallAuthorized) -> str:
     return signer.sign(*_capability_fields(event))
 
 
+def capability_verifies(signer: Signer, event: ToolCallAuthorized) -> bool:
+    """Issued by the policy gate for exactly this run, call, tool version, arguments, expiry and
+    authorizer (expired or not)."""
+    return bool(event.capability) and signer.verify(event.capability, *_capability_fields(event))
+
+
 def capability_problem(signer: Signer, event: ToolCallAuthorized, now_ms: int) -> str | None:
-    """Why this authorization must not run, or None when it may: the capability is bound to the
-    run, call, tool version, exact arguments, expiry and who authorized it."""
-    if not event.capability or not signer.verify(event.capability, *_capability_fields(event)):
+    """Why this authorization must not run now, or None when it may."""
+    if not capability_verifies(signer, event):
         return "the capability does not verify (not issued by the policy gate for this exact call)"
     if now_ms > event.expires_ms:
         return f"the capability expired {(now_ms - event.expires_ms) / 1000:.1f} s ago"
@@ -65,6 +73,26 @@ def _approval_fields(event: ApprovalDecided) -> tuple[str, ...]:
 
 def sign_approval(signer: Signer, event: ApprovalDecided) -> str:
     return signer.sign(*_approval_fields(event))
+
+
+def signed_decision(
+    signer: Signer,
+    *,
+    run_id: str,
+    tenant_id: str,
+    call_id: str,
+    approval_id: str,
+    approved: bool,
+    decided_by: str,
+    reason: str,
+    decided_ms: int,
+) -> ApprovalDecided:
+    """A decision on an approval, signed; `decided_by="timeout"` is the timer's denial."""
+    unsigned = ApprovalDecided(
+        ids.approval_decided_id(call_id, by_timeout=decided_by == TIMEOUT),
+        run_id, tenant_id, call_id, approval_id, approved, decided_by, reason, decided_ms, "",
+    )  # fmt: skip
+    return replace(unsigned, signature=sign_approval(signer, unsigned))
 
 
 def approval_verifies(signer: Signer, event: ApprovalDecided) -> bool:

@@ -13,11 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.events import ApiKeyIssued, ApiKeyRevoked, Event, TenantUpserted
-from agentstream.kafka.journal import RecordFactory
-from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.kafka.table import put_record
 from agentstream.tenancy.directory import (
     ApiKey,
     Tenant,
@@ -65,13 +63,7 @@ async def _directory(settings: Settings) -> AsyncIterator[TenantDirectory]:
 
 
 async def _publish(settings: Settings, event: Event) -> None:
-    topic = tenants_topic(settings)
-    record = RecordFactory(AvroCodec(), topic, 1).keyed(topic, event)
-    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
-    try:
-        await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
-    finally:
-        await producer.aclose()
+    await put_record(settings, tenants_topic(settings), event)
 
 
 def _upserted(tenant: Tenant) -> TenantUpserted:

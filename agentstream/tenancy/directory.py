@@ -7,30 +7,16 @@ stops authenticating within one poll of the record reaching the broker.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
 from dataclasses import dataclass
-from types import TracebackType
 
-from confluent_kafka import Message
-
-from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
-from agentstream.events import ApiKeyIssued, ApiKeyRevoked, TenantUpserted
-from agentstream.kafka.consumer import TableReader
-from agentstream.process import wait_for_kafka
+from agentstream.events import ApiKeyIssued, ApiKeyRevoked, Event, TenantUpserted
+from agentstream.kafka.table import TopicTable
 from agentstream.tenancy.keys import MAX_KEY_LENGTH, matches, parse_key
 from agentstream.topics import load_topics
 
-log = logging.getLogger("agentstream.tenancy")
-
 TENANTS = "tenants"
 _BEARER = "bearer"
-# Throttles `refresh()`: one non-blocking fetch per 10 ms at most bounds the cost at any request
-# rate, and 10 ms is far below how long a new record takes to reach this consumer anyway.
-_REFRESH_INTERVAL_S = 0.01
 
 
 def tenants_topic(settings: Settings) -> str:
@@ -72,66 +58,11 @@ class _StoredKey:
     key_hash: str  # "" once revoked: nothing may match it
 
 
-class TenantDirectory:
+class TenantDirectory(TopicTable):
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._topic = tenants_topic(settings)
-        self._codec = AvroCodec()
+        super().__init__(settings, [tenants_topic(settings)])
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, _StoredKey] = {}
-        self._reader: TableReader | None = None
-        self._last_poll = float("-inf")
-
-    async def start(self, timeout_s: float = 30.0) -> None:
-        """Waits for the broker and the topic (saying clearly what is missing), then reads it whole."""
-        await wait_for_kafka(self._settings, self._topic)
-        self._reader = TableReader(
-            self._settings.bootstrap_servers, self._topic, self._apply, self._settings.kafka_extra
-        )
-        await self._reader.catch_up(timeout_s)
-
-    async def catch_up(self, timeout_s: float = 30.0) -> None:
-        """Reads up to the topic's current end: sees every write acknowledged before this call."""
-        await self._started().catch_up(timeout_s)
-
-    def poll(self) -> int:
-        """Applies the records already fetched, without blocking; returns how many."""
-        self._last_poll = time.monotonic()
-        total = 0
-        while count := self._started().poll_nowait():
-            total += count
-        return total
-
-    def refresh(self) -> None:
-        """`poll()` cheap enough to call on every request."""
-        if time.monotonic() - self._last_poll >= _REFRESH_INTERVAL_S:
-            self.poll()
-
-    async def run(self, stop: asyncio.Event, interval_s: float = 0.1) -> None:
-        """Polls every `interval_s` until `stop` is set: the background alternative to `refresh()`."""
-        while not stop.is_set():
-            self.poll()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    async def __aenter__(self) -> TenantDirectory:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _started(self) -> TableReader:
-        if self._reader is None:
-            raise RuntimeError("TenantDirectory.start() was not called")
-        return self._reader
 
     def authenticate(self, authorization_header: str | None) -> Tenant | None:
         """The tenant of a valid `Bearer <key>`; None for anything else. Never raises on bad input."""
@@ -166,24 +97,14 @@ class TenantDirectory:
         found = [s.info for s in self._keys.values() if s.info.tenant_id == tenant_id]
         return sorted(found, key=lambda k: (k.created_ms, k.key_id))
 
-    def _apply(self, msg: Message) -> None:
-        # Runs on the reader's thread during catch_up(); each update is one dict assignment, which
-        # readers on the event loop see either entirely or not at all.
-        record_key = (msg.key() or b"").decode(errors="replace")
-        value = msg.value()
-        if value is None:  # tombstone: an operator deleted the tenant or key outright
-            kind, _, ident = record_key.partition("/")
-            if kind == "tenant":
-                self._tenants.pop(ident, None)
-            elif kind == "key":
-                self._keys.pop(ident, None)
-            return
-        try:
-            event = self._codec.decode(value)
-        except DecodeError as exc:
-            # An undecodable record must not take the gateway down; it is skipped, loudly.
-            log.error("skipping record %r on %s at offset %s: %s", record_key, self._topic, msg.offset(), exc)
-            return
+    def _on_tombstone(self, record_key: str) -> None:
+        kind, _, ident = record_key.partition("/")  # an operator deleted the tenant or key outright
+        if kind == "tenant":
+            self._tenants.pop(ident, None)
+        elif kind == "key":
+            self._keys.pop(ident, None)
+
+    def _on_event(self, event: Event) -> None:
         if isinstance(event, TenantUpserted):
             self._tenants[event.tenant_id] = Tenant(
                 event.tenant_id, event.name, event.rate_per_s, event.burst, event.max_active_runs, event.disabled

@@ -8,7 +8,7 @@ from agentstream.config import Settings
 from agentstream.credentials.delegation import DelegationIssuer
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
-from agentstream.process import Built, catalog_topic, wait_for_kafka
+from agentstream.process import Built
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.signing import platform_signers
 from processors.policy_gate.core import PolicyGateCore
@@ -19,9 +19,8 @@ def wall_clock_ms() -> int:
 
 
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:
-    await wait_for_kafka(settings, catalog_topic(settings))
     reader = CatalogReader(settings)
-    await reader.catch_up()
+    await reader.start()
     signers = platform_signers(settings)
     core = PolicyGateCore(
         reader.catalog, signers.capability, signers.approval, DelegationIssuer(signers.delegation), wall_clock_ms
@@ -30,4 +29,4 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     async def close() -> None:
         reader.close()
 
-    return Built(core=core, before_batch=[reader.poll_nowait], cleanup=[close])
+    return Built(core=core, before_batch=[reader.poll], cleanup=[close])

@@ -32,11 +32,12 @@ from agentstream.kafka.state import PartitionStore
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
 from agentstream.security.signing import (
+    TIMEOUT,
     Signer,
     approval_verifies,
-    capability_problem,
-    sign_approval,
+    capability_verifies,
     sign_capability,
+    signed_decision,
 )
 from processors.policy_gate.rules import evaluate
 
@@ -98,7 +99,7 @@ class PolicyGateCore:
             case ToolCallRequested():
                 if store.get(f"call/{event.call_id}") is not None:
                     return Outcome()
-                store.put(f"call/{event.call_id}", {"stage": "requested", "request": event.to_record()})
+                _set_call(store, event.call_id, {"stage": "requested", "request": event.to_record()})
                 return Outcome(emit=self._decide(store, event, run)) if live else Outcome()
             case PolicyDecided() if event.decision != "deny":
                 self._count(store, event.run_id, run, event.tool, event.call_id)
@@ -106,23 +107,24 @@ class PolicyGateCore:
                 call = store.get(f"call/{event.call_id}")
                 if call is not None and call["stage"] == "requested":
                     call.update(stage="awaiting", expires_ms=event.expires_ms, approval_id=event.approval_id)
-                    store.put(f"call/{event.call_id}", call)
+                    _set_call(store, event.call_id, call)
             case ApprovalDecided():
                 return self._on_decision(store, event, live)
-            case ToolCallAuthorized() if capability_problem(self.capability, event, now_ms=0) is not None:
+            case ToolCallAuthorized() if not capability_verifies(self.capability, event):
                 pass  # forged: it neither runs (the executor verifies) nor settles the call here
             case ToolCallAuthorized() | ToolCallCompleted():
                 call = store.get(f"call/{event.call_id}")
                 if call is not None and call["stage"] != "done":
-                    store.put(f"call/{event.call_id}", {"stage": "done"})
+                    _set_call(store, event.call_id, {"stage": "done"})
         return Outcome()
 
     def _close(self, store: PartitionStore, run_id: str, run: dict[str, Any] | None) -> None:
         if run is not None and not run["closed"]:
             run["closed"] = True
             store.put(f"run/{run_id}", run)
-        for key in list(store.keys_with_prefix(f"call/{run_id}/")):
-            store.delete(key)
+        for prefix in (f"call/{run_id}/", f"awaiting/{run_id}/"):
+            for key in list(store.keys_with_prefix(prefix)):
+                store.delete(key)
 
     def _count(self, store: PartitionStore, run_id: str, run: dict[str, Any], tool: str, call_id: str) -> None:
         calls = run["counts"].setdefault(tool, [])
@@ -152,10 +154,10 @@ class PolicyGateCore:
         if verdict.decision != "deny":
             self._count(store, request.run_id, run, request.tool, request.call_id)
         if verdict.decision == "deny":
-            store.put(f"call/{request.call_id}", {"stage": "done"})
+            _set_call(store, request.call_id, {"stage": "done"})
             return [decided, self._denial(request, f"DENIED by policy ({verdict.rule}): {verdict.reason}")]
         if verdict.decision == "allow":
-            store.put(f"call/{request.call_id}", {"stage": "done"})
+            _set_call(store, request.call_id, {"stage": "done"})
             return [decided, self._authorize(request, entry, "policy", now)]
         assert entry is not None
         timeout_s = policy.approval_timeout_s
@@ -164,8 +166,9 @@ class PolicyGateCore:
             timeout_s = min(timeout_s, float(tool_timeout))
         expires = now + int(timeout_s * 1000)
         approval_id = ids.approval_id(request.call_id)
-        store.put(
-            f"call/{request.call_id}",
+        _set_call(
+            store,
+            request.call_id,
             {"stage": "awaiting", "request": request.to_record(), "expires_ms": expires, "approval_id": approval_id},
         )
         asked = ApprovalRequested(
@@ -179,18 +182,19 @@ class PolicyGateCore:
         if not approval_verifies(self.approval, event):
             self.forged_approvals += 1  # decides nothing; counted on the processor's status
             return Outcome()
+        self._timeouts_sent.discard(event.call_id)  # a timer denial read back needs no second sending
         call = store.get(f"call/{event.call_id}")
         if call is None or call["stage"] != "awaiting" or call.get("approval_id") != event.approval_id:
             return Outcome()  # the first decision won; later ones are on the record only
         call.update(stage="answered", approved=event.approved, decided_by=event.decided_by, reason=event.reason)
-        store.put(f"call/{event.call_id}", call)
+        _set_call(store, event.call_id, call)
         return Outcome(emit=self._answer(store, event.call_id, call)) if live else Outcome()
 
     def _answer(self, store: PartitionStore, call_id: str, call: dict[str, Any]) -> list[RunEvent]:
         request = ToolCallRequested(**call["request"])
-        store.put(f"call/{call_id}", {"stage": "done"})
+        _set_call(store, call_id, {"stage": "done"})
         if not call["approved"]:
-            who = "nobody decided in time" if call["decided_by"] == "timeout" else f"denied by {call['decided_by']}"
+            who = "nobody decided in time" if call["decided_by"] == TIMEOUT else f"denied by {call['decided_by']}"
             return [self._denial(request, f"DENIED: approval for {request.tool} {who}: {call['reason']}")]
         run = store.get(f"run/{request.run_id}") or {"versions": {}}
         entry = self._entry(request.tenant_id, run, request.tool)
@@ -240,18 +244,30 @@ class PolicyGateCore:
     def tick(self, store: PartitionStore, now_ms: int) -> Outcome:
         """Denies every approval whose deadline passed: an unanswered request is never approved."""
         out = Outcome()
-        for key in list(store.keys_with_prefix("call/")):
-            call = store.get(key)
+        # Only the index of open approvals is scanned: a tick's cost does not grow with settled calls.
+        for key in list(store.keys_with_prefix("awaiting/")):
+            call_id = key.removeprefix("awaiting/")
+            call = store.get(f"call/{call_id}")
             if call is None or call["stage"] != "awaiting" or call["expires_ms"] > now_ms:
                 continue
-            call_id = key.removeprefix("call/")
             if call_id in self._timeouts_sent:
                 continue
             self._timeouts_sent.add(call_id)
             request = call["request"]
-            unsigned = ApprovalDecided(
-                ids.approval_decided_id(call_id, by_timeout=True), request["run_id"], request["tenant_id"], call_id,
-                call["approval_id"], False, "timeout", "no decision before the deadline", now_ms, "",
+            out.emit.append(
+                signed_decision(
+                    self.approval, run_id=request["run_id"], tenant_id=request["tenant_id"], call_id=call_id,
+                    approval_id=call["approval_id"], approved=False, decided_by=TIMEOUT,
+                    reason="no decision before the deadline", decided_ms=now_ms,
+                )
             )  # fmt: skip
-            out.emit.append(replace(unsigned, signature=sign_approval(self.approval, unsigned)))
         return out
+
+
+def _set_call(store: PartitionStore, call_id: str, call: dict[str, Any]) -> None:
+    """Writes a call's state, keeping `awaiting/` an index of the calls with an open approval."""
+    store.put(f"call/{call_id}", call)
+    if call["stage"] == "awaiting":
+        store.put(f"awaiting/{call_id}", call["expires_ms"])
+    else:
+        store.delete(f"awaiting/{call_id}")

@@ -4,7 +4,6 @@ performs the calls the policy gate authorized (ToolCallAuthorized), and nothing 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 
 from agentstream.calls import CallLedgerCore
@@ -16,7 +15,7 @@ from agentstream.credentials.used import RocksUsedTokens
 from agentstream.events import Event, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
-from agentstream.process import Built, catalog_topic, wait_for_kafka
+from agentstream.process import Built
 from agentstream.registry.admin import register_tool
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
@@ -26,14 +25,11 @@ from agentstream.tooling import ToolDescriptor
 from processors.tool_executor.builtin import BuiltinToolHost
 from processors.tool_executor.discovery import discover
 from processors.tool_executor.execute import ToolExecutor
+from processors.tool_executor.mcp_host import time_server_config
 from processors.tool_executor.registry_host import RegistryToolHost
 
-TIME_SERVER = {
-    "kind": "stdio",
-    "server": "time",
-    "command": sys.executable,
-    "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
-}
+_time = time_server_config()
+TIME_SERVER = {"kind": "stdio", "server": _time.name, "command": _time.command, "args": _time.args}
 
 
 def _result_of(event: Event) -> str | None:
@@ -69,9 +65,8 @@ async def register_platform_tools(settings: Settings, catalog: ToolCatalog, host
 
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:
     settings.home.mkdir(parents=True, exist_ok=True)
-    await wait_for_kafka(settings, catalog_topic(settings))
     reader = CatalogReader(settings)
-    await reader.catch_up()
+    await reader.start()
     builtin = BuiltinToolHost(settings.bank_path)
     await register_platform_tools(settings, reader.catalog, builtin)
     signers = platform_signers(settings)
@@ -104,4 +99,4 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         used.close()
         await host.aclose()
 
-    return Built(core=core, before_batch=[reader.poll_nowait, secrets.poll], cleanup=[close])
+    return Built(core=core, before_batch=[reader.poll, secrets.poll], cleanup=[close])

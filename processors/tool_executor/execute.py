@@ -20,7 +20,8 @@ from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.errors import CredentialError
 from agentstream.events import RunEvent, ToolCallAuthorized, ToolCallCompleted
 from agentstream.registry.catalog import ToolCatalog
-from agentstream.security.signing import Signer, capability_problem
+from agentstream.registry.entry import ToolEntry
+from agentstream.security.signing import Signer, capability_problem, capability_verifies
 from agentstream.tooling import CURRENT_CREDENTIALS, ToolResult
 from processors.tool_executor.registry_host import RegistryToolHost
 
@@ -48,7 +49,7 @@ class ToolExecutor:
     def admits(self, request: ToolCallAuthorized) -> bool:
         """Only authorizations the policy gate signed enter the ledger: a forged one can neither
         run nor occupy the slot of the genuine call with the same id."""
-        ok = capability_problem(self.capability, request, now_ms=0) is None
+        ok = capability_verifies(self.capability, request)
         if not ok:
             self.refused += 1
             log.warning("refused an authorization that does not verify for call %s", request.call_id)
@@ -57,16 +58,13 @@ class ToolExecutor:
     async def perform(self, request: ToolCallAuthorized) -> list[RunEvent]:
         started = time.perf_counter()
         secrets: Mapping[str, str] = {}
-        result = self._precheck(request)
-        if result is None:
-            secrets, result = await self._redeem(request)
-        if result is None:
-            token = CURRENT_CREDENTIALS.set(secrets)
-            try:
-                result = await self._run(request)
-            finally:
-                CURRENT_CREDENTIALS.reset(token)
-            crash_point("tool_after_effect")  # the window idempotency keys exist to close
+        checked = self._precheck(request)
+        if isinstance(checked, ToolResult):
+            result = checked
+        else:
+            secrets, refused = await self._redeem(request)
+            result = refused or await self._run_with(secrets, request, checked)
+
         content = _scrub(result.content, secrets)
         if len(content) > MAX_RESULT_CHARS:
             content = content[:MAX_RESULT_CHARS] + f"\n[truncated: {len(content)} characters in all]"
@@ -85,7 +83,17 @@ class ToolExecutor:
             )
         ]
 
-    def _precheck(self, request: ToolCallAuthorized) -> ToolResult | None:
+    async def _run_with(self, secrets: Mapping[str, str], request: ToolCallAuthorized, entry: ToolEntry) -> ToolResult:
+        token = CURRENT_CREDENTIALS.set(secrets)
+        try:
+            result = await self._run(request, entry)
+        finally:
+            CURRENT_CREDENTIALS.reset(token)
+        crash_point("tool_after_effect")  # the window idempotency keys exist to close
+        return result
+
+    def _precheck(self, request: ToolCallAuthorized) -> ToolEntry | ToolResult:
+        """The pinned version to run, or why the call must not run."""
         problem = capability_problem(self.capability, request, self.clock())
         if problem is not None:
             return ToolResult(f"NOT EXECUTED: {request.tool}: {problem}", is_error=True)
@@ -94,8 +102,10 @@ class ToolExecutor:
             return ToolResult(f"NOT EXECUTED: {request.tool} v{request.tool_version} is not registered", is_error=True)
         switched = self.catalog.switched_off(entry)
         if switched is not None:
-            return ToolResult(f"NOT EXECUTED: {request.tool} is disabled by an operator: {switched.reason}", is_error=True)
-        return None
+            return ToolResult(
+                f"NOT EXECUTED: {request.tool} is disabled by an operator: {switched.reason}", is_error=True
+            )
+        return entry
 
     async def _redeem(self, request: ToolCallAuthorized) -> tuple[Mapping[str, str], ToolResult | None]:
         if not request.delegation:
@@ -111,9 +121,7 @@ class ToolExecutor:
             return {}, ToolResult(f"NOT EXECUTED: {request.tool}: credentials refused: {exc}", is_error=True)
         return secrets, None
 
-    async def _run(self, request: ToolCallAuthorized) -> ToolResult:
-        entry = self.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
-        assert entry is not None  # checked in _precheck
+    async def _run(self, request: ToolCallAuthorized, entry: ToolEntry) -> ToolResult:
         try:
             arguments: Any = orjson.loads(request.arguments_json or "{}")
         except orjson.JSONDecodeError as exc:
