@@ -35,7 +35,7 @@ from mcp_types import (
 
 from agentstream.llm import ToolSpec
 from agentstream.sandbox import EgressProxy, SandboxPolicy, require_sandbox, sandboxed_argv, scrubbed_environment
-from agentstream.tooling import RiskTier, ToolDescriptor, ToolResult
+from agentstream.tooling import CURRENT_CREDENTIALS, RiskTier, ToolDescriptor, ToolResult
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 INHERITED_ENV = ("PATH", "HOME", "LANG")
 # Sent in each tools/call request's `_meta`, so servers that dedupe can key on it.
 IDEMPOTENCY_META_KEY = "idempotency_key"
+# The secrets a tool's registration names, redeemed for this call, sent the same way.
+CREDENTIALS_META_KEY = "credentials"
 CLIENT_INFO = Implementation(name="agentstream-tool-executor", version="0.1.0")
 _LIST_PAGE_CAP = 100
 _BACKOFF_MIN_S = 0.2
@@ -144,8 +146,13 @@ def result_text(result: CallToolResult) -> str:
 
 
 def _meta(idempotency_key: str) -> RequestParamsMeta:
+    meta: dict[str, Any] = {IDEMPOTENCY_META_KEY: idempotency_key}
+    credentials = CURRENT_CREDENTIALS.get()
+    if credentials:
+        # Only this call's redeemed secrets, only to the server that runs it; never logged here.
+        meta[CREDENTIALS_META_KEY] = dict(credentials)
     # RequestParamsMeta is an open TypedDict (extra_items=Any) that mypy does not model yet.
-    return cast(RequestParamsMeta, {IDEMPOTENCY_META_KEY: idempotency_key})
+    return cast(RequestParamsMeta, meta)
 
 
 @dataclass(eq=False)
