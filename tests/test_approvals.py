@@ -196,6 +196,13 @@ async def test_registry_api_and_kill_switch(env: Env, tmp_path: Any) -> None:
         bad = await c.post("/v1/tools", json={**body, "tier": "harmless"})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "tier"
         assert (await c.post("/v1/tools/transfer_funds/disable", json={})).status_code == 403
+        both = await c.post("/v1/tools", json={**body, "url": "http://127.0.0.1:9/mcp"})
+        assert both.status_code == 422 and "exactly one" in both.json()["error"]["message"]
+        remote = {k: v for k, v in body.items() if k != "command"} | {"name": "remote", "url": "http://crm.example/mcp"}
+        unlisted = await c.post("/v1/tools", json=remote)
+        assert unlisted.status_code == 422 and "egress" in unlisted.json()["error"]["message"]
+        listed = await c.post("/v1/tools", json={**remote, "egress": ["crm.example"]})
+        assert listed.status_code == 201 and listed.json()["transport"] == "http"
 
         await switch_tool(env.d.settings, "", "transfer_funds", disabled=True, reason="incident 42", by="test")
         try:

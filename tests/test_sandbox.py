@@ -30,7 +30,7 @@ from agentstream.sandbox import (
     sandboxed_argv,
     scrubbed_environment,
 )
-from processors.tool_executor.mcp_host import McpServerConfig, McpStdioToolHost
+from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
 
 PROBE_SERVER = Path(__file__).parent / "fixtures" / "probe_mcp_server.py"
 needs_namespaces = pytest.mark.skipif(not namespaces_available(), reason="needs unprivileged user+net namespaces")
@@ -287,7 +287,7 @@ def no_unshare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
 async def test_without_namespaces_the_sandbox_refuses_to_run(no_unshare: None, tmp_path: Path) -> None:
     with pytest.raises(SandboxUnavailable):
         sandboxed_argv(sys.executable, ["-V"], SandboxPolicy(), None)
-    host = McpStdioToolHost(McpServerConfig("probe", sys.executable, [str(PROBE_SERVER)], sandbox=SandboxPolicy()))
+    host = McpToolHost(McpServerConfig("probe", sys.executable, [str(PROBE_SERVER)], sandbox=SandboxPolicy()))
     with pytest.raises(SandboxUnavailable):
         await host.start()
     # Opting out of the network namespace is explicit, and still gets the limits.
@@ -298,7 +298,7 @@ async def test_without_namespaces_the_sandbox_refuses_to_run(no_unshare: None, t
     assert (code, out) == (0, "(50, 50)\n"), err
 
 
-# --- MCP servers through McpStdioToolHost -------------------------------------------------------
+# --- MCP servers through McpToolHost -------------------------------------------------------
 
 
 @needs_namespaces
@@ -309,7 +309,7 @@ async def test_time_server_runs_in_the_sandbox() -> None:
         args=["-m", "mcp_server_time", "--local-timezone", "UTC"],
         sandbox=SandboxPolicy(cpu_seconds=20, memory_mb=512),
     )
-    host = McpStdioToolHost(config)
+    host = McpToolHost(config)
     await host.start()
     try:
         result = await host.call("get_current_time", {"timezone": "UTC"}, idempotency_key="k", timeout_s=20)
@@ -346,7 +346,7 @@ async def test_git_server_runs_in_the_sandbox(git_repo: Path) -> None:
         env={"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"},
         sandbox=SandboxPolicy(cpu_seconds=20, memory_mb=512),
     )
-    host = McpStdioToolHost(config)
+    host = McpToolHost(config)
     await host.start()
     try:
         assert {"git_status", "git_log"} <= {d.spec.name for d in host.descriptors()}
@@ -366,7 +366,7 @@ async def test_probe_server_in_the_sandbox_sees_a_scrubbed_environment(monkeypat
     config = McpServerConfig(
         "probe", sys.executable, [str(PROBE_SERVER)], env={"PROBE_SETTING": "on"}, sandbox=SandboxPolicy()
     )
-    host = McpStdioToolHost(config)
+    host = McpToolHost(config)
     await host.start()
     try:
         result = await host.call("env_keys", {}, idempotency_key="k", timeout_s=20)
@@ -385,7 +385,7 @@ async def test_a_server_that_exits_inside_the_sandbox_yields_an_error(tmp_path: 
     config = McpServerConfig(
         "crash", sys.executable, [str(script)], risk="irreversible", idempotent=False, sandbox=SandboxPolicy()
     )
-    host = McpStdioToolHost(config)
+    host = McpToolHost(config)
     await host.start()
     try:
         result = await host.call("die", {}, idempotency_key="k", timeout_s=20)

@@ -4,10 +4,12 @@ small probe MCP server (tests/fixtures/probe_mcp_server.py) that reports what it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -16,10 +18,11 @@ from typing import Any
 
 import pytest
 
+from agentstream.registry.entry import ToolEntry
 from agentstream.tooling import ToolHost, ToolResult
 from processors.tool_executor.app import builtin_entry, time_tool_entries
 from processors.tool_executor.builtin import LOOKUP_CORPUS, BuiltinToolHost, bank_stats, bank_transfers
-from processors.tool_executor.mcp_host import McpServerConfig, McpStdioToolHost, time_server_config
+from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost, time_server_config
 from processors.tool_executor.registry_host import RegistryToolHost
 
 PROBE_SERVER = Path(__file__).parent / "fixtures" / "probe_mcp_server.py"
@@ -62,8 +65,8 @@ def builtin(tmp_path: Path) -> BuiltinToolHost:
 
 
 @pytest.fixture(scope="module")
-async def time_host() -> AsyncIterator[McpStdioToolHost]:
-    host = McpStdioToolHost(time_server_config())
+async def time_host() -> AsyncIterator[McpToolHost]:
+    host = McpToolHost(time_server_config())
     await host.start()
     yield host
     await host.aclose()
@@ -169,7 +172,7 @@ async def test_sleep_ms_and_the_builtin_timeout(builtin: BuiltinToolHost) -> Non
 # --- mcp-server-time over stdio ---------------------------------------------------------------
 
 
-async def test_time_server_tools_are_discovered_with_schemas(time_host: McpStdioToolHost) -> None:
+async def test_time_server_tools_are_discovered_with_schemas(time_host: McpToolHost) -> None:
     by_name = {d.spec.name: d for d in time_host.descriptors()}
     assert {"get_current_time", "convert_time"} <= set(by_name)
     assert "timezone" in by_name["get_current_time"].spec.input_schema["properties"]
@@ -179,7 +182,7 @@ async def test_time_server_tools_are_discovered_with_schemas(time_host: McpStdio
     assert descriptor.spec.description
 
 
-async def test_time_server_answers_and_reports_tool_errors(time_host: McpStdioToolHost) -> None:
+async def test_time_server_answers_and_reports_tool_errors(time_host: McpToolHost) -> None:
     result = await call(time_host, "get_current_time", {"timezone": "UTC"})
     assert not result.is_error
     assert datetime.fromisoformat(json.loads(result.content)["datetime"]).utcoffset() is not None
@@ -197,7 +200,7 @@ async def test_time_server_answers_and_reports_tool_errors(time_host: McpStdioTo
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the server's pid in /proc")
 async def test_time_server_survives_a_timeout_and_a_kill() -> None:
     before = child_pids("mcp_server_time")
-    host = McpStdioToolHost(time_server_config())
+    host = McpToolHost(time_server_config())
     await host.start()
     try:
         timed_out = await call(host, "get_current_time", {"timezone": "UTC"}, timeout_s=1e-6)
@@ -221,10 +224,10 @@ async def test_time_server_survives_a_timeout_and_a_kill() -> None:
 
 async def test_start_failure_is_reported() -> None:
     with pytest.raises(RuntimeError, match="not found"):
-        await McpStdioToolHost(McpServerConfig(name="nope", command="/no/such/server", args=[])).start()
+        await McpToolHost(McpServerConfig(name="nope", command="/no/such/server", args=[])).start()
     exits = McpServerConfig(name="exits", command=sys.executable, args=["-c", "raise SystemExit(3)"])
     with pytest.raises(RuntimeError, match="failed to start"):
-        await McpStdioToolHost(exits).start()
+        await McpToolHost(exits).start()
 
 
 # --- the probe server: environment, _meta, slow and failing tools -----------------------------
@@ -235,7 +238,7 @@ async def test_server_environment_is_scrubbed_and_meta_carries_the_key(monkeypat
     # The SDK would pass these through by default; the host must not.
     monkeypatch.setenv("USER", "someone")
     monkeypatch.setenv("SHELL", "/bin/sh")
-    host = McpStdioToolHost(probe_config(env={"PROBE_SETTING": "on"}, timeout_s=20.0))
+    host = McpToolHost(probe_config(env={"PROBE_SETTING": "on"}, timeout_s=20.0))
     await host.start()
     try:
         keys = set((await call(host, "env_keys", {})).content.splitlines())
@@ -258,7 +261,7 @@ async def test_server_environment_is_scrubbed_and_meta_carries_the_key(monkeypat
 
 
 async def test_lost_connection_is_not_resent_for_a_non_idempotent_tool() -> None:
-    host = McpStdioToolHost(probe_config(risk="irreversible", idempotent=False))
+    host = McpToolHost(probe_config(risk="irreversible", idempotent=False))
     await host.start()
     try:
         pid = int((await call(host, "pid", {})).content)
@@ -284,8 +287,48 @@ async def test_registry_host_runs_each_entry_where_its_registration_says(tmp_pat
         (now,) = [e for e in await time_tool_entries() if e.name == "get_current_time"]
         assert now.tier == "read_only" and now.transport["kind"] == "stdio"
         assert "datetime" in (await host.call(now, {"timezone": "Europe/Paris"}, idempotency_key="k2")).content
-        remote = dataclasses.replace(calc, transport={"kind": "http", "url": "http://127.0.0.1:9/mcp"})
-        refused = await host.call(remote, {}, idempotency_key="k3")
+        other = dataclasses.replace(calc, transport={"kind": "grpc", "target": "127.0.0.1:9"})
+        refused = await host.call(other, {}, idempotency_key="k3")
         assert refused.is_error and "not supported" in refused.content
+    finally:
+        await host.aclose()
+
+
+@pytest.fixture
+async def remote_mcp_url() -> AsyncIterator[str]:
+    """A real MCP server over streamable HTTP, in its own process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = PROBE_SERVER.parent / "http_mcp_server.py"
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(server), str(port), stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_a_remote_tool_runs_over_streamable_http_only_when_its_url_is_allowlisted(
+    remote_mcp_url: str, tmp_path: Path
+) -> None:
+    host = RegistryToolHost(BuiltinToolHost(tmp_path / "bank.sqlite"))
+    port = remote_mcp_url.split(":")[2].split("/")[0]
+    add = ToolEntry(name="add", description="", input_schema={"type": "object"}, tier="read_only",
+                    transport={"kind": "http", "url": remote_mcp_url}, egress=(f"127.0.0.1:{port}",))  # fmt: skip
+    try:
+        result = await host.call(add, {"a": 2, "b": 40}, idempotency_key="k-remote")
+        assert not result.is_error and result.content == "42"
+        echoed = await host.call(dataclasses.replace(add, name="echo_meta"), {}, idempotency_key="k-meta")
+        assert json.loads(echoed.content)["idempotency_key"] == "k-meta"
+        elsewhere = dataclasses.replace(add, egress=("127.0.0.1:1",))
+        refused = await host.call(elsewhere, {"a": 1, "b": 1}, idempotency_key="k-refused")
+        assert refused.is_error and "not in its egress allowlist" in refused.content
     finally:
         await host.aclose()

@@ -22,7 +22,9 @@ def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     tsub = tools.add_subparsers(dest="tools_command", required=True)
     reg = tsub.add_parser("register", help="register a tool version (a changed contract is a new version)")
     reg.add_argument("name")
-    reg.add_argument("--command", required=True, help="the MCP stdio server's command line (shell-quoted)")
+    where = reg.add_mutually_exclusive_group(required=True)
+    where.add_argument("--command", help="an MCP stdio server's command line (shell-quoted), run sandboxed")
+    where.add_argument("--url", help="a remote MCP server's streamable-HTTP URL (its host must be in --egress)")
     reg.add_argument("--schema", default='{"type": "object"}', help="JSON Schema of the arguments")
     reg.add_argument("--description", default="")
     reg.add_argument("--tier", choices=TIERS, required=True)
@@ -77,7 +79,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         case "register":
             entry = ToolEntry(
                 name=args.name, description=args.description, input_schema=json.loads(args.schema), tier=args.tier,
-                transport=_transport(args.command), owner=args.owner, scopes=tuple(args.scope),
+                transport=_transport(args.command) if args.command else {"kind": "http", "url": args.url},
+                owner=args.owner, scopes=tuple(args.scope),
                 egress=tuple(args.egress), secrets=tuple(args.secret), timeout_ms=int(args.timeout_s * 1000),
             )  # fmt: skip
             registered = await admin.register_tool(settings, entry)
@@ -119,4 +122,3 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             await admin.set_policy(settings, args.tenant, policy, by="cli")
             print(f"policy for {args.tenant}: {policy.to_json()}")
     return 0
-

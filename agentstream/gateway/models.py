@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 # Shared by the handlers and the OpenAPI document, so the document says exactly what is accepted.
 # (JSON Schema `pattern` and `re.fullmatch` agree on these: no `$`-before-newline ambiguity.)
@@ -66,7 +66,8 @@ class DecideApproval(BaseModel):
 
 
 class RegisterTool(BaseModel):
-    """A tenant-owned tool: an MCP stdio server the executor runs in its sandbox."""
+    """A tenant-owned tool: an MCP stdio server the executor runs in its sandbox (`command`), or a
+    remote MCP server over streamable HTTP (`url`, whose host must be in `egress`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -74,11 +75,20 @@ class RegisterTool(BaseModel):
     description: str = Field(default="", max_length=2000)
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     tier: Literal["read_only", "reversible", "irreversible"]
-    command: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(min_length=1, max_length=50)
+    command: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
+        default=None, min_length=1, max_length=50
+    )
+    url: str | None = Field(default=None, min_length=8, max_length=2000, pattern=r"^https?://")
     scopes: list[ToolName] = Field(default_factory=list, max_length=50)
     egress: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(default_factory=list, max_length=50)
     secrets: list[ToolName] = Field(default_factory=list, max_length=20)
     timeout_s: float = Field(default=30.0, ge=0.1, le=3600)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> RegisterTool:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (an MCP stdio server) and url (a remote MCP server)")
+        return self
 
 
 class SwitchTool(BaseModel):

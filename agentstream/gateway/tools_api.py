@@ -3,6 +3,8 @@ the tenant's own tools, and the kill switch for them. Platform tools are adminis
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -43,7 +45,7 @@ class ToolsApi:
         self._fresh()
         draft = ToolEntry(
             name=body.name, description=body.description, input_schema=body.input_schema, tier=body.tier,
-            transport={"kind": "stdio", "server": body.name, "command": body.command[0], "args": body.command[1:]},
+            transport=_transport(body),
             owner=tenant_id, scopes=tuple(body.scopes), egress=tuple(body.egress), secrets=tuple(body.secrets),
             timeout_ms=int(body.timeout_s * 1000),
         )  # fmt: skip
@@ -67,3 +69,9 @@ class ToolsApi:
         if entry is None:
             raise ApiError(404, "not_found", "tool not found")
         return entry
+
+
+def _transport(body: RegisterTool) -> dict[str, Any]:
+    if body.command is not None:
+        return {"kind": "stdio", "server": body.name, "command": body.command[0], "args": body.command[1:]}
+    return {"kind": "http", "server": body.name, "url": body.url}

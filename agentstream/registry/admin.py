@@ -45,6 +45,8 @@ def validate_entry(entry: ToolEntry) -> None:
         raise RegistryError("a stdio tool needs a command")
     if kind == "http" and not str(entry.transport.get("url", "")).startswith(("http://", "https://")):
         raise RegistryError("an http tool needs an http(s) URL")
+    if kind == "http" and not entry.egress:
+        raise RegistryError("an http tool's egress allowlist must name its server (host or host:port)")
     if not 100 <= entry.timeout_ms <= 3_600_000:
         raise RegistryError("timeout must be between 0.1 s and 1 h")
 

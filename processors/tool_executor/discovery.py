@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentstream.registry.entry import ToolEntry
-from processors.tool_executor.mcp_host import McpStdioToolHost
+from processors.tool_executor.mcp_host import McpToolHost
 from processors.tool_executor.registry_host import server_config
 
 
@@ -13,7 +13,7 @@ async def discover(transport: dict[str, Any], *, sandboxed: bool = True) -> list
     """Starts the server `transport` describes, asks `tools/list`, and drafts one registration per
     tool, tier `irreversible` until a person says otherwise: the safe default."""
     probe = ToolEntry(name="discovery", description="", input_schema={}, tier="irreversible", transport=transport)
-    host = McpStdioToolHost(server_config(probe, sandboxed=sandboxed))
+    host = McpToolHost(server_config(probe, sandboxed=sandboxed))
     await host.start()
     try:
         return [

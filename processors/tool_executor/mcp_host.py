@@ -1,6 +1,8 @@
-"""Runs the tools of one MCP server spoken to over stdio, restarting the server when it fails.
+"""Runs the tools of one MCP server, spoken to over stdio (a process we start, restarted when it
+fails, sandboxed when configured) or over streamable HTTP (a server someone else runs, reconnected
+when the connection fails).
 
-The MCP client (`mcp.Client` over `stdio_client`) is built on anyio task groups and cancel scopes,
+The MCP client (`mcp.Client` over `stdio_client` or `streamable_http_client`) is built on anyio task groups and cancel scopes,
 which must be entered and exited by the same task. So one long-lived owner task holds each
 connection open inside its own cancel scope; callers borrow the live connection for their
 requests from their own tasks (the session multiplexes concurrent requests), and ask for a
@@ -65,6 +67,9 @@ class McpServerConfig:
     start_timeout_s: float = 30.0
     # Runs the server in a sandbox (namespaces, rlimits, scrubbed env, allowlisted egress) when set.
     sandbox: SandboxPolicy | None = None
+    # A streamable-HTTP endpoint: when set, no process is started (`command`, `args`, `env` and
+    # `sandbox` do not apply; the caller decides whether the URL may be reached at all).
+    url: str = ""
 
 
 def time_server_config() -> McpServerConfig:
@@ -172,8 +177,8 @@ class _Unavailable(Exception):
     pass
 
 
-class McpStdioToolHost:
-    """A ToolHost over one MCP stdio server. `start()` before use; `call` never raises except for
+class McpToolHost:
+    """A ToolHost over one MCP server (stdio or streamable HTTP). `start()` before use; `call` never raises except for
     cancellation: every failure, the server's included, becomes an error ToolResult."""
 
     def __init__(self, config: McpServerConfig) -> None:
@@ -202,6 +207,9 @@ class McpStdioToolHost:
     async def start(self) -> None:
         if self._owner is not None:
             raise RuntimeError(f"MCP server {self.config.name!r} is already started")
+        if self.config.url and self.config.sandbox is not None:
+            # A sandbox confines a process we start; a remote server has none to confine.
+            raise ValueError(f"MCP server {self.config.name!r} is remote ({self.config.url}); it cannot be sandboxed")
         if self.config.sandbox is not None:
             try:
                 await self._start_sandbox(self.config.sandbox)
@@ -305,7 +313,9 @@ class McpStdioToolHost:
             shutil.rmtree(self._sandbox_dir, ignore_errors=True)
             self._sandbox_dir = None
 
-    def _parameters(self) -> StdioServerParameters:
+    def _parameters(self) -> StdioServerParameters | str:
+        if self.config.url:
+            return self.config.url  # mcp.Client speaks streamable HTTP to a URL
         if self.config.sandbox is None:
             return server_parameters(self.config)
         if self._egress is None or self._sandbox_dir is None:
