@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,3 +24,20 @@ async def isolated_settings(
     settings.home.mkdir(parents=True, exist_ok=True)
     await ensure_topics(settings)
     return settings, scenario_dir
+
+
+def make_git_repo(repo: Path) -> Path:
+    """A git repository with one commit ("first commit", README.md) and one untracked file."""
+    repo.mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "README.md").write_text("hello\n")
+    subprocess.run([*git, "add", "README.md"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first commit"], check=True)
+    (repo / "untracked.txt").write_text("new\n")
+    return repo
+
+
+# In a user namespace the repo's owner can map to a uid other than the git server's, and git then
+# refuses the repo for "dubious ownership". The test repos are ours, so they are marked safe.
+GIT_SAFE_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}

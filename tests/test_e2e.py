@@ -4,9 +4,11 @@ speaking the provider wire protocol, the real mcp-server-time, the demo bank's S
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -30,16 +32,18 @@ from agentstream.events import (
     RunEvent,
     RunFailed,
     RunHalted,
+    RunStarted,
     ToolCallAuthorized,
     ToolCallCompleted,
 )
-from agentstream.registry.admin import read_catalog
+from agentstream.registry.admin import read_catalog, register_tool
 from agentstream.security.signing import platform_signers, sign_capability
 from agentstream.stack import Deployment, ensure_topics
 from agentstream.trajectory import summarize
 from bench.common import comparable_trajectory
 from processors.tool_executor.builtin import bank_stats, bank_transfers
-from tests.harness import isolated_settings
+from processors.tool_executor.discovery import discover
+from tests.harness import GIT_SAFE_ENV, isolated_settings, make_git_repo
 from tools.replay import replay_events
 
 TOOLS = ["calculator", "get_current_time", "lookup", "transfer_funds"]
@@ -63,9 +67,29 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 async def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
-    settings, scen = await isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("e2e"), "e2e", SCENARIOS)
+    home = tmp_path_factory.mktemp("e2e")
+    repo = make_git_repo(home / "repo")
+    git_log = {"tool_calls": [{"name": "git_log", "arguments": {"repo_path": str(repo), "max_count": 1}}]}
+    scenarios = {**SCENARIOS, "gitlog": {"turns": [git_log, {"text": "the last commit is the first one"}]}}
+    settings, scen = await isolated_settings(kafka_bootstrap, home, "e2e", scenarios)
+    # A third-party MCP server, registered like any tool: the executor starts it sandboxed on first use.
+    transport = {"kind": "stdio", "server": "git", "command": sys.executable,
+                 "args": ["-m", "mcp_server_git", "--repository", str(repo)], "env": GIT_SAFE_ENV}  # fmt: skip
+    for draft in await discover(transport):
+        await register_tool(settings, dataclasses.replace(draft, tier="read_only"))
     async with Deployment(settings, [scen]) as d:
         yield d
+
+
+async def test_a_registered_third_party_mcp_server_runs_sandboxed_in_a_run(deployment: Deployment) -> None:
+    d = deployment
+    run_id = await d.client.request_run(RunRequest(task="[scenario:gitlog] what is the last commit?", tools=["git_log"]))
+    entries = [e async for e in d.client.follow(run_id, timeout_s=60)]
+    assert isinstance(entries[-1].event, RunCompleted)
+    started = next(e.event for e in entries if isinstance(e.event, RunStarted))
+    assert "git_log" in started.tool_versions  # pinned like every registered tool
+    result = next(e.event for e in entries if isinstance(e.event, ToolCallCompleted))
+    assert not result.is_error and "first commit" in result.content, result
 
 
 async def run_to_end(d: Deployment, task: str, *, max_steps: int = 12, timeout_s: float = 60) -> list[JournalEntry]:

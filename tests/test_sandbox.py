@@ -31,6 +31,7 @@ from agentstream.sandbox import (
     scrubbed_environment,
 )
 from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
+from tests.harness import GIT_SAFE_ENV, make_git_repo
 
 PROBE_SERVER = Path(__file__).parent / "fixtures" / "probe_mcp_server.py"
 needs_namespaces = pytest.mark.skipif(not namespaces_available(), reason="needs unprivileged user+net namespaces")
@@ -322,15 +323,7 @@ async def test_time_server_runs_in_the_sandbox() -> None:
 
 @pytest.fixture
 def git_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git = ["git", "-C", str(repo), "-c", "user.name=Test", "-c", "user.email=test@example.com"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    (repo / "README.md").write_text("hello\n")
-    subprocess.run([*git, "add", "README.md"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "first commit"], check=True)
-    (repo / "untracked.txt").write_text("new\n")
-    return repo
+    return make_git_repo(tmp_path / "repo")
 
 
 @needs_namespaces
@@ -340,10 +333,7 @@ async def test_git_server_runs_in_the_sandbox(git_repo: Path) -> None:
         name="git",
         command=sys.executable,
         args=["-m", "mcp_server_git", "--repository", str(repo)],
-        # In a user namespace the repo's owner can map to a uid other than the server's (as
-        # nobody, or as root seen from a non-root user), and git then refuses the repo for
-        # "dubious ownership". The repo is ours, so it is marked safe for this server only.
-        env={"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"},
+        env=GIT_SAFE_ENV,
         sandbox=SandboxPolicy(cpu_seconds=20, memory_mb=512),
     )
     host = McpToolHost(config)
