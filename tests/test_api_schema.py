@@ -44,6 +44,11 @@ OPERATIONS = [
     "GET /v1/approvals",
     "GET /v1/approvals/{approval_id}",
     "POST /v1/approvals/{approval_id}",
+    "GET /v1/tools",
+    "POST /v1/tools",
+    "GET /v1/tools/{name}",
+    "POST /v1/tools/{name}/disable",
+    "POST /v1/tools/{name}/enable",
 ]
 
 

@@ -65,29 +65,57 @@ class DecideApproval(BaseModel):
     reason: str = Field(default="", max_length=1000)
 
 
+# host[:port], `*.domain` allowed: what the sandbox's allowlist parses (agentstream.sandbox.policy).
+EGRESS_ENTRY_PATTERN = (
+    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$"
+)
+
+
+def _one_of_command_or_url(schema: dict[str, Any]) -> None:
+    # As the validator says: exactly one of the two, and neither may be null.
+    properties = schema["properties"]
+    for name in ("command", "url"):
+        properties[name] = next(v for v in properties[name]["anyOf"] if v.get("type") != "null")
+    schema["oneOf"] = [{"required": ["command"]}, {"required": ["url"]}]
+    # A remote server's host must be on the allowlist, so a URL needs one.
+    schema["dependentSchemas"] = {"url": {"required": ["egress"], "properties": {"egress": {"minItems": 1}}}}
+
+
 class RegisterTool(BaseModel):
     """A tenant-owned tool: an MCP stdio server the executor runs in its sandbox (`command`), or a
     remote MCP server over streamable HTTP (`url`, whose host must be in `egress`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_one_of_command_or_url)
 
-    name: ToolName
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str = Field(default="", max_length=2000)
-    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description="JSON Schema of the arguments: an object.",
+        json_schema_extra={"properties": {"type": {"const": "object"}}},
+    )
     tier: Literal["read_only", "reversible", "irreversible"]
     command: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
         default=None, min_length=1, max_length=50
     )
     url: str | None = Field(default=None, min_length=8, max_length=2000, pattern=r"^https?://")
     scopes: list[ToolName] = Field(default_factory=list, max_length=50)
-    egress: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(default_factory=list, max_length=50)
+    egress: list[Annotated[str, Field(pattern=EGRESS_ENTRY_PATTERN, max_length=255)]] = Field(
+        default_factory=list, max_length=50
+    )
     secrets: list[ToolName] = Field(default_factory=list, max_length=20)
     timeout_s: float = Field(default=30.0, ge=0.1, le=3600)
 
     @model_validator(mode="after")
     def _one_place(self) -> RegisterTool:
-        if (self.command is None) == (self.url is None):
+        given = [name for name in ("command", "url") if name in self.model_fields_set]
+        if len(given) != 1 or getattr(self, given[0]) is None:
             raise ValueError("give exactly one of command (an MCP stdio server) and url (a remote MCP server)")
+        if self.url is not None and not self.egress:
+            raise ValueError("a remote tool's egress allowlist must name its server's host")
+        if self.input_schema.get("type", "object") != "object":
+            raise ValueError("input_schema must describe a JSON object")
         return self
 
 

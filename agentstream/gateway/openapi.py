@@ -11,7 +11,9 @@ from agentstream.gateway.models import (
     CancelRun,
     CreateRun,
     DecideApproval,
+    RegisterTool,
     ResumeRun,
+    SwitchTool,
 )
 
 RUN_STATUSES = ["queued", "running", "awaiting_approval", "halted", "completed", "failed", "cancelled"]
@@ -108,6 +110,7 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 _ERROR_DESCRIPTIONS = {
     400: "a malformed parameter, header or body; `error.field` names it",
     401: "no valid API key (`Authorization: Bearer <key>`)",
+    403: "not this tenant's to change (platform tools are switched by operators)",
     404: "no such run for this tenant (another tenant's run answers the same)",
     409: "conflicts with the run's state or the Idempotency-Key's earlier request",
     413: "the body is larger than the limit (1 MiB)",
@@ -135,6 +138,27 @@ def _created(description: str) -> dict[str, Any]:
     return {"description": description, "headers": _LOCATION, "content": _json("Run")}
 
 
+_TOOL_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+_TOOL = {
+    "type": "object",
+    "required": ["name", "version", "tier", "input_schema", "transport"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "owner": {"type": ["string", "null"], "description": "the owning tenant; null: platform-wide"},
+        "description": {"type": "string"},
+        "input_schema": {"type": "object"},
+        "tier": {"type": "string", "enum": ["read_only", "reversible", "irreversible"]},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "egress": {"type": "array", "items": {"type": "string"}},
+        "secrets": {"type": "array", "items": {"type": "string"}},
+        "timeout_ms": {"type": "integer"},
+        "transport": {"type": "string", "enum": ["builtin", "stdio", "http"]},
+        "registered_at_ms": {"type": "integer"},
+        "disabled": {"type": "boolean"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+    },
+}
 _APPROVAL_ID = {"name": "approval_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 _APPROVAL = {
     "type": "object",
@@ -178,6 +202,14 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                     "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Approval"}}},
                 },
                 "DecideApproval": DecideApproval.model_json_schema(),
+                "Tool": _TOOL,
+                "ToolPage": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Tool"}}},
+                },
+                "RegisterTool": RegisterTool.model_json_schema(),
+                "SwitchTool": SwitchTool.model_json_schema(),
                 "RunPage": {
                     "type": "object",
                     "required": ["data", "next_cursor"],
@@ -278,6 +310,44 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                         **_errors(*_COMMON, 409, 413, 422, 503),
                     },
                 }
+            },
+            "/v1/tools": {
+                "get": {
+                    "operationId": "listTools",
+                    "responses": {
+                        "200": {"description": "the tools this tenant sees", "content": _json("ToolPage")},
+                        **_errors(400, 401, 429),
+                    },
+                },
+                "post": {
+                    "operationId": "registerTool",
+                    "requestBody": {"required": True, "content": _json("RegisterTool")},
+                    "responses": {
+                        "201": {"description": "the registered (or unchanged) version", "content": _json("Tool")},
+                        **_errors(400, 401, 413, 422, 429),
+                    },
+                },
+            },
+            "/v1/tools/{name}": {
+                "get": {
+                    "operationId": "getTool",
+                    "parameters": [_TOOL_NAME],
+                    "responses": {"200": {"description": "the tool", "content": _json("Tool")}, **_errors(*_COMMON)},
+                }
+            },
+            **{
+                f"/v1/tools/{{name}}/{verb}": {
+                    "post": {
+                        "operationId": f"{verb}Tool",
+                        "parameters": [_TOOL_NAME],
+                        "requestBody": {"required": False, "content": _json("SwitchTool")},
+                        "responses": {
+                            "202": {"description": f"{verb}d in every run", "content": _json("Tool")},
+                            **_errors(*_COMMON, 403, 413, 422),
+                        },
+                    }
+                }
+                for verb in ("disable", "enable")
             },
             "/v1/approvals": {
                 "get": {

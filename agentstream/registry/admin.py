@@ -13,6 +13,7 @@ from agentstream.kafka.table import put_record
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import TIERS, TenantPolicy, ToolEntry, policy_key, switch_key
 from agentstream.registry.reader import CatalogReader
+from agentstream.sandbox.policy import parse_allow_entry
 from agentstream.topics import CATALOG, CONTROL, load_topics
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -47,6 +48,11 @@ def validate_entry(entry: ToolEntry) -> None:
         raise RegistryError("an http tool needs an http(s) URL")
     if kind == "http" and not entry.egress:
         raise RegistryError("an http tool's egress allowlist must name its server (host or host:port)")
+    for allowed in entry.egress:
+        try:
+            parse_allow_entry(allowed)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from exc
     if not 100 <= entry.timeout_ms <= 3_600_000:
         raise RegistryError("timeout must be between 0.1 s and 1 h")
 
