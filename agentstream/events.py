@@ -229,6 +229,8 @@ class ToolCallAuthorized(RunEvent):
     expires_ms: int
     capability: str
     delegation: str
+    rule: str = ""
+    reason: str = ""
 
 
 TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})

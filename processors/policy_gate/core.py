@@ -113,6 +113,8 @@ class PolicyGateCore:
             case ToolCallAuthorized() if not capability_verifies(self.capability, event):
                 pass  # forged: it neither runs (the executor verifies) nor settles the call here
             case ToolCallAuthorized() | ToolCallCompleted():
+                if isinstance(event, ToolCallAuthorized):
+                    self._count(store, event.run_id, run, event.tool, event.call_id)
                 call = store.get(f"call/{event.call_id}")
                 if call is not None and call["stage"] != "done":
                     _set_call(store, event.call_id, {"stage": "done"})
@@ -147,18 +149,20 @@ class PolicyGateCore:
         now = self.clock()
         version = run["versions"].get(request.tool, "")
         tier = entry.tier if entry is not None else "unknown"
+        if verdict.decision != "deny":
+            self._count(store, request.run_id, run, request.tool, request.call_id)
+        if verdict.decision == "allow":
+            # The authorization is the journaled decision (rule and reason included): one event
+            # per allowed call, not two, on the path every tool call takes.
+            _set_call(store, request.call_id, {"stage": "done"})
+            return [self._authorize(request, entry, "policy", now, verdict.rule, verdict.reason)]
         decided = PolicyDecided(
             ids.policy_decided_id(request.call_id), request.run_id, request.tenant_id, request.step, request.call_id,
             request.tool, version, tier, verdict.decision, verdict.rule, verdict.reason, now,
         )  # fmt: skip
-        if verdict.decision != "deny":
-            self._count(store, request.run_id, run, request.tool, request.call_id)
         if verdict.decision == "deny":
             _set_call(store, request.call_id, {"stage": "done"})
             return [decided, self._denial(request, f"DENIED by policy ({verdict.rule}): {verdict.reason}")]
-        if verdict.decision == "allow":
-            _set_call(store, request.call_id, {"stage": "done"})
-            return [decided, self._authorize(request, entry, "policy", now)]
         assert entry is not None
         timeout_s = policy.approval_timeout_s
         tool_timeout = entry.transport.get("approval_timeout_s")
@@ -200,9 +204,12 @@ class PolicyGateCore:
         entry = self._entry(request.tenant_id, run, request.tool)
         if entry is None:
             return [self._denial(request, f"DENIED: {request.tool} is no longer registered")]
-        return [self._authorize(request, entry, f"approval:{call['decided_by']}", self.clock())]
+        by = f"approval:{call['decided_by']}"
+        return [self._authorize(request, entry, by, self.clock(), "approval", f"approved by {call['decided_by']}")]
 
-    def _authorize(self, request: ToolCallRequested, entry: ToolEntry | None, by: str, now: int) -> RunEvent:
+    def _authorize(
+        self, request: ToolCallRequested, entry: ToolEntry | None, by: str, now: int, rule: str, reason: str
+    ) -> RunEvent:
         assert entry is not None
         delegation = ""
         if entry.secrets:
@@ -213,7 +220,7 @@ class PolicyGateCore:
         unsigned = ToolCallAuthorized(
             ids.authorized_id(request.call_id), request.run_id, request.tenant_id, request.step, request.call_id,
             request.tool_call_id, request.tool, entry.version, request.arguments_json, request.idempotency_key,
-            request.timeout_ms, by, now + self.config.capability_ttl_s * 1000, "", delegation,
+            request.timeout_ms, by, now + self.config.capability_ttl_s * 1000, "", delegation, rule, reason,
         )  # fmt: skip
         return replace(unsigned, capability=sign_capability(self.capability, unsigned))
 
