@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from agentstream.client import (
     RunEventMessage,
     RunsClient,
 )
+from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.config import Settings
 from agentstream.events import EVENT_TYPES, RunCompleted
 from agentstream.gateway.service import running_gateway
 from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
@@ -235,3 +238,21 @@ async def test_cli_uses_the_run_api_when_a_key_is_set(
     assert shown["run"]["id"] == run_id and shown["events"][-1]["type"] == "RunCompleted"
     assert await commands.dispatch(parser().parse_args(["runs", "cancel", run_id])) == 1  # it already ended
     assert "already_ended" in capsys.readouterr().err
+
+
+async def test_a_journal_client_opens_one_producer_under_concurrent_first_use(settings: Settings) -> None:
+    """The Kafka-level helper: twenty concurrent first requests share one producer (each had its
+    own before, and all but one leaked, reconnecting forever after the broker went away)."""
+
+    def producer_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "kafka-producer-poll")
+
+    before = producer_threads()
+    client = JournalClient(settings)
+    try:
+        run_ids = await asyncio.gather(*(client.request_run(RunRequest(task=f"t{i}")) for i in range(20)))
+        assert len(set(run_ids)) == 20
+        assert producer_threads() == before + 1
+        assert len(await client.read_run(run_ids[0])) == 1  # the request reached the journal
+    finally:
+        await client.aclose()

@@ -56,14 +56,19 @@ class JournalClient:
         self.codec = AvroCodec()
         self._producer: AsyncProducer | None = None
         self._records: RecordFactory | None = None
+        self._opening = asyncio.Lock()
 
     async def _ready(self) -> tuple[AsyncProducer, RecordFactory]:
-        if self._producer is None or self._records is None:
-            # Says once, clearly, when Kafka is unreachable or the topic is missing, then retries.
-            partitions = await wait_for_kafka(self.settings, self.topic)
-            self._records = RecordFactory(self.codec, self.topic, partitions)
-            self._producer = AsyncProducer(producer_config(self.settings.bootstrap_servers, self.settings.kafka_extra))
-        return self._producer, self._records
+        # Concurrent first calls wait for one producer: each making its own would leak all but one.
+        async with self._opening:
+            if self._producer is None or self._records is None:
+                # Says once, clearly, when Kafka is unreachable or the topic is missing, then retries.
+                partitions = await wait_for_kafka(self.settings, self.topic)
+                self._records = RecordFactory(self.codec, self.topic, partitions)
+                self._producer = AsyncProducer(
+                    producer_config(self.settings.bootstrap_servers, self.settings.kafka_extra)
+                )
+            return self._producer, self._records
 
     async def append(self, event: RunEvent) -> None:
         producer, records = await self._ready()
