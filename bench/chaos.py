@@ -75,6 +75,15 @@ async def killer(deployment: Deployment, kills: int, rng: random.Random, stop: a
             await asyncio.sleep(0.2)
 
 
+def report_first_difference(run_id: str, reference: list[tuple[str, ...]], observed: list[tuple[str, ...]]) -> None:
+    """Print where the first differing run parts from its reference, so a failure can be read."""
+    for index, (want, got) in enumerate(zip(reference, observed, strict=False)):
+        if want != got:
+            print(f"{run_id} differs at item {index}:\n  reference {want}\n  observed  {got}", file=sys.stderr)
+            return
+    print(f"{run_id}: {len(observed)} items against {len(reference)} in its reference", file=sys.stderr)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100)
@@ -137,8 +146,11 @@ async def main() -> None:
         completed += summary.status == "completed"
         steps_total += summary.steps
         min_steps = min(min_steps, summary.steps)
-        if comparable_trajectory(entries, run_id) != references[k]:
+        observed = comparable_trajectory(entries, run_id)
+        if observed != references[k]:
             differing += 1
+            if differing == 1:
+                report_first_difference(run_id, references[k], observed)
         for entry in entries:
             event = entry.event
             if isinstance(event, ToolCallRequested) and event.tool == "transfer_funds":

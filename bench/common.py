@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -109,9 +110,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+ISO_DATE = re.compile(r"(?<!\d)\d{4}-\d{2}-\d{2}(?!\d)")
+
+
 def comparable_trajectory(entries: list[JournalEntry], run_id: str) -> list[tuple[str, ...]]:
     """A run's trajectory with what legitimately differs between two runs of one scenario masked:
-    the run id, and the demo bank's transfer ids (a hash of each call's idempotency key)."""
+    the run id, the demo bank's transfer ids (a hash of each call's idempotency key), and calendar
+    dates, because mcp-server-time's convert_time stamps its answer with today's date: a reference
+    run before midnight UTC and a chaos run after it differ in nothing else."""
     from agentstream.events import ToolCallRequested
     from agentstream.trajectory import trajectory
     from processors.tool_executor.builtin import transfer_id_for
@@ -126,6 +132,6 @@ def comparable_trajectory(entries: list[JournalEntry], run_id: str) -> list[tupl
         for part in item:
             for needle, mask in masks.items():
                 part = part.replace(needle, mask)
-            parts.append(part)
+            parts.append(ISO_DATE.sub("DATE", part))
         out.append(tuple(parts))
     return out
