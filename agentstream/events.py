@@ -45,6 +45,11 @@ class RunRequested(RunEvent):
     idempotency_key: str
     labels: dict[str, str] = field(default_factory=dict)
     request_hash: str = ""
+    # Hard caps for this run (v4); 0 means no cap of that kind beyond the platform's own.
+    budget_usd: float = 0.0
+    budget_tokens: int = 0
+    budget_wall_s: float = 0.0
+    on_loop: str = ""  # "halt" (default) or "warn" when a loop is detected
 
 
 @_register
@@ -73,6 +78,8 @@ class LlmCallRequested(RunEvent):
     messages_json: str
     tools_json: str
     max_tokens: int
+    tier: str = ""  # the model tier the orchestrator's routing policy chose (v2): "small" or "frontier"
+    tier_reason: str = ""
 
 
 @_register
@@ -171,6 +178,9 @@ class ResumeRequested(RunEvent):
     add_steps: int
     reason: str
     requested_by: str
+    add_usd: float = 0.0  # budget raised with the resume (v2)
+    add_tokens: int = 0
+    add_wall_s: float = 0.0
 
 
 @_register
@@ -233,6 +243,96 @@ class ToolCallAuthorized(RunEvent):
     reason: str = ""
 
 
+# The cost governor's records: a reservation before every model or tool call, its settlement
+# after, and a refusal that halts the run. `kind` is "model" or "tool".
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class BudgetReserved(RunEvent):
+    step: int
+    call_id: str
+    kind: str
+    tool: str
+    reserved_usd: float
+    reserved_tokens: int
+    committed_usd: float  # the run's spent + reserved, this reservation included
+    tenant_committed_usd: float  # the tenant's, today
+    price_version: str
+    decided_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class BudgetSettled(RunEvent):
+    step: int
+    call_id: str
+    kind: str
+    tool: str
+    model: str
+    cost_usd: float
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    released_usd: float  # what the reservation held beyond the actual cost
+    price_version: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class BudgetExceeded(RunEvent):
+    step: int
+    call_id: str
+    kind: str
+    limit: str  # budget_usd, budget_tokens, wall_clock, tenant_usd_per_day, tenant_active_runs, kill_switch
+    reason: str
+    resumable: bool
+    evidence_json: str
+    decided_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class LoopDetected(RunEvent):
+    step: int
+    kind: str  # "tool_call" or "model_output"
+    action: str  # "halt" or "warn"
+    signature: str
+    count: int
+    window: int
+    evidence_json: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class LlmCallRouted(RunEvent):
+    """The model router's choice for one attempt of a call: which provider and model, and why."""
+
+    step: int
+    call_id: str
+    attempt: int
+    tier: str
+    provider: str
+    model: str
+    reason: str
+    decided_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class LlmCallDispatched(RunEvent):
+    """The KV-affinity dispatcher's choice of replica for one model call."""
+
+    step: int
+    call_id: str
+    session: str
+    replica: str
+    url: str
+    policy: str
+    reason: str
+    decided_ms: int
+
+
 TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunCancelled"})
 # Not an ending, but the run waits for someone: a stream or a `wait` may stop here.
 SETTLED_TYPES = TERMINAL_TYPES | {"RunHalted"}
@@ -293,6 +393,50 @@ class ProcessorStatus(Event):
     processed: int
     errors: int
     dead_lettered: int
+
+
+# Cost control (the `control` topic): tenant budgets and kill switches. Keyed "budget/<tenant>"
+# and "kill/<scope>/<target>", so compaction keeps the latest setting of each.
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class TenantBudgetSet(Event):
+    event_id: str
+    tenant_id: str
+    usd_per_day: float  # 0: no daily cap
+    max_active_runs: int  # 0: no cap
+    set_by: str
+    set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class KillSwitchSet(Event):
+    event_id: str
+    scope: str  # "platform", "tenant" or "run"
+    target: str  # tenant or run id; "" for the platform
+    engaged: bool
+    reason: str
+    set_by: str
+    set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus(Event):
+    """A model replica's health and KV-cache occupancy (the `replicas.status` topic, keyed
+    "replica/<id>"), reported by the replica's prober."""
+
+    event_id: str
+    replica: str
+    url: str
+    healthy: bool
+    kv_capacity_tokens: int
+    kv_used_tokens: int
+    running: int
+    waiting: int
+    ts_ms: int
 
 
 # Tenants and API keys (the `tenants` topic). `event_id` is the record key, "tenant/<tenant_id>"

@@ -17,6 +17,7 @@ CATALOG = "tools.catalog"
 STATUS = "processors.status"
 DEADLETTER = "deadletter"
 CONTROL = "control"
+REPLICAS = "replicas.status"
 
 
 @dataclass(frozen=True)
