@@ -4,11 +4,17 @@ Per partition it remembers every requested call that has no recorded result yet 
 every call whose result is in the journal (`done/`), and which runs are over (`closed/`). A call is
 performed only if it is pending, its run is open, and no result is recorded: so a request read
 twice, or re-read after a crash, never runs again once its result has been journaled.
+
+A call may also need clearances from other processors before it runs (`requires`: event types
+carrying its `call_id`, such as the cost governor's `BudgetReserved` or the KV dispatcher's
+`LlmCallDispatched`). They may arrive before or after the request; the call starts once it has
+them all, and `perform` receives them (the dispatcher's choice of replica, for one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, TypeVar
 
 from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, CancelRequested, Event, RunEvent
@@ -18,17 +24,27 @@ from agentstream.kafka.state import PartitionStore
 R = TypeVar("R", bound=RunEvent)
 
 
+def cost_clearance() -> frozenset[str]:
+    """A call runs only once the cost governor reserved its budget. AGENTSTREAM_COST_GOVERNOR=0
+    turns the check off, for a deployment that runs no governor and so has no hard caps."""
+    return frozenset() if os.environ.get("AGENTSTREAM_COST_GOVERNOR", "1") == "0" else frozenset({"BudgetReserved"})
+
+
+Clearances = Mapping[str, RunEvent]  # clearance type name -> the event that gave it
+
+
 class CallLedgerCore(Generic[R]):
     def __init__(
         self,
         name: str,
         request_type: type[R],
         is_result: Callable[[Event], str | None],
-        perform: Callable[[R], Awaitable[list[RunEvent]]],
+        perform: Callable[[R, Clearances], Awaitable[list[RunEvent]]],
         result_types: frozenset[str],
         *,
         barrier: Callable[[R], bool] = lambda _request: False,
         admit: Callable[[R], bool] = lambda _request: True,
+        requires: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
         self._request_type = request_type
@@ -36,9 +52,11 @@ class CallLedgerCore(Generic[R]):
         self._perform = perform
         self._barrier = barrier
         self._admit = admit  # requests it refuses are not recorded at all (e.g. a forged authorization)
+        self._requires = requires
         self._accepted = frozenset(
             {
                 request_type.type_name,
+                *requires,
                 "CancelRequested",
                 "RunCompleted",
                 "RunFailed",
@@ -58,10 +76,22 @@ class CallLedgerCore(Generic[R]):
             if store.get(f"done/{call_id}") or store.get(f"closed/{event.run_id}") or store.get(f"pending/{call_id}"):
                 return Outcome()
             store.put(f"pending/{call_id}", {"type": event.type_name, "record": event.to_record()})
-            return Outcome(work=[self._work(event)]) if live else Outcome()
+            return self._start_if_cleared(store, event, call_id) if live else Outcome()
+        if event.type_name in self._requires:
+            assert isinstance(event, RunEvent)
+            cleared: str = event.call_id  # type: ignore[attr-defined]
+            if store.get(f"done/{cleared}") or store.get(f"closed/{event.run_id}"):
+                return Outcome()
+            if store.get(f"clear/{cleared}/{event.type_name}") is not None:
+                return Outcome()  # a clearance read twice starts nothing twice
+            store.put(f"clear/{cleared}/{event.type_name}", {"type": event.type_name, "record": event.to_record()})
+            pending = self._pending(store, cleared)
+            return self._start_if_cleared(store, pending, cleared) if live and pending is not None else Outcome()
         result_of = self._is_result(event)
         if result_of is not None:
             store.delete(f"pending/{result_of}")
+            for type_name in self._requires:
+                store.delete(f"clear/{result_of}/{type_name}")
             store.put(f"done/{result_of}", 1)
             return Outcome()
         if isinstance(event, CancelRequested) or event.type_name in TERMINAL_TYPES:
@@ -73,17 +103,34 @@ class CallLedgerCore(Generic[R]):
     def resume(self, store: PartitionStore) -> Outcome:
         out = Outcome()
         for key in list(store.keys_with_prefix("pending/")):
-            value = store.get(key)
-            if value is None:
-                continue
-            request = EVENT_TYPES[value["type"]](**value["record"])
-            if isinstance(request, self._request_type):
-                out.work.append(self._work(request))
+            request = self._pending(store, key.removeprefix("pending/"))
+            if request is not None:
+                out.extend(self._start_if_cleared(store, request, key.removeprefix("pending/")))
         return out
 
-    def _work(self, request: R) -> WorkItem:
+    def _pending(self, store: PartitionStore, call_id: str) -> R | None:
+        value = store.get(f"pending/{call_id}")
+        if value is None:
+            return None
+        request = EVENT_TYPES[value["type"]](**value["record"])
+        return request if isinstance(request, self._request_type) else None
+
+    def _start_if_cleared(self, store: PartitionStore, request: R, call_id: str) -> Outcome:
+        clearances: dict[str, RunEvent] = {}
+        for type_name in self._requires:
+            value = store.get(f"clear/{call_id}/{type_name}")
+            if value is None:
+                return Outcome()  # waits for the rest of its clearances
+            event = EVENT_TYPES[type_name](**value["record"])
+            assert isinstance(event, RunEvent)
+            clearances[type_name] = event
+        return Outcome(work=[self._work(request, clearances)])
+
+    def _work(self, request: R, clearances: Clearances) -> WorkItem:
         call_id: str = request.call_id  # type: ignore[attr-defined]
-        return WorkItem(key=call_id, run=lambda: self._perform(request), barrier=self._barrier(request))
+        return WorkItem(
+            key=call_id, run=lambda: self._perform(request, clearances), barrier=self._barrier(request)
+        )
 
     def still_wanted(self, store: PartitionStore, key: str) -> bool:
         return store.get(f"pending/{key}") is not None
@@ -92,6 +139,8 @@ class CallLedgerCore(Generic[R]):
     def _close_run(store: PartitionStore, run_id: str, *, keep_done: bool) -> None:
         store.put(f"closed/{run_id}", 1)
         for key in list(store.keys_with_prefix(f"pending/{run_id}/")):
+            store.delete(key)
+        for key in list(store.keys_with_prefix(f"clear/{run_id}/")):
             store.delete(key)
         if not keep_done:
             for key in list(store.keys_with_prefix(f"done/{run_id}/")):

@@ -22,7 +22,7 @@ from agentstream.topics import create_topics, load_topics
 
 # A tenant policy that lets the demo payment tool run without a person (test and bench tenants).
 PAYMENTS_AUTO_APPROVED = TenantPolicy(auto_approve=("transfer_funds",))
-PROCESSORS = ("orchestrator", "policy-gate", "model-invoker", "tool-executor")
+PROCESSORS = ("orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor")
 
 
 async def ensure_broker(settings: Settings) -> LocalKafka | None:

@@ -31,10 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from agentstream.client.journal import RunRequest
+from agentstream.client.scan import read_journal
 from agentstream.events import LlmCallCompleted, ToolCallRequested
 from agentstream.stack import Deployment
 from agentstream.trajectory import summarize
-from bench.common import bench_settings, comparable_trajectory, read_journal
+from bench.common import bench_settings, comparable_trajectory
 from bench.scenarios import chaos_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 from processors.tool_executor.builtin import bank_stats, bank_transfers

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from agentstream.client.journal import JournalEntry
-from agentstream.codec import AvroCodec
 from agentstream.config import ModelSettings, Settings
-from agentstream.events import RunEvent
-from agentstream.kafka.consumer import watermarks
 from agentstream.localkafka import LocalKafka, free_port
 from agentstream.stack import ensure_topics
-from agentstream.topics import JOURNAL, load_topics
 
 
 @asynccontextmanager
@@ -44,37 +36,6 @@ async def bench_settings(name: str) -> AsyncIterator[tuple[Settings, LocalKafka 
     finally:
         if kafka is not None:
             await kafka.stop()
-
-
-async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
-    """The whole journal, decoded, grouped by run, duplicates removed, in journal order."""
-    topic = load_topics(settings.topic_prefix)[JOURNAL].name
-
-    def run() -> dict[str, list[JournalEntry]]:
-        codec = AvroCodec()
-        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "bench-reader"})
-        md = consumer.list_topics(topic, timeout=10)
-        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
-        ends = {tp.partition: watermarks(consumer, tp)[1] for tp in tps}
-        consumer.assign(tps)
-        runs: dict[str, list[JournalEntry]] = defaultdict(list)
-        seen: set[str] = set()
-        done: set[int] = {p for p, end in ends.items() if end == 0}
-        while len(done) < len(ends):
-            for msg in consumer.consume(2000, 0.5):
-                if msg.error() is not None:
-                    continue
-                offset, partition = msg.offset() or 0, msg.partition() or 0
-                if offset + 1 >= ends[partition]:
-                    done.add(partition)
-                event = codec.decode(msg.value())
-                if isinstance(event, RunEvent) and event.event_id not in seen:
-                    seen.add(event.event_id)
-                    runs[event.run_id].append(JournalEntry(event, offset, msg.timestamp()[1]))
-        consumer.close()
-        return dict(runs)
-
-    return await asyncio.to_thread(run)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -35,6 +35,7 @@ import orjson
 
 from agentstream.approvals import record_decision
 from agentstream.client.journal import JournalEntry, RunRequest
+from agentstream.client.scan import read_journal
 from agentstream.config import Settings
 from agentstream.events import (
     ApprovalDecided,
@@ -50,7 +51,7 @@ from agentstream.security.signing import approval_verifies, platform_signers
 from agentstream.stack import Deployment
 from agentstream.tooling import RiskTier
 from agentstream.trajectory import summarize
-from bench.common import bench_settings, read_journal
+from bench.common import bench_settings
 from processors.tool_executor.builtin import bank_transfers
 
 TENANT = "victim"

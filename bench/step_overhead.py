@@ -25,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from confluent_kafka import Consumer, TopicPartition
 
 from agentstream.client.journal import RunRequest
+from agentstream.client.scan import read_journal
 from agentstream.events import LlmCallCompleted, LlmCallRequested, RunCompleted, ToolCallCompleted
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.stack import Deployment
 from agentstream.topics import load_topics
-from bench.common import CpuMeter, bench_settings, percentile, read_journal
+from bench.common import CpuMeter, bench_settings, percentile
 from bench.scenarios import overhead_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 

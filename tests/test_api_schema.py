@@ -41,6 +41,8 @@ OPERATIONS = [
     "POST /v1/runs/{run_id}/cancel",
     "POST /v1/runs/{run_id}/resume",
     "GET /v1/runs/{run_id}/events",
+    "GET /v1/runs/{run_id}/cost",
+    "GET /v1/costs",
     "GET /v1/approvals",
     "GET /v1/approvals/{approval_id}",
     "POST /v1/approvals/{approval_id}",

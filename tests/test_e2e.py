@@ -22,11 +22,13 @@ import pytest
 from agentstream import ids
 from agentstream.cli.commands import show_run
 from agentstream.cli.status import show_status
-from agentstream.client.journal import JournalEntry, RunRequest
+from agentstream.client.journal import JournalEntry, RunBudget, RunRequest
 from agentstream.config import ModelSettings, Settings
 from agentstream.events import (
+    BudgetReserved,
     LlmCallFailed,
     LlmCallRequested,
+    LoopDetected,
     RunCancelled,
     RunCompleted,
     RunEvent,
@@ -138,7 +140,9 @@ async def test_terminal_provider_error_fails_the_run_with_a_reason(deployment: D
 
 async def test_step_cap_halts_a_looping_run_which_resumes_with_more_steps(deployment: Deployment) -> None:
     d = deployment
-    run_id = await d.client.request_run(RunRequest(task="[scenario:loop] go", tools=TOOLS, max_steps=4))
+    # The loop scenario repeats one tool call: with loop detection on warn, only the step cap stops it.
+    warn = RunBudget(on_loop="warn")
+    run_id = await d.client.request_run(RunRequest(task="[scenario:loop] go", tools=TOOLS, max_steps=4, budget=warn))
 
     def halted(n: int) -> Callable[[RunEvent], bool]:
         return lambda e: isinstance(e, RunHalted) and e.halt == n
@@ -157,6 +161,18 @@ async def test_step_cap_halts_a_looping_run_which_resumes_with_more_steps(deploy
     await d.client.cancel(run_id, first.tenant_id, "enough")
     end = [e.event async for e in d.client.follow(run_id, timeout_s=60)][-1]
     assert isinstance(end, RunCancelled) and end.steps == 6
+
+
+async def test_a_repeating_tool_call_halts_the_run_with_the_evidence(deployment: Deployment) -> None:
+    d = deployment
+    run_id = await d.client.request_run(RunRequest(task="[scenario:loop] go", tools=TOOLS, max_steps=20))
+    entries = [e async for e in d.client.follow(run_id, timeout_s=60, until=lambda e: isinstance(e, RunHalted))]
+    halt = entries[-1].event
+    assert isinstance(halt, RunHalted) and halt.limit == "loop" and halt.steps == 3 and "calculator" in halt.reason
+    (loop,) = [e.event for e in entries if isinstance(e.event, LoopDetected)]
+    assert loop.kind in ("tool_call", "model_output") and loop.action == "halt" and loop.count == 3
+    assert "calculator" in json.loads(loop.evidence_json)["repeated"]
+    await d.client.cancel(run_id, halt.tenant_id, "seen enough")
 
 
 async def test_state_is_rebuilt_from_the_topics_and_in_flight_runs_finish(deployment: Deployment) -> None:
@@ -264,9 +280,16 @@ async def test_no_tool_starts_after_its_runs_cancel_is_journaled(deployment: Dep
         )  # fmt: skip
         return replace(unsigned, capability=sign_capability(signer, unsigned))
 
+    def reserved(run_id: str) -> BudgetReserved:  # as the cost governor would, for the same call
+        call_id = ids.tool_call_id(run_id, 1, 0)
+        return BudgetReserved(f"{call_id}/reserved", run_id, "t", 1, call_id, "tool", "transfer_funds", 0.0, 0, 0.0,
+                              0.0, "v", int(time.time() * 1000))  # fmt: skip
+
     cancelled, control = f"run_cancelrace{uuid.uuid4().hex[:8]}", f"run_control{uuid.uuid4().hex[:8]}"
+    await d.client.append(reserved(cancelled))
     await d.client.append(request(cancelled))
     await d.client.cancel(cancelled, "t", "stop at once")
+    await d.client.append(reserved(control))
     await d.client.append(request(control))
     for _ in range(100):
         if any(t["idempotency_key"].startswith(control) for t in bank_transfers(d.settings.bank_path)):

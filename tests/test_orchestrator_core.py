@@ -44,11 +44,11 @@ def completion(step: int, text: str, calls: list[tuple[str, str]]) -> LlmCallCom
 class Loop:
     """An in-memory twin of the Kafka loop: every decided event is appended and evolved at once."""
 
-    def __init__(self, config: OrchestratorConfig | None = None, max_steps: int = 10) -> None:
+    def __init__(self, config: OrchestratorConfig | None = None, max_steps: int = 10, on_loop: str = "") -> None:
         self.config = config or OrchestratorConfig()
         self.journal: list[RunEvent] = []
         self.state: RunState | None = None
-        self.feed(RunRequested(ids.run_requested_id(RUN), RUN, "t", "task", "m", [], max_steps, "k"))
+        self.feed(RunRequested(ids.run_requested_id(RUN), RUN, "t", "task", "m", [], max_steps, "k", on_loop=on_loop))
 
     def feed(self, event: RunEvent) -> list[RunEvent]:
         self.journal.append(event)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from agentstream.client.http import ApiError, NotFound, RunsClient
-from agentstream.client.journal import JournalClient, JournalEntry, RunRequest, read_run_once
+from agentstream.client.journal import JournalClient, JournalEntry, RunBudget, RunRequest, read_run_once
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES, ResumeRequested, RunEvent, RunHalted
 from agentstream.localkafka import LocalKafka
@@ -40,8 +40,8 @@ async def dispatch(args: argparse.Namespace) -> int:
                 return await show_run(settings, args.run_id, as_json=args.json)
             if args.runs_command == "resume":
                 if _api_configured():
-                    return await _via_api(lambda c: _resume_via_api(c, args.run_id, args.add_steps, args.reason))
-                return await _resume(settings, args.run_id, args.add_steps, args.reason)
+                    return await _via_api(lambda c: _resume_via_api(c, args))
+                return await _resume(settings, args)
             if _api_configured():
                 return await _via_api(lambda c: _cancel_via_api(c, args.run_id, args.reason))
             return await _cancel(settings, args.run_id, args.reason)
@@ -88,6 +88,10 @@ async def _process(settings: Settings, name: str, instance: str) -> int:
         from processors.model_invoker.app import build
     elif name == "policy-gate":
         from processors.policy_gate.app import build
+    elif name == "cost-governor":
+        from processors.cost_governor.app import build
+    elif name == "kv-dispatcher":
+        from processors.kv_dispatcher.app import build
     else:
         from processors.tool_executor.app import build
     stop = asyncio.Event()
@@ -108,6 +112,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 tools=args.tool,
                 max_steps=args.max_steps,
                 tenant_id=args.tenant,
+                budget=budget_of(args),
             )
         )
         print(run_id)
@@ -182,7 +187,16 @@ async def _cancel(settings: Settings, run_id: str, reason: str) -> int:
         await client.aclose()
 
 
-async def _resume(settings: Settings, run_id: str, add_steps: int, reason: str) -> int:
+def budget_of(args: argparse.Namespace) -> RunBudget:
+    return RunBudget(usd=args.budget_usd, tokens=args.budget_tokens, wall_s=args.budget_wall_s, on_loop=args.on_loop)
+
+
+def raise_of(args: argparse.Namespace) -> RunBudget:
+    return RunBudget(usd=args.add_usd, tokens=args.add_tokens, wall_s=args.add_wall_s)
+
+
+async def _resume(settings: Settings, args: argparse.Namespace) -> int:
+    run_id, add_steps, reason = args.run_id, args.add_steps, args.reason
     client = JournalClient(settings)
     try:
         entries = await client.read_run(run_id)
@@ -192,7 +206,7 @@ async def _resume(settings: Settings, run_id: str, add_steps: int, reason: str) 
         if not halts or ended or halts[-1].halt in resumed or not halts[-1].resumable:
             print(f"run {run_id} is not halted at a resumable limit", file=sys.stderr)
             return 1
-        await client.resume(run_id, halts[-1].tenant_id, halts[-1].halt, add_steps, reason)
+        await client.resume(run_id, halts[-1].tenant_id, halts[-1].halt, add_steps, reason, raise_budget=raise_of(args))
         print(f"resume requested for {run_id} (+{add_steps} steps)")
         return 0
     finally:
@@ -234,7 +248,9 @@ async def _api_entries(client: RunsClient, run_id: str, started: float | None = 
 
 async def _run_via_api(client: RunsClient, args: argparse.Namespace) -> int:
     # The tenant is the API key's: --tenant applies to the Kafka-level path only.
-    run = await client.create(args.task, model=args.model, tools=args.tool, max_steps=args.max_steps)
+    run = await client.create(
+        args.task, model=args.model, tools=args.tool, max_steps=args.max_steps, budget=budget_of(args)
+    )
     print(run.id)
     if not args.follow:
         return 0
@@ -258,9 +274,9 @@ async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> in
     return 0
 
 
-async def _resume_via_api(client: RunsClient, run_id: str, add_steps: int, reason: str) -> int:
-    await client.resume(run_id, add_steps, reason)
-    print(f"resume requested for {run_id} (+{add_steps} steps)")
+async def _resume_via_api(client: RunsClient, args: argparse.Namespace) -> int:
+    await client.resume(args.run_id, args.add_steps, args.reason, raise_budget=raise_of(args))
+    print(f"resume requested for {args.run_id} (+{args.add_steps} steps)")
     return 0
 
 

@@ -53,7 +53,7 @@ async def _up(settings: Settings) -> tuple[ScriptedModel | None, ProcessorProces
         url = await _stage(3, total, "scripted model server (offline stand-in for a provider)", model.start)
     procs = ProcessorProcesses(child_env(settings, url), settings.home / "logs")
     procs.start_all()
-    await _stage(4, total, "processors (orchestrator, policy-gate, model-invoker, tool-executor)",
+    await _stage(4, total, "processors (orchestrator, policy-gate, cost-governor, model-invoker, tool-executor)",
                  lambda: wait_for_tools(settings, DEMO_TOOLS))  # fmt: skip
     return model, procs, kafka is not None
 

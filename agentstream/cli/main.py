@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from agentstream.cli import commands
+from agentstream.cli.costs import add_cost_parsers
 from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.tenants import add_parsers as add_tenancy_parsers
 from agentstream.cli.tools import add_tools_parser
@@ -28,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=int, default=20)
     run.add_argument("--tenant", default="default")
     run.add_argument("--follow", action="store_true", help="print the trajectory live until the run ends")
+    run.add_argument("--budget-usd", type=float, default=0.0, help="hard dollar cap (default: none)")
+    run.add_argument("--budget-tokens", type=int, default=0, help="hard model-token cap (default: none)")
+    run.add_argument("--budget-wall-s", type=float, default=0.0, help="hard wall-clock cap in seconds (default: none)")
+    run.add_argument("--on-loop", choices=["halt", "warn"], default="halt", help="what a detected loop does")
 
     runs = sub.add_parser("runs", help="inspect runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
@@ -40,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     resume = runs_sub.add_parser("resume", help="resume a run halted at a resumable limit, with more steps")
     resume.add_argument("run_id")
     resume.add_argument("--add-steps", type=int, default=10)
+    resume.add_argument("--add-usd", type=float, default=0.0, help="raise the run's dollar cap by this much")
+    resume.add_argument("--add-tokens", type=int, default=0, help="raise the run's token cap by this much")
+    resume.add_argument("--add-wall-s", type=float, default=0.0, help="raise the run's wall-clock cap by this much")
     resume.add_argument("--reason", default="resumed from the CLI")
 
     replay = sub.add_parser("replay", help="re-drive the orchestrator over a recorded journal and diff")
@@ -59,9 +67,13 @@ def parser() -> argparse.ArgumentParser:
     add_tenancy_parsers(sub)
     add_secrets_parser(sub)
     add_tools_parser(sub)
+    add_cost_parsers(sub)
 
     proc = sub.add_parser("process", help="run one processor in this process (what `dev` starts)")
-    proc.add_argument("name", choices=["orchestrator", "policy-gate", "model-invoker", "tool-executor"])
+    proc.add_argument(
+        "name",
+        choices=["orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor", "kv-dispatcher"],
+    )
     proc.add_argument("--instance", default="0")
     return p
 

@@ -14,7 +14,7 @@ from agentstream.client.http import (
     RunsClient,
     Unauthenticated,
 )
-from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.client.journal import JournalClient, RunBudget, RunRequest
 
 __all__ = [
     "ApiError",
@@ -24,6 +24,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "Run",
+    "RunBudget",
     "RunEventMessage",
     "RunRequest",
     "RunsClient",

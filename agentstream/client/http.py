@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any
 
 import httpx
 import orjson
 
+from agentstream.client.journal import RunBudget
 from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, Event
 
 DEFAULT_CANCEL_REASON = "cancelled by the client"
@@ -78,6 +79,8 @@ class Run:
     created_at_ms: int
     updated_at_ms: int
     resumable: bool = False
+    cost_usd: float = 0.0
+    budget: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -104,6 +107,8 @@ class Run:
             created_at_ms=body.get("created_at_ms", 0),
             updated_at_ms=body.get("updated_at_ms", 0),
             resumable=bool(body.get("resumable", False)),
+            cost_usd=float(body.get("cost_usd", 0.0)),
+            budget=dict(body.get("budget") or {}),
         )
 
 
@@ -176,10 +181,20 @@ class RunsClient:
         max_steps: int = 20,
         labels: dict[str, str] | None = None,
         wait_s: float | None = None,
+        budget: RunBudget | None = None,
     ) -> Run:
         """Creates the run (or returns the one this key already made); with `wait_s`, waits up to
         that long for it to end. Retrying with the same `idempotency_key` is always safe."""
-        body = {"task": task, "model": model, "tools": tools or [], "max_steps": max_steps, "labels": labels or {}}
+        body: dict[str, Any] = {
+            "task": task, "model": model, "tools": tools or [], "max_steps": max_steps, "labels": labels or {}
+        }  # fmt: skip
+        if budget is not None:
+            body["budget"] = {
+                "usd": budget.usd,
+                "tokens": budget.tokens,
+                "wall_s": budget.wall_s,
+                "on_loop": budget.on_loop,
+            }
         params = {"wait": f"{wait_s:g}"} if wait_s else None
         # The server holds a waiting request open for up to wait_s: the read timeout must outlast it.
         timeout = self._timeout_s + (wait_s or 0.0)
@@ -218,11 +233,29 @@ class RunsClient:
         """Requests cancellation; the returned run is as it was when the request was accepted."""
         return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/cancel", json={"reason": reason})))
 
-    async def resume(self, run_id: str, add_steps: int = 10, reason: str = "resumed by the client") -> Run:
-        """Resumes a run halted at a resumable limit, raising its step cap by `add_steps`; the
-        returned run is as it was when the resume was accepted (still `halted`)."""
-        body = {"add_steps": add_steps, "reason": reason}
+    async def resume(
+        self,
+        run_id: str,
+        add_steps: int = 10,
+        reason: str = "resumed by the client",
+        raise_budget: RunBudget | None = None,
+    ) -> Run:
+        """Resumes a run halted at a resumable limit, raising its step cap by `add_steps` and its
+        budget caps by `raise_budget`; the returned run is as it was when the resume was accepted
+        (still `halted`)."""
+        more = raise_budget or RunBudget()
+        body = {"add_steps": add_steps, "reason": reason, "add_usd": more.usd, "add_tokens": more.tokens,
+                "add_wall_s": more.wall_s}  # fmt: skip
         return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/resume", json=body)))
+
+    async def cost(self, run_id: str) -> dict[str, Any]:
+        """What the run has cost so far: dollars, tokens, and per tool and model."""
+        return dict(_json(await self._http.get(f"/v1/runs/{run_id}/cost")))
+
+    async def costs(self, group_by: str = "run", since_ms: int = 0) -> dict[str, Any]:
+        """The tenant's spend grouped by run, tool or model."""
+        params: dict[str, str | int] = {"group_by": group_by, "since_ms": since_ms}
+        return dict(_json(await self._http.get("/v1/costs", params=params)))
 
     # -- events ----------------------------------------------------------------------------------
 

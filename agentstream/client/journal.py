@@ -43,6 +43,17 @@ class RunRequest:
     run_id: str | None = None
     idempotency_key: str | None = None
     request_hash: str = ""
+    budget: RunBudget | None = None
+
+
+@dataclass(frozen=True)
+class RunBudget:
+    """Hard caps for one run, enforced by the cost governor; 0 means no cap of that kind."""
+
+    usd: float = 0.0
+    tokens: int = 0
+    wall_s: float = 0.0
+    on_loop: str = "halt"  # or "warn"
 
 
 def is_terminal(event: RunEvent) -> bool:
@@ -79,6 +90,7 @@ class JournalClient:
 
     async def request_run(self, request: RunRequest) -> str:
         run_id = request.run_id or new_run_id()
+        budget = request.budget or RunBudget()
         await self.append(
             RunRequested(
                 event_id=ids.run_requested_id(run_id),
@@ -91,6 +103,10 @@ class JournalClient:
                 idempotency_key=request.idempotency_key or run_id,
                 labels=dict(request.labels),
                 request_hash=request.request_hash,
+                budget_usd=budget.usd,
+                budget_tokens=budget.tokens,
+                budget_wall_s=budget.wall_s,
+                on_loop=budget.on_loop,
             )
         )
         return run_id
@@ -99,11 +115,22 @@ class JournalClient:
         await self.append(CancelRequested(ids.cancel_requested_id(run_id), run_id, tenant_id, reason, requested_by))
 
     async def resume(
-        self, run_id: str, tenant_id: str, halt: int, add_steps: int, reason: str, requested_by: str = "cli"
+        self,
+        run_id: str,
+        tenant_id: str,
+        halt: int,
+        add_steps: int,
+        reason: str,
+        requested_by: str = "cli",
+        raise_budget: RunBudget | None = None,
     ) -> None:
-        await self.append(
-            ResumeRequested(ids.resume_id(run_id, halt), run_id, tenant_id, halt, add_steps, reason, requested_by)
-        )
+        """Resumes a halted run, adding steps and, with `raise_budget`, raising its caps by that much."""
+        more = raise_budget or RunBudget()
+        event = ResumeRequested(
+            ids.resume_id(run_id, halt), run_id, tenant_id, halt, add_steps, reason, requested_by,
+            add_usd=more.usd, add_tokens=more.tokens, add_wall_s=more.wall_s,
+        )  # fmt: skip
+        await self.append(event)
 
     async def read_run(self, run_id: str) -> list[JournalEntry]:
         """Everything journaled for a run so far, in journal order, duplicates removed."""

@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.client.journal import JournalClient, RunBudget, RunRequest
 from agentstream.events import TERMINAL_TYPES
 from agentstream.gateway.approvals_api import ApprovalsApi
+from agentstream.gateway.costs_api import run_cost, tenant_costs
 from agentstream.gateway.errors import ApiError, not_found
 from agentstream.gateway.models import (
     CURSOR,
@@ -98,6 +99,8 @@ class Gateway:
             Route("/v1/runs/{run_id}/cancel", self._guard(self.cancel_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/resume", self._guard(self.resume_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/events", self._guard(self.stream_events), methods=["GET"]),
+            Route("/v1/runs/{run_id}/cost", self._guard(self.get_run_cost), methods=["GET"]),
+            Route("/v1/costs", self._guard(self.list_costs, "group_by", "since_ms"), methods=["GET"]),
             Route("/v1/approvals", self._guard(self.list_approvals, "status"), methods=["GET"]),
             Route("/v1/approvals/{approval_id}", self._guard(self.get_approval), methods=["GET"]),
             Route("/v1/approvals/{approval_id}", self._guard(self.decide_approval), methods=["POST"]),
@@ -163,6 +166,7 @@ class Gateway:
                     run_id=run_id,
                     idempotency_key=key,
                     request_hash=request_hash,
+                    budget=None if body.budget is None else RunBudget(**body.budget.model_dump()),
                 )
             )
             existing = await self.index.wait_for(run_id, self.config.read_your_write_s, terminal=False)
@@ -230,6 +234,7 @@ class Gateway:
             body.add_steps,
             body.reason,
             requested_by=f"api:{caller.tenant_id}",
+            raise_budget=RunBudget(usd=body.add_usd, tokens=body.add_tokens, wall_s=body.add_wall_s),
         )
         return JSONResponse(view.resource(), status_code=202)
 
@@ -274,6 +279,15 @@ class Gateway:
                     yield b"".join(chunk)
                 if ended:
                     return
+
+    # -- costs ------------------------------------------------------------------------------------
+
+    async def get_run_cost(self, request: Request, caller: Caller) -> Response:
+        return run_cost(self.index, request.path_params["run_id"], caller.tenant_id)
+
+    async def list_costs(self, request: Request, caller: Caller) -> Response:
+        since_ms = _int_param(request, "since_ms", 0, 0, 10**15)
+        return tenant_costs(self.index, request, caller.tenant_id, since_ms)
 
     # -- approvals --------------------------------------------------------------------------------
 

@@ -29,6 +29,19 @@ def _integral(value: object) -> object:
 Integer = Annotated[int, BeforeValidator(_integral)]
 
 
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    usd: float = Field(default=0.0, ge=0, le=1_000_000, description="Dollar cap for the run; 0: none.")
+    tokens: Integer = Field(
+        default=0, ge=0, le=10_000_000_000, description="Model token cap (input + output); 0: none."
+    )
+    wall_s: float = Field(
+        default=0.0, ge=0, le=2_592_000, description="Wall-clock cap in seconds from the first call; 0: none."
+    )
+    on_loop: Literal["halt", "warn"] = Field(default="halt", description="What a detected loop does to the run.")
+
+
 class CreateRun(BaseModel):
     # strict: "5", 5.5 or true for max_steps are refused, not coerced (the document says integer)
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -40,6 +53,7 @@ class CreateRun(BaseModel):
         default=20, ge=1, le=100, description="Model calls before the run halts (resumable with more steps)."
     )
     labels: dict[LabelKey, Annotated[str, Field(max_length=500)]] = Field(default_factory=dict, max_length=50)
+    budget: Budget | None = Field(default=None, description="Hard caps, enforced before every model and tool call.")
 
 
 class CancelRun(BaseModel):
@@ -49,9 +63,12 @@ class CancelRun(BaseModel):
 
 
 class ResumeRun(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     add_steps: Integer = Field(default=10, ge=0, le=100, description="Model calls added to the run's step cap.")
+    add_usd: float = Field(default=0.0, ge=0, le=1_000_000, description="Dollars added to the run's dollar cap.")
+    add_tokens: Integer = Field(default=0, ge=0, le=10_000_000_000, description="Tokens added to the run's token cap.")
+    add_wall_s: float = Field(default=0.0, ge=0, le=2_592_000, description="Seconds added to the wall-clock cap.")
     reason: str = Field(default="resumed by the client", min_length=1, max_length=1000)
 
 

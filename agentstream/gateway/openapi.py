@@ -5,9 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
+
 from agentstream.gateway.models import (
     CURSOR_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
+    Budget,
     CancelRun,
     CreateRun,
     DecideApproval,
@@ -57,6 +60,8 @@ _RUN = {
         "reason": {"type": ["string", "null"]},
         "final_answer": {"type": ["string", "null"]},
         "resumable": {"type": "boolean", "description": "halted at a limit that a resume can raise"},
+        "budget": {"$ref": "#/components/schemas/Budget"},
+        "cost_usd": {"type": "number", "description": "settled cost so far, in US dollars"},
         "created_at_ms": {"type": "integer"},
         "updated_at_ms": {"type": "integer"},
         "events_url": {"type": "string"},
@@ -121,6 +126,13 @@ _ERROR_DESCRIPTIONS = {
 _LOCATION = {"Location": {"description": "the run's URL", "required": True, "schema": {"type": "string"}}}
 
 
+def _component(model: type[BaseModel]) -> dict[str, Any]:
+    # Nested models are components of their own, referenced from the document's root.
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
 def _json(schema_ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}
 
@@ -179,6 +191,46 @@ _APPROVAL = {
         "decided_at_ms": {"type": ["integer", "null"]},
     },
 }
+_RUN_COST = {
+    "type": "object",
+    "required": ["run_id", "usd", "model_calls", "tool_calls", "by_tool", "by_model", "price_versions"],
+    "properties": {
+        "run_id": {"type": "string"},
+        "usd": {"type": "number", "description": "settled cost in US dollars (reservations not included)"},
+        "input_tokens": {"type": "integer"},
+        "cached_input_tokens": {"type": "integer"},
+        "output_tokens": {"type": "integer"},
+        "model_calls": {"type": "integer"},
+        "tool_calls": {"type": "integer"},
+        "by_tool": {"type": "object", "additionalProperties": {"type": "number"}},
+        "by_model": {"type": "object", "additionalProperties": {"type": "number"}},
+        "price_versions": {"type": "array", "items": {"type": "string"}},
+        "status": {"type": "string"},
+        "budget": {"type": "object"},
+    },
+}
+_COST_REPORT = {
+    "type": "object",
+    "required": ["group_by", "total_usd", "data"],
+    "properties": {
+        "group_by": {"type": "string", "enum": ["run", "tool", "model"]},
+        "since_ms": {"type": "integer"},
+        "total_usd": {"type": "number"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "usd", "runs", "calls"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "usd": {"type": "number"},
+                    "runs": {"type": "integer"},
+                    "calls": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 # Every run-scoped operation: an unknown query parameter, authentication, the run, the tenant's rate.
 _COMMON = (400, 401, 404, 429)
@@ -219,9 +271,12 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                     },
                 },
                 "RunEvent": _SSE_EVENT,
-                "CreateRun": CreateRun.model_json_schema(),
+                "CreateRun": _component(CreateRun),
+                "Budget": _component(Budget),
+                "RunCost": _RUN_COST,
+                "CostReport": _COST_REPORT,
                 "CancelRun": CancelRun.model_json_schema(),
-                "ResumeRun": ResumeRun.model_json_schema(),
+                "ResumeRun": _component(ResumeRun),
             },
         },
         "security": [{"apiKey": []}],
@@ -297,6 +352,40 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                     "responses": {
                         "202": {"description": "cancel journaled", "content": _json("Run")},
                         **_errors(*_COMMON, 409, 413, 422),
+                    },
+                }
+            },
+            "/v1/runs/{run_id}/cost": {
+                "get": {
+                    "operationId": "getRunCost",
+                    "parameters": [_RUN_ID],
+                    "responses": {
+                        "200": {"description": "what the run has cost so far", "content": _json("RunCost")},
+                        **_errors(*_COMMON),
+                    },
+                }
+            },
+            "/v1/costs": {
+                "get": {
+                    "operationId": "listCosts",
+                    "parameters": [
+                        {
+                            "name": "group_by",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["run", "tool", "model"], "default": "run"},
+                        },
+                        {
+                            "name": "since_ms",
+                            "in": "query",
+                            "required": False,
+                            "description": "only runs created at or after this time (ms since the epoch)",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 10**15},
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "the tenant's spend, grouped", "content": _json("CostReport")},
+                        **_errors(400, 401, 429),
                     },
                 }
             },

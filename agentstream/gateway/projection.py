@@ -19,10 +19,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
+from agentstream.costs import RunCost
 from agentstream.events import (
     TERMINAL_TYPES,
     ApprovalDecided,
     ApprovalRequested,
+    BudgetSettled,
     LlmCallCompleted,
     ResumeRequested,
     RunCancelled,
@@ -101,6 +103,8 @@ class RunView:
     halts: int = 0
     resumable: bool = False
     pending_approvals: int = 0
+    budget: dict[str, Any] = field(default_factory=dict)
+    cost: RunCost | None = None
     events: list[StoredEvent] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
 
@@ -131,6 +135,8 @@ class RunView:
             "reason": self.reason or None,
             "final_answer": self.final_answer or None,
             "resumable": self.status == "halted" and self.resumable,
+            "budget": self.budget,
+            "cost_usd": round(self.cost.usd, 9) if self.cost is not None else 0.0,
             "created_at_ms": self.created_ms,
             "updated_at_ms": self.updated_ms,
             "events_url": f"/v1/runs/{self.run_id}/events",
@@ -215,8 +221,14 @@ class RunIndex:
                 labels=dict(event.labels),
                 request_hash=event.request_hash,
                 created_ms=timestamp_ms,
-            )
+                budget={"usd": event.budget_usd, "tokens": event.budget_tokens, "wall_s": event.budget_wall_s,
+                        "on_loop": event.on_loop or "halt"},
+                cost=RunCost(event.run_id, event.tenant_id),
+            )  # fmt: skip
             self.runs[event.run_id] = view
+        if isinstance(event, BudgetSettled) and view.cost is not None:
+            # A run's last call is often settled after the run ended: its cost counts all the same.
+            view.cost.add(event, timestamp_ms)
         if view.terminal or event.event_id in view.seen_ids:
             return  # a re-emitted duplicate, or something after the end: neither changes the run
         view.seen_ids.add(event.event_id)
@@ -330,6 +342,9 @@ def _summarise(view: RunView, event: RunEvent) -> None:
             view.halts, view.resumable = event.halt, event.resumable
         case ResumeRequested() if view.status == "halted" and event.halt == view.halts:
             view.status, view.reason = "running", ""
+            for name, added in (("usd", event.add_usd), ("tokens", event.add_tokens), ("wall_s", event.add_wall_s)):
+                if view.budget.get(name):
+                    view.budget[name] += added
         case RunFailed():
             view.status, view.reason, view.steps = "failed", f"{event.error_type}: {event.reason}", event.steps
         case RunCancelled():

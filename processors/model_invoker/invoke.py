@@ -2,54 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-
 import orjson
 
 from agentstream import ids
 from agentstream.chaos import crash_point
 from agentstream.events import LlmCallCompleted, LlmCallFailed, LlmCallRequested, RunEvent
-from agentstream.llm import ChatRequest, ModelProvider, ProviderError, messages_from_json, tools_from_json
-from processors.model_invoker.providers.retry import RetryPolicy, complete_with_retries
+from agentstream.llm import ProviderError
+from processors.model_invoker.router import ModelRouter
 
 
 class ModelInvoker:
-    def __init__(self, provider: ModelProvider, policy: RetryPolicy, max_concurrency: int = 32) -> None:
-        self.provider = provider
-        self.policy = policy
-        # A bulkhead per provider: more calls in flight than the endpoint serves at once only
-        # queue inside the HTTP client's pool, where bookkeeping grows with every waiting request.
-        self._slots = asyncio.Semaphore(max_concurrency)
-        # Jitter only spaces retries out; it never reaches the journal or a decision.
-        self._rng = random.Random()
+    """Routes each call through the `ModelRouter` (tiers, fallbacks, breakers, bulkheads) and
+    journals the routing decisions followed by the call's failed attempts and its outcome."""
 
-    async def perform(self, request: LlmCallRequested) -> list[RunEvent]:
-        failures: list[ProviderError] = []
+    def __init__(self, router: ModelRouter) -> None:
+        self.router = router
 
-        async def on_attempt_failed(attempt: int, error: ProviderError) -> None:
-            failures.append(error)
-
-        chat = ChatRequest(
-            model=request.model,
-            messages=messages_from_json(request.messages_json),
-            tools=tools_from_json(request.tools_json),
-            max_tokens=request.max_tokens,
-            call_id=request.call_id,
-        )
-        try:
-            async with self._slots:
-                started = time.perf_counter()  # provider time only, not the wait for a slot
-                result, attempts = await complete_with_retries(
-                    self.provider, chat, self.policy, rng=self._rng, on_attempt_failed=on_attempt_failed
-                )
-        except ProviderError as error:
-            if not failures or failures[-1] is not error:
-                failures.append(error)
-            return [self._failed(request, e, n, final=n == len(failures)) for n, e in enumerate(failures, start=1)]
+    async def perform(self, request: LlmCallRequested, pinned_url: str | None = None) -> list[RunEvent]:
+        routed = await self.router.complete(request, request.tier, pinned_url=pinned_url)
+        events: list[RunEvent] = list(routed.routed)
+        failures = routed.failures
+        result = routed.result
+        if result is None:
+            events += [
+                self._failed(request, f.provider, f.error, n, final=n == len(failures))
+                for n, f in enumerate(failures, start=1)
+            ]
+            return events
         crash_point("model_after_reply")
-        events: list[RunEvent] = [self._failed(request, e, n, final=False) for n, e in enumerate(failures, start=1)]
+        events += [self._failed(request, f.provider, f.error, n, final=False) for n, f in enumerate(failures, start=1)]
         events.append(
             LlmCallCompleted(
                 event_id=ids.completed_event_id(request.call_id),
@@ -57,28 +38,31 @@ class ModelInvoker:
                 tenant_id=request.tenant_id,
                 step=request.step,
                 call_id=request.call_id,
-                provider=self.provider.name,
-                model=result.model or request.model,
+                provider=routed.provider,
+                model=result.model or routed.model,
                 text=result.text,
                 tool_calls_json=orjson.dumps([c.to_dict() for c in result.tool_calls]).decode(),
                 finish_reason=result.finish_reason,
                 input_tokens=result.usage.input_tokens,
                 output_tokens=result.usage.output_tokens,
                 cached_input_tokens=result.usage.cached_input_tokens,
-                latency_ms=(time.perf_counter() - started) * 1000.0,
-                attempts=attempts,
+                latency_ms=routed.latency_ms,
+                attempts=routed.attempts,
             )
         )
         return events
 
-    def _failed(self, request: LlmCallRequested, error: ProviderError, attempt: int, *, final: bool) -> LlmCallFailed:
+    @staticmethod
+    def _failed(
+        request: LlmCallRequested, provider: str, error: ProviderError, attempt: int, *, final: bool
+    ) -> LlmCallFailed:
         return LlmCallFailed(
             event_id=ids.failed_event_id(request.call_id, attempt),
             run_id=request.run_id,
             tenant_id=request.tenant_id,
             step=request.step,
             call_id=request.call_id,
-            provider=self.provider.name,
+            provider=provider,
             error_type=error.error_type,
             message=str(error)[:2000],
             status=error.status,

@@ -18,6 +18,7 @@ HANDLED = frozenset(
     {
         "RunRequested", "RunStarted", "CancelRequested", "LlmCallRequested", "LlmCallCompleted",
         "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunHalted", "ResumeRequested", "RunCompleted", "RunFailed", "RunCancelled",
+        "BudgetExceeded", "LoopDetected",
     }
 )  # fmt: skip
 

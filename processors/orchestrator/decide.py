@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+
 from agentstream import ids
 from agentstream.events import (
     LlmCallRequested,
+    LoopDetected,
     RunCancelled,
     RunCompleted,
     RunEvent,
@@ -21,6 +24,8 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
+from agentstream.routing import choose_tier
+from processors.orchestrator.loops import WINDOW
 from processors.orchestrator.state import RunState
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -55,6 +60,13 @@ def decide(
         return [RunCancelled(ids.terminal_id(run), run, tenant, state.step, state.cancel_reason)]
     if state.status == "halted":
         return []  # waits for a resume (or a cancel)
+    noticed = _loop_notice(state)
+    if state.halt_limit:
+        halt = state.halts + 1
+        return [
+            *noticed,
+            RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, state.halt_limit, state.halt_reason, True),
+        ]
     if state.llm_failure is not None:
         return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "model_error", state.llm_failure)]
     if state.final_answer is not None:
@@ -63,9 +75,9 @@ def decide(
         reason = f"the model produced only invalid tool calls {state.invalid_streak} steps in a row"
         return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "invalid_tool_calls", reason)]
     if state.llm_pending is not None:
-        return []
+        return noticed
     if state.planned:
-        return [
+        return noticed + [
             ToolCallRequested(
                 event_id=ids.requested_event_id(p.call_id),
                 run_id=run,
@@ -92,7 +104,9 @@ def decide(
         return [RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, "step_cap", reason, True)]
     step = state.step + 1
     call_id = ids.llm_call_id(run, step)
+    tier, tier_reason = choose_tier(step, state.messages, state.model)
     return [
+        *noticed,
         LlmCallRequested(
             event_id=ids.requested_event_id(call_id),
             run_id=run,
@@ -103,6 +117,28 @@ def decide(
             messages_json=messages_to_json(state.messages),
             tools_json=state.tools_json,
             max_tokens=config.max_tokens,
+            tier=tier,
+            tier_reason=tier_reason,
+        ),
+    ]
+
+
+def _loop_notice(state: RunState) -> list[RunEvent]:
+    if not state.loop_signature:
+        return []
+    evidence = {"repeated": state.loop_evidence, "recent_signatures": list(state.recent)}
+    return [
+        LoopDetected(
+            event_id=f"{ids.step_prefix(state.run_id, state.step)}/loop",
+            run_id=state.run_id,
+            tenant_id=state.tenant_id,
+            step=state.step,
+            kind=state.loop_kind,
+            action=state.on_loop,
+            signature=state.loop_signature,
+            count=state.loop_count,
+            window=WINDOW,
+            evidence_json=orjson.dumps(evidence).decode(),
         )
     ]
 

@@ -10,11 +10,13 @@ import orjson
 
 from agentstream import ids
 from agentstream.events import (
+    BudgetExceeded,
     CancelRequested,
     Event,
     LlmCallCompleted,
     LlmCallFailed,
     LlmCallRequested,
+    LoopDetected,
     ResumeRequested,
     RunCancelled,
     RunCompleted,
@@ -26,6 +28,7 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.llm import Message, ToolCall, tools_from_json
+from processors.orchestrator.loops import observe
 from processors.orchestrator.state import PlannedCall, RunState, assistant_message
 from processors.orchestrator.validation import validate_call
 
@@ -48,6 +51,7 @@ def _(event: RunRequested, state: RunState | None) -> RunState | None:
         tool_names=tuple(event.tools),
         max_steps=event.max_steps,
         labels=dict(event.labels),
+        on_loop="warn" if event.on_loop == "warn" else "halt",
     )
 
 
@@ -109,6 +113,7 @@ def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
                 is_error=error is not None,
             )
         )
+    state = _watch_for_loops(state, event.text, calls)  # only outputs that ask for tools can loop
     all_invalid = all(p.is_error for p in planned)
     state = replace(state, planned=tuple(planned), invalid_streak=state.invalid_streak + 1 if all_invalid else 0)
     return _observe_if_complete(state)
@@ -135,6 +140,52 @@ def _(event: ToolCallCompleted, state: RunState | None) -> RunState | None:
     return _observe_if_complete(replace(state, planned=planned))
 
 
+def _watch_for_loops(state: RunState, text: str, calls: tuple[ToolCall, ...]) -> RunState:
+    recent, loops = observe(state.recent, text, calls)
+    state = replace(state, recent=recent)
+    # A warning is given once per repeated thing; a halt is given whenever it repeats again.
+    fresh = [loop for loop in loops if state.on_loop == "halt" or loop.signature not in state.loops_reported]
+    if not fresh:
+        return state
+    loop = fresh[0]
+    state = replace(
+        state, loop_kind=loop.kind, loop_signature=loop.signature, loop_count=loop.count, loop_evidence=loop.evidence
+    )
+    if state.on_loop == "halt" and not state.halt_limit:
+        what = "tool call" if loop.kind == "tool_call" else "model output"
+        reason = f"loop detected: the same {what} {loop.count} times within the last steps: {loop.evidence[:120]}"
+        state = replace(state, halt_limit="loop", halt_reason=reason)
+    return state
+
+
+@evolve.register
+def _(event: LoopDetected, state: RunState | None) -> RunState | None:
+    if state is None or event.signature != state.loop_signature:
+        return state
+    reported = (*state.loops_reported, event.signature)[-32:]
+    return replace(state, loop_kind="", loop_signature="", loop_count=0, loop_evidence="", loops_reported=reported)
+
+
+@evolve.register
+def _(event: BudgetExceeded, state: RunState | None) -> RunState | None:
+    """The cost governor refused a call: it never ran. The run halts with the governor's reason
+    and, once resumed, asks for the same call again (same id, so nothing is done twice)."""
+    if state is None or state.terminal:
+        return state
+    if event.kind == "model":
+        if state.llm_pending != event.call_id:
+            return state
+        state = replace(state, llm_pending=None, step=state.step - 1)
+    else:
+        if not any(p.call_id == event.call_id and p.result is None for p in state.planned):
+            return state
+        planned = tuple(replace(p, requested=False) if p.call_id == event.call_id else p for p in state.planned)
+        state = replace(state, planned=planned)
+    if state.status != "running" or state.halt_limit:
+        return state
+    return replace(state, halt_limit=event.limit, halt_reason=event.reason)
+
+
 def _observe_if_complete(state: RunState) -> RunState:
     """Once every call of the step has a result, the observations join the conversation in the
     order the model asked for them (not the order they finished), so replay is deterministic."""
@@ -150,7 +201,7 @@ def _observe_if_complete(state: RunState) -> RunState:
 def _(event: RunHalted, state: RunState | None) -> RunState | None:
     if state is None or state.status != "running" or event.halt != state.halts + 1:
         return state
-    return replace(state, status="halted", halts=event.halt, outcome_reason=event.reason)
+    return replace(state, status="halted", halts=event.halt, outcome_reason=event.reason, halt_limit="", halt_reason="")
 
 
 @evolve.register
@@ -158,7 +209,10 @@ def _(event: ResumeRequested, state: RunState | None) -> RunState | None:
     # Only the resume of the current halt counts: a late or repeated one changes nothing.
     if state is None or state.status != "halted" or event.halt != state.halts:
         return state
-    return replace(state, status="running", max_steps=state.max_steps + max(0, event.add_steps), outcome_reason="")
+    # A fresh window: what repeated before the halt does not count against the resumed run.
+    return replace(
+        state, status="running", max_steps=state.max_steps + max(0, event.add_steps), outcome_reason="", recent=()
+    )
 
 
 @evolve.register

@@ -51,6 +51,17 @@ class RunState:
     cancel_reason: str | None = None
     outcome_reason: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # A halt decided but not yet journaled (the cost governor refused a call, or a loop halts it).
+    halt_limit: str = ""
+    halt_reason: str = ""
+    # Loop detection: signatures of the last steps' model outputs and tool calls, oldest first.
+    on_loop: str = "halt"
+    recent: tuple[str, ...] = ()
+    loop_kind: str = ""  # a detected loop not yet journaled
+    loop_signature: str = ""
+    loop_count: int = 0
+    loop_evidence: str = ""
+    loops_reported: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -64,6 +75,8 @@ class RunState:
         d["tool_names"] = tuple(d["tool_names"])
         d["messages"] = tuple(Message.from_dict(m) if isinstance(m, dict) else m for m in d["messages"])
         d["planned"] = tuple(PlannedCall(**p) if isinstance(p, dict) else p for p in d["planned"])
+        d["recent"] = tuple(d.get("recent", ()))
+        d["loops_reported"] = tuple(d.get("loops_reported", ()))
         return RunState(**d)
 
 

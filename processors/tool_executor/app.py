@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from agentstream.calls import CallLedgerCore
+from agentstream.calls import CallLedgerCore, cost_clearance
 from agentstream.config import Settings
 from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.keys import local_key_provider
@@ -87,10 +87,11 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         "tool-executor",
         ToolCallAuthorized,
         _result_of,
-        executor.perform,
+        lambda request, _clearances: executor.perform(request),
         frozenset({"ToolCallCompleted"}),
         barrier=needs_barrier,
         admit=executor.admits,
+        requires=cost_clearance(),
     )
 
     async def close() -> None:

@@ -1,0 +1,1 @@
+"""Tenant budgets and cost kill switches: operator controls on the `control` topic."""

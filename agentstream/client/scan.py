@@ -1,0 +1,54 @@
+"""Reading the whole journal once, from the start to its current end: for reports and audits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from agentstream.client.journal import JournalEntry
+from agentstream.codec import AvroCodec, DecodeError
+from agentstream.config import Settings
+from agentstream.events import RunEvent
+from agentstream.kafka.consumer import consumer_config, watermarks
+from agentstream.topics import JOURNAL, load_topics
+
+
+async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
+    """The whole journal, decoded, grouped by run, duplicates removed, in journal order.
+    Undecodable records are skipped: the processors have dead-lettered them already."""
+    topic = load_topics(settings.topic_prefix)[JOURNAL].name
+
+    def run() -> dict[str, list[JournalEntry]]:
+        codec = AvroCodec()
+        consumer = Consumer(
+            consumer_config(settings.bootstrap_servers, settings.kafka_extra, {"group.id": "agentstream-reader"})
+        )
+        try:
+            md = consumer.list_topics(topic, timeout=10)
+            tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
+            ends = {tp.partition: watermarks(consumer, tp)[1] for tp in tps}
+            consumer.assign(tps)
+            runs: dict[str, list[JournalEntry]] = defaultdict(list)
+            seen: set[str] = set()
+            done: set[int] = {p for p, end in ends.items() if end == 0}
+            while len(done) < len(ends):
+                for msg in consumer.consume(2000, 0.5):
+                    if msg.error() is not None:
+                        continue
+                    offset, partition = msg.offset() or 0, msg.partition() or 0
+                    if offset + 1 >= ends[partition]:
+                        done.add(partition)
+                    try:
+                        event = codec.decode(msg.value())
+                    except DecodeError:
+                        continue
+                    if isinstance(event, RunEvent) and event.event_id not in seen:
+                        seen.add(event.event_id)
+                        runs[event.run_id].append(JournalEntry(event, offset, msg.timestamp()[1]))
+            return dict(runs)
+        finally:
+            consumer.close()
+
+    return await asyncio.to_thread(run)
