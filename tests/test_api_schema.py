@@ -114,13 +114,19 @@ def _sends_framing_headers(case: Case[Any]) -> bool:
     return any(name.lower() in FRAMING_HEADERS for name in case.headers or {})
 
 
+def _query_is_sent_as_generated(case: Case[Any]) -> bool:
+    # A query parameter whose value is an empty list is left out of the URL by the HTTP client, so
+    # the request sent is not the negative case generated (an extra parameter "accepted" unseen).
+    return not any(value == [] for value in (case.query or {}).values())
+
+
 def _fuzz(target: Target, operation: APIOperation[Any, Any, Any, Any], mode: GenerationMode) -> None:
     strategy = operation.as_strategy(generation_mode=mode)
     if "run_id" in operation.path:
         strategy = st.one_of(
             strategy, operation.as_strategy(generation_mode=mode, path_parameters={"run_id": target.finished_run})
         )
-    strategy = strategy.filter(lambda case: not _sends_framing_headers(case))
+    strategy = strategy.filter(lambda case: not _sends_framing_headers(case) and _query_is_sent_as_generated(case))
 
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=strategy)

@@ -292,3 +292,37 @@ async def test_openapi_document_is_served(api: Api) -> None:
     async with api.client(None) as c:
         doc = (await c.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.1") and "/v1/runs/{run_id}/events" in doc["paths"]
+
+
+async def test_budgets_through_the_api_and_what_runs_cost(api: Api) -> None:
+    async with api.client(api.key_a) as c, api.client(api.key_b) as other:
+        bad = await create(c, {"task": "[scenario:steps] x", "budget": {"usd": -1}})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "budget.usd"
+        # Each step reserves about $0.005 (1,024 output tokens at $4/M, plus the growing prompt at a
+        # token per byte) and costs under $0.0001: a few of the scenario's seven steps fit, not all.
+        body = {"task": "[scenario:steps] go", "tools": ["calculator"], "budget": {"usd": 0.0055}}
+        halted = (await create(c, body, wait=30)).json()
+        assert halted["status"] == "halted" and halted["resumable"], (halted["budget"], halted["cost_usd"], halted["steps"])
+        assert halted["reason"].startswith("budget_usd: run budget $0.005500 would be exceeded"), halted["reason"]
+        assert halted["budget"]["usd"] == 0.0055 and 1 <= halted["steps"] < 7
+        cost = (await c.get(f"/v1/runs/{halted['id']}/cost")).json()
+        assert 0 < cost["usd"] <= 0.0055 and cost["model_calls"] >= 1 and cost["price_versions"]
+        assert set(cost["by_model"]) == {"scripted"} and cost["tool_calls"] == cost["model_calls"]
+        assert (await other.get(f"/v1/runs/{halted['id']}/cost")).status_code == 404  # another tenant's
+
+        r = await c.post(f"/v1/runs/{halted['id']}/resume", json={"add_steps": 0, "add_usd": 1.0})
+        assert r.status_code == 202
+        for _ in range(300):
+            run = (await c.get(f"/v1/runs/{halted['id']}")).json()
+            if run["status"] == "completed":
+                break
+            await asyncio.sleep(0.1)
+        assert run["status"] == "completed" and run["budget"]["usd"] == 1.0055, run
+        assert cost["usd"] < run["cost_usd"] <= 1.0055
+
+        by_tool = (await c.get("/v1/costs", params={"group_by": "tool"})).json()
+        assert by_tool["group_by"] == "tool" and by_tool["total_usd"] >= run["cost_usd"]
+        assert (await c.get("/v1/costs", params={"group_by": "planet"})).status_code == 400
+        mine = {row["key"] for row in (await c.get("/v1/costs")).json()["data"]}
+        theirs = {row["key"] for row in (await other.get("/v1/costs")).json()["data"]}
+        assert halted["id"] in mine and halted["id"] not in theirs
