@@ -261,15 +261,15 @@ async def test_second_turn_hits_this_replica_but_not_a_fresh_one() -> None:
         second = {"model": "m", "messages": _conversation("You are an agent. " * 100, "x" * 6200, [reply])}
         ttft2, _, usage2 = await _stream(r0, {**second, "max_tokens": 20})
         assert usage2["prompt_tokens_details"]["cached_tokens"] == usage1["total_tokens"]
-        # Client-side, so HTTP noise is in both; the 100 ms of prefill saved dwarfs it.
-        assert ttft1 >= 0.1 and ttft2 < ttft1
+        assert ttft1 >= 0.1 and ttft2 >= 0  # the times themselves are compared server-side below
 
         cold = await r1.post("/v1/chat/completions", json={**second, "max_tokens": 5})
         assert cold.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
         assert cold.json()["choices"][0]["finish_reason"] == "length"
         assert float(cold.headers["x-emulator-ttft-ms"]) >= 100  # the whole prompt prefilled again
         warm = await r0.post("/v1/chat/completions", json={**second, "max_tokens": 5})
-        assert float(warm.headers["x-emulator-ttft-ms"]) < 50
+        # As the emulator measured them: a loaded machine stretches both, not their ratio.
+        assert float(warm.headers["x-emulator-ttft-ms"]) < float(cold.headers["x-emulator-ttft-ms"]) / 2
 
 
 async def test_user_field_names_the_session() -> None:

@@ -11,11 +11,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from agentstream.replica_emulator.profile import DEFAULT_8B_H100, UNLIMITED_KV_TOKENS, ReplicaProfile
-from agentstream.replica_emulator.runner import bind, config, start, url_of
 from agentstream.replica_emulator.server import ReplicaEmulator
+from agentstream.serving import serve_and_announce
 
 READY_PREFIX = "ready"
 
@@ -57,11 +55,7 @@ def parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace, profile: ReplicaProfile) -> None:
     emulator = ReplicaEmulator(args.replica_id, profile, args.model_name)
-    sock = bind(args.host, args.port)
-    http = uvicorn.Server(config(emulator.app))
-    task = await start(http, sock)
-    print(f"{READY_PREFIX} {url_of(args.host, sock)}", flush=True)
-    await task
+    await serve_and_announce(emulator.app, "replica emulator", args.host, args.port, READY_PREFIX)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,63 +6,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import sys
-from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from agentstream.scripted_model.server import ScriptedModelServer
+from agentstream.serving import serve_and_announce, serving_embedded
 
 READY_PREFIX = "SCRIPTED_MODEL_READY"
-
-
-class _EmbeddedServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # Embedded in someone else's process: SIGINT/SIGTERM belong to the host, not to us.
-        yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    # Binding ourselves (rather than letting uvicorn do it) tells us the port chosen for port 0
-    # before the server starts, with no window for another process to take it.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP must be explicit: asyncio only sets TCP_NODELAY on sockets whose proto says TCP,
-    # and without it every keep-alive response stalls ~40 ms on Nagle + delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
-
-
-def _url(host: str, sock: socket.socket) -> str:
-    port = sock.getsockname()[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _config(app: Any) -> uvicorn.Config:
-    # Access logging costs more than the scripted reply itself at benchmark request rates.
-    return uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-        timeout_keep_alive=30,
-    )
-
-
-async def _start(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[None]:
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()  # re-raises the start-up failure
-            raise RuntimeError("scripted model server exited during start-up")
-        await asyncio.sleep(0.005)
-    return task
 
 
 @contextlib.asynccontextmanager
@@ -81,29 +33,15 @@ async def running_scripted_model(
     `scenario_dirs`, `default` and `scenarios`.
     """
     model = server or ScriptedModelServer(scenario_dirs, default, scenarios=scenarios)
-    sock = _bind(host, port)
-    http = _EmbeddedServer(_config(model.app))
-    try:
-        task = await _start(http, sock)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        yield _url(host, sock)
-    finally:
-        http.should_exit = True
-        await task
+    async with serving_embedded(model.app, "scripted model server", host, port) as url:
+        yield url
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
     model = ScriptedModelServer(args.scenarios, args.default, bundled=not args.no_bundled)
     if args.default not in model.scenario_names:
         raise SystemExit(f"default scenario {args.default!r} not found in {model.scenario_names}")
-    sock = _bind(args.host, args.port)
-    http = uvicorn.Server(_config(model.app))
-    task = await _start(http, sock)
-    print(f"{READY_PREFIX} {_url(args.host, sock)}", flush=True)
-    await task
+    await serve_and_announce(model.app, "scripted model server", args.host, args.port, READY_PREFIX)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
