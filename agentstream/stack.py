@@ -109,7 +109,11 @@ class ProcessorProcesses:
         )  # fmt: skip
         log.close()
 
-    def start_all(self, names: tuple[str, ...] = PROCESSORS) -> None:
+    def start_all(self, names: tuple[str, ...] | None = None) -> None:
+        if names is None:
+            # With a pool of model replicas, the KV-affinity dispatcher routes every model call.
+            replicas = self.env.get("AGENTSTREAM_REPLICAS", "").strip()
+            names = (*PROCESSORS, "kv-dispatcher") if replicas else PROCESSORS
         for name in names:
             self.start(name)
 

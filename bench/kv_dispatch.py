@@ -1,0 +1,552 @@
+"""KV-affinity dispatch: five routing policies over emulated model replicas, driven through Kafka.
+
+    .venv/bin/python bench/kv_dispatch.py --replicas 4 --runs 200 --seed 1
+
+Starts a local Kafka, N replica emulators (Llama-3.1-8B on H100 timing, `--kv-tokens` of KV each)
+and, per policy, the real dispatcher process (`processors/kv_dispatcher/app.py` under
+`agentstream.process.serve`, its own topic prefix). The bench plays orchestrator, model invoker and
+tools: per run (Poisson arrivals; 10-30 turns; context growing from ~2k to ~30k tokens; 100-300
+output tokens a turn; tool gaps 0.5-5 s, log-uniform) it journals `LlmCallRequested`, waits for the
+dispatcher's `LlmCallDispatched`, sends the turn to that replica (session = run id), journals
+`LlmCallCompleted`, `ToolCallRequested`, sleeps the tool gap, `ToolCallCompleted`, and at the end
+`RunCompleted`. The same workload (one `random.Random(seed)`) runs under every policy. Every
+emulated duration is multiplied by `--time-scale`; reported times are divided by it (emulated s).
+
+  mean_jct_s                 run arrival -> last turn done
+  p99_ttft_s                 LlmCallRequested journaled -> first token (dispatch wait included)
+
+A dispatch that was not queued is pure platform round trip (Kafka, the dispatcher): real time that
+the time scale must not stretch, so it counts at its real length; a queued dispatch waits for
+emulated events and counts as emulated time. The dispatcher's pin TTL is scaled like the rest.
+
+  cache_hit_rate             cached prompt tokens / prompt tokens
+  recomputed_prefill_tokens  per turn: uncached tokens minus the tokens new since the previous turn
+  peak_kv_demand_tokens      max over time of the summed context of every live run
+
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from agentstream import ids
+from agentstream.codec import AvroCodec
+from agentstream.config import Settings
+from agentstream.events import (
+    LlmCallCompleted,
+    LlmCallDispatched,
+    LlmCallFailed,
+    LlmCallRequested,
+    ProcessorStatus,
+    RunCompleted,
+    RunEvent,
+    ToolCallCompleted,
+    ToolCallRequested,
+)
+from agentstream.kafka.consumer import consumer_config, fetch_batch
+from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
+from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.replica_emulator.profile import DEFAULT_8B_H100
+from agentstream.stack import ensure_topics
+from agentstream.topics import JOURNAL, STATUS, load_topics
+from bench.common import bench_settings, percentile
+
+POLICIES = ["round_robin", "least_loaded", "session_hash", "agentstream", "oracle"]
+ROOT = Path(__file__).resolve().parents[1]
+TENANT = "bench"
+
+
+def log(msg: str) -> None:
+    print(f"[kv-dispatch {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- the workload -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    prompt_tokens: int  # the whole context sent this turn
+    output_tokens: int
+    tool_gap_s: float  # emulated seconds of tool work after this turn
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    index: int
+    arrival_s: float
+    turns: tuple[Turn, ...]
+
+
+def make_workload(runs: int, rate_per_s: float, seed: int) -> list[RunSpec]:
+    rng = random.Random(seed)
+    t, specs = 0.0, []
+    for i in range(runs):
+        t += rng.expovariate(rate_per_s)
+        n = rng.randint(10, 30)
+        prompt, last = rng.randint(1500, 2500), rng.randint(26_000, 30_000)
+        growth = (last - prompt) / (n - 1)
+        turns = []
+        for _ in range(n):
+            out = rng.randint(100, 300)
+            # Log-uniform: most tools answer fast, a few take seconds (a span of an order of magnitude).
+            gap = math.exp(rng.uniform(math.log(0.5), math.log(5.0)))
+            turns.append(Turn(prompt, out, gap))
+            prompt += out + max(50, round(growth * rng.uniform(0.6, 1.4)) - out)
+        specs.append(RunSpec(i, t, tuple(turns)))
+    return specs
+
+
+# -- processes --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    """The replica emulators and the dispatcher: child processes, every one killed on the way out."""
+
+    count: int
+    kv_tokens: int
+    time_scale: float
+    log_dir: Path
+    emulators: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    infinite: bool = False
+    dispatcher: subprocess.Popen[bytes] | None = None
+
+    def start_emulators(self, infinite: bool) -> None:
+        self.stop_emulators()
+        self.infinite = infinite
+        for i in range(self.count):
+            cmd = [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
+                   "--kv-tokens", str(self.kv_tokens), "--time-scale", str(self.time_scale)]  # fmt: skip
+            proc = subprocess.Popen([*cmd, *(["--infinite-kv"] if infinite else [])], stdout=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)  # fmt: skip
+            self.emulators.append(proc)
+            assert proc.stdout is not None
+            line = proc.stdout.readline().decode().strip()
+            if not line.startswith("ready "):
+                raise RuntimeError(f"emulator r{i} did not start: {line!r}")
+            self.urls.append(line.split(" ", 1)[1])
+
+    def start_dispatcher(self, settings: Settings, policy: str) -> None:
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+                   AGENTSTREAM_KV_PIN_TTL_S=str(30 * self.time_scale),
+                   AGENTSTREAM_TOPIC_PREFIX=settings.topic_prefix, AGENTSTREAM_HOME=str(settings.home),
+                   AGENTSTREAM_KV_POLICY=policy, AGENTSTREAM_LOG_LEVEL=os.environ.get("AGENTSTREAM_LOG_LEVEL", "WARNING"),
+                   AGENTSTREAM_REPLICAS=",".join(f"r{i}={u}" for i, u in enumerate(self.urls)))  # fmt: skip
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"kv-dispatcher-{policy}.log", "ab") as out:
+            self.dispatcher = subprocess.Popen(
+                [sys.executable, "-m", "processors.kv_dispatcher.app"], env=env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
+            )  # fmt: skip
+
+    def stop_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            _stop(self.dispatcher)
+            self.dispatcher = None
+
+    def stop_emulators(self) -> None:
+        for proc in self.emulators:
+            _stop(proc)
+        self.emulators, self.urls = [], []
+
+    def close(self) -> None:
+        self.stop_dispatcher()
+        self.stop_emulators()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_dispatcher_ready(settings: Settings, partitions: int, fleet: Fleet, timeout_s: float = 90) -> None:
+    """Until the dispatcher's status says it owns every journal partition and is live."""
+    topic = load_topics(settings.topic_prefix)[STATUS].name
+    deadline = time.monotonic() + timeout_s
+    with _reader(settings, topic, {ProcessorStatus.type_name}) as events:
+        while time.monotonic() < deadline:
+            if fleet.dispatcher is None or fleet.dispatcher.poll() is not None:
+                raise RuntimeError("the dispatcher process exited; see its log under the bench home")
+            for event in await asyncio.to_thread(events, 0.5):
+                mine = isinstance(event, ProcessorStatus) and event.processor == "kv-dispatcher"
+                if mine and len(event.partitions) == partitions and event.state == "running":
+                    return
+    raise TimeoutError("the dispatcher never became ready")
+
+
+@contextlib.contextmanager
+def _reader(settings: Settings, topic: str, types: set[str]) -> Iterator[Callable[[float], list[Any]]]:
+    consumer = Consumer(consumer_config(settings.bootstrap_servers, settings.kafka_extra, {"group.id": "kv-bench"}))
+    md = consumer.list_topics(topic, timeout=10)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+    codec = AvroCodec()
+
+    def read(timeout_s: float) -> list[Any]:
+        out = []
+        for msg in fetch_batch(consumer, 1000, timeout_s):  # returns as soon as anything arrived
+            if msg.error() is None and dict(header_pairs(msg)).get(TYPE_HEADER, b"").decode() in types:
+                out.append(codec.decode(msg.value()))
+        return out
+
+    try:
+        yield read
+    finally:
+        consumer.close()
+
+
+# -- driving one policy -----------------------------------------------------------------------------
+
+
+class Http:
+    """A minimal HTTP/1.1 keep-alive client for the chat requests. httpx's connection pool spends
+    O(open connections) per request (and an import attempt per request checking for trio): at a few
+    hundred concurrent requests it took more CPU than everything it measured, and its lag showed up
+    stretched 20x by the time scale."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+
+    async def post(self, url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        u = urlsplit(url)
+        key = (u.hostname or "127.0.0.1", u.port or 80)
+        head = (f"POST {u.path} HTTP/1.1\r\nhost: {u.netloc}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+        while True:
+            pool = self._idle.setdefault(key, [])
+            reused = bool(pool)
+            reader, writer = pool.pop() if reused else await asyncio.open_connection(*key)
+            try:
+                writer.write(head + body)
+                await writer.drain()
+                status = int((await reader.readuntil(b"\r\n")).split()[1])
+                headers: dict[str, str] = {}
+                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                data = await reader.readexactly(int(headers.get("content-length", "0")))
+            except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+                writer.close()
+                if reused:  # the server closed an idle keep-alive connection: the request never ran
+                    continue
+                raise
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+            else:
+                pool.append((reader, writer))
+            return status, headers, data
+
+    def close(self) -> None:
+        for pool in self._idle.values():
+            for _reader, writer in pool:
+                writer.close()
+
+
+@dataclass
+class Tally:
+    jcts: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    rtts_ms: list[float] = field(default_factory=list)  # dispatch round trips of calls not queued (real)
+    prompt: int = 0
+    cached: int = 0
+    recomputed: int = 0
+    queued: int = 0
+    rejected: int = 0
+    failed_runs: int = 0
+    live: dict[str, int] = field(default_factory=dict)  # run -> context it holds now
+    demand: int = 0
+    peak_demand: int = 0
+
+    def hold(self, run_id: str, tokens: int) -> None:
+        self.demand += tokens - self.live.get(run_id, 0)
+        self.live[run_id] = tokens
+        self.peak_demand = max(self.peak_demand, self.demand)
+
+    def drop(self, run_id: str) -> None:
+        self.demand -= self.live.pop(run_id, 0)
+
+
+class Driver:
+    """The orchestrator, model invoker and tools of every run, talking to the dispatcher via Kafka."""
+
+    def __init__(self, settings: Settings, partitions: int, policy: str, scale: float) -> None:
+        self.settings, self.policy, self.scale = settings, policy, scale
+        self.records = RecordFactory(AvroCodec(), load_topics(settings.topic_prefix)[JOURNAL].name, partitions)
+        self.producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
+        self.http = Http()
+        self.waiters: dict[str, asyncio.Future[RunEvent]] = {}
+        self.early: dict[str, RunEvent] = {}
+        self.sent: list[asyncio.Future[Any]] = []
+        self.tally = Tally()
+        self.text = "abcd" * 40_000  # 4 characters a token: the emulator counts prompts as chars / 4
+
+    def send(self, event: RunEvent) -> None:
+        # Not awaited: one producer keeps a partition's order, so a run's events arrive in sequence.
+        r = self.records.journal(event)
+        self.sent.append(self.producer.send(r.topic, r.value, key=r.key, partition=r.partition, headers=r.headers))
+
+    def _resolve(self, event: RunEvent) -> None:
+        call_id = event.call_id if isinstance(event, LlmCallDispatched | LlmCallFailed) else ""
+        waiter = self.waiters.pop(call_id, None)
+        if waiter is None:
+            self.early.setdefault(call_id, event)
+        elif not waiter.done():
+            waiter.set_result(event)
+
+    def _listen(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        types = {LlmCallDispatched.type_name, LlmCallFailed.type_name}
+        with _reader(self.settings, self.records.journal_topic, types) as read:
+            while not stop.is_set():
+                for event in read(0.05):
+                    loop.call_soon_threadsafe(self._resolve, event)
+
+    async def run_all(self, specs: list[RunSpec]) -> float:
+        loop, stop = asyncio.get_running_loop(), threading.Event()
+        listener = threading.Thread(target=self._listen, args=(loop, stop), daemon=True)
+        listener.start()
+        try:
+            t0 = loop.time()
+            await asyncio.gather(*(self._run(spec, t0) for spec in specs))
+            makespan = (loop.time() - t0) / self.scale
+            await asyncio.gather(*self.sent)
+            return makespan
+        finally:
+            stop.set()
+            await asyncio.to_thread(listener.join)
+            self.http.close()
+            await self.producer.aclose()
+
+    async def _dispatch(self, request: LlmCallRequested) -> RunEvent:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[RunEvent] = loop.create_future()
+        self.waiters[request.call_id] = waiter
+        self.send(request)
+        if request.call_id in self.early:
+            self._resolve(self.early.pop(request.call_id))
+        return await waiter
+
+    async def _run(self, spec: RunSpec, t0: float) -> None:
+        loop, scale, t = asyncio.get_running_loop(), self.scale, self.tally
+        await asyncio.sleep(max(0.0, t0 + spec.arrival_s * scale - loop.time()))
+        run_id, start, held = f"{self.policy}-{spec.index:04d}", loop.time(), 0
+        unscaled = 0.0  # real seconds of platform round trips in this run
+        for step, turn in enumerate(spec.turns, start=1):
+            call_id = ids.llm_call_id(run_id, step)
+            t.hold(run_id, turn.prompt_tokens + turn.output_tokens)
+            stub = orjson.dumps([{"role": "user", "content": f"turn {i}"} for i in range(step)]).decode()
+            asked = loop.time()
+            answer = await self._dispatch(LlmCallRequested(ids.requested_event_id(call_id), run_id, TENANT, step,
+                                                           call_id, "emulated-8b", stub, "[]", turn.output_tokens))  # fmt: skip
+            waited = loop.time() - asked
+            if not isinstance(answer, LlmCallDispatched):
+                t.rejected += 1
+                t.failed_runs += 1
+                break
+            queued = "queued" in answer.reason
+            t.queued += queued
+            if not queued:
+                t.rtts_ms.append(waited * 1000)
+                unscaled += waited
+            body = {"model": "emulated-8b", "max_tokens": turn.output_tokens, "user": run_id,
+                    "messages": [{"role": "user", "content": self.text[: 4 * turn.prompt_tokens]}]}  # fmt: skip
+            try:
+                status, headers, data = await self.http.post(f"{answer.url}/v1/chat/completions", orjson.dumps(body))
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                status, headers, data = 0, {}, repr(exc).encode()
+            if status != 200:  # counted, not fatal: the run ends here and the others go on
+                log(f"{call_id}: replica {answer.replica} answered {status}: {data[:200]!r}")
+                t.failed_runs += 1
+                break
+            usage = orjson.loads(data)["usage"]
+            cached = int(usage["prompt_tokens_details"]["cached_tokens"])
+            new = turn.prompt_tokens - held  # tokens this turn adds to what the last one left
+            t.prompt += turn.prompt_tokens
+            t.cached += cached
+            t.recomputed += max(0, turn.prompt_tokens - cached - new)
+            wait = waited / scale if queued else waited
+            t.waits.append(wait)
+            t.ttfts.append(wait + float(headers["x-emulator-ttft-ms"]) / 1000 / scale)
+            held = turn.prompt_tokens + turn.output_tokens
+            self.send(LlmCallCompleted(ids.completed_event_id(call_id), run_id, TENANT, step, call_id, "emulator",
+                                       "emulated-8b", "", "[]", "length", turn.prompt_tokens, turn.output_tokens,
+                                       cached, (loop.time() - asked) * 1000, 1))  # fmt: skip
+            if step == len(spec.turns):
+                t.jcts.append((loop.time() - start - unscaled) / scale + unscaled)
+                break
+            tool = ids.tool_call_id(run_id, step, 0)
+            self.send(ToolCallRequested(ids.requested_event_id(tool), run_id, TENANT, step, tool, f"tc{step}",
+                                        "bench_tool", "{}", tool, 600_000))  # fmt: skip
+            await asyncio.sleep(turn.tool_gap_s * scale)
+            self.send(ToolCallCompleted(ids.completed_event_id(tool), run_id, TENANT, step, tool, "bench_tool", tool,
+                                        "ok", False, turn.tool_gap_s * 1000))  # fmt: skip
+        self.send(RunCompleted(ids.terminal_id(run_id), run_id, TENANT, len(spec.turns), "done", "completed"))
+        t.drop(run_id)
+
+
+async def emulator_counters(urls: list[str]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for url in urls:
+            for key, value in (await http.get(f"{url}/_emulator/stats")).json()["counters"].items():
+                total[key] = total.get(key, 0) + int(value)
+    return total
+
+
+async def run_policy(base: Settings, fleet: Fleet, policy: str, specs: list[RunSpec], scale: float) -> dict[str, Any]:
+    settings = dataclasses.replace(base, topic_prefix=f"{base.topic_prefix}{policy.replace('_', '')}",
+                                   home=base.home / policy)  # fmt: skip
+    settings.home.mkdir(parents=True, exist_ok=True)
+    await ensure_topics(settings)
+    partitions = load_topics(settings.topic_prefix)[JOURNAL].partitions
+    began = time.monotonic()
+    if not fleet.urls or fleet.infinite != (policy == "oracle"):
+        await asyncio.to_thread(fleet.start_emulators, policy == "oracle")
+    else:
+        async with httpx.AsyncClient(timeout=10) as http:
+            for url in fleet.urls:
+                (await http.post(f"{url}/_emulator/reset")).raise_for_status()
+    fleet.start_dispatcher(settings, policy)
+    try:
+        await wait_dispatcher_ready(settings, partitions, fleet)
+        driver = Driver(settings, partitions, policy, scale)
+        makespan = await driver.run_all(specs)
+    finally:
+        await asyncio.to_thread(fleet.stop_dispatcher)
+    t, counters = driver.tally, await emulator_counters(fleet.urls)
+    return {
+        "mean_jct_s": round(statistics.mean(t.jcts), 2) if t.jcts else None,
+        "p50_jct_s": round(percentile(t.jcts, 50), 2),
+        "p99_ttft_s": round(percentile(t.ttfts, 99), 3),
+        "mean_ttft_s": round(statistics.mean(t.ttfts), 3),
+        "cache_hit_rate": round(t.cached / max(1, t.prompt), 4),
+        "recomputed_prefill_tokens": t.recomputed,
+        "queued": t.queued,
+        "rejected": t.rejected,
+        "failed_runs": t.failed_runs,
+        "mean_dispatch_wait_s": round(statistics.mean(t.waits), 3),
+        "dispatch_round_trip_ms_p50": round(percentile(t.rtts_ms, 50), 1) if t.rtts_ms else None,
+        "peak_kv_demand_tokens": t.peak_demand,
+        "makespan_s": round(makespan, 1),
+        "replica_evictions": counters.get("evictions", 0),
+        "wall_s": round(time.monotonic() - began, 1),
+    }
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def goals(policies: dict[str, dict[str, Any]], oversubscribed: bool) -> dict[str, Any]:
+    jct = {name: p["mean_jct_s"] for name, p in policies.items() if p.get("mean_jct_s")}
+    ours = jct.get("agentstream")
+    out: dict[str, Any] = {"kv_oversubscribed": oversubscribed}
+    if ours:
+        rr, oracle, sh = jct.get("round_robin"), jct.get("oracle"), jct.get("session_hash")
+        out["agentstream_vs_round_robin_jct"] = round(rr / ours, 2) if rr else None
+        out["agentstream_vs_oracle_jct"] = round(ours / oracle, 3) if oracle else None
+        out["agentstream_beats_session_hash"] = (ours < sh) if sh else None
+        out["met"] = {
+            "jct_4x_lower_than_round_robin": bool(rr and rr / ours >= 4),
+            "jct_within_1_25x_of_oracle": bool(oracle and ours / oracle <= 1.25),
+            "beats_session_hash_oversubscribed": bool(sh and ours < sh and oversubscribed),
+        }
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--time-scale", type=float, default=0.05, help="real seconds per emulated second")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--kv-tokens", type=int, default=DEFAULT_8B_H100.kv_capacity_tokens,
+                        help="KV capacity of each replica in tokens (default: the 8B-on-H100 profile's)")  # fmt: skip
+    parser.add_argument("--arrival-rate", type=float, default=0.25, help="runs per emulated second per replica")
+    args = parser.parse_args()
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if unknown := sorted(set(policies) - set(POLICIES)):
+        parser.error(f"unknown policies {unknown}")
+    specs = make_workload(args.runs, args.arrival_rate * args.replicas, args.seed)
+    turns = [t for s in specs for t in s.turns]
+    log(f"{args.runs} runs, {len(turns)} turns, {args.replicas} replicas x {args.kv_tokens} KV tokens, "
+        f"time scale {args.time_scale}")  # fmt: skip
+    began = time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
+    async with bench_settings("kvdispatch") as (settings, _kafka):
+        fleet = Fleet(args.replicas, args.kv_tokens, args.time_scale, settings.home / "logs")
+        try:
+            for policy in policies:
+                log(f"{policy}: running")
+                results[policy] = await run_policy(settings, fleet, policy, specs, args.time_scale)
+                log(f"{policy}: {json.dumps(results[policy])}")
+        finally:
+            await asyncio.to_thread(fleet.close)
+    capacity = args.kv_tokens * args.replicas
+    # The demand the workload makes when nothing holds it back: the oracle run's, else the largest seen.
+    peak = results.get("oracle", {}).get("peak_kv_demand_tokens") or max(
+        (r["peak_kv_demand_tokens"] for r in results.values()), default=0
+    )
+    workload = {
+        "arrival_rate_per_s": round(args.arrival_rate * args.replicas, 3),
+        "turns_total": len(turns),
+        "turns_per_run": [10, 30],
+        "context_tokens": [min(t.prompt_tokens for t in turns), max(t.prompt_tokens for t in turns)],
+        "output_tokens": [100, 300],
+        "tool_gap_s": [0.5, 5.0],
+        "arrivals_span_s": round(specs[-1].arrival_s, 1),
+        "peak_kv_demand_tokens": peak,
+        "kv_capacity_total_tokens": capacity,
+        "peak_kv_demand_vs_capacity": round(peak / capacity, 3),
+    }
+    print(json.dumps({
+        "replicas": args.replicas, "runs": args.runs, "seed": args.seed, "time_scale": args.time_scale,
+        "kv_tokens_per_replica": args.kv_tokens, "wall_s": round(time.monotonic() - began, 1),
+        "workload": workload, "policies": results, "goals": goals(results, peak > capacity),
+    }))  # fmt: skip
+
+
+def _run() -> None:
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(main())
+    # SIGTERM cancels the bench like Ctrl-C does, so every child process is stopped on the way out.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        loop.run_until_complete(task)
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    _run()

@@ -1,0 +1,1 @@
+"""The KV-affinity dispatcher: session pinning, admission control and placement over model replicas."""
