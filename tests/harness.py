@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,25 @@ def make_git_repo(repo: Path) -> Path:
 # In a user namespace the repo's owner can map to a uid other than the git server's, and git then
 # refuses the repo for "dubious ownership". The test repos are ours, so they are marked safe.
 GIT_SAFE_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}
+
+
+@contextlib.contextmanager
+def emulator_processes(count: int, time_scale: float = 0.01) -> Iterator[dict[str, str]]:
+    """`count` replica emulators, each its own process on a free port: replica name -> base URL."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    try:
+        for i in range(count):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
+                 "--time-scale", str(time_scale)],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            procs.append(proc)
+            assert proc.stdout is not None
+            urls[f"r{i}"] = proc.stdout.readline().decode().split()[1]
+        yield urls
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

@@ -4,8 +4,6 @@ through the real processor on the real broker with two replica emulator processe
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,6 +37,7 @@ from processors.kv_dispatcher.hashring import HashRing
 from processors.kv_dispatcher.policies import Dispatcher
 from processors.kv_dispatcher.prober import load_from_metrics, parse_targets
 from processors.kv_dispatcher.state import Dispatch, DispatchConfig, DispatchState, Pin, Queued, Rejected, Replica
+from tests.harness import emulator_processes
 
 TTL = 30_000
 
@@ -282,23 +281,9 @@ def test_metrics_parser_reads_vllm_and_sglang() -> None:
 
 
 @pytest.fixture
-def emulators(tmp_path: Path) -> Iterator[list[str]]:
-    procs, urls = [], []
-    try:
-        for i in range(2):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
-                 "--time-scale", "0.01"],
-                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-            procs.append(proc)
-            assert proc.stdout is not None
-            urls.append(proc.stdout.readline().decode().split()[1])
-        yield urls
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+def emulators() -> Iterator[list[str]]:
+    with emulator_processes(2) as urls:
+        yield list(urls.values())
 
 
 @pytest.fixture

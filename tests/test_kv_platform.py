@@ -4,8 +4,6 @@ every processor a real process on the real broker)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,27 +13,13 @@ import pytest
 from agentstream.client.journal import RunRequest
 from agentstream.events import LlmCallCompleted, LlmCallDispatched, LlmCallRouted, RunCompleted
 from agentstream.stack import Deployment
-from tests.harness import isolated_settings
+from tests.harness import emulator_processes, isolated_settings
 
 
 @pytest.fixture(scope="module")
 def replicas() -> Iterator[dict[str, str]]:
-    procs, urls = [], {}
-    try:
-        for i in range(2):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
-                 "--time-scale", "0.01"],
-                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-            procs.append(proc)
-            assert proc.stdout is not None
-            urls[f"r{i}"] = proc.stdout.readline().decode().split()[1]
+    with emulator_processes(2) as urls:
         yield urls
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -64,5 +48,7 @@ async def test_model_calls_go_to_the_replica_the_dispatcher_chose(
     routed = next(e for e in entries if isinstance(e, LlmCallRouted))
     assert routed.reason.startswith("pinned replica") and completed.provider == f"pinned:{dispatched.url}"
     async with httpx.AsyncClient() as http:
-        served = {name: (await http.get(f"{url}/_emulator/stats")).json()["completed"] for name, url in replicas.items()}
+        served = {
+            name: (await http.get(f"{url}/_emulator/stats")).json()["completed"] for name, url in replicas.items()
+        }
     assert served[dispatched.replica] >= 1

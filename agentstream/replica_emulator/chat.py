@@ -14,7 +14,13 @@ from typing import Any
 
 import orjson
 
-from agentstream.scripted_model.wire import BadRequest, approx_tokens, sse_data, text_of_blocks, tool_chars
+from agentstream.scripted_model.wire import (
+    BadRequest,
+    approx_tokens,
+    chat_content_text,
+    sse_data,
+    tool_chars,
+)
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -33,20 +39,10 @@ class ChatRequest:
     include_usage: bool
 
 
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return text_of_blocks(content)
-    raise BadRequest("message content must be a string, a list of parts or null")
-
-
 def _message_chars(message: Any) -> int:
     if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
         raise BadRequest("each message must be an object with a string 'role'")
-    size = len(_content_text(message.get("content")))
+    size = len(chat_content_text(message.get("content")))
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise BadRequest("'tool_calls' must be an array")

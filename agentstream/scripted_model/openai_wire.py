@@ -9,11 +9,11 @@ from agentstream.scripted_model.wire import (
     BadRequest,
     Conversation,
     Reply,
+    chat_content_text,
     find_scenario,
     fragments,
     prefix_sums,
     sse_data,
-    text_of_blocks,
     text_pieces,
     tool_chars,
 )
@@ -27,16 +27,6 @@ _ERROR_TYPES = {
     409: "conflict_error",
     429: "rate_limit_error",
 }
-
-
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return text_of_blocks(content)
-    raise BadRequest("message content must be a string, a list of parts or null")
 
 
 class OpenAIWire:
@@ -54,7 +44,7 @@ class OpenAIWire:
         for m in messages:
             if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
                 raise BadRequest("each message needs a 'role'")
-            text = _text(m.get("content"))
+            text = chat_content_text(m.get("content"))
             size = len(text)
             calls = m.get("tool_calls") or []
             if not isinstance(calls, list):

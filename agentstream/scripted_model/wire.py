@@ -135,3 +135,14 @@ def sse_data(obj: Any) -> bytes:
 
 def sse_event(event: str, obj: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+def chat_content_text(content: Any) -> str:
+    """An OpenAI chat message's content as text: a string, a list of content parts, or null."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return text_of_blocks(content)
+    raise BadRequest("message content must be a string, a list of parts or null")
