@@ -183,7 +183,7 @@ class Deployment:
         *,
         default_scenario: str = "demo",
         extra_env: dict[str, str] | None = None,
-        wait_tools: tuple[str, ...] = ("calculator", "get_current_time", "transfer_funds"),
+        wait_tools: tuple[str, ...] = ("calculator", "get_current_time", "convert_time", "transfer_funds"),
         policies: dict[str, TenantPolicy] | None = None,
     ) -> None:
         self.settings = settings

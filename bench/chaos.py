@@ -104,7 +104,9 @@ async def main() -> None:
         watcher = TerminalWatcher(settings)
         try:
             print(f"reference: {args.scenarios} crash-free runs", file=sys.stderr)
-            async with Deployment(settings, [scen_dir]) as calm:
+            # Every tool the scenarios call must be registered before the first run starts: a run
+            # pins the tools it may use when it starts, and an unknown one fails it.
+            async with Deployment(settings, [scen_dir], wait_tools=tuple(TOOLS)) as calm:
                 reference_runs = await submit(calm, args.scenarios, args.scenarios, args.steps, "reference")
                 assert not await watcher.wait(set(reference_runs), args.timeout), "reference runs did not finish"
 
@@ -112,7 +114,7 @@ async def main() -> None:
                 "AGENTSTREAM_CHAOS": f"tool_after_effect={args.effect_crash_rate},model_after_reply={args.reply_crash_rate}"
             }
             log: list[str] = []
-            async with Deployment(settings, [scen_dir], extra_env=chaos_env) as chaotic:
+            async with Deployment(settings, [scen_dir], extra_env=chaos_env, wait_tools=tuple(TOOLS)) as chaotic:
                 async with httpx.AsyncClient() as http:
                     await http.post(f"{chaotic.model_url}/_scripted/reset")
                 print(f"chaos: {args.runs} concurrent runs, {args.kills} SIGKILLs", file=sys.stderr)
@@ -135,6 +137,12 @@ async def main() -> None:
         bank = bank_stats(settings.bank_path)
 
     references = {k: comparable_trajectory(journal[r], r) for r, k in reference_runs.items()}
+    failed_references = {
+        r: summarize(journal[r]).reason for r in reference_runs if summarize(journal[r]).status != "completed"
+    }
+    if failed_references:
+        # A reference that did not complete would count every chaos run of its scenario as differing.
+        raise SystemExit(f"crash-free reference runs did not complete: {failed_references}")
     completed = differing = steps_total = 0
     min_steps = 10**9
     statuses: dict[str, int] = {}
