@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,13 @@ import pytest
 from agentstream.registry.entry import ToolEntry
 from agentstream.tooling import ToolHost, ToolResult
 from processors.tool_executor.app import builtin_entry, time_tool_entries
-from processors.tool_executor.builtin import LOOKUP_CORPUS, BuiltinToolHost, bank_stats, bank_transfers
+from processors.tool_executor.builtin import (
+    LOOKUP_CORPUS,
+    BuiltinToolHost,
+    _apply_transfer,
+    bank_stats,
+    bank_transfers,
+)
 from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost, time_server_config
 from processors.tool_executor.registry_host import RegistryToolHost
 
@@ -134,6 +141,31 @@ async def test_transfer_with_the_same_key_applies_once_and_repeats_the_confirmat
         ("run1:4:0", 3125, "tip"),
     ]
     assert rows[0]["transfer_id"] in first.content
+
+
+def test_hosts_opening_a_new_bank_at_once_all_get_in(tmp_path: Path) -> None:
+    # Switching a fresh SQLite file to WAL fails with "database is locked" at once, without the
+    # busy timeout, when another connection opens it at the same moment (a CI flake once).
+    failures: list[str] = []
+
+    def transfer(bank: Path) -> None:
+        try:
+            result = _apply_transfer(bank, "same", "ACC-2", 100, "")
+        except Exception as exc:
+            failures.append(repr(exc))
+            return
+        if result.is_error:
+            failures.append(result.content)
+
+    for trial in range(40):
+        bank = tmp_path / f"bank{trial}.sqlite"
+        threads = [threading.Thread(target=transfer, args=(bank,)) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert bank_stats(bank)["applied"] == 1
+    assert failures == []
 
 
 async def test_transfer_dedupes_across_host_instances_sharing_the_bank(tmp_path: Path) -> None:

@@ -147,12 +147,29 @@ def _connect(bank_path: Path) -> sqlite3.Connection:
     bank_path.parent.mkdir(parents=True, exist_ok=True)
     # Autocommit mode so that BEGIN/COMMIT below are ours and not the sqlite3 module's guesses.
     conn = sqlite3.connect(bank_path, timeout=30.0, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(conn)
     # FULL: a confirmation we returned must survive the host crashing right after (that is the
     # exact window the benchmark kills processes in).
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(_SCHEMA)
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, deadline_s: float = 30.0) -> None:
+    # Switching a new file to WAL needs it to itself, and SQLite answers "database is locked" at
+    # once rather than through the busy timeout when another connection is opening it too: the
+    # hosts that share a bank race exactly there on its first use.
+    deadline = time.monotonic() + deadline_s
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def transfer_id_for(idempotency_key: str) -> str:
