@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -252,7 +251,7 @@ class Gateway:
     async def _events(self, view: RunView, last: int) -> AsyncIterator[bytes]:
         # Subscribe before reading the backlog: nothing appended in between is missed, and the
         # offset check drops what both paths deliver.
-        async with self.index.subscribe(view.run_id) as queue:
+        async with self.index.subscribe(view.run_id) as mailbox:
             for stored in list(view.events):
                 if stored.offset > last:
                     last = stored.offset
@@ -262,15 +261,12 @@ class Gateway:
             if any(s.offset <= last and s.event.type_name in TERMINAL_TYPES for s in view.events):
                 return  # Last-Event-ID is at or past the run's terminal event: nothing more will come
             while True:
-                try:
-                    ready = [await asyncio.wait_for(queue.get(), self.config.keepalive_s)]
-                except TimeoutError:
+                ready = await mailbox.take(self.config.keepalive_s)
+                if not ready:
                     yield b": keep-alive\n\n"
                     continue
-                while not queue.empty():  # whatever else is ready goes out in the same write
-                    ready.append(queue.get_nowait())
                 chunk, ended = [], False
-                for stored in ready:
+                for stored in ready:  # whatever is ready goes out in the same write
                     if stored.offset > last:
                         last = stored.offset
                         chunk.append(stored.sse)

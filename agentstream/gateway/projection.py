@@ -2,7 +2,7 @@
 
 One reader tails every journal partition (outside any consumer group: each gateway instance needs
 every run) and keeps, per run, a summary and its events in journal order. Subscribers (SSE
-streams, waiting requests) get each new event through an asyncio queue. An event's SSE id is its
+streams, waiting requests) get each new event through a mailbox. An event's SSE id is its
 journal offset: a run lives in one partition, so its offsets only grow.
 """
 
@@ -53,6 +53,46 @@ class StoredEvent:
 def sse_message(offset: int, timestamp_ms: int, event: RunEvent) -> bytes:
     data = orjson.dumps({"type": event.type_name, "offset": offset, "timestamp_ms": timestamp_ms, **event.to_record()})
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (offset, event.type_name.encode(), data)
+
+
+class Mailbox:
+    """The events one subscriber has not taken yet.
+
+    Not an `asyncio.Queue`: reading a queue under a timeout (`wait_for(queue.get(), t)`) creates a
+    Task per read in Python 3.11, and with a thousand subscribers every journal event meant a
+    thousand Tasks. Here a read that must wait costs one future and one timer, and everything that
+    arrived meanwhile (a whole fetched batch) is taken at once, so it goes out in one write."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[StoredEvent] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, stored: StoredEvent) -> None:
+        self._items.append(stored)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self, timeout_s: float) -> list[StoredEvent]:
+        """Everything ready, waiting up to `timeout_s` for the first; empty if nothing came."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        items, self._items = self._items, []
+        return items
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass
@@ -153,7 +193,7 @@ class RunIndex:
         self.codec = AvroCodec()
         self.runs: dict[str, RunView] = {}
         self.approvals: dict[str, ApprovalView] = {}
-        self._subscribers: dict[str, set[asyncio.Queue[StoredEvent]]] = {}
+        self._subscribers: dict[str, set[Mailbox]] = {}
         self._consumer: Consumer | None = None
         self._caught_up = asyncio.Event()
         self.dead_letters = 0
@@ -237,8 +277,8 @@ class RunIndex:
         view.updated_ms = timestamp_ms
         _summarise(view, event)
         self._track_approval(view, event)
-        for queue in self._subscribers.get(event.run_id, ()):
-            queue.put_nowait(stored)
+        for mailbox in self._subscribers.get(event.run_id, ()):
+            mailbox.put(stored)
 
     def _track_approval(self, view: RunView, event: RunEvent) -> None:
         match event:
@@ -295,22 +335,22 @@ class RunIndex:
         return views[:limit]
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue[StoredEvent]]:
-        queue: asyncio.Queue[StoredEvent] = asyncio.Queue()
-        self._subscribers.setdefault(run_id, set()).add(queue)
+    async def subscribe(self, run_id: str) -> AsyncIterator[Mailbox]:
+        mailbox = Mailbox()
+        self._subscribers.setdefault(run_id, set()).add(mailbox)
         try:
-            yield queue
+            yield mailbox
         finally:
             subscribers = self._subscribers.get(run_id)
             if subscribers is not None:
-                subscribers.discard(queue)
+                subscribers.discard(mailbox)
                 if not subscribers:
                     del self._subscribers[run_id]
 
     async def wait_for(self, run_id: str, timeout_s: float, *, terminal: bool) -> RunView | None:
         """Waits until the run is in the index (read-your-write) or, with `terminal`, has ended or
         halted."""
-        async with self.subscribe(run_id) as queue:
+        async with self.subscribe(run_id) as mailbox:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
             while True:
@@ -320,8 +360,7 @@ class RunIndex:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return view
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(queue.get(), remaining)
+                await mailbox.take(remaining)
 
 
 def _summarise(view: RunView, event: RunEvent) -> None:
