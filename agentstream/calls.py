@@ -9,6 +9,15 @@ A call may also need clearances from other processors before it runs (`requires`
 carrying its `call_id`, such as the cost governor's `BudgetReserved` or the KV dispatcher's
 `LlmCallDispatched`). They may arrive before or after the request; the call starts once it has
 them all, and `perform` receives them (the dispatcher's choice of replica, for one).
+
+A call that must not run twice (`at_most_once`, e.g. a tool not declared idempotent) is marked
+`started/` in the same state write that hands it to the shell; the shell writes that state before
+it starts any work (see agentstream/kafka/runtime.py's commit order), so the mark is durable before
+the side effect can begin. If the process dies before the call's result is journaled, `resume` finds
+the mark and ends the call with `interrupted(request)` (an error observation) instead of running
+it again: whether it ran is unknown, and running it twice could do its effect twice. Calls safe to
+repeat are re-driven with the same idempotency key, as before. (A store rebuilt from the topic
+after being lost has no marks: pending calls are then re-driven, at-most-once calls included.)
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ class CallLedgerCore(Generic[R]):
         barrier: Callable[[R], bool] = lambda _request: False,
         admit: Callable[[R], bool] = lambda _request: True,
         requires: frozenset[str] = frozenset(),
+        at_most_once: Callable[[R], bool] = lambda _request: False,
+        interrupted: Callable[[R], list[RunEvent]] = lambda _request: [],
     ) -> None:
         self.name = name
         self._request_type = request_type
@@ -53,6 +64,9 @@ class CallLedgerCore(Generic[R]):
         self._barrier = barrier
         self._admit = admit  # requests it refuses are not recorded at all (e.g. a forged authorization)
         self._requires = requires
+        self._at_most_once = at_most_once
+        # The events that end an at-most-once call a crash interrupted; they must include its result.
+        self._interrupted = interrupted
         self._accepted = frozenset(
             {
                 request_type.type_name,
@@ -90,6 +104,7 @@ class CallLedgerCore(Generic[R]):
         result_of = self._is_result(event)
         if result_of is not None:
             store.delete(f"pending/{result_of}")
+            store.delete(f"started/{result_of}")
             for type_name in self._requires:
                 store.delete(f"clear/{result_of}/{type_name}")
             store.put(f"done/{result_of}", 1)
@@ -103,9 +118,15 @@ class CallLedgerCore(Generic[R]):
     def resume(self, store: PartitionStore) -> Outcome:
         out = Outcome()
         for key in list(store.keys_with_prefix("pending/")):
-            request = self._pending(store, key.removeprefix("pending/"))
-            if request is not None:
-                out.extend(self._start_if_cleared(store, request, key.removeprefix("pending/")))
+            call_id = key.removeprefix("pending/")
+            request = self._pending(store, call_id)
+            if request is None:
+                continue
+            if store.get(f"started/{call_id}") is not None:
+                # Handed to a shell that is gone, with no result journaled: it may have run.
+                out.emit.extend(self._interrupted(request))
+                continue
+            out.extend(self._start_if_cleared(store, request, call_id))
         return out
 
     def _pending(self, store: PartitionStore, call_id: str) -> R | None:
@@ -124,6 +145,9 @@ class CallLedgerCore(Generic[R]):
             event = EVENT_TYPES[type_name](**value["record"])
             assert isinstance(event, RunEvent)
             clearances[type_name] = event
+        if self._at_most_once(request):
+            # Staged with the batch's state, which the shell writes before starting this work.
+            store.put(f"started/{call_id}", 1)
         return Outcome(work=[self._work(request, clearances)])
 
     def _work(self, request: R, clearances: Clearances) -> WorkItem:
@@ -141,6 +165,8 @@ class CallLedgerCore(Generic[R]):
         for key in list(store.keys_with_prefix(f"pending/{run_id}/")):
             store.delete(key)
         for key in list(store.keys_with_prefix(f"clear/{run_id}/")):
+            store.delete(key)
+        for key in list(store.keys_with_prefix(f"started/{run_id}/")):
             store.delete(key)
         if not keep_done:
             for key in list(store.keys_with_prefix(f"done/{run_id}/")):

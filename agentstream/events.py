@@ -356,6 +356,7 @@ class ToolRegistered(Event):
     transport_json: str = ""
     secrets: list[str] = field(default_factory=list)
     registered_ms: int = 0
+    approval_timeout_s: float = 0.0
 
 
 @_register

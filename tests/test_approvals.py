@@ -1,6 +1,7 @@
 """Human approval of irreversible tool calls, driven through the run API against the real broker
-and processors: a run pauses on the approval, resumes on the decision, and an unanswered request
-is denied at its deadline even when every processor was restarted in between."""
+and processors: a run pauses on the approval, resumes on the decision (recorded under the API key
+that made it), and an unanswered request is denied at its deadline even when every processor was
+restarted in between. (Everything killed and rebuilt from the topics: test_approval_deadlines.py.)"""
 
 from __future__ import annotations
 
@@ -14,19 +15,23 @@ from typing import Any
 import httpx
 import pytest
 
+from agentstream import ids
 from agentstream.events import (
     ApprovalDecided,
     ApprovalRequested,
+    BudgetReserved,
     LlmCallRequested,
     RunCompleted,
     ToolCallAuthorized,
     ToolCallCompleted,
 )
 from agentstream.gateway.service import running_gateway
-from agentstream.registry.admin import set_policy
+from agentstream.registry.admin import read_catalog, set_policy
 from agentstream.registry.entry import TenantPolicy
+from agentstream.security.signing import platform_signers, sign_capability
 from agentstream.stack import Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
+from agentstream.tenancy.keys import parse_key
 from processors.tool_executor.builtin import bank_transfers
 from tests.harness import isolated_settings
 
@@ -43,9 +48,11 @@ class Env:
     url: str
     key: str
     d: Deployment
+    other_key: str  # a second key of the same tenant: another person
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
+    def client(self, key: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60)
 
     def transfers(self, run_id: str) -> list[dict[str, Any]]:
         return [t for t in bank_transfers(self.d.settings.bank_path) if t["idempotency_key"].startswith(run_id)]
@@ -55,10 +62,16 @@ class Env:
 async def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     settings, scen = await isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("approvals"), "ap", SCENARIOS)
     await create_tenant(settings, "acme", "Acme", rate_per_s=100, burst=200, max_active_runs=50)
-    key = await issue_key(settings, "acme", "test")
+    key = await issue_key(settings, "acme", "alice")
+    other_key = await issue_key(settings, "acme", "bob")
     policies = {"acme": TenantPolicy(approval_timeout_s=600)}  # no auto-approval: a person decides
     async with Deployment(settings, [scen], policies=policies) as d, running_gateway(settings, port=0) as url:
-        yield Env(url, key, d)
+        yield Env(url, key, d, other_key)
+
+
+def decider(key: str) -> str:
+    """The decider on record for decisions made with `key`: its tenant and key id."""
+    return f"api:acme:key/{parse_key(key)}"
 
 
 async def start_pay_run(c: httpx.AsyncClient) -> str:
@@ -108,9 +121,48 @@ async def test_an_irreversible_call_waits_for_a_person_and_runs_once_approved(en
     assert len(env.transfers(run_id)) == 1
     events = [e.event for e in await env.d.client.read_run(run_id)]
     decided = next(e for e in events if isinstance(e, ApprovalDecided))
-    assert decided.approved and decided.decided_by == "api:acme:alice"
+    assert decided.approved and decided.decided_by == decider(env.key)
+    assert decided.reason == "approve (decider's note: alice)"
     authorized = next(e for e in events if isinstance(e, ToolCallAuthorized))
-    assert authorized.authorized_by == "approval:api:acme:alice"
+    assert authorized.authorized_by == f"approval:{decider(env.key)}"
+
+
+@pytest.mark.parametrize("claimed", ["alice", "api:acme:key/" + "0" * 12, "timeout"])
+async def test_the_decider_on_record_is_the_authenticated_key_whatever_the_body_claims(env: Env, claimed: str) -> None:
+    """Bob's key decides while the body names someone else (Alice, Alice's key, the timer): the
+    decision is recorded as Bob's key's, the claim only as a note, and it is never an expiry."""
+    async with env.client() as alice, env.client(env.other_key) as bob:
+        run_id = await start_pay_run(alice)
+        approval = await pending_approval(alice, run_id)
+        r = await bob.post(f"/v1/approvals/{approval['id']}",
+                           json={"decision": "deny", "decided_by": claimed, "reason": "not today"})  # fmt: skip
+        assert r.status_code == 202, r.text
+        await wait_status(alice, run_id, ("completed",))
+        decided = (await alice.get(f"/v1/approvals/{approval['id']}")).json()
+    assert decided["status"] == "denied" and decided["decided_by"] == decider(env.other_key) != decider(env.key)
+    assert decided["decision_reason"] == f"not today (decider's note: {claimed})"
+    events = [e.event for e in await env.d.client.read_run(run_id)]
+    (recorded,) = [e for e in events if isinstance(e, ApprovalDecided)]
+    assert recorded.decided_by == decider(env.other_key)
+    observation = next(e for e in events if isinstance(e, ToolCallCompleted))
+    assert observation.is_error and f"denied by {decider(env.other_key)}" in observation.content
+    assert env.transfers(run_id) == []
+
+
+async def test_a_decision_without_a_valid_key_is_refused(env: Env) -> None:
+    async with env.client() as c:
+        run_id = await start_pay_run(c)
+        approval = await pending_approval(c, run_id)
+        async with httpx.AsyncClient(base_url=env.url, timeout=60) as anonymous:
+            r = await anonymous.post(f"/v1/approvals/{approval['id']}", json={"decision": "approve"})
+            assert r.status_code == 401
+            forged = {"Authorization": f"Bearer as_{parse_key(env.key)}_{'A' * 43}"}  # a real key id, no secret
+            r = await anonymous.post(f"/v1/approvals/{approval['id']}", json={"decision": "approve"}, headers=forged)
+            assert r.status_code == 401
+        assert (await c.get(f"/v1/approvals/{approval['id']}")).json()["status"] == "pending"
+        await c.post(f"/v1/approvals/{approval['id']}", json={"decision": "deny"})
+        await wait_status(c, run_id, ("completed",))
+    assert env.transfers(run_id) == []
 
 
 async def test_a_denied_call_is_an_error_observation_and_never_runs(env: Env) -> None:
@@ -151,7 +203,47 @@ async def test_forged_decisions_and_capabilities_execute_nothing(env: Env) -> No
     assert len(env.transfers(run_id)) == 1
 
 
-async def test_an_unanswered_approval_is_denied_at_its_deadline_across_a_full_restart(env: Env) -> None:
+async def test_a_signed_but_expired_or_altered_authorization_executes_nothing(env: Env) -> None:
+    """Through the journal and the real executor: authorizations signed with the platform's key,
+    as the gate signs them, one already expired and one altered after signing. Neither moves money;
+    the expired one is answered with an error observation, and a fresh one for a third call runs."""
+    signer = platform_signers(env.d.settings).capability
+    latest = (await read_catalog(env.d.settings)).latest("", "transfer_funds")
+    assert latest is not None
+    run_id = f"run_capexpiry{uuid.uuid4().hex[:8]}"
+    now = int(time.time() * 1000)
+
+    async def authorize(index: int, expires_ms: int, amount: int = 99) -> ToolCallAuthorized:
+        call_id = ids.tool_call_id(run_id, 1, index)
+        args = f'{{"to_account": "ACC-2", "amount_cents": {amount}, "memo": "cap"}}'
+        unsigned = ToolCallAuthorized(
+            ids.authorized_id(call_id), run_id, "acme", 1, call_id, f"c{index}", "transfer_funds", latest.version,
+            args, call_id, 30_000, "policy", expires_ms, "", "",
+        )  # fmt: skip
+        # The executor runs a call only once the cost governor reserved it; the test reserves too.
+        await env.d.client.append(BudgetReserved(f"{call_id}/reserved", run_id, "acme", 1, call_id, "tool",
+                                                 "transfer_funds", 0.0, 0, 0.0, 0.0, "v", now))  # fmt: skip
+        return replace(unsigned, capability=sign_capability(signer, unsigned))
+
+    expired = await authorize(0, now - 1)
+    evil = '{"to_account": "EVIL", "amount_cents": 1000000, "memo": "cap"}'
+    altered = replace(await authorize(1, now + 300_000), arguments_json=evil)
+    fresh = await authorize(2, now + 300_000)
+    for event in (expired, altered, fresh):
+        await env.d.client.append(event)
+    for _ in range(300):
+        completed = {e.event.call_id: e.event for e in await env.d.client.read_run(run_id)
+                     if isinstance(e.event, ToolCallCompleted)}  # fmt: skip
+        if {expired.call_id, fresh.call_id} <= set(completed):
+            break
+        await asyncio.sleep(0.1)
+    assert completed[expired.call_id].is_error and "capability expired" in completed[expired.call_id].content
+    assert not completed[fresh.call_id].is_error, completed[fresh.call_id].content
+    assert altered.call_id not in completed  # refused before it entered the ledger: no result at all
+    assert [t["idempotency_key"] for t in env.transfers(run_id)] == [fresh.idempotency_key]
+
+
+async def test_an_unanswered_approval_is_denied_at_its_deadline_across_a_processor_restart(env: Env) -> None:
     await set_policy(env.d.settings, "acme", TenantPolicy(approval_timeout_s=6), by="test")
     await asyncio.sleep(1.0)  # the gate reads the control topic before each batch
     procs = env.d.procs

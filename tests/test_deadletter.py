@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agentstream.client.journal import JournalClient, RunRequest
+from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.events import RunFailed
 from agentstream.kafka.journal import header_pairs
+from agentstream.kafka.partitioner import partition_for
 from agentstream.process import serve
 from agentstream.topics import DEADLETTER, JOURNAL, load_topics
 from processors.orchestrator.app import build as build_orchestrator
@@ -52,3 +54,28 @@ async def test_poison_events_are_dead_lettered_and_the_loop_goes_on(settings: Se
     assert by_key[b"k1"]["original-type"] == b"RunRequested"
     original = next(m for m in dead if m.key() == b"k1")
     assert original.value() == b"\x00garbage"  # nothing lost: the original bytes are kept
+
+
+async def test_an_event_planted_in_another_runs_partition_is_dead_lettered(
+    settings: Settings, orchestrator: None
+) -> None:
+    """A genuine event copied into a partition its run does not live in is not applied there: each
+    partition's state is its runs' only record, and a second copy elsewhere could act twice."""
+    topics = load_topics(settings.topic_prefix)
+    journal = topics[JOURNAL].name
+    client = JournalClient(settings)
+    try:
+        run_id = await client.request_run(RunRequest(task="t", tools=["no_such_tool"]))
+        events = [e async for e in client.follow(run_id, timeout_s=30)]
+    finally:
+        await client.aclose()
+    requested = next(e for e in events if e.event.type_name == "RunRequested")
+    home = partition_for(run_id, topics[JOURNAL].partitions)
+    elsewhere = (home + 1) % topics[JOURNAL].partitions
+    codec = AvroCodec()
+    produce_raw(settings.bootstrap_servers, journal, codec.encode(requested.event), b"planted",
+                [("type", b"RunRequested")], partition=elsewhere)  # fmt: skip
+
+    dead = await read_topic(settings.bootstrap_servers, topics[DEADLETTER].name, min_count=1)
+    reasons = {m.key(): dict(header_pairs(m))["reason"] for m in dead}
+    assert f"partition {elsewhere}, not its run's partition {home}".encode() in reasons[b"planted"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ async def test_create_wait_get_and_stream(api: Api) -> None:
         assert events[0]["event"] == "RunRequested" and events[-1]["event"] == "RunCompleted"
         ids = [int(e["id"]) for e in events]
         assert ids == sorted(set(ids))
+        # The authorizations are streamed, their bearer tokens (for the executor only) are not.
+        authorized = [json.loads(e["data"]) for e in events if e["event"] == "ToolCallAuthorized"]
+        assert authorized and all(a["capability"] == "[withheld]" and a["authorized_by"] for a in authorized)
 
 
 async def test_idempotent_create_under_50_concurrent_requests(api: Api) -> None:

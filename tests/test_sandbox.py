@@ -4,9 +4,11 @@ egress proxy on a unix socket, and real MCP servers (mcp-server-time, mcp-server
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,20 +22,27 @@ from pathlib import Path
 
 import pytest
 
+from agentstream.config import ModelSettings, Settings
+from agentstream.credentials.keys import local_key_provider
+from agentstream.registry.entry import ToolEntry
 from agentstream.sandbox import (
     EgressProxy,
     SandboxPolicy,
     SandboxUnavailable,
     egress_allowed,
     launcher,
+    make_sandbox_dir,
     namespaces_available,
     sandboxed_argv,
     scrubbed_environment,
 )
+from processors.tool_executor.builtin import BuiltinToolHost
 from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
+from processors.tool_executor.registry_host import RegistryToolHost
 from tests.harness import GIT_SAFE_ENV, make_git_repo
 
 PROBE_SERVER = Path(__file__).parent / "fixtures" / "probe_mcp_server.py"
+MEMO_SERVER = Path(__file__).parent / "fixtures" / "memo_mcp_server.py"
 needs_namespaces = pytest.mark.skipif(not namespaces_available(), reason="needs unprivileged user+net namespaces")
 
 CRASH_SERVER = """
@@ -382,3 +391,133 @@ async def test_a_server_that_exits_inside_the_sandbox_yields_an_error(tmp_path: 
         assert result.is_error and "lost the connection" in result.content, result
     finally:
         await host.aclose()
+
+
+# --- what a sandboxed tool can see of the filesystem and of other processes ---------------------
+
+FILES_PROBE = """
+import ctypes, json, os, sys
+out = {"cwd": os.getcwd(), "pid": os.getpid(),
+       "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+for name, path in zip(("secret", "kept", "rehidden", "relative"), sys.argv[1:5]):
+    try:
+        out[name] = open(path).read()
+    except OSError as exc:
+        out[name] = type(exc).__name__
+try:
+    os.kill(int(sys.argv[5]), 0)
+    out["signal"] = "sent"
+except OSError as exc:
+    out["signal"] = type(exc).__name__
+try:
+    open(os.path.join(os.path.dirname(sys.argv[1]), "planted"), "w")
+    out["write"] = "written"
+except OSError as exc:
+    out["write"] = type(exc).__name__
+libc = ctypes.CDLL(None, use_errno=True)
+# Root of its user namespace, yet no capability: it cannot lift a cover...
+out["umount"] = os.strerror(ctypes.get_errno()) if libc.umount2(os.path.dirname(sys.argv[1]).encode(), 2) else "done"
+out["capabilities"] = [line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff")]
+# ...nor from a user namespace of its own, where the covers it inherits are locked.
+if libc.unshare(0x10000000 | 0x20000):  # CLONE_NEWUSER | CLONE_NEWNS
+    out["nested"] = "no nested namespace: " + os.strerror(ctypes.get_errno())
+elif libc.umount2(os.path.dirname(sys.argv[1]).encode(), 2):
+    out["nested"] = os.strerror(ctypes.get_errno())
+else:
+    out["nested"] = "lifted " + str(os.listdir(os.path.dirname(sys.argv[1])))
+open(os.path.join(os.environ["HOME"], "own-file"), "w").write("mine")
+out["home"] = open(os.path.join(os.environ["HOME"], "own-file")).read()
+import urllib.request
+out["get"] = urllib.request.urlopen(sys.argv[6], timeout=10).read().decode()
+print(json.dumps(out))
+"""
+
+
+@needs_namespaces
+async def test_hidden_paths_are_covered_kept_ones_put_back_and_other_processes_out_of_sight(
+    tmp_path: Path, http_port: int
+) -> None:
+    hidden = tmp_path / "hidden"
+    kept = hidden / "venv" / "lib"  # as an interpreter inside the executor user's home would be
+    rehidden = kept / "private"
+    rehidden.mkdir(parents=True)
+    (hidden / "secret.txt").write_text("the platform's secret")
+    (kept / "module.py").write_text("kept")
+    (rehidden / "key").write_text("hidden again")
+    # The egress socket sits where every sandbox's private directory does: hidden, then put back.
+    own = Path(make_sandbox_dir())
+    (own / "home").mkdir()
+    egress = EgressProxy(own / "egress.sock", [f"127.0.0.1:{http_port}"])
+    await egress.start()
+    policy = SandboxPolicy(hidden_paths=(str(hidden), str(rehidden)), egress_allowlist=egress.allowlist)
+    args = [str(hidden / "secret.txt"), str(kept / "module.py"), str(rehidden / "key"), "secret.txt"]
+    args += [str(os.getpid()), f"http://127.0.0.1:{http_port}/out"]
+    visible = [str(own), str(kept)]
+    argv = sandboxed_argv(sys.executable, ["-c", FILES_PROBE, *args], policy, egress.path, visible=visible)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=scrubbed_environment({}, home=str(own / "home")), cwd=hidden,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        await egress.aclose()
+        shutil.rmtree(own)
+    assert process.returncode == 0, stderr.decode()
+    seen = json.loads(stdout)
+    assert seen["secret"] == "FileNotFoundError"  # covered: an empty directory in its place
+    assert seen["kept"] == "kept"
+    assert seen["rehidden"] == "FileNotFoundError"
+    # Started in a hidden directory, the tool is moved out of it: no way in by relative paths.
+    assert seen["relative"] == "FileNotFoundError" and seen["cwd"] == str(own / "home")
+    assert seen["write"] == "OSError"  # read-only cover: nothing can be planted there either
+    assert seen["home"] == "mine" and seen["get"] == "hello from /out"
+    assert seen["capabilities"] == ["0000000000000000"] and seen["umount"] == os.strerror(errno.EPERM)
+    assert seen["nested"] in (os.strerror(errno.EINVAL), os.strerror(errno.EPERM)) or seen["nested"].startswith(
+        "no nested namespace"
+    ), seen["nested"]
+    # Its own pid namespace: pid 2 under a small init, and no host process to see or signal.
+    assert seen["pid"] == 2 and set(seen["pids"]) <= {1, 2, 3}, seen["pids"]
+    assert seen["signal"] == "ProcessLookupError"
+    assert (hidden / "secret.txt").read_text() == "the platform's secret"  # untouched outside
+
+
+@needs_namespaces
+async def test_a_registered_tool_cannot_read_the_platform_keys_or_another_tenants_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings("127.0.0.1:9", "unused", tmp_path / "platform-home", ModelSettings())
+    keys = local_key_provider(settings).path  # creates <home>/keys/master.json, as a deployment does
+    other_tenant = settings.state_dir / "tenant-b" / "notes.txt"
+    other_tenant.parent.mkdir(parents=True)
+    other_tenant.write_text("tenant b's customer list")
+    # The executor user's home (dotfiles, cloud credentials) is hidden too, whatever it holds.
+    user_home = tmp_path / "executor-home"
+    (user_home / ".aws").mkdir(parents=True)
+    (user_home / ".aws" / "credentials").write_text("aws_secret_access_key = x")
+    monkeypatch.setenv("HOME", str(user_home))
+    assert keys.stat().st_size > 0
+
+    transport = {"kind": "stdio", "server": "memo", "command": sys.executable, "args": [str(MEMO_SERVER)]}
+    entry = ToolEntry(name="read_path", description="", input_schema={"type": "object"}, tier="read_only",
+                      transport=transport, owner="tenant-a")  # fmt: skip
+    host = RegistryToolHost(BuiltinToolHost(tmp_path / "bank.sqlite"), hidden_paths=(settings.home,))
+
+    async def tool(name: str, **arguments: str) -> str:
+        result = await host.call(dataclasses.replace(entry, name=name), arguments, idempotency_key="k",
+                                 tenant="tenant-a", run_id="run-a")  # fmt: skip
+        assert not result.is_error, result
+        return result.content
+
+    try:
+        for path in (keys, other_tenant, user_home / ".aws" / "credentials"):
+            answer = await tool("read_path", path=str(path))
+            assert answer.startswith("DENIED FileNotFoundError"), (path, answer)
+        assert await tool("read_path", path=str(settings.home)) == "DIR "  # an empty cover
+        assert await tool("note", text="kept in its own HOME") == "noted"
+        assert await tool("read_path", path="~/memo.txt") == "READ kept in its own HOME"
+        seen = json.loads(await tool("processes"))
+        assert seen["pid"] == 2 and os.getpid() not in seen["visible"]
+    finally:
+        await host.aclose()
+    assert keys.exists() and other_tenant.read_text() == "tenant b's customer list"

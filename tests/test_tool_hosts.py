@@ -33,6 +33,9 @@ from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost, time
 from processors.tool_executor.registry_host import RegistryToolHost
 
 PROBE_SERVER = Path(__file__).parent / "fixtures" / "probe_mcp_server.py"
+MEMO_SERVER = Path(__file__).parent / "fixtures" / "memo_mcp_server.py"
+# Who is calling, as the executor tells RegistryToolHost: the run's tenant and the run.
+CALLER: dict[str, str] = {"tenant": "acme", "run_id": "run-1"}
 # Generous: a restart is a fresh Python interpreter importing the SDK, slow on a loaded machine.
 RESTART_BUDGET_S = 30.0
 
@@ -315,12 +318,13 @@ async def test_registry_host_runs_each_entry_where_its_registration_says(tmp_pat
     host = RegistryToolHost(builtin)
     try:
         calc = builtin_entry(next(d for d in builtin.descriptors() if d.spec.name == "calculator"))
-        assert (await host.call(calc, {"expression": "6 * 7"}, idempotency_key="k1")).content == "42"
+        assert (await host.call(calc, {"expression": "6 * 7"}, idempotency_key="k1", **CALLER)).content == "42"
         (now,) = [e for e in await time_tool_entries() if e.name == "get_current_time"]
         assert now.tier == "read_only" and now.transport["kind"] == "stdio"
-        assert "datetime" in (await host.call(now, {"timezone": "Europe/Paris"}, idempotency_key="k2")).content
+        paris = await host.call(now, {"timezone": "Europe/Paris"}, idempotency_key="k2", **CALLER)
+        assert "datetime" in paris.content
         other = dataclasses.replace(calc, transport={"kind": "grpc", "target": "127.0.0.1:9"})
-        refused = await host.call(other, {}, idempotency_key="k3")
+        refused = await host.call(other, {}, idempotency_key="k3", **CALLER)
         assert refused.is_error and "not supported" in refused.content
     finally:
         await host.aclose()
@@ -355,12 +359,63 @@ async def test_a_remote_tool_runs_over_streamable_http_only_when_its_url_is_allo
     add = ToolEntry(name="add", description="", input_schema={"type": "object"}, tier="read_only",
                     transport={"kind": "http", "url": remote_mcp_url}, egress=(f"127.0.0.1:{port}",))  # fmt: skip
     try:
-        result = await host.call(add, {"a": 2, "b": 40}, idempotency_key="k-remote")
+        result = await host.call(add, {"a": 2, "b": 40}, idempotency_key="k-remote", **CALLER)
         assert not result.is_error and result.content == "42"
-        echoed = await host.call(dataclasses.replace(add, name="echo_meta"), {}, idempotency_key="k-meta")
+        echoed = await host.call(dataclasses.replace(add, name="echo_meta"), {}, idempotency_key="k-meta", **CALLER)
         assert json.loads(echoed.content)["idempotency_key"] == "k-meta"
         elsewhere = dataclasses.replace(add, egress=("127.0.0.1:1",))
-        refused = await host.call(elsewhere, {"a": 1, "b": 1}, idempotency_key="k-refused")
+        refused = await host.call(elsewhere, {"a": 1, "b": 1}, idempotency_key="k-refused", **CALLER)
         assert refused.is_error and "not in its egress allowlist" in refused.content
     finally:
         await host.aclose()
+
+
+def memo_entry(name: str, **overrides: Any) -> ToolEntry:
+    """A platform-wide tool on the memo server, which remembers values across calls. Unsandboxed
+    (platform tools may opt out) so this runs without namespaces; test_sandbox covers the sandbox."""
+    transport = {"kind": "stdio", "server": "memo", "command": sys.executable, "args": [str(MEMO_SERVER)],
+                 "sandbox": False}  # fmt: skip
+    entry = ToolEntry(name=name, description="", input_schema={"type": "object"}, tier="read_only", transport=transport)
+    return dataclasses.replace(entry, **overrides)
+
+
+async def test_tenants_never_share_a_server_process_and_credentialed_tools_not_even_across_runs(
+    tmp_path: Path,
+) -> None:
+    now = [0.0]  # the host's idea of time, so a slow machine cannot make a server look idle
+    host = RegistryToolHost(BuiltinToolHost(tmp_path / "bank.sqlite"), idle_s=60.0, clock=lambda: now[0])
+    remember, recall = memo_entry("remember"), memo_entry("recall")
+
+    async def memo(entry: ToolEntry, tenant: str, run_id: str, **arguments: str) -> str:
+        result = await host.call(entry, arguments, idempotency_key="k", tenant=tenant, run_id=run_id)
+        assert not result.is_error, result
+        return result.content
+
+    try:
+        assert await memo(remember, "acme", "run-a1", value="acme's customer list") == "remembered"
+        # The same tenant's next run reaches the same process (so a process does keep what it is told)...
+        assert await memo(recall, "acme", "run-a2") == "acme's customer list"
+        # ...and another tenant's call to the very same platform-wide tool never does.
+        assert await memo(recall, "globex", "run-g1") == ""
+        assert host.server_count == 2
+        assert len(child_pids(str(MEMO_SERVER))) == 2
+
+        # A tool that receives credentials gets a process per run: a secret stays with its run.
+        keep, read = (dataclasses.replace(e, secrets=("crm_token",)) for e in (remember, recall))
+        assert await memo(keep, "acme", "run-a1", value="token-of-run-a1") == "remembered"
+        assert await memo(read, "acme", "run-a1") == "token-of-run-a1"
+        assert await memo(read, "acme", "run-a2") == ""
+        assert host.server_count == 4
+
+        # Idle servers are closed (and their processes end).
+        now[0] += 61.0
+        host.close_idle()
+        for _ in range(100):
+            if host.server_count == 0 and not child_pids(str(MEMO_SERVER)):
+                break
+            await asyncio.sleep(0.1)
+        assert host.server_count == 0 and not child_pids(str(MEMO_SERVER))
+        assert await memo(recall, "acme", "run-a3") == ""  # a fresh process for the next call
+    finally:
+        await host.aclose()
+    assert not child_pids(str(MEMO_SERVER))

@@ -32,6 +32,9 @@ def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     reg.add_argument("--egress", action="append", default=[], help="host[:port] it may reach (repeatable)")
     reg.add_argument("--secret", action="append", default=[], help="a tenant secret it receives (repeatable)")
     reg.add_argument("--timeout-s", type=float, default=30.0)
+    reg.add_argument("--approval-timeout-s", type=float, default=None,
+                     help="seconds a person has to decide on a call needing approval (capped by the tenant's "
+                          "policy; default: the tenant's policy alone)")  # fmt: skip
     reg.add_argument("--owner", default="", help="owning tenant (default: platform-wide)")
     disc = tsub.add_parser("discover", help="ask an MCP stdio server for its tools; optionally register them")
     disc.add_argument("--command", required=True, help="the server's command line (shell-quoted)")
@@ -56,6 +59,12 @@ def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     pol.add_argument("--require-approval", action="append", default=[])
     pol.add_argument("--max-calls", action="append", default=[], metavar="TOOL=N", help="per-run call limit")
     pol.add_argument("--approval-timeout-s", type=float, default=300.0)
+    pol.add_argument("--private-tool", action="append", default=[],
+                     help="a tool whose results are private data (repeatable; '*': every tool)")  # fmt: skip
+    pol.add_argument("--egress-tool", action="append", default=[],
+                     help="a tool that sends data out beyond its egress allowlist, e.g. email (repeatable)")  # fmt: skip
+    pol.add_argument("--taint-action", choices=["needs_approval", "deny"], default="needs_approval",
+                     help="what an egress call carrying private data gets")  # fmt: skip
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -74,6 +83,10 @@ def _transport(command_line: str) -> dict[str, Any]:
     return {"kind": "stdio", "server": argv[0].rsplit("/", 1)[-1], "command": argv[0], "args": argv[1:]}
 
 
+def _approval(entry: ToolEntry) -> str:
+    return "" if entry.approval_timeout_s is None else f", approval timeout {entry.approval_timeout_s:g} s"
+
+
 async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
     match args.tools_command:
         case "register":
@@ -82,9 +95,10 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 transport=_transport(args.command) if args.command else {"kind": "http", "url": args.url},
                 owner=args.owner, scopes=tuple(args.scope),
                 egress=tuple(args.egress), secrets=tuple(args.secret), timeout_ms=int(args.timeout_s * 1000),
+                approval_timeout_s=args.approval_timeout_s,
             )  # fmt: skip
             registered = await admin.register_tool(settings, entry)
-            print(f"{registered.name} v{registered.version} ({registered.tier})")
+            print(f"{registered.name} v{registered.version} ({registered.tier}{_approval(registered)})")
         case "discover":
             from processors.tool_executor.discovery import discover
 
@@ -100,7 +114,9 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             catalog = await admin.read_catalog(settings)
             for name, entry in sorted(catalog.visible(args.tenant).items()):
                 off = " DISABLED" if catalog.switched_off(entry) else ""
-                print(f"{name:<28} v{entry.version:<4} {entry.tier:<13} {entry.owner or 'platform'}{off}")
+                timeout = catalog.policy(args.tenant).approval_timeout_for(entry)
+                print(f"{name:<28} v{entry.version:<4} {entry.tier:<13} approval {timeout:>6g}s  "
+                      f"{entry.owner or 'platform'}{off}")  # fmt: skip
         case "show":
             catalog = await admin.read_catalog(settings)
             versions = catalog.versions.get((args.owner, args.name), {})
@@ -118,6 +134,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 granted_scopes=None if args.grant_scope is None else tuple(args.grant_scope),
                 auto_approve=tuple(args.auto_approve), require_approval=tuple(args.require_approval),
                 max_calls_per_run=limits, approval_timeout_s=args.approval_timeout_s,
+                private_tools=tuple(args.private_tool), egress_tools=tuple(args.egress_tool),
+                taint_action=args.taint_action,
             )  # fmt: skip
             await admin.set_policy(settings, args.tenant, policy, by="cli")
             print(f"policy for {args.tenant}: {policy.to_json()}")

@@ -78,7 +78,11 @@ class DecideApproval(BaseModel):
     decision: Literal["approve", "deny"] = Field(
         description="approve runs the call; deny returns an error observation."
     )
-    decided_by: str = Field(default="", max_length=200, description="Who decided (recorded with the caller's tenant).")
+    decided_by: str = Field(
+        default="", max_length=200,
+        description="A free-text name, recorded only as a note in the decision's reason: the decider on record is "
+        "the authenticated API key (`api:<tenant>:key/<key id>`), whatever this says.",
+    )  # fmt: skip
     reason: str = Field(default="", max_length=1000)
 
 
@@ -123,6 +127,11 @@ class RegisterTool(BaseModel):
     )
     secrets: list[ToolName] = Field(default_factory=list, max_length=20)
     timeout_s: float = Field(default=30.0, ge=0.1, le=3600)
+    approval_timeout_s: float | None = Field(
+        default=None, ge=1, le=604_800,
+        description="Seconds a person has to decide on a call that needs approval, before it is denied; "
+        "capped by the tenant's policy (`approval_timeout_s`). Omitted or null: the tenant's policy alone.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one_place(self) -> RegisterTool:

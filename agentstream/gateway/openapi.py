@@ -153,7 +153,15 @@ def _created(description: str) -> dict[str, Any]:
 _TOOL_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 _TOOL = {
     "type": "object",
-    "required": ["name", "version", "tier", "input_schema", "transport"],
+    "required": [
+        "name",
+        "version",
+        "tier",
+        "input_schema",
+        "transport",
+        "approval_timeout_s",
+        "effective_approval_timeout_s",
+    ],
     "properties": {
         "name": {"type": "string"},
         "version": {"type": "string"},
@@ -165,6 +173,14 @@ _TOOL = {
         "egress": {"type": "array", "items": {"type": "string"}},
         "secrets": {"type": "array", "items": {"type": "string"}},
         "timeout_ms": {"type": "integer"},
+        "approval_timeout_s": {
+            "type": ["number", "null"],
+            "description": "the registration's approval deadline in seconds; null: the tenant's policy alone",
+        },
+        "effective_approval_timeout_s": {
+            "type": "number",
+            "description": "the deadline this tenant's calls get: the tool's, capped by the tenant's policy",
+        },
         "transport": {"type": "string", "enum": ["builtin", "stdio", "http"]},
         "registered_at_ms": {"type": "integer"},
         "disabled": {"type": "boolean"},
@@ -186,7 +202,10 @@ _APPROVAL = {
         "reason": {"type": "string"},
         "requested_at_ms": {"type": "integer"},
         "expires_at_ms": {"type": "integer", "description": "past this, the call is denied, never approved"},
-        "decided_by": {"type": ["string", "null"]},
+        "decided_by": {
+            "type": ["string", "null"],
+            "description": "`api:<tenant>:key/<key id>`: the API key that decided; `timeout`: the deadline passed",
+        },
         "decision_reason": {"type": ["string", "null"]},
         "decided_at_ms": {"type": ["integer", "null"]},
     },

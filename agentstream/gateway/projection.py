@@ -50,8 +50,19 @@ class StoredEvent:
     sse: bytes
 
 
+# Bearer material in the journal, for the executor only: an authorization's capability and its
+# credential delegation. A client watching its run learns that the call was authorized, by whom and
+# until when, but never holds a token it could present to anything.
+WITHHELD_FIELDS = ("capability", "delegation")
+WITHHELD = "[withheld]"
+
+
 def sse_message(offset: int, timestamp_ms: int, event: RunEvent) -> bytes:
-    data = orjson.dumps({"type": event.type_name, "offset": offset, "timestamp_ms": timestamp_ms, **event.to_record()})
+    record = event.to_record()
+    for name in WITHHELD_FIELDS:
+        if record.get(name):
+            record[name] = WITHHELD
+    data = orjson.dumps({"type": event.type_name, "offset": offset, "timestamp_ms": timestamp_ms, **record})
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (offset, event.type_name.encode(), data)
 
 

@@ -45,7 +45,7 @@ async def running_gateway(
     journal = JournalClient(settings)
     background = [asyncio.create_task(index.run(stop)), asyncio.create_task(directory.run(stop))]
     await index.ready()
-    approvals = ApprovalsApi(index, journal, signers.approval)
+    approvals = ApprovalsApi(index, journal, signers.approval, directory.identify)
     registry = CatalogReader(settings)
     await registry.start()
     tools = ToolsApi(settings, registry)

@@ -28,18 +28,13 @@ class ToolsApi:
     async def list(self, tenant_id: str) -> Response:
         self._fresh()
         catalog = self.reader.catalog
-        data = [
-            {**entry.describe(), "disabled": catalog.switched_off(entry) is not None}
-            for _, entry in sorted(catalog.visible(tenant_id).items())
-        ]
+        data = [self._resource(tenant_id, entry) for _, entry in sorted(catalog.visible(tenant_id).items())]
         return JSONResponse({"data": data})
 
     async def get(self, request: Request, tenant_id: str) -> Response:
         entry = self._visible(request, tenant_id)
         versions = self.reader.catalog.versions.get((entry.owner, entry.name), {})
-        body = {**entry.describe(), "disabled": self.reader.catalog.switched_off(entry) is not None,
-                "versions": sorted(versions)}  # fmt: skip
-        return JSONResponse(body)
+        return JSONResponse({**self._resource(tenant_id, entry), "versions": sorted(versions)})
 
     async def register(self, tenant_id: str, body: RegisterTool) -> Response:
         self._fresh()
@@ -47,13 +42,13 @@ class ToolsApi:
             name=body.name, description=body.description, input_schema=body.input_schema, tier=body.tier,
             transport=_transport(body),
             owner=tenant_id, scopes=tuple(body.scopes), egress=tuple(body.egress), secrets=tuple(body.secrets),
-            timeout_ms=int(body.timeout_s * 1000),
+            timeout_ms=int(body.timeout_s * 1000), approval_timeout_s=body.approval_timeout_s,
         )  # fmt: skip
         try:
             entry = await admin.register_tool(self.settings, draft, self.reader.catalog)
         except RegistryError as exc:
             raise ApiError(422, "invalid_tool", str(exc), field="body") from exc
-        return JSONResponse(entry.describe(), status_code=201)
+        return JSONResponse(self._resource(tenant_id, entry), status_code=201)
 
     async def switch(self, request: Request, tenant_id: str, body: SwitchTool, *, disabled: bool) -> Response:
         entry = self._visible(request, tenant_id)
@@ -61,7 +56,17 @@ class ToolsApi:
             raise ApiError(403, "platform_tool", "platform tools are switched by the platform's operators")
         await admin.switch_tool(self.settings, tenant_id, entry.name, disabled=disabled, reason=body.reason,
                                 by=f"api:{tenant_id}")  # fmt: skip
-        return JSONResponse({**entry.describe(), "disabled": disabled}, status_code=202)
+        return JSONResponse({**self._resource(tenant_id, entry), "disabled": disabled}, status_code=202)
+
+    def _resource(self, tenant_id: str, entry: ToolEntry) -> dict[str, Any]:
+        catalog = self.reader.catalog
+        return {
+            **entry.describe(),
+            "disabled": catalog.switched_off(entry) is not None,
+            # What this tenant's calls of the tool get when one needs a person: the registration's
+            # deadline capped by the tenant's policy, so a caller need not work it out.
+            "effective_approval_timeout_s": catalog.policy(tenant_id).approval_timeout_for(entry),
+        }
 
     def _visible(self, request: Request, tenant_id: str) -> ToolEntry:
         self._fresh()

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from agentstream.codec import DecodeError
-from agentstream.events import ProcessorStatus
+from agentstream.events import ProcessorStatus, RunEvent
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.core import Outcome, ProcessorCore, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
@@ -202,6 +202,14 @@ class ProcessorRuntime:
             if not self.core.accepts(event.type_name):
                 self.counters.skipped += 1
                 continue
+            if isinstance(event, RunEvent) and partition != self.records.journal_partition(event.run_id):
+                # Each partition's state (a call ledger, a budget) is a run's only record; a copy of a
+                # genuine event planted in another partition would be a second, unrelated record of
+                # it there, e.g. a signed authorization executed a second time.
+                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name,
+                                               f"event of run {event.run_id} in partition {partition}, not its run's "
+                                               f"partition {self.records.journal_partition(event.run_id)}"))  # fmt: skip
+                continue
             try:
                 outcome.extend(self.core.apply(part.store, event, live=not part.recovering))
                 self.counters.processed += 1
@@ -311,9 +319,13 @@ class ProcessorRuntime:
                     self.counters.work_skipped += 1
                     return
             delay = 0.2
+            events: list[RunEvent] | None = None
             while True:
                 try:
-                    events = await item.run()
+                    if events is None:
+                        events = await item.run()
+                    # Only the write is retried once the side effect is done: running it again
+                    # because the journal was unreachable could do it twice.
                     await self._produce_all([self.records.journal(e) for e in events])
                     self.counters.emitted += len(events)
                     return

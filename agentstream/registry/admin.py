@@ -11,7 +11,15 @@ from agentstream.config import Settings
 from agentstream.events import Event, TenantPolicySet, ToolSwitched
 from agentstream.kafka.table import put_record
 from agentstream.registry.catalog import ToolCatalog
-from agentstream.registry.entry import TIERS, TenantPolicy, ToolEntry, policy_key, switch_key
+from agentstream.registry.entry import (
+    MAX_APPROVAL_TIMEOUT_S,
+    MIN_APPROVAL_TIMEOUT_S,
+    TIERS,
+    TenantPolicy,
+    ToolEntry,
+    policy_key,
+    switch_key,
+)
 from agentstream.registry.reader import CatalogReader
 from agentstream.sandbox.policy import parse_allow_entry
 from agentstream.topics import CATALOG, CONTROL, load_topics
@@ -55,6 +63,19 @@ def validate_entry(entry: ToolEntry) -> None:
             raise RegistryError(str(exc)) from exc
     if not 100 <= entry.timeout_ms <= 3_600_000:
         raise RegistryError("timeout must be between 0.1 s and 1 h")
+    if entry.approval_timeout_s is not None:
+        _check_approval_timeout(entry.approval_timeout_s)
+    if "approval_timeout_s" in entry.transport:
+        # Its own field now: a second place to set it would leave two deadlines to reconcile.
+        raise RegistryError("approval_timeout_s is a field of the registration, not of its transport")
+
+
+def _check_approval_timeout(seconds: float) -> None:
+    # 0 or less would deny every approval the moment it is asked (a kill switch in disguise).
+    if not MIN_APPROVAL_TIMEOUT_S <= seconds <= MAX_APPROVAL_TIMEOUT_S:
+        raise RegistryError(
+            f"approval timeout must be between {MIN_APPROVAL_TIMEOUT_S:g} s and {MAX_APPROVAL_TIMEOUT_S:g} s (7 days)"
+        )
 
 
 async def register_tool(settings: Settings, draft: ToolEntry, catalog: ToolCatalog | None = None) -> ToolEntry:
@@ -83,5 +104,6 @@ async def switch_tool(settings: Settings, owner: str, name: str, *, disabled: bo
 
 
 async def set_policy(settings: Settings, tenant_id: str, policy: TenantPolicy, by: str) -> None:
+    _check_approval_timeout(policy.approval_timeout_s)
     event = TenantPolicySet(policy_key(tenant_id), tenant_id, policy.to_json(), by, int(time.time() * 1000))
     await _publish(settings, CONTROL, event)

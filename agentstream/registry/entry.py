@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -13,6 +13,11 @@ from agentstream.tooling import RiskTier
 
 TIERS: tuple[RiskTier, ...] = ("read_only", "reversible", "irreversible")
 PLATFORM = "_platform"  # the owner segment of a platform-wide tool's keys
+TaintAction = Literal["needs_approval", "deny"]
+# Bounds of an approval deadline, a tool's or a tenant's: under a second nobody can answer, and a
+# call left open for over a week is a run nobody is waiting for.
+MIN_APPROVAL_TIMEOUT_S = 1.0
+MAX_APPROVAL_TIMEOUT_S = 604_800.0
 
 
 def registry_key(owner: str, name: str, version: str) -> str:
@@ -44,6 +49,9 @@ class ToolEntry:
     timeout_ms: int = 30_000
     idempotent: bool = False
     registered_ms: int = 0
+    # Seconds a person has to decide on one of its calls (when a call needs approval); None: the
+    # tenant's policy alone. It can only shorten the tenant's deadline (see `approval_timeout_for`).
+    approval_timeout_s: float | None = None
 
     @property
     def spec(self) -> ToolSpec:
@@ -59,8 +67,10 @@ class ToolEntry:
         return (
             self.description == other.description
             and _canonical(self.input_schema) == _canonical(other.input_schema)
-            and (self.tier, self.scopes, self.egress, self.secrets, self.timeout_ms, self.idempotent)
-            == (other.tier, other.scopes, other.egress, other.secrets, other.timeout_ms, other.idempotent)
+            and (self.tier, self.scopes, self.egress, self.secrets, self.timeout_ms, self.idempotent,
+                 self.approval_timeout_s)
+            == (other.tier, other.scopes, other.egress, other.secrets, other.timeout_ms, other.idempotent,
+                other.approval_timeout_s)
             and _canonical(self.transport) == _canonical(other.transport)
         )
 
@@ -81,6 +91,7 @@ class ToolEntry:
             transport_json=_canonical(self.transport),
             secrets=list(self.secrets),
             registered_ms=self.registered_ms,
+            approval_timeout_s=self.approval_timeout_s or 0.0,
         )
 
     @staticmethod
@@ -88,6 +99,10 @@ class ToolEntry:
         # Unknown tiers are treated as the worst.
         tier: RiskTier = event.risk if event.risk in TIERS else "irreversible"
         transport = orjson.loads(event.transport_json) if event.transport_json else {"kind": "builtin"}
+        # Versions registered before the field existed kept it in the transport; it is read from
+        # there and dropped from it, so re-registering the same tool with the field is the same contract.
+        legacy = _positive(transport.pop("approval_timeout_s", None))
+        approval_timeout_s = _positive(event.approval_timeout_s) or legacy
         return ToolEntry(
             name=event.name,
             description=event.description,
@@ -102,6 +117,7 @@ class ToolEntry:
             timeout_ms=event.timeout_ms,
             idempotent=event.idempotent,
             registered_ms=event.registered_ms,
+            approval_timeout_s=approval_timeout_s,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -116,9 +132,17 @@ class ToolEntry:
             "egress": list(self.egress),
             "secrets": list(self.secrets),
             "timeout_ms": self.timeout_ms,
+            "approval_timeout_s": self.approval_timeout_s,
             "transport": self.transport.get("kind", "builtin"),
             "registered_at_ms": self.registered_ms,
         }
+
+
+def _positive(value: object) -> float | None:
+    # 0 (the Avro default) means unset; so does anything that is not a positive number.
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def _canonical(value: Any) -> str:
@@ -136,7 +160,27 @@ class TenantPolicy:
     auto_approve: tuple[str, ...] = ()  # irreversible tools this tenant lets run without a person
     require_approval: tuple[str, ...] = ()  # tools of lower tiers that still need a person
     max_calls_per_run: dict[str, int] = field(default_factory=dict)
-    approval_timeout_s: float = 300.0
+    approval_timeout_s: float = 300.0  # the default for every tool; a tool's own may shorten it
+    # Data-flow taint, the gate's run context: results of `private_tools` ("*": of every tool) are
+    # this tenant's private data; a later call of an egress-capable tool (one with an egress
+    # allowlist, or named in `egress_tools`, such as email) whose arguments carry some of it needs a
+    # person ("needs_approval") or is refused ("deny"). No private tools: nothing is tracked.
+    private_tools: tuple[str, ...] = ()
+    egress_tools: tuple[str, ...] = ()
+    taint_action: TaintAction = "needs_approval"
+
+    def is_private(self, tool: str) -> bool:
+        return tool in self.private_tools or "*" in self.private_tools
+
+    def is_egress(self, entry: ToolEntry) -> bool:
+        return bool(entry.egress) or entry.name in self.egress_tools
+
+    def approval_timeout_for(self, entry: ToolEntry) -> float:
+        """Seconds a person has to decide on a call of `entry`: the tool's own deadline where it
+        has one, but never longer than this tenant allows (the shorter deadline is the safe one)."""
+        if entry.approval_timeout_s is not None and entry.approval_timeout_s > 0:
+            return min(self.approval_timeout_s, entry.approval_timeout_s)
+        return self.approval_timeout_s
 
     def to_json(self) -> str:
         return orjson.dumps(
@@ -148,6 +192,9 @@ class TenantPolicy:
                 "require_approval": list(self.require_approval),
                 "max_calls_per_run": self.max_calls_per_run,
                 "approval_timeout_s": self.approval_timeout_s,
+                "private_tools": list(self.private_tools),
+                "egress_tools": list(self.egress_tools),
+                "taint_action": self.taint_action,
             },
             option=orjson.OPT_SORT_KEYS,
         ).decode()
@@ -164,4 +211,8 @@ class TenantPolicy:
             require_approval=tuple(d.get("require_approval") or ()),
             max_calls_per_run={str(k): int(v) for k, v in (d.get("max_calls_per_run") or {}).items()},
             approval_timeout_s=float(d.get("approval_timeout_s", 300.0)),
+            private_tools=tuple(d.get("private_tools") or ()),
+            egress_tools=tuple(d.get("egress_tools") or ()),
+            # An action this version does not know is read as the strictest one.
+            taint_action="needs_approval" if d.get("taint_action", "needs_approval") == "needs_approval" else "deny",
         )

@@ -1,11 +1,14 @@
 """The first process inside a sandbox's namespaces: it finishes the sandbox, then runs the tool.
 
-    python -m agentstream.sandbox.bootstrap [--proxy-socket PATH] [--no-netns] --cpu-seconds N
-        --memory-mb M --nproc P --nofile F -- command args...
+    python -m agentstream.sandbox.bootstrap [--proxy-socket PATH] [--no-netns] [--hide PATH]...
+        [--keep PATH]... --cpu-seconds N --memory-mb M --nproc P --nofile F -- command args...
 
-It brings loopback up, forks the tool with resource limits and proxy variables set, and stays as
-its parent to relay 127.0.0.1:<port> to the egress proxy's unix socket (the one way out of the
-namespace), to pass SIGTERM/SIGINT on, and to exit with the tool's status (128+N for signal N).
+It brings loopback up, hides the `--hide` paths (keeping the `--keep` ones under them reachable),
+moves to $HOME, and forks an init into a new pid namespace, which forks the tool with resource
+limits and proxy variables set. The bootstrap stays as their parent to relay 127.0.0.1:<port> to
+the egress proxy's unix socket (the one way out of the namespace), to pass SIGTERM/SIGINT on, and
+to exit with the tool's status (128+N for signal N). With `--no-netns` (run without namespaces)
+there is nothing to hide paths or pids with, so the tool is forked directly.
 The tool speaks JSON-RPC over the stdin/stdout it inherits, so nothing here writes to stdout.
 """
 
@@ -28,6 +31,7 @@ import sys
 from typing import NoReturn
 
 from agentstream.sandbox._relay import relay
+from agentstream.sandbox.isolation import drop_privileges, hide_paths, new_pid_namespace, run_init
 
 SETUP_FAILED = 125
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -54,6 +58,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="agentstream.sandbox.bootstrap", add_help=False)
     parser.add_argument("--proxy-socket")
     parser.add_argument("--no-netns", action="store_true")
+    parser.add_argument("--hide", action="append", default=[])
+    parser.add_argument("--keep", action="append", default=[])
     parser.add_argument("--cpu-seconds", type=int, required=True)
     parser.add_argument("--memory-mb", type=int, required=True)
     parser.add_argument("--nproc", type=int, required=True)
@@ -126,6 +132,8 @@ def _exec_tool(
     limits: list[tuple[int, int, int]],
     parent: int,
     mask: set[int | signal.Signals],
+    *,
+    confine: bool = False,
 ) -> NoReturn:
     try:
         with contextlib.suppress(OSError, AttributeError):
@@ -138,6 +146,8 @@ def _exec_tool(
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
             signal.signal(sig, signal.SIG_DFL)
         apply_limits(limits)
+        if confine:
+            drop_privileges()  # last: the steps above may need the user namespace's root
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.execvpe(command[0], command, env)
     except FileNotFoundError:
@@ -202,7 +212,13 @@ def main(argv: list[str]) -> int:
     try:
         options, command = parse_args(argv)
         if not options.no_netns:
-            bring_loopback_up()
+            bring_loopback_up()  # before the pid namespace: its first child would become init
+            hide_paths(options.hide, options.keep)
+            # A working directory inside a hidden path would still reach its contents by relative
+            # paths (a cover hides names, not an open directory), so the tool starts in its HOME.
+            home = os.environ.get("HOME", "")
+            os.chdir(home if home.startswith("/") and os.path.isdir(home) else "/")
+            new_pid_namespace()
         listener: socket.socket | None = None
         if options.proxy_socket:
             # Python sockets are close-on-exec, so the tool cannot take the listener over.
@@ -210,15 +226,25 @@ def main(argv: list[str]) -> int:
         env = tool_environment(listener.getsockname()[1] if listener else None)
         limits = resource_limits(options)
     except (SetupError, OSError, subprocess.SubprocessError) as exc:
+        # Fail closed: a tool whose paths could not be hidden must not start at all.
         _log(f"sandbox setup failed: {exc}")
         return SETUP_FAILED
     parent = os.getpid()
     # Blocked until the handlers that forward them exist; otherwise a SIGTERM in between would
     # kill the bootstrap alone and leave the tool to die by SIGKILL instead of shutting down.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    supervisor = os.pidfd_open(parent)  # init's way to tell that its parent is gone
     pid = os.fork()
     if pid == 0:
-        _exec_tool(command, env, limits, parent, mask)
+        if options.no_netns:
+            _exec_tool(command, env, limits, parent, mask)
+        if listener is not None:
+            listener.close()  # only the bootstrap relays; the fd is shared, so this closes a copy
+        run_init(
+            functools.partial(_exec_tool, command, env, limits, mask=mask, confine=True),
+            FORWARDED_SIGNALS, mask, supervisor, SETUP_FAILED,
+        )  # fmt: skip
+    os.close(supervisor)
     _detach_stdio()
     # A pidfd, not the pid, so a signal can never reach a recycled pid after the tool is reaped.
     pidfd = os.pidfd_open(pid)

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 
+from agentstream.config import Settings
 from agentstream.sandbox.policy import SandboxPolicy
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_MODULE = "agentstream.sandbox.bootstrap"
-# New user namespace (so no privilege is needed) mapped to root (so `ip link set lo up` is allowed
-# in it) and a new network namespace (so the only way out is the egress proxy's socket file).
-UNSHARE_FLAGS = ("--user", "--map-root-user", "--net")
+# New user namespace (so no privilege is needed) mapped to root (so `ip link set lo up` and the
+# bootstrap's mounts are allowed in it), a new network namespace (so the only way out is the egress
+# proxy's socket file) and a new mount namespace (so the bootstrap can hide paths from the tool).
+# The pid namespace is made by the bootstrap itself: `unshare --pid --fork` would stay as the
+# tool's parent and swallow the SIGTERM meant for it.
+UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--mount")
+# Also proves what the bootstrap needs beyond UNSHARE_FLAGS: a pid namespace and mounting its /proc.
+_PROBE_FLAGS = (*UNSHARE_FLAGS, "--pid", "--fork", "--mount-proc")
 _FALLBACK_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -32,13 +42,13 @@ def _unshare_path() -> str | None:
 
 @functools.cache
 def namespaces_available() -> bool:
-    """Whether unprivileged user+network namespaces work here; probed once per process."""
+    """Whether unprivileged user, network, mount and pid namespaces work here; probed once per process."""
     unshare = _unshare_path()
     if unshare is None or not sys.platform.startswith("linux"):
         return False
     try:
         probe = subprocess.run(
-            [unshare, *UNSHARE_FLAGS, "true"],
+            [unshare, *_PROBE_FLAGS, "true"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -56,15 +66,89 @@ def namespaces_available() -> bool:
 def require_sandbox(policy: SandboxPolicy) -> None:
     if policy.network_namespace and not namespaces_available():
         raise SandboxUnavailable(
-            "user and network namespaces are not available (`unshare --user --map-root-user --net` failed); "
+            "user, network, mount and pid namespaces are not available "
+            "(`unshare --user --map-root-user --net --mount --pid --fork --mount-proc` failed); "
             "refusing to run the tool unsandboxed. Set network_namespace=False to accept that explicitly."
         )
 
 
-def sandboxed_argv(command: str, args: list[str], policy: SandboxPolicy, proxy_socket: str | None) -> list[str]:
+def sandbox_root() -> str:
+    """The directory every sandbox's private directory (HOME, egress socket) is made in: one place,
+    so each sandbox can hide all the others' at once."""
+    root = os.path.join(tempfile.gettempdir(), f"agentstream-sandboxes-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    info = os.lstat(root)
+    # In a shared temp dir someone else could have made it first, to read or swap our sockets.
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise SandboxUnavailable(f"{root} is not a private directory of this user; refusing to use it")
+    return root
+
+
+def make_sandbox_dir() -> str:
+    return tempfile.mkdtemp(prefix="sandbox-", dir=sandbox_root())  # mode 0700
+
+
+def platform_hidden_paths() -> list[str]:
+    """What no sandboxed tool may see, whatever its policy says: the platform's home (keys, state,
+    every tenant's data) and every sandbox's private directory (other tools' HOMEs and sockets)."""
+    return [str(Settings.from_env().home), sandbox_root()]
+
+
+def user_home_paths() -> list[str]:
+    """The home of the user the executor runs as (dotfiles, cloud credentials), also hidden; unlike
+    the platform's paths it may hold the interpreter, which is then put back."""
+    paths = [os.path.expanduser("~")]
+    with contextlib.suppress(KeyError):  # a uid without a passwd entry, as in some containers
+        paths.append(pwd.getpwuid(os.getuid()).pw_dir)
+    return paths
+
+
+def _under(path: str, ancestor: str) -> bool:
+    return path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
+
+
+def _hidden(paths: Iterable[str]) -> list[str]:
+    found: list[str] = []
+    for path in paths:
+        real = os.path.realpath(path)  # a mount follows symlinks; so must the comparisons with it
+        # Covering "/" (the HOME of some service users) would take the whole system with it.
+        if os.path.isabs(path) and real != "/" and real not in found:
+            found.append(real)
+    return found
+
+
+def _visible(command: str, extra: Iterable[str], strict: Sequence[str]) -> list[str]:
+    """What must stay reachable even under a hidden path: the sandbox's own directories (`extra`),
+    the tool's command, and this interpreter (the venv and its base, which may live in a home).
+    The command is the registration's to choose, so what it brings back never reaches into
+    `strict` (the platform's paths): a tool cannot name its way into the key directory."""
+    derived = [os.path.dirname(command), os.path.dirname(os.path.realpath(command))]
+    derived += [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    found: list[str] = []
+    for path, trusted in [*((p, True) for p in extra), *((p, False) for p in derived)]:
+        for form in (os.path.abspath(path), os.path.realpath(path)):
+            if form in found or (not trusted and any(_under(form, hidden) for hidden in strict)):
+                continue
+            found.append(form)
+    return found
+
+
+def sandboxed_argv(
+    command: str, args: list[str], policy: SandboxPolicy, proxy_socket: str | None, *, visible: Sequence[str] = ()
+) -> list[str]:
     """The argv that runs `command args...` under `policy`. Without `proxy_socket` the tool gets
-    no egress at all (in a network namespace) and no proxy variables."""
+    no egress at all (in a network namespace) and no proxy variables. The platform's paths and
+    `policy.hidden_paths` are hidden from the tool; `visible` (its HOME, say) stays reachable."""
     require_sandbox(policy)
+    mounts: list[str] = []
+    if policy.network_namespace:
+        strict = _hidden([*platform_hidden_paths(), *policy.hidden_paths])
+        for path in _hidden([*strict, *user_home_paths()]):
+            mounts += ["--hide", path]
+        own = [*visible, *((os.path.dirname(proxy_socket),) if proxy_socket else ())]
+        for path in _visible(command, own, strict):
+            mounts += ["--keep", path]
     bootstrap = [
         sys.executable,
         # Isolated mode: the tool's own PYTHONPATH and the like (its env) must not steer our bootstrap.
@@ -73,6 +157,7 @@ def sandboxed_argv(command: str, args: list[str], policy: SandboxPolicy, proxy_s
         BOOTSTRAP_MODULE,
         *(("--proxy-socket", proxy_socket) if proxy_socket else ()),
         *(() if policy.network_namespace else ("--no-netns",)),
+        *mounts,
         "--cpu-seconds", str(policy.cpu_seconds),
         "--memory-mb", str(policy.memory_mb),
         "--nproc", str(policy.max_processes),

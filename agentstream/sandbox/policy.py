@@ -16,8 +16,12 @@ class SandboxPolicy:
     egress_allowlist: tuple[str, ...] = ()
     max_processes: int = 64
     max_open_files: int = 256
-    # False runs the tool without its own network namespace, so the egress proxy is advisory only.
+    # False runs the tool without any namespaces (network, mount, pid): the egress proxy is then
+    # advisory only and the tool sees every file and process the executor's user may see.
     network_namespace: bool = True
+    # Absolute paths the tool must not see (covered by empty read-only mounts), on top of those
+    # the launcher always hides: the platform's home, the executor user's home, other sandboxes.
+    hidden_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("cpu_seconds", "memory_mb", "max_processes", "max_open_files"):
@@ -29,6 +33,12 @@ class SandboxPolicy:
             raise TypeError("SandboxPolicy.egress_allowlist must be a tuple of entries, not a string")
         for entry in self.egress_allowlist:
             parse_allow_entry(entry)
+        if isinstance(self.hidden_paths, str):
+            raise TypeError("SandboxPolicy.hidden_paths must be a tuple of paths, not a string")
+        for path in self.hidden_paths:
+            if not isinstance(path, str) or not path.startswith("/"):
+                # A relative path would be resolved against whatever directory the tool starts in.
+                raise ValueError(f"SandboxPolicy.hidden_paths entries must be absolute paths, got {path!r}")
 
 
 def parse_allow_entry(entry: str) -> tuple[str, int | None]:

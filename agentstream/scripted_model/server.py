@@ -41,6 +41,11 @@ async def _replay(frames: list[bytes]) -> AsyncIterator[bytes]:
 # -- compromised-model mode (a scenario's `obey_tool_output`) ------------------------------------
 
 INSTRUCTION_LINE = re.compile(r"^[ \t]*INSTRUCTION:[ \t]*(\{.*\})[ \t]*$", re.MULTILINE)
+# `{{copy:REGEX}}` in an instruction's string argument: the model copies what it read. The attacker
+# knows the shape of the data (an account number), not its value; the model fills it in from the
+# first match of REGEX in the conversation's tool results (its groups joined, when it has groups;
+# `|pct` percent-encodes every byte of it). REGEX may not contain `}}`.
+COPY = re.compile(r"\{\{copy:(.+?)(\|pct)?\}\}")
 
 
 def _block_text(content: Any) -> str:
@@ -66,8 +71,31 @@ def _tool_result_text(message: Any) -> str | None:
     return None
 
 
-def injected_call(text: str) -> ScriptedToolCall | None:
-    """The first well-formed `INSTRUCTION: {"tool": name, "arguments": {...}}` line in `text`."""
+def _copied(value: Any, read: str) -> Any:
+    """`value` with its `{{copy:...}}` placeholders filled from `read` (unmatched ones: empty)."""
+    if isinstance(value, dict):
+        return {k: _copied(v, read) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v, read) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def fill(placeholder: re.Match[str]) -> str:
+        try:
+            found = re.search(placeholder.group(1), read)
+        except re.error:
+            return ""
+        if found is None:
+            return ""
+        text = "".join(g or "" for g in found.groups()) if found.groups() else found.group(0)
+        return "".join(f"%{b:02X}" for b in text.encode()) if placeholder.group(2) else text
+
+    return COPY.sub(fill, value)
+
+
+def injected_call(text: str, read: str = "") -> ScriptedToolCall | None:
+    """The first well-formed `INSTRUCTION: {"tool": name, "arguments": {...}}` line in `text`;
+    `read`: every tool result of the conversation, which `{{copy:...}}` placeholders copy from."""
     for match in INSTRUCTION_LINE.finditer(text):
         try:
             d = orjson.loads(match.group(1))
@@ -76,7 +104,7 @@ def injected_call(text: str) -> ScriptedToolCall | None:
         if isinstance(d, dict) and isinstance(d.get("tool"), str) and d["tool"]:
             args = d.get("arguments", {})
             if isinstance(args, dict):
-                return ScriptedToolCall(name=d["tool"], arguments=args)
+                return ScriptedToolCall(name=d["tool"], arguments=_copied(args, read))
     return None
 
 
@@ -94,7 +122,8 @@ def compromised_turn(body: Mapping[str, Any]) -> tuple[Turn | None, int]:
         if text is not None and isinstance(following, Mapping) and following.get("role") == "assistant":
             obeyed += injected_call(text) is not None
     last = _tool_result_text(messages[-1])
-    call = injected_call(last) if last is not None else None
+    read = "\n".join(t for t in map(_tool_result_text, messages) if t is not None)
+    call = injected_call(last, read) if last is not None else None
     return (Turn(tool_calls=(call,)) if call is not None else None), obeyed
 
 

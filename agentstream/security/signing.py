@@ -33,14 +33,18 @@ class Signer:
 
 
 def _capability_fields(event: ToolCallAuthorized) -> tuple[str, ...]:
+    # v2 also binds the idempotency key and the timeout: both shape the side effect, and a copy
+    # with another idempotency key would get past a tool's own dedupe (a second payment).
     return (
-        "capability/v1",
+        "capability/v2",
         event.run_id,
         event.tenant_id,
         event.call_id,
         event.tool,
         event.tool_version,
         arguments_digest(event.arguments_json),
+        event.idempotency_key,
+        str(event.timeout_ms),
         str(event.expires_ms),
         event.authorized_by,
     )
@@ -52,8 +56,8 @@ def sign_capability(signer: Signer, event: ToolCallAuthorized) -> str:
 
 
 def capability_verifies(signer: Signer, event: ToolCallAuthorized) -> bool:
-    """Issued by the policy gate for exactly this run, call, tool version, arguments, expiry and
-    authorizer (expired or not)."""
+    """Issued by the policy gate for exactly this run, call, tool version, arguments, idempotency
+    key, timeout, expiry and authorizer (expired or not)."""
     return bool(event.capability) and signer.verify(event.capability, *_capability_fields(event))
 
 

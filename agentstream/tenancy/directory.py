@@ -66,6 +66,12 @@ class TenantDirectory(TopicTable):
 
     def authenticate(self, authorization_header: str | None) -> Tenant | None:
         """The tenant of a valid `Bearer <key>`; None for anything else. Never raises on bad input."""
+        found = self.identify(authorization_header)
+        return None if found is None else found[0]
+
+    def identify(self, authorization_header: str | None) -> tuple[Tenant, ApiKey] | None:
+        """The tenant and the key of a valid `Bearer <key>`: who is calling, as proven by the key
+        (what is recorded as a decider), not as any request body says. None for anything else."""
         if not isinstance(authorization_header, str) or len(authorization_header) > MAX_KEY_LENGTH + 64:
             return None
         scheme, _, credentials = authorization_header.strip().partition(" ")
@@ -81,7 +87,7 @@ class TenantDirectory(TopicTable):
         tenant = self._tenants.get(stored.info.tenant_id)
         if tenant is None or tenant.disabled:
             return None
-        return tenant
+        return tenant, stored.info
 
     def tenant(self, tenant_id: str) -> Tenant | None:
         return self._tenants.get(tenant_id)

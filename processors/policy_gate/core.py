@@ -4,6 +4,10 @@ Per run it keeps the tool versions the run pinned and the calls it let through; 
 state machine: `requested` -> `awaiting` (approval) -> `answered` -> `done`. State follows the
 journal, the gate's own decisions included, so a restart rebuilds it, pending approvals and their
 deadlines included: the approval timer (`tick`) fires from rebuilt state, never from memory.
+
+Per run, too, the run's context for data-flow taint (`taint.py`): fingerprints of what the run
+read, private (results of the tools the tenant marks private) and public (the task, other results),
+learnt from `RunRequested` and `ToolCallCompleted` as they pass, so replay rebuilds them as well.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from agentstream.events import (
     Event,
     PolicyDecided,
     RunEvent,
+    RunRequested,
     RunStarted,
     ToolCallAuthorized,
     ToolCallCompleted,
@@ -39,10 +44,11 @@ from agentstream.security.signing import (
     sign_capability,
     signed_decision,
 )
+from processors.policy_gate import taint
 from processors.policy_gate.rules import evaluate
 
 HANDLED = frozenset(
-    {"RunStarted", "ToolCallRequested", "PolicyDecided", "ApprovalRequested", "ApprovalDecided",
+    {"RunRequested", "RunStarted", "ToolCallRequested", "PolicyDecided", "ApprovalRequested", "ApprovalDecided",
      "ToolCallAuthorized", "ToolCallCompleted", "CancelRequested", *TERMINAL_TYPES}
 )  # fmt: skip
 
@@ -86,6 +92,12 @@ class PolicyGateCore:
         if not isinstance(event, RunEvent):
             return Outcome()
         run = store.get(f"run/{event.run_id}")
+        if isinstance(event, RunRequested):
+            # The user's own words are no secret of the run's (public); a re-delivery after the
+            # run ended is ignored, so it cannot leave state behind.
+            if run is None:
+                self._learn(store, event.run_id, event.tenant_id, event.task, None)
+            return Outcome()
         if isinstance(event, RunStarted):
             if run is None:
                 store.put(f"run/{event.run_id}", {"versions": event.tool_versions, "counts": {}, "closed": False})
@@ -115,6 +127,8 @@ class PolicyGateCore:
             case ToolCallAuthorized() | ToolCallCompleted():
                 if isinstance(event, ToolCallAuthorized):
                     self._count(store, event.run_id, run, event.tool, event.call_id)
+                else:
+                    self._learn(store, event.run_id, event.tenant_id, event.content, event.tool)
                 call = store.get(f"call/{event.call_id}")
                 if call is not None and call["stage"] != "done":
                     _set_call(store, event.call_id, {"stage": "done"})
@@ -127,6 +141,15 @@ class PolicyGateCore:
         for prefix in (f"call/{run_id}/", f"awaiting/{run_id}/"):
             for key in list(store.keys_with_prefix(prefix)):
                 store.delete(key)
+        store.delete(f"taint/{run_id}")  # an ended run makes no more calls: its context may go
+
+    def _learn(self, store: PartitionStore, run_id: str, tenant_id: str, text: str, tool: str | None) -> None:
+        """Remembers what the run read (`tool`: the tool whose result `text` is; None: the task)."""
+        policy = self.catalog.policy(tenant_id)
+        if not policy.private_tools:
+            return  # the tenant tracks nothing: no state, no cost
+        source = tool if tool is not None and policy.is_private(tool) else None
+        store.put(f"taint/{run_id}", taint.learn(store.get(f"taint/{run_id}"), text, source))
 
     def _count(self, store: PartitionStore, run_id: str, run: dict[str, Any], tool: str, call_id: str) -> None:
         calls = run["counts"].setdefault(tool, [])
@@ -145,7 +168,10 @@ class PolicyGateCore:
         policy = self.catalog.policy(request.tenant_id)
         switched = None if entry is None else self.catalog.switched_off(entry)
         earlier = [c for c in run["counts"].get(request.tool, []) if c != request.call_id]
-        verdict = evaluate(request.tool, request.arguments_json, entry, switched, policy, len(earlier))
+        leak = None
+        if entry is not None and policy.private_tools and policy.is_egress(entry):
+            leak = taint.find_leak(store.get(f"taint/{request.run_id}"), request.arguments_json)
+        verdict = evaluate(request.tool, request.arguments_json, entry, switched, policy, len(earlier), leak)
         now = self.clock()
         version = run["versions"].get(request.tool, "")
         tier = entry.tier if entry is not None else "unknown"
@@ -164,11 +190,7 @@ class PolicyGateCore:
             _set_call(store, request.call_id, {"stage": "done"})
             return [decided, self._denial(request, f"DENIED by policy ({verdict.rule}): {verdict.reason}")]
         assert entry is not None
-        timeout_s = policy.approval_timeout_s
-        tool_timeout = entry.transport.get("approval_timeout_s")
-        if isinstance(tool_timeout, int | float) and tool_timeout > 0:
-            timeout_s = min(timeout_s, float(tool_timeout))
-        expires = now + int(timeout_s * 1000)
+        expires = now + int(policy.approval_timeout_for(entry) * 1000)
         approval_id = ids.approval_id(request.call_id)
         _set_call(
             store,

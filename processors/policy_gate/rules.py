@@ -13,6 +13,7 @@ from agentstream.events import ToolSwitched
 from agentstream.llm import ToolCall
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from processors.orchestrator.validation import validate_call
+from processors.policy_gate.taint import Leak
 
 Decision = Literal["allow", "deny", "needs_approval"]
 
@@ -31,8 +32,10 @@ def evaluate(
     switched_off: ToolSwitched | None,
     policy: TenantPolicy,
     calls_so_far: int,
+    leak: Leak | None = None,
 ) -> Verdict:
-    """`calls_so_far`: this run's earlier calls of the same tool that the gate let through."""
+    """`calls_so_far`: this run's earlier calls of the same tool that the gate let through.
+    `leak`: private data of this run that the arguments carry (the gate's run context), if any."""
     if entry is None:
         return Verdict("deny", "unknown_tool", f"{tool} is not a registered tool at the version this run pinned")
     if switched_off is not None:
@@ -52,6 +55,13 @@ def evaluate(
     limit = policy.max_calls_per_run.get(tool)
     if limit is not None and calls_so_far >= limit:
         return Verdict("deny", "limit", f"{tool} may be called at most {limit} time(s) per run")
+    if leak is not None:
+        # Before the tier and auto-approval: a tenant that lets a tool run unattended did not
+        # mean to let it carry the run's private data out.
+        if policy.taint_action == "deny":
+            return Verdict("deny", "taint", leak.reason(tool))
+        tier = f"{tool} is irreversible; also, " if entry.tier == "irreversible" else ""
+        return Verdict("needs_approval", "taint", f"{tier}{leak.reason(tool)}: a person must approve this call")
     if entry.tier == "irreversible":
         if tool in policy.auto_approve:
             return Verdict("allow", "auto_approve", f"{tool} is irreversible; this tenant's policy approves it")

@@ -74,7 +74,8 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     await secrets.start()
     used = RocksUsedTokens(settings.state_dir / "used-delegations")
     broker = CredentialBroker(secrets, local_key_provider(settings), signers.delegation, used)
-    host = RegistryToolHost(builtin)
+    # The platform's home (keys, state, every tenant's data) is hidden from every sandboxed tool.
+    host = RegistryToolHost(builtin, hidden_paths=(settings.home,))
     executor = ToolExecutor(host, reader.catalog, signers.capability, broker, lambda: int(time.time() * 1000))
 
     def needs_barrier(request: ToolCallAuthorized) -> bool:
@@ -92,6 +93,9 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         barrier=needs_barrier,
         admit=executor.admits,
         requires=cost_clearance(),
+        # A non-idempotent tool's call that a crash interrupted is reported, never run again.
+        at_most_once=executor.at_most_once,
+        interrupted=executor.interrupted,
     )
 
     async def close() -> None:

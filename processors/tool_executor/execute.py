@@ -27,6 +27,10 @@ from processors.tool_executor.registry_host import RegistryToolHost
 
 MAX_RESULT_CHARS = 64_000
 REDACTED = "[REDACTED]"
+INTERRUPTED = (
+    "ERROR: {tool}: tool call may have run before a crash; not retried (non-idempotent). "
+    "Whether its effect happened is unknown: check before calling it again."
+)
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +59,17 @@ class ToolExecutor:
             log.warning("refused an authorization that does not verify for call %s", request.call_id)
         return ok
 
+    def at_most_once(self, request: ToolCallAuthorized) -> bool:
+        """Whether a call interrupted by a crash must not be run again: its tool may have an effect
+        (not read-only) and does not dedupe on the idempotency key (not declared idempotent)."""
+        entry = self.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
+        # An unknown version never runs (see _precheck), so running "it" again does nothing either.
+        return entry is not None and not entry.idempotent and entry.tier != "read_only"
+
+    def interrupted(self, request: ToolCallAuthorized) -> list[RunEvent]:
+        """The result of an at-most-once call that a crash interrupted: an error observation."""
+        return [self._completed(request, INTERRUPTED.format(tool=request.tool), is_error=True, duration_ms=0.0)]
+
     async def perform(self, request: ToolCallAuthorized) -> list[RunEvent]:
         started = time.perf_counter()
         secrets: Mapping[str, str] = {}
@@ -68,20 +83,23 @@ class ToolExecutor:
         content = _scrub(result.content, secrets)
         if len(content) > MAX_RESULT_CHARS:
             content = content[:MAX_RESULT_CHARS] + f"\n[truncated: {len(content)} characters in all]"
-        return [
-            ToolCallCompleted(
-                event_id=ids.completed_event_id(request.call_id),
-                run_id=request.run_id,
-                tenant_id=request.tenant_id,
-                step=request.step,
-                call_id=request.call_id,
-                tool=request.tool,
-                idempotency_key=request.idempotency_key,
-                content=content,
-                is_error=result.is_error,
-                duration_ms=(time.perf_counter() - started) * 1000.0,
-            )
-        ]
+        return [self._completed(request, content, result.is_error, (time.perf_counter() - started) * 1000.0)]
+
+    @staticmethod
+    def _completed(request: ToolCallAuthorized, content: str, is_error: bool, duration_ms: float) -> ToolCallCompleted:
+        return ToolCallCompleted(
+            # One id per call, whoever writes it: a late real result and this one dedupe downstream.
+            event_id=ids.completed_event_id(request.call_id),
+            run_id=request.run_id,
+            tenant_id=request.tenant_id,
+            step=request.step,
+            call_id=request.call_id,
+            tool=request.tool,
+            idempotency_key=request.idempotency_key,
+            content=content,
+            is_error=is_error,
+            duration_ms=duration_ms,
+        )
 
     async def _run_with(self, secrets: Mapping[str, str], request: ToolCallAuthorized, entry: ToolEntry) -> ToolResult:
         token = CURRENT_CREDENTIALS.set(secrets)
@@ -128,7 +146,9 @@ class ToolExecutor:
             return ToolResult(f"ERROR: arguments are not valid JSON: {exc}", is_error=True)
         if not isinstance(arguments, dict):
             return ToolResult("ERROR: arguments must be a JSON object", is_error=True)
-        return await self.host.call(entry, arguments, idempotency_key=request.idempotency_key)
+        return await self.host.call(
+            entry, arguments, idempotency_key=request.idempotency_key, tenant=request.tenant_id, run_id=request.run_id
+        )
 
 
 def _scrub(content: str, secrets: Mapping[str, str]) -> str:

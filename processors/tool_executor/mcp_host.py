@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -36,7 +35,14 @@ from mcp_types import (
 )
 
 from agentstream.llm import ToolSpec
-from agentstream.sandbox import EgressProxy, SandboxPolicy, require_sandbox, sandboxed_argv, scrubbed_environment
+from agentstream.sandbox import (
+    EgressProxy,
+    SandboxPolicy,
+    make_sandbox_dir,
+    require_sandbox,
+    sandboxed_argv,
+    scrubbed_environment,
+)
 from agentstream.tooling import CURRENT_CREDENTIALS, RiskTier, ToolDescriptor, ToolResult
 
 log = logging.getLogger(__name__)
@@ -104,7 +110,9 @@ def sandboxed_server_parameters(config: McpServerConfig, *, proxy_socket: str, h
     agentstream.sandbox's bootstrap, with only PATH, a private HOME, LANG and its own env."""
     assert config.sandbox is not None
     env = scrubbed_environment(config.env, home=home)
-    argv = sandboxed_argv(_resolve(config.command, env), list(config.args), config.sandbox, proxy_socket)
+    command = _resolve(config.command, env)
+    # The private HOME stays reachable even though every sandbox's directory is hidden from the tool.
+    argv = sandboxed_argv(command, list(config.args), config.sandbox, proxy_socket, visible=[home])
     return _stdio_parameters(argv[0], argv[1:], env)
 
 
@@ -301,7 +309,7 @@ class McpToolHost:
         # Raises SandboxUnavailable rather than ever running the server unsandboxed; the probe
         # runs a process, so it stays off the event loop.
         await asyncio.to_thread(require_sandbox, policy)
-        self._sandbox_dir = tempfile.mkdtemp(prefix="agentstream-sandbox-")  # mode 0700
+        self._sandbox_dir = make_sandbox_dir()  # mode 0700, where every other sandbox can hide it
         os.mkdir(os.path.join(self._sandbox_dir, "home"))
         self._egress = EgressProxy(os.path.join(self._sandbox_dir, "egress.sock"), policy.egress_allowlist)
         await self._egress.start()

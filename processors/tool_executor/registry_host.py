@@ -1,11 +1,19 @@
 """Runs a registered tool version wherever its registration says: in process (built-in tools), in
 an MCP stdio server started on first use inside the sandbox with the tool's egress allowlist, or
-on a remote MCP server over streamable HTTP whose URL is on that allowlist."""
+on a remote MCP server over streamable HTTP whose URL is on that allowlist.
+
+Server processes (and remote connections) are never shared between tenants, and a tool that
+receives credentials gets its own per run: see `server_key`. Idle ones are closed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,14 +27,20 @@ from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
 log = logging.getLogger(__name__)
 
 
-def server_config(entry: ToolEntry, *, sandboxed: bool = True) -> McpServerConfig:
+def server_config(
+    entry: ToolEntry, *, sandboxed: bool = True, hidden_paths: Sequence[str | os.PathLike[str]] = ()
+) -> McpServerConfig:
     transport = entry.transport
     if transport.get("kind") == "http":
         return McpServerConfig(
             name=str(transport.get("server") or entry.name), command="", args=[], risk=entry.tier,
             idempotent=entry.idempotent, timeout_s=entry.timeout_ms / 1000.0, url=str(transport["url"]),
         )  # fmt: skip
-    policy = SandboxPolicy(egress_allowlist=tuple(entry.egress), wall_clock_s=entry.timeout_ms / 1000.0)
+    policy = SandboxPolicy(
+        egress_allowlist=tuple(entry.egress),
+        wall_clock_s=entry.timeout_ms / 1000.0,
+        hidden_paths=tuple(os.path.abspath(p) for p in hidden_paths),
+    )
     return McpServerConfig(
         name=str(transport.get("server") or entry.name),
         command=str(transport["command"]),
@@ -35,7 +49,8 @@ def server_config(entry: ToolEntry, *, sandboxed: bool = True) -> McpServerConfi
         risk=entry.tier,
         idempotent=entry.idempotent,
         timeout_s=entry.timeout_ms / 1000.0,
-        sandbox=policy if sandboxed and transport.get("sandbox", True) else None,
+        # Only an operator's platform-wide registration may opt out; a tenant's tool never does.
+        sandbox=policy if sandboxed and (entry.owner or transport.get("sandbox", True)) else None,
     )
 
 
@@ -46,13 +61,52 @@ def url_allowed(entry: ToolEntry) -> bool:
     return url.scheme in ("http", "https") and egress_allowed(entry.egress, url.host, port)
 
 
-class RegistryToolHost:
-    def __init__(self, builtin: ToolHost) -> None:
-        self.builtin = builtin
-        self._servers: dict[str, McpToolHost] = {}
-        self._starting: dict[str, asyncio.Lock] = {}
+def server_key(entry: ToolEntry, *, tenant: str, run_id: str) -> str:
+    """Which calls share one server process (for stdio) or connection (for HTTP).
 
-    async def call(self, entry: ToolEntry, arguments: dict[str, Any], *, idempotency_key: str) -> ToolResult:
+    Per tenant, because a process keeps what it was told (globals, caches, files in its HOME) and a
+    platform-wide tool would otherwise carry one tenant's data into another's call. Per run too for
+    a tool that receives credentials (`_meta.credentials`): its secrets, once in its memory, stay
+    with the run they were redeemed for. Within that, one per transport and egress allowlist.
+    """
+    scope = {"tenant": tenant, "run": run_id if entry.secrets else ""}
+    return orjson.dumps([entry.transport, sorted(entry.egress), scope], option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass(eq=False)
+class _Slot:
+    server: McpToolHost
+    in_use: int = 0
+    last_used: float = 0.0
+
+
+class RegistryToolHost:
+    def __init__(
+        self,
+        builtin: ToolHost,
+        *,
+        hidden_paths: Sequence[str | os.PathLike[str]] = (),
+        idle_s: float = 120.0,
+        max_servers: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.builtin = builtin
+        # Hidden from every sandboxed server on top of the sandbox's defaults (the executor's home).
+        self.hidden_paths = tuple(hidden_paths)
+        self.idle_s = idle_s
+        self.max_servers = max_servers
+        self._clock = clock
+        self._servers: dict[str, _Slot] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def server_count(self) -> int:
+        return len(self._servers)
+
+    async def call(
+        self, entry: ToolEntry, arguments: dict[str, Any], *, idempotency_key: str, tenant: str, run_id: str
+    ) -> ToolResult:
         timeout_s = entry.timeout_ms / 1000.0
         kind = entry.transport.get("kind", "builtin")
         if kind == "builtin":
@@ -62,30 +116,60 @@ class RegistryToolHost:
             return ToolResult(
                 f"{entry.name}: {entry.transport.get('url')} is not in its egress allowlist", is_error=True
             )
-        if kind in ("stdio", "http"):
-            server = await self._server(entry)
-            if isinstance(server, ToolResult):
-                return server
-            return await server.call(entry.name, arguments, idempotency_key=idempotency_key, timeout_s=timeout_s)
-        return ToolResult(f"{entry.name}: transport {kind!r} is not supported by this executor", is_error=True)
+        if kind not in ("stdio", "http"):
+            return ToolResult(f"{entry.name}: transport {kind!r} is not supported by this executor", is_error=True)
+        slot = await self._acquire(entry, server_key(entry, tenant=tenant, run_id=run_id))
+        if isinstance(slot, ToolResult):
+            return slot
+        try:
+            return await slot.server.call(entry.name, arguments, idempotency_key=idempotency_key, timeout_s=timeout_s)
+        finally:
+            slot.in_use -= 1
+            slot.last_used = self._clock()
+            self.close_idle()
+            # Idle servers are closed even if no other call comes to notice (a run's secrets included).
+            asyncio.get_running_loop().call_later(self.idle_s + 0.05, self.close_idle)
 
-    async def _server(self, entry: ToolEntry) -> McpToolHost | ToolResult:
-        # One connection (for stdio, one server process) per distinct transport and egress allowlist.
-        key = orjson.dumps([entry.transport, sorted(entry.egress)], option=orjson.OPT_SORT_KEYS).decode()
+    async def _acquire(self, entry: ToolEntry, key: str) -> _Slot | ToolResult:
+        """The server for `key`, started on first use, counted as in use until the caller is done."""
         lock = self._starting.setdefault(key, asyncio.Lock())
         async with lock:
-            server = self._servers.get(key)
-            if server is None:
-                server = McpToolHost(server_config(entry))
+            slot = self._servers.get(key)
+            if slot is None:
+                server = McpToolHost(server_config(entry, hidden_paths=self.hidden_paths))
                 try:
                     await server.start()
                 except Exception as exc:  # a server that cannot start is an observation, not a crash
                     log.warning("MCP server for %s failed to start: %s", entry.name, exc)
                     return ToolResult(f"{entry.name}: its MCP server failed to start: {exc}", is_error=True)
-                self._servers[key] = server
-            return server
+                slot = self._servers.get(key)
+                if slot is None:
+                    slot = self._servers[key] = _Slot(server)
+                else:  # started meanwhile by a caller holding an evicted key's old lock: keep one
+                    self._close_later(server)
+            slot.in_use += 1  # no await since the lookup, so eviction cannot take it in between
+            return slot
+
+    def close_idle(self) -> None:
+        """Closes servers idle for `idle_s`, and the least recently used idle ones past `max_servers`."""
+        now = self._clock()
+        idle = sorted((slot.last_used, key) for key, slot in self._servers.items() if slot.in_use == 0)
+        expired = [key for used, key in idle if now - used >= self.idle_s]
+        surplus = len(self._servers) - len(expired) - self.max_servers
+        if surplus > 0:
+            expired += [key for _used, key in idle if key not in expired][:surplus]
+        for key in expired:
+            self._close_later(self._servers.pop(key).server)
+            lock = self._starting.get(key)
+            if lock is not None and not lock.locked():
+                del self._starting[key]
+
+    def _close_later(self, server: McpToolHost) -> None:
+        task = asyncio.get_running_loop().create_task(server.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
-        servers, self._servers = list(self._servers.values()), {}
-        await asyncio.gather(*(s.aclose() for s in servers), return_exceptions=True)
+        servers, self._servers = [slot.server for slot in self._servers.values()], {}
+        await asyncio.gather(*(s.aclose() for s in servers), *self._closing, return_exceptions=True)
         await self.builtin.aclose()
