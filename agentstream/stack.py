@@ -185,8 +185,10 @@ class Deployment:
         extra_env: dict[str, str] | None = None,
         wait_tools: tuple[str, ...] = ("calculator", "get_current_time", "convert_time", "transfer_funds"),
         policies: dict[str, TenantPolicy] | None = None,
+        wait_tools_s: float = 60.0,
     ) -> None:
         self.settings = settings
+        self.wait_tools_s = wait_tools_s
         # Test and benchmark deployments let their tenants' runs pay without a person unless told
         # otherwise: the approval flow has its own tests, and a chaos run has nobody to click.
         self.policies = policies if policies is not None else {"default": PAYMENTS_AUTO_APPROVED}
@@ -202,7 +204,13 @@ class Deployment:
         url = await self.model.start()
         self.procs = ProcessorProcesses(child_env(self.settings, url, self.extra_env), self.settings.home / "logs")
         self.procs.start_all()
-        await wait_for_tools(self.settings, self.wait_tools)
+        try:
+            await wait_for_tools(self.settings, self.wait_tools, self.wait_tools_s)
+        except BaseException:
+            # `async with` runs no __aexit__ when __aenter__ fails: without this, a deployment whose
+            # tools never came up would leave every processor and the model server running.
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -12,6 +12,7 @@ import pytest
 from agentstream.config import ModelSettings, Settings
 from agentstream.localkafka import free_port
 from agentstream.process import wait_for_kafka
+from agentstream.stack import Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +46,13 @@ def test_secrets_stay_out_of_settings_repr(monkeypatch: pytest.MonkeyPatch) -> N
     settings = Settings.from_env()
     assert settings.model.api_key == "sk-very-secret"
     assert "sk-very-secret" not in repr(settings)
+
+
+async def test_a_deployment_that_fails_to_come_up_leaves_no_process_behind(settings: Settings) -> None:
+    deployment = Deployment(settings, wait_tools=("no_such_tool",), wait_tools_s=3.0)
+    with pytest.raises(TimeoutError, match="no_such_tool"):
+        async with deployment:
+            pass
+    assert deployment.procs is not None and deployment.procs.procs
+    assert all(p.poll() is not None for p in deployment.procs.procs.values())
+    assert deployment.model.proc is not None and deployment.model.proc.poll() is not None
