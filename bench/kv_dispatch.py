@@ -5,23 +5,29 @@
 Starts a local Kafka, N replica emulators (Llama-3.1-8B on H100 timing, `--kv-tokens` of KV each)
 and, per policy, the real dispatcher process (`processors/kv_dispatcher/app.py` under
 `agentstream.process.serve`, its own topic prefix). The bench plays orchestrator, model invoker and
-tools: per run (Poisson arrivals; 10-30 turns; context growing from ~2k to ~30k tokens; 100-300
-output tokens a turn; tool gaps 0.5-5 s, log-uniform) it journals `LlmCallRequested`, waits for the
-dispatcher's `LlmCallDispatched`, sends the turn to that replica (session = run id), journals
-`LlmCallCompleted`, `ToolCallRequested`, sleeps the tool gap, `ToolCallCompleted`, and at the end
-`RunCompleted`. The same workload (one `random.Random(seed)`) runs under every policy. Every
-emulated duration is multiplied by `--time-scale`; reported times are divided by it (emulated s).
+tools: per run (10-30 turns; context growing from ~2k to ~30k tokens; 100-300 output tokens a turn;
+tool gaps 0.5-5 s, log-uniform) it journals `LlmCallRequested`, waits for the dispatcher's
+`LlmCallDispatched`, sends the turn to that replica (session = run id), journals `LlmCallCompleted`,
+`ToolCallRequested`, sleeps the tool gap, `ToolCallCompleted`, and at the end `RunCompleted`. Runs
+arrive as a Poisson process at the rate that offers `--kv-load` x the pool's KV (`bench/kv_workload.py`),
+so every pool size is under the same pressure; too few runs for that rate to reach steady
+state is reported (`steady_state`, `warnings`, `goals.meaningful`). The same workload (seeded) runs
+under every policy. Every emulated duration is multiplied by the time scale (by default the least
+compression that fits `--wall-budget`); reported times are divided by it (emulated s).
 
   mean_jct_s                 run arrival -> last turn done
   p99_ttft_s                 LlmCallRequested journaled -> first token (dispatch wait included)
+  mean_queue_wait_s          time queued calls spent in the dispatcher's admission queue
 
-A dispatch that was not queued is pure platform round trip (Kafka, the dispatcher): real time that
-the time scale must not stretch, so it counts at its real length; a queued dispatch waits for
-emulated events and counts as emulated time. The dispatcher's pin TTL is scaled like the rest.
+Only time in the admission queue waits for emulated events, so only it is emulated time; a call's
+trip through Kafka and the dispatcher is real latency, alike for every policy, counted at its real
+length (queue time = journaled -> decided, by the dispatcher's stamp, less that of calls that did
+not wait). The pin TTL and the longest queue wait are scaled. `loop_lag_ms_p50_p99`: how late the bench's event loop wakes
+(real ms, x 1/scale in emulated terms), the CPU contention behind the figures.
 
   cache_hit_rate             cached prompt tokens / prompt tokens
   recomputed_prefill_tokens  per turn: uncached tokens minus the tokens new since the previous turn
-  peak_kv_demand_tokens      max over time of the summed context of every live run
+  peak_kv_demand_tokens      max over time of the summed context of every live run (mean_: its mean)
 
 The last stdout line is one JSON object.
 """
@@ -33,9 +39,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import math
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -75,6 +79,17 @@ from agentstream.replica_emulator.profile import DEFAULT_8B_H100
 from agentstream.stack import ensure_topics
 from agentstream.topics import JOURNAL, STATUS, load_topics
 from bench.common import bench_settings, percentile
+from bench.kv_workload import (
+    DEFAULT_KV_LOAD,
+    POLICY_OVERHEAD_S,
+    RunSpec,
+    Workload,
+    auto_time_scale,
+    estimate_makespans,
+    goals,
+    make_workload,
+    workload_warnings,
+)
 
 POLICIES = ["round_robin", "least_loaded", "session_hash", "agentstream", "oracle"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,42 +98,6 @@ TENANT = "bench"
 
 def log(msg: str) -> None:
     print(f"[kv-dispatch {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# -- the workload -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Turn:
-    prompt_tokens: int  # the whole context sent this turn
-    output_tokens: int
-    tool_gap_s: float  # emulated seconds of tool work after this turn
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    index: int
-    arrival_s: float
-    turns: tuple[Turn, ...]
-
-
-def make_workload(runs: int, rate_per_s: float, seed: int) -> list[RunSpec]:
-    rng = random.Random(seed)
-    t, specs = 0.0, []
-    for i in range(runs):
-        t += rng.expovariate(rate_per_s)
-        n = rng.randint(10, 30)
-        prompt, last = rng.randint(1500, 2500), rng.randint(26_000, 30_000)
-        growth = (last - prompt) / (n - 1)
-        turns = []
-        for _ in range(n):
-            out = rng.randint(100, 300)
-            # Log-uniform: most tools answer fast, a few take seconds (a span of an order of magnitude).
-            gap = math.exp(rng.uniform(math.log(0.5), math.log(5.0)))
-            turns.append(Turn(prompt, out, gap))
-            prompt += out + max(50, round(growth * rng.uniform(0.6, 1.4)) - out)
-        specs.append(RunSpec(i, t, tuple(turns)))
-    return specs
 
 
 # -- processes --------------------------------------------------------------------------------------
@@ -155,6 +134,7 @@ class Fleet:
     def start_dispatcher(self, settings: Settings, policy: str) -> None:
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
                    AGENTSTREAM_KV_PIN_TTL_S=str(30 * self.time_scale),
+                   AGENTSTREAM_KV_MAX_QUEUE_WAIT_S=str(10 * self.time_scale),
                    AGENTSTREAM_TOPIC_PREFIX=settings.topic_prefix, AGENTSTREAM_HOME=str(settings.home),
                    AGENTSTREAM_KV_POLICY=policy, AGENTSTREAM_LOG_LEVEL=os.environ.get("AGENTSTREAM_LOG_LEVEL", "WARNING"),
                    AGENTSTREAM_REPLICAS=",".join(f"r{i}={u}" for i, u in enumerate(self.urls)))  # fmt: skip
@@ -278,6 +258,9 @@ class Tally:
     ttfts: list[float] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
     rtts_ms: list[float] = field(default_factory=list)  # dispatch round trips of calls not queued (real)
+    forward_s: list[float] = field(default_factory=list)  # journaled -> decided, calls not queued (real)
+    queue_s: list[float] = field(default_factory=list)  # admission-queue time of queued calls (emulated)
+    lag_ms: list[float] = field(default_factory=list)  # the bench's event-loop lag, sampled (real)
     prompt: int = 0
     cached: int = 0
     recomputed: int = 0
@@ -287,14 +270,35 @@ class Tally:
     live: dict[str, int] = field(default_factory=dict)  # run -> context it holds now
     demand: int = 0
     peak_demand: int = 0
+    # The integral of demand over the steady window (real time: after the first run duration, until
+    # the last arrival), for its time-weighted mean without the fill and the drain.
+    window: tuple[float, float] = (0.0, 0.0)
+    demand_area: float = 0.0
+    demand_since: float = 0.0
 
-    def hold(self, run_id: str, tokens: int) -> None:
+    def hold(self, run_id: str, tokens: int, now: float) -> None:
+        self._account(now)
         self.demand += tokens - self.live.get(run_id, 0)
         self.live[run_id] = tokens
         self.peak_demand = max(self.peak_demand, self.demand)
 
-    def drop(self, run_id: str) -> None:
+    def drop(self, run_id: str, now: float) -> None:
+        self._account(now)
         self.demand -= self.live.pop(run_id, 0)
+
+    def _account(self, now: float) -> None:
+        start, end = self.window
+        self.demand_area += self.demand * max(0.0, min(now, end) - max(self.demand_since, start))
+        self.demand_since = now
+
+    @property
+    def mean_demand(self) -> float:
+        return self.demand_area / max(1e-9, self.window[1] - self.window[0])
+
+    def typical_forward_s(self) -> float:
+        """The usual journaled -> decided time of a call that did not wait: Kafka delivery and the
+        dispatcher's own processing, what every policy's calls pay."""
+        return statistics.median(self.forward_s[-200:]) if self.forward_s else 0.0
 
 
 class Driver:
@@ -331,21 +335,34 @@ class Driver:
                 for event in read(0.05):
                     loop.call_soon_threadsafe(self._resolve, event)
 
-    async def run_all(self, specs: list[RunSpec]) -> float:
+    async def run_all(self, specs: list[RunSpec], fill_s: float) -> float:
         loop, stop = asyncio.get_running_loop(), threading.Event()
         listener = threading.Thread(target=self._listen, args=(loop, stop), daemon=True)
         listener.start()
+        lag = asyncio.create_task(self._sample_lag())
         try:
             t0 = loop.time()
+            span = specs[-1].arrival_s if specs else 0.0
+            self.tally.window = (t0 + min(fill_s, span / 2) * self.scale, t0 + span * self.scale)
             await asyncio.gather(*(self._run(spec, t0) for spec in specs))
             makespan = (loop.time() - t0) / self.scale
             await asyncio.gather(*self.sent)
             return makespan
         finally:
+            lag.cancel()
             stop.set()
             await asyncio.to_thread(listener.join)
             self.http.close()
             await self.producer.aclose()
+
+    async def _sample_lag(self) -> None:
+        """How late a 10 ms sleep wakes up: the CPU lag every emulated duration here suffers, which
+        the time scale stretches by 1/scale."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.tally.lag_ms.append((loop.time() - before - 0.01) * 1000)
 
     async def _dispatch(self, request: LlmCallRequested) -> RunEvent:
         loop = asyncio.get_running_loop()
@@ -363,9 +380,9 @@ class Driver:
         unscaled = 0.0  # real seconds of platform round trips in this run
         for step, turn in enumerate(spec.turns, start=1):
             call_id = ids.llm_call_id(run_id, step)
-            t.hold(run_id, turn.prompt_tokens + turn.output_tokens)
+            t.hold(run_id, turn.prompt_tokens + turn.output_tokens, loop.time())
             stub = orjson.dumps([{"role": "user", "content": f"turn {i}"} for i in range(step)]).decode()
-            asked = loop.time()
+            asked, sent_wall = loop.time(), time.time()
             answer = await self._dispatch(LlmCallRequested(ids.requested_event_id(call_id), run_id, TENANT, step,
                                                            call_id, "emulated-8b", stub, "[]", turn.output_tokens))  # fmt: skip
             waited = loop.time() - asked
@@ -373,11 +390,21 @@ class Driver:
                 t.rejected += 1
                 t.failed_runs += 1
                 break
+            # Only the time a call spent in the admission queue waited for emulated events (sessions
+            # ending): that part is emulated time. Its trip through Kafka and the dispatcher is real
+            # platform latency that every policy's calls pay alike, so it counts at its real length.
+            # The dispatcher stamps its decision (same host, same clock): decided - journaled is that
+            # trip plus the queue, and the usual trip of a call that did not wait is subtracted.
+            forward = answer.decided_ms / 1000 - sent_wall
             queued = "queued" in answer.reason
             t.queued += queued
+            in_queue = max(0.0, min(waited, forward - t.typical_forward_s())) if queued else 0.0
             if not queued:
                 t.rtts_ms.append(waited * 1000)
-                unscaled += waited
+                t.forward_s.append(max(0.0, forward))
+            else:
+                t.queue_s.append(in_queue / scale)
+            unscaled += waited - in_queue
             body = {"model": "emulated-8b", "max_tokens": turn.output_tokens, "user": run_id,
                     "messages": [{"role": "user", "content": self.text[: 4 * turn.prompt_tokens]}]}  # fmt: skip
             try:
@@ -394,7 +421,7 @@ class Driver:
             t.prompt += turn.prompt_tokens
             t.cached += cached
             t.recomputed += max(0, turn.prompt_tokens - cached - new)
-            wait = waited / scale if queued else waited
+            wait = (waited - in_queue) + in_queue / scale
             t.waits.append(wait)
             t.ttfts.append(wait + float(headers["x-emulator-ttft-ms"]) / 1000 / scale)
             held = turn.prompt_tokens + turn.output_tokens
@@ -411,7 +438,7 @@ class Driver:
             self.send(ToolCallCompleted(ids.completed_event_id(tool), run_id, TENANT, step, tool, "bench_tool", tool,
                                         "ok", False, turn.tool_gap_s * 1000))  # fmt: skip
         self.send(RunCompleted(ids.terminal_id(run_id), run_id, TENANT, len(spec.turns), "done", "completed"))
-        t.drop(run_id)
+        t.drop(run_id, loop.time())
 
 
 async def emulator_counters(urls: list[str]) -> dict[str, int]:
@@ -423,7 +450,7 @@ async def emulator_counters(urls: list[str]) -> dict[str, int]:
     return total
 
 
-async def run_policy(base: Settings, fleet: Fleet, policy: str, specs: list[RunSpec], scale: float) -> dict[str, Any]:
+async def run_policy(base: Settings, fleet: Fleet, policy: str, w: Workload, scale: float) -> dict[str, Any]:
     settings = dataclasses.replace(base, topic_prefix=f"{base.topic_prefix}{policy.replace('_', '')}",
                                    home=base.home / policy)  # fmt: skip
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -440,7 +467,7 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, specs: list[RunS
     try:
         await wait_dispatcher_ready(settings, partitions, fleet)
         driver = Driver(settings, partitions, policy, scale)
-        makespan = await driver.run_all(specs)
+        makespan = await driver.run_all(w.specs, w.run_s)
     finally:
         await asyncio.to_thread(fleet.stop_dispatcher)
     t, counters = driver.tally, await emulator_counters(fleet.urls)
@@ -455,8 +482,11 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, specs: list[RunS
         "rejected": t.rejected,
         "failed_runs": t.failed_runs,
         "mean_dispatch_wait_s": round(statistics.mean(t.waits), 3),
+        "mean_queue_wait_s": round(statistics.mean(t.queue_s), 2) if t.queue_s else 0.0,
         "dispatch_round_trip_ms_p50": round(percentile(t.rtts_ms, 50), 1) if t.rtts_ms else None,
         "peak_kv_demand_tokens": t.peak_demand,
+        "mean_kv_demand_tokens": round(t.mean_demand),
+        "loop_lag_ms_p50_p99": [round(percentile(t.lag_ms, 50), 1), round(percentile(t.lag_ms, 99), 1)],
         "makespan_s": round(makespan, 1),
         "replica_evictions": counters.get("evictions", 0),
         "wall_s": round(time.monotonic() - began, 1),
@@ -466,74 +496,84 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, specs: list[RunS
 # -- main -------------------------------------------------------------------------------------------
 
 
-def goals(policies: dict[str, dict[str, Any]], oversubscribed: bool) -> dict[str, Any]:
-    jct = {name: p["mean_jct_s"] for name, p in policies.items() if p.get("mean_jct_s")}
-    ours = jct.get("agentstream")
-    out: dict[str, Any] = {"kv_oversubscribed": oversubscribed}
-    if ours:
-        rr, oracle, sh = jct.get("round_robin"), jct.get("oracle"), jct.get("session_hash")
-        out["agentstream_vs_round_robin_jct"] = round(rr / ours, 2) if rr else None
-        out["agentstream_vs_oracle_jct"] = round(ours / oracle, 3) if oracle else None
-        out["agentstream_beats_session_hash"] = (ours < sh) if sh else None
-        out["met"] = {
-            "jct_4x_lower_than_round_robin": bool(rr and rr / ours >= 4),
-            "jct_within_1_25x_of_oracle": bool(oracle and ours / oracle <= 1.25),
-            "beats_session_hash_oversubscribed": bool(sh and ours < sh and oversubscribed),
-        }
-    return out
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=4)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--time-scale", type=float, default=0.05, help="real seconds per emulated second")
+    parser.add_argument("--time-scale", type=float, default=None,
+                        help="real seconds per emulated second (default: chosen to fit --wall-budget)")  # fmt: skip
+    parser.add_argument("--wall-budget", type=float, default=210, help="wall seconds for all policies (goal: 300)")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--kv-tokens", type=int, default=DEFAULT_8B_H100.kv_capacity_tokens,
                         help="KV capacity of each replica in tokens (default: the 8B-on-H100 profile's)")  # fmt: skip
-    parser.add_argument("--arrival-rate", type=float, default=0.25, help="runs per emulated second per replica")
+    parser.add_argument("--kv-load", type=float, default=DEFAULT_KV_LOAD,
+                        help="offered KV demand / the pool's KV capacity, which sets the arrival rate")  # fmt: skip
+    parser.add_argument("--arrival-rate", type=float, default=None,
+                        help="runs per emulated second per replica (overrides --kv-load)")  # fmt: skip
     args = parser.parse_args()
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if unknown := sorted(set(policies) - set(POLICIES)):
         parser.error(f"unknown policies {unknown}")
-    specs = make_workload(args.runs, args.arrival_rate * args.replicas, args.seed)
-    turns = [t for s in specs for t in s.turns]
+    capacity = args.kv_tokens * args.replicas
+    rate = args.arrival_rate * args.replicas if args.arrival_rate else None
+    w = make_workload(args.runs, args.seed, capacity, args.kv_load, rate)
+    turns = [t for s in w.specs for t in s.turns]
+    estimates = estimate_makespans(w, args.replicas, policies)
+    scale = args.time_scale or auto_time_scale(estimates, args.wall_budget, POLICY_OVERHEAD_S, args.replicas)
+    expected_wall = sum(estimates.values()) * scale + POLICY_OVERHEAD_S * len(policies)
+    if expected_wall > args.wall_budget:
+        log(
+            f"expected wall time ~{expected_wall:.0f} s, over the {args.wall_budget:.0f} s budget at time scale {scale}"
+        )
+    warnings = workload_warnings(w, args.replicas)
     log(f"{args.runs} runs, {len(turns)} turns, {args.replicas} replicas x {args.kv_tokens} KV tokens, "
-        f"time scale {args.time_scale}")  # fmt: skip
+        f"{w.rate_per_s:.3f} runs/s (KV load {w.kv_load:.2f}), time scale {scale}"
+        f"{'' if args.time_scale else ' (auto)'}")  # fmt: skip
+    for warning in warnings:
+        log(f"warning: {warning}")
     began = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     async with bench_settings("kvdispatch") as (settings, _kafka):
-        fleet = Fleet(args.replicas, args.kv_tokens, args.time_scale, settings.home / "logs")
+        fleet = Fleet(args.replicas, args.kv_tokens, scale, settings.home / "logs")
         try:
             for policy in policies:
                 log(f"{policy}: running")
-                results[policy] = await run_policy(settings, fleet, policy, specs, args.time_scale)
+                results[policy] = await run_policy(settings, fleet, policy, w, scale)
                 log(f"{policy}: {json.dumps(results[policy])}")
         finally:
             await asyncio.to_thread(fleet.close)
-    capacity = args.kv_tokens * args.replicas
-    # The demand the workload makes when nothing holds it back: the oracle run's, else the largest seen.
-    peak = results.get("oracle", {}).get("peak_kv_demand_tokens") or max(
-        (r["peak_kv_demand_tokens"] for r in results.values()), default=0
-    )
+    # The demand the workload makes when nothing holds it back: the oracle run's, else the largest.
+    unheld = results.get("oracle") or max(results.values(), key=lambda r: r["peak_kv_demand_tokens"], default={})
+    peak, mean = unheld.get("peak_kv_demand_tokens", 0), unheld.get("mean_kv_demand_tokens", 0)
     workload = {
-        "arrival_rate_per_s": round(args.arrival_rate * args.replicas, 3),
+        "arrival_rate_per_s": round(w.rate_per_s, 3),
+        "offered_kv_load": round(w.kv_load, 3),
+        "runs_per_replica": round(args.runs / args.replicas, 1),
+        "isolated_run_s": round(w.run_s, 1),
+        "arrivals_span_s": round(w.span_s, 1),
+        "arrivals_span_in_run_durations": round(w.span_s / w.run_s, 2),
+        "steady_state": not warnings,
         "turns_total": len(turns),
         "turns_per_run": [10, 30],
         "context_tokens": [min(t.prompt_tokens for t in turns), max(t.prompt_tokens for t in turns)],
         "output_tokens": [100, 300],
         "tool_gap_s": [0.5, 5.0],
-        "arrivals_span_s": round(specs[-1].arrival_s, 1),
         "peak_kv_demand_tokens": peak,
+        "mean_kv_demand_tokens": mean,
         "kv_capacity_total_tokens": capacity,
         "peak_kv_demand_vs_capacity": round(peak / capacity, 3),
+        "mean_kv_demand_vs_capacity": round(mean / capacity, 3),
     }
-    print(json.dumps({
-        "replicas": args.replicas, "runs": args.runs, "seed": args.seed, "time_scale": args.time_scale,
-        "kv_tokens_per_replica": args.kv_tokens, "wall_s": round(time.monotonic() - began, 1),
-        "workload": workload, "policies": results, "goals": goals(results, peak > capacity),
-    }))  # fmt: skip
+    out = {
+        "replicas": args.replicas, "runs": args.runs, "seed": args.seed, "time_scale": scale,
+        "time_scale_auto": not args.time_scale, "kv_tokens_per_replica": args.kv_tokens,
+        "wall_s": round(time.monotonic() - began, 1),
+        "estimated_makespan_s": {p: round(v) for p, v in estimates.items()}, "expected_wall_s": round(expected_wall),
+        "workload": workload, "policies": results,
+        "goals": goals(results, peak > capacity, not warnings), "warnings": warnings,
+    }  # fmt: skip
+    print(json.dumps(out))
 
 
 def _run() -> None:

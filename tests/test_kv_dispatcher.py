@@ -113,53 +113,146 @@ def test_hash_ring_is_stable_and_skips_full_or_unhealthy_nodes() -> None:
 
 
 def test_a_full_replica_queues_new_sessions_instead_of_evicting_running_ones() -> None:
-    # Two replicas of 20k tokens and sessions counted at 8k each: two sessions fit on each.
-    d = dispatcher(replicas=2, capacity=20_000, high_watermark=1.0, session_reserve_tokens=8_000)
+    # Two replicas of 20k tokens; a session at 8k that grows 1k a turn counts 8k + 2 turns = 10k (the
+    # near-term footprint alone: the long-run check is off).
+    d = dispatcher(replicas=2, capacity=20_000, high_watermark=1.0, growth_prior_tokens=1_000, lookahead_turns=2,
+                   session_watermark=0)  # fmt: skip
     for s in ("a", "b", "c", "d"):
         turn(d, s, 1, 0)
         d.state.finish(f"{s}/s1", s, 8000, 0)
         d.state.tool_started(s, 0)  # busy: a running tool's session is never dropped
+    assert d.state.sessions_by_replica() == {"r0": 2, "r1": 2}
     waiting = d.request("e/s1", "e", 1000, 1)
     assert isinstance(waiting, Queued) and "KV full on every replica" in waiting.reason
     assert set(d.state.pins) == {"a", "b", "c", "d"}
     later = d.request("f/s1", "f", 1000, 2)
     assert isinstance(later, Queued) and "behind 1 waiting" in later.reason
     assert d.tick(3) == []
-    d.state.release("a")  # a run ended: its KV is free
+    d.state.release("a")  # a run ended: its 10k are free, room for both new 1k sessions (3k each)
     admitted = d.tick(4)
-    assert [x.call_id for x in admitted] == ["e/s1"] and "queued" in admitted[0].reason
-    bounded = dispatcher(replicas=1, capacity=10_000, session_reserve_tokens=8_000, max_queue=1)
+    assert [x.call_id for x in admitted] == ["e/s1", "f/s1"] and "queued" in admitted[0].reason
+    bounded = dispatcher(replicas=1, capacity=10_000, growth_prior_tokens=3_000, max_queue=1, lookahead_turns=2,
+                         session_watermark=0)  # fmt: skip
     turn(bounded, "a", 1, 0)
     assert isinstance(bounded.request("b/s1", "b", 1000, 0), Queued)
     assert isinstance(bounded.request("c/s1", "c", 1000, 0), Rejected) and bounded.state.counters.rejected == 1
 
 
+def test_a_session_that_waited_too_long_goes_over_the_estimate() -> None:
+    d = dispatcher(replicas=2, capacity=10_000, growth_prior_tokens=3_000, lookahead_turns=2, session_watermark=0)
+    turn(d, "a", 1, 0)
+    turn(d, "b", 1, 0)  # each counts 1k + 2 x 3k = 7k: one per replica
+    d.state.finish("b/s1", "b", 2_000, 0)  # b's replica has 1k less headroom now
+    d.state.tool_started("b", 0)  # and b is busy: no idle pin to drop
+    assert isinstance(d.request("c/s1", "c", 1000, 10), Queued)
+    wait = d.state.config.max_queue_wait_ms
+    assert d.tick(10 + wait - 1) == []
+    [late] = d.tick(10 + wait)  # queueing longer would cost it more than a re-prefill costs another
+    assert late.replica == d.state.pins["a"].replica and "over its KV estimate" in late.reason
+    assert d.state.counters.overcommitted == 1
+
+
 def test_under_pressure_the_coldest_idle_pins_go_first() -> None:
-    d = dispatcher(replicas=1, capacity=30_000, high_watermark=1.0, session_reserve_tokens=8_000)
+    d = dispatcher(replicas=1, capacity=30_000, high_watermark=1.0, growth_prior_tokens=1_000, lookahead_turns=2,
+                   session_watermark=0)  # fmt: skip
     for s, ended in (("old", 1_000), ("recent", 9_000), ("expired", 0)):
         turn(d, s, 1, 0)
         d.state.finish(f"{s}/s1", s, 8000, ended)
     d.state.pins["expired"].expires_ms = 0
     placed = turn(d, "new", 1, 20_000)
     assert "after dropping 1 idle pins" in placed.reason and set(d.state.pins) == {"old", "recent", "new"}
+    d.state.finish("new/s1", "new", 8000, 20_000)
     d.state.tool_started("recent", 20_000)
     turn(d, "newer", 1, 21_000)
-    assert set(d.state.pins) == {"recent", "new", "newer"}  # "old" (idle, LRU) went; "recent" runs a tool
+    # "old" (idle, least recently used) went; "recent" runs a tool; "new" ended its turn just now.
+    assert set(d.state.pins) == {"recent", "new", "newer"}
 
 
-def test_admission_counts_a_young_session_at_the_learned_mean_session_size() -> None:
-    d = dispatcher(replicas=1, capacity=100_000, high_watermark=1.0, session_reserve_tokens=20_000)
-    assert d.state.footprint(_pin(2_000)) == 20_000  # the prior, for a 2k session
-    for ctx in (4_000, 6_000, 8_000):  # a session whose turns averaged 6k
-        turn(d, "a", ctx, ctx)
-        d.state.finish(f"a/s{ctx}", "a", ctx, ctx)
-    d.state.release("a")
-    assert d.state.typical_context == pytest.approx(20_000 + (6_000 - 20_000) / 5)  # prior worth 4 sessions
-    assert d.state.footprint(_pin(40_000)) == 40_000  # a session larger than typical counts as itself
+def test_a_session_counts_its_context_plus_its_projected_growth() -> None:
+    d = dispatcher(replicas=1, capacity=1_000_000, growth_prior_tokens=1_000, lookahead_turns=2)
+    st = d.state
+    assert st.new_session_need(2_000) == 4_000  # a new 2k session: 2k + 2 turns at the prior 1k
+    turn(d, "young", 1, 0, prompt=2_000)
+    assert st.footprint(st.pins["young"]) == 4_000  # not a typical session's size: it is 2k now
+    # A session that grows 3k a turn, and one that grows 200 tokens a turn, six turns each.
+    for step, (fast, slow) in enumerate(zip(range(2_000, 20_000, 3_000), range(2_000, 3_200, 200), strict=True), 1):
+        for s, ctx in (("fast", fast), ("slow", slow)):
+            turn(d, s, step, step, prompt=ctx)
+            st.finish(f"{s}/s{step}", s, ctx, step, cached_tokens=0)
+    pool = st.mean_growth()
+    assert 1_000 < pool < 3_000  # the pool-wide mean moved from the prior towards what it saw
+    # Each projects its own growth (5 steps), shrunk towards the pool's for the 2 turns it is worth.
+    assert st.session_growth(st.pins["fast"]) == pytest.approx((15_000 + 2 * pool) / 7)
+    assert st.footprint(st.pins["fast"]) == 17_000 + int(2 * (15_000 + 2 * pool) / 7)
+    assert st.footprint(st.pins["slow"]) == 3_000 + int(2 * (1_000 + 2 * pool) / 7)
+    # The record keeps what growth is learned from, and reads records that predate it.
+    pin = st.pins["fast"]
+    assert Pin.from_json(pin.to_json()) == pin
+    old = {k: v for k, v in pin.to_json().items() if k not in ("first", "lctx")}
+    assert Pin.from_json(old).first_context == 0
 
 
-def _pin(context: int) -> Pin:
-    return Pin("r0", context, 0, 0)
+def test_the_long_run_check_counts_sessions_at_the_mean_session_size() -> None:
+    # Each replica of 100k takes sessions at the mean session size (10k) up to half its capacity:
+    # five, however little KV they use now, because young sessions grow.
+    d = dispatcher(replicas=2, capacity=100_000, session_watermark=0.5, session_reserve_tokens=10_000)
+    for i in range(10):
+        turn(d, f"s{i}", 1, 0, prompt=2_000)
+    assert d.state.sessions_by_replica() == {"r0": 5, "r1": 5}
+    assert d.state.free_kv("r0") > 50_000  # the near-term footprint alone would admit more
+    assert isinstance(d.request("late/s1", "late", 2_000, 1), Queued)
+    for step, ctx in enumerate((4_000, 6_000, 8_000), 1):  # a session whose turns averaged 6k
+        if step > 1:
+            turn(d, "s0", step, step, prompt=ctx)
+        d.state.finish(f"s0/s{step}", "s0", ctx, step)
+    d.state.release("s0")  # its slot is free, and the mean session size moves towards 6k
+    assert d.state.mean_session() == pytest.approx(10_000 + (6_000 - 10_000) / 5)  # prior worth 4
+    [admitted] = d.tick(10)
+    assert admitted.call_id == "late/s1"
+    # A replica too small for even one session of the mean size does not make a session wait forever.
+    tiny = dispatcher(replicas=1, capacity=10_000, session_watermark=0.5, session_reserve_tokens=10_000)
+    assert "larger than any replica's KV" in turn(tiny, "a", 1, 0).reason
+
+
+def test_a_new_session_goes_to_the_replica_with_the_most_free_kv() -> None:
+    d = dispatcher(replicas=3, capacity=100_000, growth_prior_tokens=1_000)
+    for s, replica, ctx in (("a", "r0", 50_000), ("b", "r1", 20_000), ("c", "r2", 60_000)):
+        d.state.assign(f"{s}/s1", s, replica, ctx, 0)
+        d.state.finish(f"{s}/s1", s, ctx, 0)
+    placed = turn(d, "new", 1, 1, prompt=2_000)
+    assert placed.replica == "r1" and "most free KV" in placed.reason
+    # Without the replicas' capacities free KV is unknown: the bounded-load hash decides.
+    blind = dispatcher(replicas=3)
+    assert "bounded-load hash" in turn(blind, "new", 1, 1).reason
+
+
+def test_evictions_seen_in_cached_tokens_shrink_the_replicas_room() -> None:
+    d = dispatcher(replicas=1, capacity=100_000, high_watermark=1.0, growth_prior_tokens=1_000)
+    st, c = d.state, d.state.config
+    turn(d, "a", 1, 0)
+    st.finish("a/s1", "a", 10_000, 0, cached_tokens=0)  # a first turn: nothing was expected cached
+    assert st.room("r0") == 100_000
+    turn(d, "a", 2, 1, prompt=11_000)
+    st.finish("a/s2", "a", 12_000, 1, cached_tokens=10_000)  # its last turn's context was still there
+    assert st.room_factor["r0"] == 1.0 and st.counters.cache_misses == 0
+    turn(d, "a", 3, 2, prompt=13_000)
+    st.finish("a/s3", "a", 14_000, 2, cached_tokens=500)  # the replica evicted a session counted as held
+    assert st.room_factor["r0"] == pytest.approx(1 - c.miss_backoff) and st.counters.cache_misses == 1
+    assert st.room("r0") == int(100_000 * (1 - c.miss_backoff))
+    for step in range(4, 4 + 200):  # hits give the room back, slowly
+        turn(d, "a", step, step, prompt=14_000)
+        st.finish(f"a/s{step}", "a", 14_000, step, cached_tokens=14_000)
+    assert st.room_factor["r0"] == 1.0
+    for step in range(300, 400):  # a run of misses never shrinks it below the floor
+        turn(d, "a", step, step, prompt=14_000)
+        st.finish(f"a/s{step}", "a", 14_000, step, cached_tokens=0)
+    assert st.room_factor["r0"] == pytest.approx(c.min_room_factor)
+    # A server that never reports cached tokens (always 0) is not taken to be evicting.
+    mute = dispatcher(replicas=1, capacity=100_000)
+    for step in range(1, 10):
+        turn(mute, "a", step, step, prompt=1_000 * step)
+        mute.state.finish(f"a/s{step}", "a", 1_000 * step, step, cached_tokens=0)
+    assert mute.state.room("r0") == int(100_000 * mute.state.config.high_watermark)
 
 
 def test_unhealthy_replica_gets_no_new_sessions_and_its_sessions_move() -> None:

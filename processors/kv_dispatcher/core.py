@@ -125,7 +125,7 @@ class KvDispatcherCore:
                 record = self._record(store, run_id)
                 record["ctx"] = event.input_tokens + event.output_tokens
                 store.put(f"run/{run_id}", record)
-                st.finish(event.call_id, run_id, record["ctx"], now)
+                st.finish(event.call_id, run_id, record["ctx"], now, event.cached_input_tokens)
                 self._forget_call(store, event.call_id)
                 frees = True
             case LlmCallFailed() if event.final:
@@ -188,12 +188,12 @@ class KvDispatcherCore:
         st = self.state
         replicas = ", ".join(
             f"{r.id}{'' if r.healthy else ' (down)'}: {n} sessions, ~{st.kv_estimate(r.id) // 1000}k/"
-            f"{r.capacity // 1000}k KV"
+            f"{r.capacity // 1000}k KV (room x{st.room_factor.get(r.id, 1.0):.2f})"
             for r in sorted(st.replicas.values(), key=lambda r: r.id)
             for n in [sum(1 for p in st.pins.values() if p.replica == r.id)]
         )
         return (f"{self.dispatcher.policy}: {replicas}; {len(st.queue)} waiting, {len(st.calls)} in flight; "
-                f"{st.counters}")  # fmt: skip
+                f"growth ~{st.mean_growth():.0f} tokens/turn; {st.counters}")  # fmt: skip
 
     def resume(self, store: PartitionStore) -> Outcome:
         """Loads the partition's stored pins and waiting calls (a store that outlived the process

@@ -5,8 +5,11 @@
   session_hash   plain consistent hashing of the session: affinity, but no TTL, no admission
                  control and no load bound, so hot replicas overfill and thrash their caches
   agentstream    a session goes back to its pinned replica while the pin lives (TTL after each turn,
-                 held while a tool runs); a new session is placed by bounded-load consistent hashing
-                 and admitted only while the replica's estimated KV stays under the high watermark;
+                 held while a tool runs); a new session goes to the replica with the most free KV
+                 (bounded-load consistent hashing when replicas do not report their capacity) and
+                 is admitted only while that replica's estimated KV (each pinned session's context
+                 plus its projected growth over its next turn) stays under the high watermark and
+                 its sessions, at the learned mean session size, under the session watermark;
                  otherwise it waits in a FIFO queue instead of evicting sessions mid-conversation.
                  Under pressure, idle pins are dropped coldest first (expired, then least recently
                  used; never one with a call in flight or a tool running)
@@ -93,40 +96,60 @@ class Dispatcher:
         healthy = st.healthy()
         if not healthy:
             return "no healthy replica"
-        loads = st.sessions_by_replica()
-        first = st.ring.pick(session, loads, healthy, st.config.load_c)
         walk = [r for r in st.ring.walk(session) if r in healthy]
-        # The bounded-load choice first, then the rest clockwise: KV room decides, the hash prefers.
-        order = [first] + [r for r in walk if r != first] if first is not None else walk
-        need = max(prompt_tokens, st.footprint(Pin("", prompt_tokens, now_ms, NEVER)))
+        need = max(prompt_tokens, st.new_session_need(prompt_tokens))
+        if any(st.replicas[r].capacity <= 0 for r in healthy):
+            # Without every replica's capacity, free KV cannot be compared: the bounded-load hash
+            # spreads sessions by count, the rest of the ring clockwise after it.
+            first = st.ring.pick(session, st.sessions_by_replica(), healthy, st.config.load_c)
+            order = [first] + [r for r in walk if r != first] if first is not None else walk
+            how = "bounded-load hash"
+        else:
+            # The most free KV first: sessions grow, so the replica with the most room left is the one
+            # where this one (and its neighbours) can grow longest without anyone being evicted. The
+            # ring order breaks ties, so equal replicas still split sessions by hash.
+            free = {r: st.headroom(r, need) for r in walk}
+            order = sorted(walk, key=lambda r: -free[r])
+            first, how = order[0], "most free KV"
         for replica in order:
-            if self._room(replica) - st.kv_estimate(replica) >= need:
-                how = "bounded-load hash" if replica == first else f"spill ({first} full)"
-                return replica, f"new session on {replica} by {how}"
+            if st.headroom(replica, need) >= 0:
+                detail = how if replica == first else f"spill ({first} full)"
+                return replica, f"new session on {replica} by {detail}"
         for replica in order:  # make room by dropping idle pins, coldest first
             dropped = self._drop_idle_for(replica, need, now_ms)
             if dropped is not None:
                 return replica, f"new session on {replica} after dropping {dropped} idle pins"
-        if all(self._room(r) < need for r in healthy):
-            # It can never fit anywhere: waiting would be forever, so it goes where the hash says.
+        if not any(st.could_ever_fit(r, need) for r in healthy):
+            # It can never fit anywhere: waiting would be forever, so it goes where the order says.
             assert first is not None
             return first, f"new session on {first}: larger than any replica's KV"
         return f"KV full on every replica ({len(healthy)} healthy)"
 
-    def _room(self, replica: str) -> int:
-        capacity = self.state.replicas[replica].capacity
-        return NEVER if capacity <= 0 else int(capacity * self.state.config.high_watermark)
+    def _overcommit(self, prompt_tokens: int) -> tuple[str, str] | str:
+        """A session that waited `max_queue_wait_ms` goes where the most headroom is, over the
+        estimate: past that wait, queueing costs it more than the re-prefill the replica's LRU may
+        impose on an idle session, and a queue that only grows (load above what the estimates admit)
+        would otherwise delay every new session behind it without bound."""
+        st = self.state
+        healthy = st.healthy()
+        if not healthy:
+            return "no healthy replica"
+        need = st.new_session_need(prompt_tokens)
+        replica = max(healthy, key=lambda r: (st.headroom(r, need), r))
+        st.counters.overcommitted += 1
+        return replica, f"new session on {replica} over its KV estimate"
 
     def _drop_idle_for(self, replica: str, need: int, now_ms: int) -> int | None:
         st = self.state
-        free = self._room(replica) - st.kv_estimate(replica)
+        near, far = st.free_kv(replica) - need, st.session_free(replica) - int(st.mean_session())
         victims: list[str] = []
         for session in st.coldest_idle(replica, now_ms):
-            if free >= need:
+            if min(near, far) >= 0:
                 break
             victims.append(session)
-            free += st.footprint(st.pins[session])
-        if free < need:
+            near += st.footprint(st.pins[session])
+            far += int(st.mean_session())
+        if min(near, far) < 0:
             return None  # dropping would not be enough: drop nothing
         for session in victims:
             st.drop_pin(session)
@@ -181,6 +204,8 @@ class Dispatcher:
                 placed: tuple[str, str] | str = (pin.replica, f"pinned to {pin.replica}")
             else:
                 placed = self._place(head.session, head.prompt_tokens, now_ms)
+            if isinstance(placed, str) and now_ms - head.since_ms >= st.config.max_queue_wait_ms:
+                placed = self._overcommit(head.prompt_tokens)
             if isinstance(placed, str):
                 break
             st.queue.popleft()
