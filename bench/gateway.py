@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -116,6 +117,8 @@ async def main() -> None:
     parser.add_argument("--turn-ms", type=int, default=1000, help="the scripted model's think time per turn")
     parser.add_argument("--lockstep", action="store_true", help="every run steps at the same moment (worst case)")
     parser.add_argument("--creates", type=int, default=300)
+    parser.add_argument("--processor-nice", type=int, default=10,
+                        help="niceness of the processors (background work) relative to the gateway and broker")  # fmt: skip
     args = parser.parse_args()
     async with bench_settings("gateway") as (settings, _kafka):
         scen = settings.home / "scenarios"
@@ -130,6 +133,8 @@ async def main() -> None:
         key = await issue_key(settings, "bench", "bench")
         async with Deployment(settings, [scen], policies={"bench": PAYMENTS_AUTO_APPROVED}) as d:
             assert d.procs is not None
+            for proc in d.procs.procs.values():
+                os.setpriority(os.PRIO_PROCESS, proc.pid, args.processor_nice)
             port = free_port()
             d.procs.start_gateway(port=port)
             url = f"http://127.0.0.1:{port}"
@@ -169,6 +174,7 @@ async def main() -> None:
                 "runs_streamed": args.runs,
                 "turn_ms": args.turn_ms,
                 "lockstep": args.lockstep,
+                "processor_nice": args.processor_nice,
                 "sse_events_delivered_live": live,
                 "sse_deliveries_per_s": round(live / stream_s, 1),
                 "gateway_cpu_share": round(gateway_cpu / stream_s, 2),
