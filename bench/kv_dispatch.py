@@ -111,6 +111,7 @@ class Fleet:
     kv_tokens: int
     time_scale: float
     log_dir: Path
+    max_queue_wait_s: float = 0.0  # emulated; 0: a new session waits until there is room
     emulators: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     infinite: bool = False
@@ -134,7 +135,7 @@ class Fleet:
     def start_dispatcher(self, settings: Settings, policy: str) -> None:
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
                    AGENTSTREAM_KV_PIN_TTL_S=str(30 * self.time_scale),
-                   AGENTSTREAM_KV_MAX_QUEUE_WAIT_S=str(10 * self.time_scale),
+                   AGENTSTREAM_KV_MAX_QUEUE_WAIT_S=str(self.max_queue_wait_s * self.time_scale),
                    AGENTSTREAM_TOPIC_PREFIX=settings.topic_prefix, AGENTSTREAM_HOME=str(settings.home),
                    AGENTSTREAM_KV_POLICY=policy, AGENTSTREAM_LOG_LEVEL=os.environ.get("AGENTSTREAM_LOG_LEVEL", "WARNING"),
                    AGENTSTREAM_REPLICAS=",".join(f"r{i}={u}" for i, u in enumerate(self.urls)))  # fmt: skip
@@ -505,6 +506,8 @@ async def main() -> None:
                         help="real seconds per emulated second (default: chosen to fit --wall-budget)")  # fmt: skip
     parser.add_argument("--wall-budget", type=float, default=210, help="wall seconds for all policies (goal: 300)")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--max-queue-wait-s", type=float, default=0.0,
+                        help="emulated seconds a new session waits for KV before going over the estimate (0: no limit)")  # fmt: skip
     parser.add_argument("--kv-tokens", type=int, default=DEFAULT_8B_H100.kv_capacity_tokens,
                         help="KV capacity of each replica in tokens (default: the 8B-on-H100 profile's)")  # fmt: skip
     parser.add_argument("--kv-load", type=float, default=DEFAULT_KV_LOAD,
@@ -535,7 +538,7 @@ async def main() -> None:
     began = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     async with bench_settings("kvdispatch") as (settings, _kafka):
-        fleet = Fleet(args.replicas, args.kv_tokens, scale, settings.home / "logs")
+        fleet = Fleet(args.replicas, args.kv_tokens, scale, settings.home / "logs", args.max_queue_wait_s)
         try:
             for policy in policies:
                 log(f"{policy}: running")

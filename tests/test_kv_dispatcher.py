@@ -138,8 +138,17 @@ def test_a_full_replica_queues_new_sessions_instead_of_evicting_running_ones() -
     assert isinstance(bounded.request("c/s1", "c", 1000, 0), Rejected) and bounded.state.counters.rejected == 1
 
 
-def test_a_session_that_waited_too_long_goes_over_the_estimate() -> None:
-    d = dispatcher(replicas=2, capacity=10_000, growth_prior_tokens=3_000, lookahead_turns=2, session_watermark=0)
+def test_a_session_that_waited_too_long_goes_over_the_estimate_only_when_asked_to() -> None:
+    patient = dispatcher(replicas=2, capacity=10_000, growth_prior_tokens=3_000, lookahead_turns=2,
+                         session_watermark=0)  # fmt: skip
+    turn(patient, "a", 1, 0)
+    turn(patient, "b", 1, 0)
+    patient.state.tool_started("a", 0)  # both busy: no idle pin to drop, however long c waits
+    patient.state.tool_started("b", 0)
+    assert isinstance(patient.request("c/s1", "c", 1000, 10), Queued)
+    assert patient.tick(10 + 3_600_000) == []  # by default it waits for room, however long
+    d = dispatcher(replicas=2, capacity=10_000, growth_prior_tokens=3_000, lookahead_turns=2, session_watermark=0,
+                   max_queue_wait_ms=10_000)  # fmt: skip
     turn(d, "a", 1, 0)
     turn(d, "b", 1, 0)  # each counts 1k + 2 x 3k = 7k: one per replica
     d.state.finish("b/s1", "b", 2_000, 0)  # b's replica has 1k less headroom now

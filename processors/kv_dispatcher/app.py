@@ -7,7 +7,7 @@ Environment:
   AGENTSTREAM_KV_PIN_TTL_S                how long a session's pin outlives its turn (default 30)
   AGENTSTREAM_KV_HIGH_WATERMARK           new sessions only while estimated KV < this x capacity (0.95)
   AGENTSTREAM_KV_SESSION_WATERMARK        ... and sessions x the mean session size < this x capacity (0.95)
-  AGENTSTREAM_KV_MAX_QUEUE_WAIT_S         a new session waits for KV room at most this long (10)
+  AGENTSTREAM_KV_MAX_QUEUE_WAIT_S         if set, a new session waits for KV room at most this long (default: until room)
   AGENTSTREAM_KV_LOOKAHEAD_TURNS          a session counts for its context + this many turns' growth (1)
   AGENTSTREAM_REPLICAS                    "r0=http://host:port,r1=..." to probe; empty: probe nothing
                                           (another instance or process reports the replicas)
@@ -61,7 +61,7 @@ def config_from_env() -> tuple[str, DispatchConfig]:
         pin_ttl_ms=int(float(os.environ.get("AGENTSTREAM_KV_PIN_TTL_S") or 30) * 1000),
         high_watermark=float(os.environ.get("AGENTSTREAM_KV_HIGH_WATERMARK") or defaults.high_watermark),
         session_watermark=float(os.environ.get("AGENTSTREAM_KV_SESSION_WATERMARK") or defaults.session_watermark),
-        max_queue_wait_ms=int(float(os.environ.get("AGENTSTREAM_KV_MAX_QUEUE_WAIT_S") or 10) * 1000),
+        max_queue_wait_ms=int(float(os.environ.get("AGENTSTREAM_KV_MAX_QUEUE_WAIT_S") or 0) * 1000),
         lookahead_turns=float(os.environ.get("AGENTSTREAM_KV_LOOKAHEAD_TURNS") or defaults.lookahead_turns),
     )
     return policy, config

@@ -204,7 +204,8 @@ class Dispatcher:
                 placed: tuple[str, str] | str = (pin.replica, f"pinned to {pin.replica}")
             else:
                 placed = self._place(head.session, head.prompt_tokens, now_ms)
-            if isinstance(placed, str) and now_ms - head.since_ms >= st.config.max_queue_wait_ms:
+            overdue = 0 < st.config.max_queue_wait_ms <= now_ms - head.since_ms
+            if isinstance(placed, str) and overdue:
                 placed = self._overcommit(head.prompt_tokens)
             if isinstance(placed, str):
                 break

@@ -39,9 +39,13 @@ class DispatchConfig:
     session_watermark: float = 0.95  # 0 turns the long-run check off
     load_c: float = 1.25  # bounded-load factor: no replica holds more than c x the mean of sessions
     max_queue: int = 10_000
-    # A new session waits for room at most this long; then it is placed over the estimate (see
-    # `Dispatcher._overcommit`). Sized against a turn: a re-prefill of a 30k context costs ~2 s.
-    max_queue_wait_ms: int = 10_000
+    # 0: a new session waits until there is room, however long (the issue's rule: queue rather than
+    # evict running sessions). Else, after this long it is placed over the estimate (see
+    # `Dispatcher._overcommit`). Off by default: under overload, placing over the estimate made the
+    # replicas' LRU evict running sessions, each re-prefill held KV longer, and the pool thrashed
+    # (bench, 2 replicas at KV load 0.6, same time scale: mean JCT 691 s with 10 s, 526 with 30 s,
+    # 189 with 60 s, 133 never; the oracle 75).
+    max_queue_wait_ms: int = 0
     # Growth per turn is learned per session from its own turns, shrunk towards the pool-wide mean
     # (prior `growth_prior_tokens`, worth `growth_prior_weight` turns).
     lookahead_turns: float = 1.0
