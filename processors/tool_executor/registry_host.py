@@ -99,6 +99,8 @@ class RegistryToolHost:
         self._servers: dict[str, _Slot] = {}
         self._starting: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_due = 0.0
 
     @property
     def server_count(self) -> int:
@@ -127,8 +129,7 @@ class RegistryToolHost:
             slot.in_use -= 1
             slot.last_used = self._clock()
             self.close_idle()
-            # Idle servers are closed even if no other call comes to notice (a run's secrets included).
-            asyncio.get_running_loop().call_later(self.idle_s + 0.05, self.close_idle)
+            self._sweep_later()
 
     async def _acquire(self, entry: ToolEntry, key: str) -> _Slot | ToolResult:
         """The server for `key`, started on first use, counted as in use until the caller is done."""
@@ -164,12 +165,34 @@ class RegistryToolHost:
             if lock is not None and not lock.locked():
                 del self._starting[key]
 
+    def _sweep_later(self) -> None:
+        """Idle servers are closed even if no other call comes to notice (a run's secrets included).
+        One timer, due when the earliest idle server expires, rather than one per call."""
+        idle = [slot.last_used for slot in self._servers.values() if slot.in_use == 0]
+        if not idle:
+            return
+        due = min(idle) + self.idle_s + 0.05
+        if self._sweep is not None and self._sweep_due <= due:
+            return  # an earlier sweep is pending; it schedules the next one
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep_due = due
+        self._sweep = asyncio.get_running_loop().call_later(max(0.0, due - self._clock()), self._swept)
+
+    def _swept(self) -> None:
+        self._sweep = None
+        self.close_idle()
+        self._sweep_later()
+
     def _close_later(self, server: McpToolHost) -> None:
         task = asyncio.get_running_loop().create_task(server.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         servers, self._servers = [slot.server for slot in self._servers.values()], {}
         await asyncio.gather(*(s.aclose() for s in servers), *self._closing, return_exceptions=True)
         await self.builtin.aclose()
