@@ -12,8 +12,10 @@ tool gaps 0.5-5 s, log-uniform) it journals `LlmCallRequested`, waits for the di
 arrive as a Poisson process at the rate that offers `--kv-load` x the pool's KV (`bench/kv_workload.py`),
 so every pool size is under the same pressure; too few runs for that rate to reach steady
 state is reported (`steady_state`, `warnings`, `goals.meaningful`). The same workload (seeded) runs
-under every policy. Every emulated duration is multiplied by the time scale (by default the least
-compression that fits `--wall-budget`); reported times are divided by it (emulated s).
+under every policy. Every emulated duration is multiplied by the policy's time scale (`time_scales`;
+by default the least compression that fits `--wall-budget`, with round robin and least loaded, which
+take several times longer for the same turns, compressed further at the same real turn rate;
+`--time-scale` sets one for all); reported times are divided by it (emulated s).
 
   mean_jct_s                 run arrival -> last turn done
   p99_ttft_s                 LlmCallRequested journaled -> first token (dispatch wait included)
@@ -84,7 +86,7 @@ from bench.kv_workload import (
     POLICY_OVERHEAD_S,
     RunSpec,
     Workload,
-    auto_time_scale,
+    auto_time_scales,
     estimate_makespans,
     goals,
     make_workload,
@@ -109,23 +111,24 @@ class Fleet:
 
     count: int
     kv_tokens: int
-    time_scale: float
     log_dir: Path
     max_queue_wait_s: float = 0.0  # emulated; 0: a new session waits until there is room
     emulators: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     infinite: bool = False
+    time_scale: float = 0.0  # the emulators' (each policy may run at its own)
     dispatcher: subprocess.Popen[bytes] | None = None
 
-    def start_emulators(self, infinite: bool) -> None:
+    def start_emulators(self, infinite: bool, time_scale: float) -> None:
         self.stop_emulators()
-        self.infinite = infinite
-        for i in range(self.count):
+        self.infinite, self.time_scale = infinite, time_scale
+        for i in range(self.count):  # all started before any is waited for: they import in parallel
             cmd = [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
-                   "--kv-tokens", str(self.kv_tokens), "--time-scale", str(self.time_scale)]  # fmt: skip
+                   "--kv-tokens", str(self.kv_tokens), "--time-scale", str(time_scale)]  # fmt: skip
             proc = subprocess.Popen([*cmd, *(["--infinite-kv"] if infinite else [])], stdout=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)  # fmt: skip
             self.emulators.append(proc)
+        for i, proc in enumerate(self.emulators):
             assert proc.stdout is not None
             line = proc.stdout.readline().decode().strip()
             if not line.startswith("ready "):
@@ -458,8 +461,8 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, w: Workload, sca
     await ensure_topics(settings)
     partitions = load_topics(settings.topic_prefix)[JOURNAL].partitions
     began = time.monotonic()
-    if not fleet.urls or fleet.infinite != (policy == "oracle"):
-        await asyncio.to_thread(fleet.start_emulators, policy == "oracle")
+    if not fleet.urls or fleet.infinite != (policy == "oracle") or fleet.time_scale != scale:
+        await asyncio.to_thread(fleet.start_emulators, policy == "oracle", scale)
     else:
         async with httpx.AsyncClient(timeout=10) as http:
             for url in fleet.urls:
@@ -490,6 +493,7 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, w: Workload, sca
         "loop_lag_ms_p50_p99": [round(percentile(t.lag_ms, 50), 1), round(percentile(t.lag_ms, 99), 1)],
         "makespan_s": round(makespan, 1),
         "replica_evictions": counters.get("evictions", 0),
+        "time_scale": scale,
         "wall_s": round(time.monotonic() - began, 1),
     }
 
@@ -504,7 +508,7 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--time-scale", type=float, default=None,
                         help="real seconds per emulated second (default: chosen to fit --wall-budget)")  # fmt: skip
-    parser.add_argument("--wall-budget", type=float, default=210, help="wall seconds for all policies (goal: 300)")
+    parser.add_argument("--wall-budget", type=float, default=230, help="wall seconds for all policies (goal: 300)")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--max-queue-wait-s", type=float, default=0.0,
                         help="emulated seconds a new session waits for KV before going over the estimate (0: no limit)")  # fmt: skip
@@ -523,26 +527,29 @@ async def main() -> None:
     w = make_workload(args.runs, args.seed, capacity, args.kv_load, rate)
     turns = [t for s in w.specs for t in s.turns]
     estimates = estimate_makespans(w, args.replicas, policies)
-    scale = args.time_scale or auto_time_scale(estimates, args.wall_budget, POLICY_OVERHEAD_S, args.replicas)
-    expected_wall = sum(estimates.values()) * scale + POLICY_OVERHEAD_S * len(policies)
+    if args.time_scale:
+        scales = dict.fromkeys(policies, args.time_scale)
+    else:
+        scales = auto_time_scales(estimates, len(turns), args.wall_budget, POLICY_OVERHEAD_S)
+    expected_wall = sum(estimates[p] * scales[p] for p in policies) + POLICY_OVERHEAD_S * len(policies)
     if expected_wall > args.wall_budget:
         log(
-            f"expected wall time ~{expected_wall:.0f} s, over the {args.wall_budget:.0f} s budget at time scale {scale}"
+            f"expected wall time ~{expected_wall:.0f} s, over the {args.wall_budget:.0f} s budget at time scales {scales}"
         )
     warnings = workload_warnings(w, args.replicas)
     log(f"{args.runs} runs, {len(turns)} turns, {args.replicas} replicas x {args.kv_tokens} KV tokens, "
-        f"{w.rate_per_s:.3f} runs/s (KV load {w.kv_load:.2f}), time scale {scale}"
+        f"{w.rate_per_s:.3f} runs/s (KV load {w.kv_load:.2f}), time scales {scales}"
         f"{'' if args.time_scale else ' (auto)'}")  # fmt: skip
     for warning in warnings:
         log(f"warning: {warning}")
     began = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     async with bench_settings("kvdispatch") as (settings, _kafka):
-        fleet = Fleet(args.replicas, args.kv_tokens, scale, settings.home / "logs", args.max_queue_wait_s)
+        fleet = Fleet(args.replicas, args.kv_tokens, settings.home / "logs", args.max_queue_wait_s)
         try:
             for policy in policies:
                 log(f"{policy}: running")
-                results[policy] = await run_policy(settings, fleet, policy, w, scale)
+                results[policy] = await run_policy(settings, fleet, policy, w, scales[policy])
                 log(f"{policy}: {json.dumps(results[policy])}")
         finally:
             await asyncio.to_thread(fleet.close)
@@ -569,7 +576,7 @@ async def main() -> None:
         "mean_kv_demand_vs_capacity": round(mean / capacity, 3),
     }
     out = {
-        "replicas": args.replicas, "runs": args.runs, "seed": args.seed, "time_scale": scale,
+        "replicas": args.replicas, "runs": args.runs, "seed": args.seed, "time_scales": scales,
         "time_scale_auto": not args.time_scale, "kv_tokens_per_replica": args.kv_tokens,
         "wall_s": round(time.monotonic() - began, 1),
         "estimated_makespan_s": {p: round(v) for p, v in estimates.items()}, "expected_wall_s": round(expected_wall),

@@ -21,18 +21,29 @@ from agentstream.replica_emulator.profile import DEFAULT_8B_H100, ReplicaProfile
 # Bounds of the automatic time scale: below 0.02 CPU lag dominates the emulated times on two cores;
 # above 0.1 nothing is gained for the goals and the wall time grows.
 MIN_SCALE, MAX_SCALE = 0.02, 0.1
-# Measured at 8 replicas, 400 runs: scale 0.044 made the oracle's runs 30% longer than at 0.1 (CPU
-# lag) and agentstream 3.2x the oracle; at 0.1 it was 1.01x. 0.0125 per replica keeps the real event
-# rate of 8 replicas at 0.1 where 4 replicas run at 0.05.
-SCALE_PER_REPLICA = 0.0125
+# The most turns per real second a policy is played at (from its estimated makespan). CPU lag on two
+# cores is multiplied by 1/scale in emulated time and stretches every run (tool gaps, decode), which
+# raises the KV load the runs actually make. Measured at 8 replicas, 400 runs: the affinity policies
+# at scale 0.1 (~250 turns/s) gave agentstream 1.00x the oracle; at 0.044 (~570 turns/s) the
+# oracle's runs were 30% longer and agentstream 3.2x the oracle. At 4 replicas, 200 runs, KV load
+# 0.6: scale 0.058 (~250 turns/s) put the oracle's peak KV demand at 0.97 of capacity and agentstream
+# at 1.4x the oracle, scale 0.1 (~155 turns/s) at 0.86 and 1.00x. Hence the least compression the
+# wall budget allows, not the most this rate allows.
+MAX_TURNS_PER_S = 250.0
+# Round robin and least loaded re-prefill nearly every turn: the same turns take them several times
+# the emulated time, so at the same real turn rate they bear more compression, and only they get it
+# (their own scale leaves the others more of the budget). Measured at 8 replicas, 400 runs: round
+# robin's mean JCT was 534.7 s at scale 0.1 and 566.8 s at 0.0324 (+6%, in agentstream's favour).
+# Session hash must not: its thrash is bistable, and at 0.0395 it tipped (292 s against 84 s at 0.1).
+OWN_SCALE = frozenset({"round_robin", "least_loaded"})
 # A run is in steady state when runs keep arriving for this many isolated run durations: the first
 # duration fills the pool, the rest is measured with sessions of every age resident.
 STEADY_SPANS = 2.0
 # The default offered KV load: the pool's KV would be half full on average with every run timed as
-# if alone. Runs sharing a replica (the serialized prefill, batched decode) and this machine's CPU
-# last 10-30% longer, so the oracle's measured mean demand is ~0.6-0.7 of capacity and, with Poisson
-# arrivals, its peaks pass the capacity. At 0.6 the measured mean reached 1.0 at 2 replicas: no
-# finite KV can stay near the oracle there.
+# if alone. Runs sharing a replica (the serialized prefill, batched decode) last a little longer, so
+# the oracle's measured mean demand is ~0.57 of capacity, its peaks ~0.7. At 0.8 the peaks pass the
+# capacity (1.09-1.13, mean 0.88-0.94): KV is oversubscribed, new sessions must queue, and
+# agentstream was 1.13x the oracle at 4 replicas, 1.26x at 8 and 1.38x at 2 (bench/RESULTS.md).
 DEFAULT_KV_LOAD = 0.5
 POLICY_OVERHEAD_S = 6.0  # wall seconds per policy outside the workload: processes starting, draining
 
@@ -118,24 +129,41 @@ def estimate_makespans(w: Workload, replicas: int, policies: list[str]) -> dict[
     """Emulated seconds each policy's run will take, for choosing the time scale: arrivals plus the
     last runs' duration for the affinity policies; for the baselines, which re-prefill most of every
     prompt (round robin finds a run's KV on 1 replica in N), the serialized prefill of that work if
-    it is longer. Session hash sits between. Rough, on purpose: it only sizes the compression."""
+    it is longer. Session hash sits between, nearer the affinity policies while KV is plentiful and
+    nearer round robin as the load oversubscribes it. Rough, on purpose: it only sizes the
+    compression."""
     profile = DEFAULT_8B_H100
     affine = w.span_s + 1.5 * w.run_s
     prompt = sum(t.prompt_tokens for s in w.specs for t in s.turns)
     # x1.5: measured makespans of round robin ran 1.3-1.6x this bound (decode and queueing on top).
     thrash = max(affine, 1.5 * prompt * (1 - 1 / replicas) * profile.prefill_s_per_token / replicas)
-    guess = {"round_robin": thrash, "least_loaded": thrash, "session_hash": (affine + thrash) / 2}
+    # Measured session-hash makespans, as a fraction of the way from the affinity estimate to round
+    # robin's: ~0-0.1 at KV load 0.5 (KV rarely short), 0.6-1.2 at 0.8 (its hot replicas thrash).
+    toward_thrash = min(1.0, max(0.0, (w.kv_load - 0.5) / 0.3))
+    hashed = 1.35 * affine + toward_thrash * max(0.0, thrash - 1.35 * affine)
+    guess = {"round_robin": thrash, "least_loaded": thrash, "session_hash": hashed}
     return {p: guess.get(p, affine) for p in policies}
 
 
-def auto_time_scale(makespans: dict[str, float], budget_s: float, overhead_s: float, replicas: int) -> float:
-    """The least compression that plays every policy within `budget_s` of wall time, but never more
-    compressed than `SCALE_PER_REPLICA` x replicas: CPU lag is multiplied by 1/scale in emulated
-    time, and the real event rate grows with replicas / scale. Where the floor wins, the wall time
-    goes over the budget (reported) rather than the figures being distorted."""
+def auto_time_scales(makespans: dict[str, float], turns: int, budget_s: float, overhead_s: float) -> dict[str, float]:
+    """A time scale per policy. Every policy is played at the same real turn rate: the affinity
+    policies and session hash share the least compression that fits `budget_s`; round robin and least
+    loaded (`OWN_SCALE`), whose estimate is longer for the same turns, are compressed by their
+    estimate's ratio to the shortest on top of it, less where the budget leaves room. Never more compressed than `MAX_TURNS_PER_S`
+    allows; where that wins, the wall time goes over the budget (reported) rather than the figures
+    being distorted."""
     playable = max(1.0, budget_s - overhead_s * len(makespans))
-    fits = playable / max(1.0, sum(makespans.values()))
-    return round(min(MAX_SCALE, max(MIN_SCALE, SCALE_PER_REPLICA * replicas, fits)), 4)
+    shortest = max(1.0, min(makespans.values()))  # the affinity policies' estimate
+    weight = sum(shortest if p in OWN_SCALE else m for p, m in makespans.items())
+    common = min(MAX_SCALE, max(MIN_SCALE, playable / weight, turns / (MAX_TURNS_PER_S * shortest)))
+    # Where the others' scale is capped, what is left of the budget eases the compression of the rest.
+    own = sum(m for p, m in makespans.items() if p in OWN_SCALE)
+    left = playable - common * sum(m for p, m in makespans.items() if p not in OWN_SCALE)
+    eased = min(common, left / own) if own else common
+    return {
+        p: round(max(MIN_SCALE, common * shortest / max(1.0, m), eased) if p in OWN_SCALE else common, 4)
+        for p, m in makespans.items()
+    }
 
 
 def workload_warnings(w: Workload, replicas: int) -> list[str]:

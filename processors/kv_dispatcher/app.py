@@ -6,7 +6,7 @@ Environment:
                                           (default) | oracle
   AGENTSTREAM_KV_PIN_TTL_S                how long a session's pin outlives its turn (default 30)
   AGENTSTREAM_KV_HIGH_WATERMARK           new sessions only while estimated KV < this x capacity (0.95)
-  AGENTSTREAM_KV_SESSION_WATERMARK        ... and sessions x the mean session size < this x capacity (0.95)
+  AGENTSTREAM_KV_SESSION_WATERMARK        ... and sessions x the mean session size < this x capacity (0.8)
   AGENTSTREAM_KV_MAX_QUEUE_WAIT_S         if set, a new session waits for KV room at most this long (default: until room)
   AGENTSTREAM_KV_LOOKAHEAD_TURNS          a session counts for its context + this many turns' growth (1)
   AGENTSTREAM_REPLICAS                    "r0=http://host:port,r1=..." to probe; empty: probe nothing

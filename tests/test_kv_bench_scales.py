@@ -1,0 +1,58 @@
+"""The KV bench's choice of time scales (`bench/kv_workload.py`): pure arithmetic, no processes.
+
+What the figures rest on: agentstream, the oracle and session hash are always compared at one
+scale; only the two thrashing baselines are compressed further; the wall budget is respected
+unless the CPU-lag floor forbids it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agentstream.replica_emulator.profile import DEFAULT_8B_H100
+from bench.kv_workload import (
+    MAX_SCALE,
+    MAX_TURNS_PER_S,
+    MIN_SCALE,
+    OWN_SCALE,
+    POLICY_OVERHEAD_S,
+    auto_time_scales,
+    estimate_makespans,
+    make_workload,
+)
+
+POLICIES = ["round_robin", "least_loaded", "session_hash", "agentstream", "oracle"]
+
+
+def _plan(replicas: int, runs: int, budget_s: float) -> tuple[dict[str, float], dict[str, float], int]:
+    w = make_workload(runs, 1, DEFAULT_8B_H100.kv_capacity_tokens * replicas, 0.5)
+    turns = sum(len(s.turns) for s in w.specs)
+    makespans = estimate_makespans(w, replicas, POLICIES)
+    return makespans, auto_time_scales(makespans, turns, budget_s, POLICY_OVERHEAD_S), turns
+
+
+@pytest.mark.parametrize(("replicas", "runs"), [(2, 200), (4, 100), (4, 200), (8, 200), (8, 400)])
+def test_the_compared_policies_share_a_scale_and_the_plan_fits_the_budget(replicas: int, runs: int) -> None:
+    makespans, scales, turns = _plan(replicas, runs, 230)
+    common = scales["agentstream"]
+    assert scales["oracle"] == scales["session_hash"] == common
+    assert MIN_SCALE <= common <= MAX_SCALE
+    for policy in OWN_SCALE:
+        assert MIN_SCALE <= scales[policy] <= common
+        # Never played faster in real turns per second than the compared policies are.
+        assert turns / (makespans[policy] * scales[policy]) <= turns / (makespans["agentstream"] * common) * 1.01
+    wall = sum(makespans[p] * scales[p] for p in POLICIES) + POLICY_OVERHEAD_S * len(POLICIES)
+    floor_binds = common <= turns / (MAX_TURNS_PER_S * makespans["agentstream"]) * 1.001
+    assert wall <= 230 * 1.01 or floor_binds or min(scales.values()) == MIN_SCALE
+
+
+def test_a_tight_budget_does_not_compress_past_the_cpu_lag_floor() -> None:
+    makespans, scales, turns = _plan(4, 200, 40)
+    assert scales["agentstream"] >= min(MAX_SCALE, turns / (MAX_TURNS_PER_S * makespans["agentstream"])) - 1e-4
+
+
+def test_a_forced_single_policy_plan_uses_the_least_compression() -> None:
+    w = make_workload(200, 1, DEFAULT_8B_H100.kv_capacity_tokens * 4, 0.5)
+    makespans = estimate_makespans(w, 4, ["agentstream", "oracle"])
+    scales = auto_time_scales(makespans, sum(len(s.turns) for s in w.specs), 230, POLICY_OVERHEAD_S)
+    assert scales == {"agentstream": MAX_SCALE, "oracle": MAX_SCALE}
