@@ -522,6 +522,8 @@ async def main() -> None:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if unknown := sorted(set(policies) - set(POLICIES)):
         parser.error(f"unknown policies {unknown}")
+    if args.time_scale is not None and args.time_scale <= 0:
+        parser.error(f"--time-scale must be positive (real seconds per emulated second), not {args.time_scale}")
     capacity = args.kv_tokens * args.replicas
     rate = args.arrival_rate * args.replicas if args.arrival_rate else None
     w = make_workload(args.runs, args.seed, capacity, args.kv_load, rate)

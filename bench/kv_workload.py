@@ -140,7 +140,8 @@ def estimate_makespans(w: Workload, replicas: int, policies: list[str]) -> dict[
     # Measured session-hash makespans, as a fraction of the way from the affinity estimate to round
     # robin's: ~0-0.1 at KV load 0.5 (KV rarely short), 0.6-1.2 at 0.8 (its hot replicas thrash).
     toward_thrash = min(1.0, max(0.0, (w.kv_load - 0.5) / 0.3))
-    hashed = 1.35 * affine + toward_thrash * max(0.0, thrash - 1.35 * affine)
+    plentiful = 1.35 * affine  # its hash imbalance alone: measured 0.96-1.37x the affinity makespan
+    hashed = plentiful + toward_thrash * max(0.0, thrash - plentiful)
     guess = {"round_robin": thrash, "least_loaded": thrash, "session_hash": hashed}
     return {p: guess.get(p, affine) for p in policies}
 
@@ -149,9 +150,9 @@ def auto_time_scales(makespans: dict[str, float], turns: int, budget_s: float, o
     """A time scale per policy. Every policy is played at the same real turn rate: the affinity
     policies and session hash share the least compression that fits `budget_s`; round robin and least
     loaded (`OWN_SCALE`), whose estimate is longer for the same turns, are compressed by their
-    estimate's ratio to the shortest on top of it, less where the budget leaves room. Never more compressed than `MAX_TURNS_PER_S`
-    allows; where that wins, the wall time goes over the budget (reported) rather than the figures
-    being distorted."""
+    estimate's ratio to the shortest on top of it, less where the budget leaves room. Never more
+    compressed than `MAX_TURNS_PER_S` allows; where that wins, the wall time goes over the budget
+    (reported) rather than the figures being distorted."""
     playable = max(1.0, budget_s - overhead_s * len(makespans))
     shortest = max(1.0, min(makespans.values()))  # the affinity policies' estimate
     weight = sum(shortest if p in OWN_SCALE else m for p, m in makespans.items())
