@@ -23,6 +23,7 @@ from agentstream.replica_emulator import (
     running_emulator,
 )
 from agentstream.replica_emulator.metrics import parse_metrics
+from agentstream.replica_emulator.stepclock import StepClock
 
 # -- KvCache ---------------------------------------------------------------------------------
 
@@ -124,8 +125,11 @@ def test_default_profile_matches_the_documented_calibration() -> None:
     assert DEFAULT_8B_H100.kv_capacity_tokens == 53 * 2**30 // (2 * 32 * 8 * 128 * 2)
     assert DEFAULT_8B_H100.kv_capacity_tokens % 16 == 0
     assert 1 / DEFAULT_8B_H100.prefill_s_per_token == pytest.approx(15_000)
+    assert DEFAULT_8B_H100.prefill_chunk_tokens == 2048  # vLLM's chunked-prefill step budget
     with pytest.raises(ValueError):
         ReplicaProfile(kv_capacity_tokens=0, prefill_s_per_token=0, decode_s_per_token=0, max_running=1)
+    with pytest.raises(ValueError):
+        DEFAULT_8B_H100.with_changes(prefill_chunk_tokens=-1)
 
 
 # -- ReplicaEngine timing ----------------------------------------------------------------------
@@ -161,6 +165,61 @@ async def test_prefills_are_serialized_but_decodes_overlap() -> None:
     elapsed = time.monotonic() - start
     assert a.ttft_s >= 0.05 and b.ttft_s >= 0.1  # b's prefill waited for a's
     assert elapsed < 0.145 + 0.1  # decodes overlapped: ~150 ms, not ~200 ms (slack for a loaded machine)
+
+
+async def test_a_prefill_slows_every_decode_on_its_replica_by_its_compute_time() -> None:
+    # a decodes 1,000 tokens (1 ms each x 0.05 = 50 ms alone); b arrives 10 ms in with a 1,000-token
+    # prompt (50 ms of compute) in chunks of 100: every step a decodes in meanwhile also carries a chunk.
+    async def pair(chunk: int) -> tuple[float, float]:
+        engine = ReplicaEngine(_profile(prefill_s_per_token=0.001, decode_s_per_token=0.001, prefill_chunk_tokens=chunk))
+        a = asyncio.create_task(engine.generate("a", 10, 1000))
+        await asyncio.sleep(0.01)
+        b = await engine.generate("b", 1000, 10)
+        return (await a).total_s, b.ttft_s
+
+    shared_a, shared_b = await pair(100)
+    free_a, free_b = await pair(0)
+    assert free_a < 0.08  # the idealised engine: a's decode ignores b's prefill (~50 ms)
+    assert shared_a >= 0.095  # ~50 ms of decode + ~50 ms stalled behind b's chunks
+    # b's prefill pays one ITL per chunk for the decode riding along: 10 x 0.05 ms on 50 ms.
+    assert shared_b >= 0.0505 and free_b >= 0.05
+
+
+async def test_decode_steps_follow_the_batch_as_it_changes() -> None:
+    # ITL doubles as the batch fills (slowdown 1.0, max_running 2): a alone runs 1 ms steps until b
+    # joins, then 2 ms steps, and back to 1 ms once b is done.
+    engine = ReplicaEngine(
+        _profile(prefill_s_per_token=0.0, decode_s_per_token=0.001, max_running=2, decode_batch_slowdown=1.0)
+    )
+    a = asyncio.create_task(engine.generate("a", 10, 2000))  # 100 ms alone at 0.05 ms a step
+    await asyncio.sleep(0.02)
+    b = await engine.generate("b", 10, 200)  # 200 steps at 0.1 ms while both run: ~20 ms
+    first = await a
+    assert b.total_s >= 0.02
+    assert first.total_s >= 0.105  # ~110 ms: the ~200 steps it shared with b cost twice as long
+
+
+async def test_step_clock_wakes_each_waiter_at_its_own_count_across_rate_changes() -> None:
+    clock = StepClock(0.001)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    woke: dict[str, float] = {}
+
+    async def waiter(name: str, steps: float) -> None:
+        await clock.wait_steps(steps)
+        woke[name] = loop.time() - start
+
+    tasks = [asyncio.create_task(waiter("early", 10)), asyncio.create_task(waiter("late", 40))]
+    cancelled = asyncio.create_task(waiter("cancelled", 20))
+    await asyncio.sleep(0.015)  # 15 steps at 1 ms: early is done
+    cancelled.cancel()
+    clock.set_step_s(0.002)  # the remaining 25 steps of late take 50 ms
+    await asyncio.gather(*tasks)
+    assert woke["early"] == pytest.approx(0.010, abs=0.008)
+    assert woke["late"] >= 0.015 + 0.05 - 0.002
+    assert "cancelled" not in woke and clock.steps() >= 40
+    with pytest.raises(ValueError):
+        clock.set_step_s(0)
 
 
 async def test_requests_beyond_max_running_wait_in_fifo_order() -> None:

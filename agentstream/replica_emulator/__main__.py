@@ -30,6 +30,7 @@ def profile_from_args(args: argparse.Namespace) -> ReplicaProfile:
         max_running=args.max_running,
         time_scale=args.time_scale,
         decode_batch_slowdown=args.decode_batch_slowdown,
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
     )
 
 
@@ -49,6 +50,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill-ms-per-token", type=float, default=None, help=f"default {d.prefill_s_per_token * 1e3:g}")
     p.add_argument("--decode-ms-per-token", type=float, default=None, help=f"default {d.decode_s_per_token * 1e3:g}")
     p.add_argument("--decode-batch-slowdown", type=float, default=None, help=f"default {d.decode_batch_slowdown:g}")
+    p.add_argument(
+        "--prefill-chunk-tokens",
+        type=int,
+        default=None,
+        help=f"prompt tokens per step while a prefill shares steps with decodes (default {d.prefill_chunk_tokens}; "
+        "0: prefill never slows decodes)",
+    )
     p.add_argument("--max-running", type=int, default=None, help=f"default {d.max_running}")
     return p
 

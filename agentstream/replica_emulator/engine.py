@@ -7,20 +7,28 @@ What it reproduces of a continuous-batching server (vLLM):
   (strict FIFO, as vLLM's scheduler does not let later requests overtake a blocked head);
 - prefill of the uncached prompt tokens is compute-bound, so prefills run one at a time (a FIFO
   lock), each costing uncached x prefill_s_per_token;
-- decode is memory-bound and batched, so decodes overlap freely; each token costs the profile's ITL,
-  stretched by `decode_batch_slowdown` as the batch fills.
+- decode is memory-bound and batched, so decodes overlap one another; each token is one engine step,
+  the profile's ITL stretched by `decode_batch_slowdown` as the batch fills;
+- prefill and decode share the one GPU (chunked prefill, vLLM's default scheduling): while a prefill
+  is under way every step also carries a chunk of `prefill_chunk_tokens` prompt tokens, so each
+  decoding request's step lasts ITL + chunk x prefill_s_per_token, and the prefill pays one ITL per
+  chunk for the decodes riding along. A replica busy re-prefilling therefore slows every stream on
+  it, as vLLM's tuning guide and Sarathi-Serve (OSDI '24) describe; `prefill_chunk_tokens=0` turns
+  the interference off (the idealisation of an earlier emulator, kept to compare figures).
 TTFT = queueing + waiting for the prefill lock + prefill + one decode step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from agentstream.replica_emulator.kvcache import CacheCounters, KvCache
 from agentstream.replica_emulator.profile import ReplicaProfile
+from agentstream.replica_emulator.stepclock import StepClock
 
 
 class RequestTooLarge(ValueError):
@@ -54,6 +62,9 @@ class ReplicaEngine:
         self._running = 0
         # asyncio.Lock wakes waiters in arrival order, which is what makes prefill FIFO.
         self._prefill = asyncio.Lock()
+        self._prefilling = False
+        self._decoding = 0
+        self._clock = StepClock(self.step_s())
         self.completed = 0
         self.generated_tokens = 0
 
@@ -79,6 +90,24 @@ class ReplicaEngine:
         p = self.profile
         fill = (self._running - 1) / (p.max_running - 1) if p.max_running > 1 else 0.0
         return p.decode_s_per_token * (1 + p.decode_batch_slowdown * max(0.0, fill)) * p.time_scale
+
+    def step_s(self) -> float:
+        """How long a decoding request's step lasts now: the ITL, plus a prefill chunk while one runs."""
+        p = self.profile
+        chunk = p.prefill_chunk_tokens * p.prefill_s_per_token * p.time_scale if self._prefilling else 0.0
+        return max(self.inter_token_s() + chunk, 1e-9)
+
+    def prefill_s(self, tokens: int) -> float:
+        """How long prefilling `tokens` takes: its compute, plus one ITL per chunk when decodes share the
+        steps (a chunk is a whole step, decode tokens included)."""
+        p = self.profile
+        compute = tokens * p.prefill_s_per_token * p.time_scale
+        if p.prefill_chunk_tokens <= 0 or self._decoding == 0 or tokens <= 0:
+            return compute
+        return compute + math.ceil(tokens / p.prefill_chunk_tokens) * self.inter_token_s()
+
+    def _retime(self) -> None:
+        self._clock.set_step_s(self.step_s())
 
     async def generate(
         self,
@@ -107,25 +136,39 @@ class ReplicaEngine:
             self._abandon(ticket)
             raise
         queued = loop.time() - start
+        decoding = False
         try:
             prefill = prompt_tokens - cached
             async with self._prefill:
-                await asyncio.sleep(prefill * self.profile.prefill_s_per_token * self.profile.time_scale)
-            step = self.inter_token_s()
-            await asyncio.sleep(step)
+                await self._run_prefill(prefill)
+            decoding = True
+            self._decoding += 1
+            await self._clock.wait_steps(1)
             ttft = loop.time() - start
             if on_first_token is not None:
                 on_first_token()
-            await asyncio.sleep(step * (output_tokens - 1))
+            await self._clock.wait_steps(output_tokens - 1)
             total = loop.time() - start
         finally:
+            self._decoding -= decoding
             self._running -= 1
+            self._retime()
             # A cancelled request still leaves what it computed behind, as vLLM's prefix cache does.
             self.cache.release(session, reserve)
             self._admit()
         self.completed += 1
         self.generated_tokens += output_tokens
         return GenerationResult(cached, prefill, output_tokens, ttft, total, queued)
+
+    async def _run_prefill(self, tokens: int) -> None:
+        duration = self.prefill_s(tokens)
+        self._prefilling = tokens > 0 and self.profile.prefill_chunk_tokens > 0
+        self._retime()
+        try:
+            await asyncio.sleep(duration)
+        finally:
+            self._prefilling = False
+            self._retime()
 
     def _admit(self) -> None:
         """Admits queued requests in order while a slot is free and the head's reservation fits."""
@@ -140,6 +183,7 @@ class ReplicaEngine:
                 return  # the head waits for running requests to free blocks; nobody overtakes it
             self._queue.popleft()
             self._running += 1
+            self._retime()
             head.admitted.set_result(cached)
 
     def _abandon(self, ticket: _Ticket) -> None:
@@ -149,5 +193,6 @@ class ReplicaEngine:
         elif ticket.admitted.done() and not ticket.admitted.cancelled():
             # Admitted in the same loop iteration as the cancellation: hand the slot back.
             self._running -= 1
+            self._retime()
             self.cache.release(ticket.session, ticket.reserve_tokens)
             self._admit()
