@@ -10,12 +10,17 @@ tool gaps 0.5-5 s, log-uniform) it journals `LlmCallRequested`, waits for the di
 `LlmCallDispatched`, sends the turn to that replica (session = run id), journals `LlmCallCompleted`,
 `ToolCallRequested`, sleeps the tool gap, `ToolCallCompleted`, and at the end `RunCompleted`. Runs
 arrive as a Poisson process at the rate that offers `--kv-load` x the pool's KV (`bench/kv_workload.py`),
-so every pool size is under the same pressure; too few runs for that rate to reach steady
-state is reported (`steady_state`, `warnings`, `goals.meaningful`). The same workload (seeded) runs
+so every pool size is under the same pressure. Before the `--runs` measured runs, one isolated run
+duration of warm-up arrivals (`--warmup-spans`, 1; `warmup_runs` in the JSON) fills the pool: they
+are played like the others but not counted, so the measured runs find the pool as loaded as it
+stays whatever their number (`--warmup-spans 0`: a cold start, where too few runs for that rate to
+reach steady state is reported in `steady_state`, `warnings`, `goals.meaningful`). The same workload (seeded) runs
 under every policy. Every emulated duration is multiplied by the policy's time scale (`time_scales`;
 by default the least compression that fits `--wall-budget`, with round robin and least loaded, which
 take several times longer for the same turns, compressed further at the same real turn rate;
 `--time-scale` sets one for all); reported times are divided by it (emulated s).
+
+Every figure below is over the measured runs only, but the KV demand, which is the pool's.
 
   mean_jct_s                 run arrival -> last turn done
   p99_ttft_s                 LlmCallRequested journaled -> first token (dispatch wait included)
@@ -84,6 +89,7 @@ from bench.common import bench_settings, percentile
 from bench.kv_workload import (
     DEFAULT_KV_LOAD,
     POLICY_OVERHEAD_S,
+    WARMUP_SPANS,
     RunSpec,
     Workload,
     auto_time_scales,
@@ -113,6 +119,7 @@ class Fleet:
     kv_tokens: int
     log_dir: Path
     max_queue_wait_s: float = 0.0  # emulated; 0: a new session waits until there is room
+    prefill_chunk_tokens: int = DEFAULT_8B_H100.prefill_chunk_tokens  # 0: prefill never slows decodes
     emulators: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     infinite: bool = False
@@ -124,7 +131,8 @@ class Fleet:
         self.infinite, self.time_scale = infinite, time_scale
         for i in range(self.count):  # all started before any is waited for: they import in parallel
             cmd = [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
-                   "--kv-tokens", str(self.kv_tokens), "--time-scale", str(time_scale)]  # fmt: skip
+                   "--kv-tokens", str(self.kv_tokens), "--time-scale", str(time_scale),
+                   "--prefill-chunk-tokens", str(self.prefill_chunk_tokens)]  # fmt: skip
             proc = subprocess.Popen([*cmd, *(["--infinite-kv"] if infinite else [])], stdout=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)  # fmt: skip
             self.emulators.append(proc)
@@ -317,6 +325,9 @@ class Driver:
         self.early: dict[str, RunEvent] = {}
         self.sent: list[asyncio.Future[Any]] = []
         self.tally = Tally()
+        # Warm-up runs' figures land here and are dropped; the pool's KV demand and the usual
+        # dispatch trip stay on `tally` for every run.
+        self.warmup_tally = Tally()
         self.text = "abcd" * 40_000  # 4 characters a token: the emulator counts prompts as chars / 4
 
     def send(self, event: RunEvent) -> None:
@@ -339,7 +350,7 @@ class Driver:
                 for event in read(0.05):
                     loop.call_soon_threadsafe(self._resolve, event)
 
-    async def run_all(self, specs: list[RunSpec], fill_s: float) -> float:
+    async def run_all(self, specs: list[RunSpec], steady_from_s: float) -> float:
         loop, stop = asyncio.get_running_loop(), threading.Event()
         listener = threading.Thread(target=self._listen, args=(loop, stop), daemon=True)
         listener.start()
@@ -347,7 +358,7 @@ class Driver:
         try:
             t0 = loop.time()
             span = specs[-1].arrival_s if specs else 0.0
-            self.tally.window = (t0 + min(fill_s, span / 2) * self.scale, t0 + span * self.scale)
+            self.tally.window = (t0 + min(steady_from_s, span / 2) * self.scale, t0 + span * self.scale)
             await asyncio.gather(*(self._run(spec, t0) for spec in specs))
             makespan = (loop.time() - t0) / self.scale
             await asyncio.gather(*self.sent)
@@ -378,21 +389,22 @@ class Driver:
         return await waiter
 
     async def _run(self, spec: RunSpec, t0: float) -> None:
-        loop, scale, t = asyncio.get_running_loop(), self.scale, self.tally
+        loop, scale, pool = asyncio.get_running_loop(), self.scale, self.tally
+        t = pool if spec.measured else self.warmup_tally
         await asyncio.sleep(max(0.0, t0 + spec.arrival_s * scale - loop.time()))
         run_id, start, held = f"{self.policy}-{spec.index:04d}", loop.time(), 0
         unscaled = 0.0  # real seconds of platform round trips in this run
         for step, turn in enumerate(spec.turns, start=1):
             call_id = ids.llm_call_id(run_id, step)
-            t.hold(run_id, turn.prompt_tokens + turn.output_tokens, loop.time())
+            pool.hold(run_id, turn.prompt_tokens + turn.output_tokens, loop.time())
             stub = orjson.dumps([{"role": "user", "content": f"turn {i}"} for i in range(step)]).decode()
             asked, sent_wall = loop.time(), time.time()
             answer = await self._dispatch(LlmCallRequested(ids.requested_event_id(call_id), run_id, TENANT, step,
                                                            call_id, "emulated-8b", stub, "[]", turn.output_tokens))  # fmt: skip
             waited = loop.time() - asked
             if not isinstance(answer, LlmCallDispatched):
-                t.rejected += 1
-                t.failed_runs += 1
+                pool.rejected += 1
+                pool.failed_runs += 1
                 break
             # Only the time a call spent in the admission queue waited for emulated events (sessions
             # ending): that part is emulated time. Its trip through Kafka and the dispatcher is real
@@ -402,10 +414,10 @@ class Driver:
             forward = answer.decided_ms / 1000 - sent_wall
             queued = "queued" in answer.reason
             t.queued += queued
-            in_queue = max(0.0, min(waited, forward - t.typical_forward_s())) if queued else 0.0
+            in_queue = max(0.0, min(waited, forward - pool.typical_forward_s())) if queued else 0.0
             if not queued:
                 t.rtts_ms.append(waited * 1000)
-                t.forward_s.append(max(0.0, forward))
+                pool.forward_s.append(max(0.0, forward))
             else:
                 t.queue_s.append(in_queue / scale)
             unscaled += waited - in_queue
@@ -417,7 +429,7 @@ class Driver:
                 status, headers, data = 0, {}, repr(exc).encode()
             if status != 200:  # counted, not fatal: the run ends here and the others go on
                 log(f"{call_id}: replica {answer.replica} answered {status}: {data[:200]!r}")
-                t.failed_runs += 1
+                pool.failed_runs += 1
                 break
             usage = orjson.loads(data)["usage"]
             cached = int(usage["prompt_tokens_details"]["cached_tokens"])
@@ -442,7 +454,7 @@ class Driver:
             self.send(ToolCallCompleted(ids.completed_event_id(tool), run_id, TENANT, step, tool, "bench_tool", tool,
                                         "ok", False, turn.tool_gap_s * 1000))  # fmt: skip
         self.send(RunCompleted(ids.terminal_id(run_id), run_id, TENANT, len(spec.turns), "done", "completed"))
-        t.drop(run_id, loop.time())
+        pool.drop(run_id, loop.time())
 
 
 async def emulator_counters(urls: list[str]) -> dict[str, int]:
@@ -471,7 +483,7 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, w: Workload, sca
     try:
         await wait_dispatcher_ready(settings, partitions, fleet)
         driver = Driver(settings, partitions, policy, scale)
-        makespan = await driver.run_all(w.specs, w.run_s)
+        makespan = await driver.run_all(w.specs, w.measured_from_s or w.run_s)
     finally:
         await asyncio.to_thread(fleet.stop_dispatcher)
     t, counters = driver.tally, await emulator_counters(fleet.urls)
@@ -504,7 +516,7 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, w: Workload, sca
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=200, help="measured runs (after the warm-up)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--time-scale", type=float, default=None,
                         help="real seconds per emulated second (default: chosen to fit --wall-budget)")  # fmt: skip
@@ -514,19 +526,29 @@ async def main() -> None:
                         help="emulated seconds a new session waits for KV before going over the estimate (0: no limit)")  # fmt: skip
     parser.add_argument("--kv-tokens", type=int, default=DEFAULT_8B_H100.kv_capacity_tokens,
                         help="KV capacity of each replica in tokens (default: the 8B-on-H100 profile's)")  # fmt: skip
+    parser.add_argument("--prefill-chunk-tokens", type=int, default=DEFAULT_8B_H100.prefill_chunk_tokens,
+                        help="the emulators' prompt tokens per step beside decodes (0: prefill never slows decodes)")  # fmt: skip
     parser.add_argument("--kv-load", type=float, default=DEFAULT_KV_LOAD,
                         help="offered KV demand / the pool's KV capacity, which sets the arrival rate")  # fmt: skip
+    parser.add_argument("--warmup-spans", type=float, default=WARMUP_SPANS,
+                        help="isolated run durations of unmeasured arrivals first, filling the pool (0: cold start)")  # fmt: skip
     parser.add_argument("--arrival-rate", type=float, default=None,
                         help="runs per emulated second per replica (overrides --kv-load)")  # fmt: skip
     args = parser.parse_args()
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if unknown := sorted(set(policies) - set(POLICIES)):
         parser.error(f"unknown policies {unknown}")
+    if args.runs < 1 or args.replicas < 1:
+        parser.error("--runs and --replicas must be at least 1")
+    if args.warmup_spans < 0:
+        parser.error("--warmup-spans must not be negative (0 starts cold)")
+    if args.prefill_chunk_tokens < 0:
+        parser.error("--prefill-chunk-tokens must not be negative (0 turns prefill-decode interference off)")
     if args.time_scale is not None and args.time_scale <= 0:
         parser.error(f"--time-scale must be positive (real seconds per emulated second), not {args.time_scale}")
     capacity = args.kv_tokens * args.replicas
     rate = args.arrival_rate * args.replicas if args.arrival_rate else None
-    w = make_workload(args.runs, args.seed, capacity, args.kv_load, rate)
+    w = make_workload(args.runs, args.seed, capacity, args.kv_load, rate, args.warmup_spans)
     turns = [t for s in w.specs for t in s.turns]
     estimates = estimate_makespans(w, args.replicas, policies)
     if args.time_scale:
@@ -539,7 +561,7 @@ async def main() -> None:
             f"expected wall time ~{expected_wall:.0f} s, over the {args.wall_budget:.0f} s budget at time scales {scales}"
         )
     warnings = workload_warnings(w, args.replicas)
-    log(f"{args.runs} runs, {len(turns)} turns, {args.replicas} replicas x {args.kv_tokens} KV tokens, "
+    log(f"{args.runs} runs after {w.warmup_runs} warm-up runs, {len(turns)} turns, {args.replicas} replicas x {args.kv_tokens} KV tokens, "
         f"{w.rate_per_s:.3f} runs/s (KV load {w.kv_load:.2f}), time scales {scales}"
         f"{'' if args.time_scale else ' (auto)'}")  # fmt: skip
     for warning in warnings:
@@ -547,7 +569,8 @@ async def main() -> None:
     began = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     async with bench_settings("kvdispatch") as (settings, _kafka):
-        fleet = Fleet(args.replicas, args.kv_tokens, settings.home / "logs", args.max_queue_wait_s)
+        fleet = Fleet(args.replicas, args.kv_tokens, settings.home / "logs", args.max_queue_wait_s,
+                      args.prefill_chunk_tokens)  # fmt: skip
         try:
             for policy in policies:
                 log(f"{policy}: running")
@@ -562,6 +585,8 @@ async def main() -> None:
         "arrival_rate_per_s": round(w.rate_per_s, 3),
         "offered_kv_load": round(w.kv_load, 3),
         "runs_per_replica": round(args.runs / args.replicas, 1),
+        "warmup_runs": w.warmup_runs,
+        "measured_from_s": round(w.measured_from_s, 1),
         "isolated_run_s": round(w.run_s, 1),
         "arrivals_span_s": round(w.span_s, 1),
         "arrivals_span_in_run_durations": round(w.span_s / w.run_s, 2),
@@ -578,8 +603,10 @@ async def main() -> None:
         "mean_kv_demand_vs_capacity": round(mean / capacity, 3),
     }
     out = {
-        "replicas": args.replicas, "runs": args.runs, "seed": args.seed, "time_scales": scales,
+        "replicas": args.replicas, "runs": args.runs, "warmup_runs": w.warmup_runs, "warmup_spans": args.warmup_spans,
+        "seed": args.seed, "time_scales": scales,
         "time_scale_auto": not args.time_scale, "kv_tokens_per_replica": args.kv_tokens,
+        "prefill_chunk_tokens": args.prefill_chunk_tokens,
         "wall_s": round(time.monotonic() - began, 1),
         "estimated_makespan_s": {p: round(v) for p, v in estimates.items()}, "expected_wall_s": round(expected_wall),
         "workload": workload, "policies": results,

@@ -6,6 +6,14 @@ on a replica that keeps its KV (prefill of each turn's new tokens, lone-request 
 context held through the turn and the tool gap after it), over the pool's KV capacity. Deriving the
 rate from it keeps the pressure per replica the same at every pool size, where a fixed rate per
 replica and a fixed run count would leave a large pool never full.
+
+Warm-up: before the measured runs, the bench plays one isolated run duration of arrivals
+(`WARMUP_SPANS`) whose runs it does not count, so the measured runs find the pool as loaded as it
+stays, at any run count. Measured from a cold start instead (`--warmup-spans 0`), the mean JCT
+averages in the first runs, which find the pool empty, and a short configuration (25 runs per
+replica) is mostly such runs: round robin's re-prefill backlog, which grows for as long as runs
+keep arriving, had not built, and its mean depended on the run count (3.1x agentstream's at 4 x 100,
+7.1x at 4 x 200, on the emulator without prefill-decode interference).
 """
 
 from __future__ import annotations
@@ -36,9 +44,11 @@ MAX_TURNS_PER_S = 250.0
 # robin's mean JCT was 534.7 s at scale 0.1 and 566.8 s at 0.0324 (+6%, in agentstream's favour).
 # Session hash must not: its thrash is bistable, and at 0.0395 it tipped (292 s against 84 s at 0.1).
 OWN_SCALE = frozenset({"round_robin", "least_loaded"})
-# A run is in steady state when runs keep arriving for this many isolated run durations: the first
-# duration fills the pool, the rest is measured with sessions of every age resident.
+# A cold-start run is in steady state when runs keep arriving for this many isolated run durations:
+# the first duration fills the pool, the rest is measured with sessions of every age resident.
 STEADY_SPANS = 2.0
+# Isolated run durations of unmeasured arrivals before the measured runs: one fills the pool.
+WARMUP_SPANS = 1.0
 # The default offered KV load: the pool's KV would be half full on average with every run timed as
 # if alone. Runs sharing a replica (the serialized prefill, batched decode) last a little longer, so
 # the oracle's measured mean demand is ~0.57 of capacity, its peaks ~0.7. At 0.8 the peaks pass the
@@ -60,9 +70,10 @@ class RunSpec:
     index: int
     arrival_s: float
     turns: tuple[Turn, ...]
+    measured: bool = True  # False: a warm-up run, played but not counted
 
 
-def make_turns(runs: int, seed: int) -> list[tuple[Turn, ...]]:
+def make_turns(runs: int, seed: int | str) -> list[tuple[Turn, ...]]:
     rng = random.Random(seed)
     out = []
     for _ in range(runs):
@@ -97,31 +108,60 @@ def isolated_run(turns: tuple[Turn, ...], profile: ReplicaProfile = DEFAULT_8B_H
 
 @dataclass(frozen=True)
 class Workload:
-    specs: list[RunSpec]
+    specs: list[RunSpec]  # warm-up runs first, then the measured ones, in arrival order
     rate_per_s: float
     kv_load: float  # offered KV demand / the pool's capacity, from the isolated timing (Little's law)
     run_s: float  # mean isolated run duration
 
     @property
     def span_s(self) -> float:
+        """Emulated seconds from the start until the last arrival, warm-up included."""
         return self.specs[-1].arrival_s if self.specs else 0.0
+
+    @property
+    def warmup_runs(self) -> int:
+        return sum(not s.measured for s in self.specs)
+
+    @property
+    def measured_from_s(self) -> float:
+        """When the first measured run arrives (0 from a cold start)."""
+        return next((s.arrival_s for s in self.specs if s.measured), 0.0) if self.warmup_runs else 0.0
+
+    @property
+    def steady(self) -> bool:
+        """Whether the measured runs find the pool loaded: after a warm-up of a run duration, or, from
+        a cold start, with arrivals going on long enough that the filling stretch is a small part."""
+        return self.measured_from_s >= self.run_s or self.span_s >= STEADY_SPANS * self.run_s
 
 
 def make_workload(
-    runs: int, seed: int, capacity_tokens: int, kv_load: float, rate_per_s: float | None = None
+    runs: int,
+    seed: int,
+    capacity_tokens: int,
+    kv_load: float,
+    rate_per_s: float | None = None,
+    warmup_spans: float = WARMUP_SPANS,
 ) -> Workload:
     """The runs, and their Poisson arrivals at the rate that offers `kv_load` x the pool's KV
-    (`rate_per_s` overrides it). Turns and arrivals draw from separate generators, so one seed gives
-    the same runs at every load and pool size."""
+    (`rate_per_s` overrides it), after `warmup_spans` isolated run durations of warm-up arrivals.
+    Measured turns, warm-up turns and arrivals draw from separate generators, so one seed gives the
+    same measured runs at every load, pool size and warm-up."""
     all_turns = make_turns(runs, seed)
     iso = [isolated_run(t) for t in all_turns]
     run_s = statistics.mean(s for s, _kv in iso)
     kv_seconds = statistics.mean(kv for _s, kv in iso)
     rate = rate_per_s if rate_per_s else kv_load * capacity_tokens / kv_seconds
-    rng, t, specs = random.Random(f"arrivals-{seed}"), 0.0, []
-    for i, turns in enumerate(all_turns):
+    # Warm-up runs are those arriving before the warm-up ends; the first arrival after it is the
+    # first measured run (so a cold start draws the very arrivals it always did).
+    rng, t, arrivals, warm_until = random.Random(f"arrivals-{seed}"), 0.0, [], max(0.0, warmup_spans) * run_s
+    while len(arrivals) < runs or t < warm_until:
         t += rng.expovariate(rate)
-        specs.append(RunSpec(i, t, turns))
+        arrivals.append(t)
+        if t < warm_until:
+            runs += 1
+    warm = len(arrivals) - len(all_turns)
+    turns = [*make_turns(warm, f"warmup-{seed}"), *all_turns]
+    specs = [RunSpec(i, at, tr, measured=i >= warm) for i, (at, tr) in enumerate(zip(arrivals, turns, strict=True))]
     return Workload(specs, rate, rate * kv_seconds / capacity_tokens, run_s)
 
 
@@ -138,8 +178,9 @@ def estimate_makespans(w: Workload, replicas: int, policies: list[str]) -> dict[
     # x1.5: measured makespans of round robin ran 1.3-1.6x this bound (decode and queueing on top).
     thrash = max(affine, 1.5 * prompt * (1 - 1 / replicas) * profile.prefill_s_per_token / replicas)
     # Measured session-hash makespans, as a fraction of the way from the affinity estimate to round
-    # robin's: ~0-0.1 at KV load 0.5 (KV rarely short), 0.6-1.2 at 0.8 (its hot replicas thrash).
-    toward_thrash = min(1.0, max(0.0, (w.kv_load - 0.5) / 0.3))
+    # robin's: 0-0.1 at KV load 0.5 and 0.6-1.2 at 0.8 while replicas prefilled and decoded at once;
+    # with prefill-decode interference runs last longer and load KV more: 0.43 at 0.5 (4 x 200).
+    toward_thrash = min(1.0, max(0.0, (w.kv_load - 0.3) / 0.5))
     plentiful = 1.35 * affine  # its hash imbalance alone: measured 0.96-1.37x the affinity makespan
     hashed = plentiful + toward_thrash * max(0.0, thrash - plentiful)
     guess = {"round_robin": thrash, "least_loaded": thrash, "session_hash": hashed}
@@ -170,13 +211,14 @@ def auto_time_scales(makespans: dict[str, float], turns: int, budget_s: float, o
 def workload_warnings(w: Workload, replicas: int) -> list[str]:
     """Why this configuration cannot say much about the goals, if it cannot."""
     out = []
-    if w.span_s < STEADY_SPANS * w.run_s:
+    if not w.steady:
         need = math.ceil(STEADY_SPANS * w.run_s * w.rate_per_s)
         out.append(
             f"not in steady state: runs arrive for {w.span_s:.0f} s, {w.span_s / w.run_s:.1f} run durations "
-            f"({w.run_s:.0f} s each); the pool never holds sessions of every age, so KV pressure and the "
-            f"baselines' backlog stay transient. Use --runs {need} or more ({need / replicas:.0f} per replica) "
-            f"at this load"
+            f"({w.run_s:.0f} s each), the measured ones from {w.measured_from_s:.0f} s; the pool never holds "
+            f"sessions of every age, so KV pressure and the baselines' backlog stay transient. Keep the "
+            f"warm-up (--warmup-spans {WARMUP_SPANS:g}) or use --runs {need} or more ({need / replicas:.0f} per "
+            f"replica) at this load"
         )
     if w.kv_load < 0.4:
         out.append(f"offered KV load {w.kv_load:.2f}: KV is rarely short, so the policies barely differ")

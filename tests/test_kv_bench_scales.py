@@ -56,3 +56,19 @@ def test_a_forced_single_policy_plan_uses_the_least_compression() -> None:
     makespans = estimate_makespans(w, 4, ["agentstream", "oracle"])
     scales = auto_time_scales(makespans, sum(len(s.turns) for s in w.specs), 230, POLICY_OVERHEAD_S)
     assert scales == {"agentstream": MAX_SCALE, "oracle": MAX_SCALE}
+
+
+def test_the_warm_up_fills_the_pool_before_the_measured_runs_and_changes_none_of_them() -> None:
+    capacity = DEFAULT_8B_H100.kv_capacity_tokens * 4
+    cold = make_workload(50, 1, capacity, 0.5, warmup_spans=0)
+    warm = make_workload(50, 1, capacity, 0.5)
+    measured = [s for s in warm.specs if s.measured]
+    warmup = [s for s in warm.specs if not s.measured]
+    # The same 50 runs are measured, after one isolated run duration of unmeasured arrivals.
+    assert [s.turns for s in measured] == [s.turns for s in cold.specs]
+    assert warm.warmup_runs == len(warmup) > 0 and cold.warmup_runs == 0
+    assert all(s.arrival_s < warm.run_s for s in warmup) and measured[0].arrival_s >= warm.run_s
+    assert [s.index for s in warm.specs] == list(range(len(warm.specs)))
+    # 12.5 runs per replica: a cold start never reaches steady load, the warm-up does.
+    assert warm.steady and not cold.steady
+    assert warm.rate_per_s == cold.rate_per_s and warm.kv_load == cold.kv_load
