@@ -513,7 +513,9 @@ async def run_policy(base: Settings, fleet: Fleet, policy: str, w: Workload, sca
 # -- main -------------------------------------------------------------------------------------------
 
 
-async def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before any process starts or event loop runs (a usage error exits 2
+    with its message alone)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=4)
     parser.add_argument("--runs", type=int, default=200, help="measured runs (after the warm-up)")
@@ -534,7 +536,7 @@ async def main() -> None:
                         help="isolated run durations of unmeasured arrivals first, filling the pool (0: cold start)")  # fmt: skip
     parser.add_argument("--arrival-rate", type=float, default=None,
                         help="runs per emulated second per replica (overrides --kv-load)")  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if unknown := sorted(set(policies) - set(POLICIES)):
         parser.error(f"unknown policies {unknown}")
@@ -546,6 +548,11 @@ async def main() -> None:
         parser.error("--prefill-chunk-tokens must not be negative (0 turns prefill-decode interference off)")
     if args.time_scale is not None and args.time_scale <= 0:
         parser.error(f"--time-scale must be positive (real seconds per emulated second), not {args.time_scale}")
+    return args
+
+
+async def main(args: argparse.Namespace) -> None:
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     capacity = args.kv_tokens * args.replicas
     rate = args.arrival_rate * args.replicas if args.arrival_rate else None
     w = make_workload(args.runs, args.seed, capacity, args.kv_load, rate, args.warmup_spans)
@@ -616,8 +623,9 @@ async def main() -> None:
 
 
 def _run() -> None:
+    args = parse_args()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(main())
+    task = loop.create_task(main(args))
     # SIGTERM cancels the bench like Ctrl-C does, so every child process is stopped on the way out.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)

@@ -1,8 +1,8 @@
 """The KV bench's choice of time scales (`bench/kv_workload.py`): pure arithmetic, no processes.
 
-What the figures rest on: agentstream, the oracle and session hash are always compared at one
-scale; only the two thrashing baselines are compressed further; the wall budget is respected
-unless the CPU-lag floor forbids it.
+What the figures rest on: agentstream and the oracle are always compared at one scale; only the
+baselines, which take longer for the same turns, are compressed further, never to a higher real
+turn rate than those two; the wall budget is respected unless the CPU-lag floor forbids it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def _plan(replicas: int, runs: int, budget_s: float) -> tuple[dict[str, float], 
 def test_the_compared_policies_share_a_scale_and_the_plan_fits_the_budget(replicas: int, runs: int) -> None:
     makespans, scales, turns = _plan(replicas, runs, 230)
     common = scales["agentstream"]
-    assert scales["oracle"] == scales["session_hash"] == common
+    assert scales["oracle"] == common
+    assert {"round_robin", "least_loaded", "session_hash"} == OWN_SCALE
     assert MIN_SCALE <= common <= MAX_SCALE
     for policy in OWN_SCALE:
         assert MIN_SCALE <= scales[policy] <= common
