@@ -16,9 +16,10 @@ are played like the others but not counted, so the measured runs find the pool a
 stays whatever their number (`--warmup-spans 0`: a cold start, where too few runs for that rate to
 reach steady state is reported in `steady_state`, `warnings`, `goals.meaningful`). The same workload (seeded) runs
 under every policy. Every emulated duration is multiplied by the policy's time scale (`time_scales`;
-by default the least compression that fits `--wall-budget`, with round robin and least loaded, which
-take several times longer for the same turns, compressed further at the same real turn rate;
-`--time-scale` sets one for all); reported times are divided by it (emulated s).
+by default agentstream and the oracle share the least compression that fits `--wall-budget`, and
+the baselines (round robin, least loaded, session hash), which take several times longer for the
+same turns, are compressed further, to no higher a real turn rate; `--time-scale` sets one for
+all); reported times are divided by it (emulated s).
 
 Every figure below is over the measured runs only, but the KV demand, which is the pool's.
 

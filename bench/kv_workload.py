@@ -12,8 +12,8 @@ Warm-up: before the measured runs, the bench plays one isolated run duration of 
 stays, at any run count. Measured from a cold start instead (`--warmup-spans 0`), the mean JCT
 averages in the first runs, which find the pool empty, and a short configuration (25 runs per
 replica) is mostly such runs: round robin's re-prefill backlog, which grows for as long as runs
-keep arriving, had not built, and its mean depended on the run count (3.1x agentstream's at 4 x 100,
-7.1x at 4 x 200, on the emulator without prefill-decode interference).
+keep arriving, had not built, and its mean depended on the run count (3.8-3.9x agentstream's at
+4 x 100, 4.4x at 8 x 200, 7.3x at 4 x 200; after the warm-up 6.7x, 6.7x and 8.9x: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -53,10 +53,12 @@ STEADY_SPANS = 2.0
 # Isolated run durations of unmeasured arrivals before the measured runs: one fills the pool.
 WARMUP_SPANS = 1.0
 # The default offered KV load: the pool's KV would be half full on average with every run timed as
-# if alone. Runs sharing a replica (the serialized prefill, batched decode) last a little longer, so
-# the oracle's measured mean demand is ~0.57 of capacity, its peaks ~0.7. At 0.8 the peaks pass the
-# capacity (1.09-1.13, mean 0.88-0.94): KV is oversubscribed, new sessions must queue, and
-# agentstream was 1.13x the oracle at 4 replicas, 1.26x at 8 and 1.38x at 2 (bench/RESULTS.md).
+# if alone. Runs sharing a replica last longer (the serialized prefill, batched decode, and decodes
+# slowed by the other sessions' prefills), so after the warm-up the oracle's measured mean demand is
+# 0.62-0.75 of capacity and its peaks 0.76-1.06 (2-8 replicas; KV is oversubscribed at its peaks at
+# 2 replicas). At 0.8 the oracle's mean demand is 1.16 of the pool (4 x 200): more KV than the pool
+# holds for as long as runs arrive, so under any policy that keeps running sessions resident new
+# sessions queue without bound (bench/RESULTS.md).
 DEFAULT_KV_LOAD = 0.5
 POLICY_OVERHEAD_S = 6.0  # wall seconds per policy outside the workload: processes starting, draining
 
