@@ -545,15 +545,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--runs and --replicas must be at least 1")
     if args.warmup_spans < 0:
         parser.error("--warmup-spans must not be negative (0 starts cold)")
-    if args.prefill_chunk_tokens < 0:
-        parser.error("--prefill-chunk-tokens must not be negative (0 turns prefill-decode interference off)")
+    try:  # the emulators' own rule for their profile, told here before any of them starts
+        DEFAULT_8B_H100.with_changes(prefill_chunk_tokens=args.prefill_chunk_tokens)
+    except ValueError as exc:
+        parser.error(f"--prefill-chunk-tokens: {exc}")
     if args.time_scale is not None and args.time_scale <= 0:
         parser.error(f"--time-scale must be positive (real seconds per emulated second), not {args.time_scale}")
+    args.policies = policies
     return args
 
 
 async def main(args: argparse.Namespace) -> None:
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    policies: list[str] = args.policies
     capacity = args.kv_tokens * args.replicas
     rate = args.arrival_rate * args.replicas if args.arrival_rate else None
     w = make_workload(args.runs, args.seed, capacity, args.kv_load, rate, args.warmup_spans)

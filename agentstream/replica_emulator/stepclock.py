@@ -30,10 +30,6 @@ class StepClock:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def step_s(self) -> float:
-        return self._step_s
-
     def steps(self) -> float:
         """Steps run so far (brought up to the loop's current time)."""
         self._advance()
