@@ -50,6 +50,9 @@ class RunRequested(RunEvent):
     budget_tokens: int = 0
     budget_wall_s: float = 0.0
     on_loop: str = ""  # "halt" (default) or "warn" when a loop is detected
+    # The id of the API key that created the run (v5); "" for runs not created through the gateway.
+    # The approvals API refuses that key's decisions on the run's calls unless the tenant allows it.
+    api_key_id: str = ""
 
 
 @_register
@@ -60,6 +63,13 @@ class RunStarted(RunEvent):
     max_steps: int
     system_prompt: str
     tool_versions: dict[str, str] = field(default_factory=dict)
+    # What repeated denials of one call do in this run (v3), from the tenant's policy at start:
+    # "warn", "flag" or "halt"; "" (before v3) reads as the default.
+    on_repeated_denial: str = ""
+    # Tool name to the exact tool the run pinned (v3): "<owner or _platform>/<version>@<contract
+    # digest>" (agentstream.registry.entry.ToolEntry.pin). A tenant's tool of the same name
+    # registered later is another owner, so it never takes the place of what a running run pinned.
+    tool_pins: dict[str, str] = field(default_factory=dict)
 
 
 @_register
@@ -305,6 +315,20 @@ class LoopDetected(RunEvent):
 
 @_register
 @dataclass(frozen=True, slots=True)
+class RunFlagged(RunEvent):
+    """The run is marked for a person's review, and goes on: the model kept asking for a call that
+    was denied (a sign of prompt injection), and the tenant's policy flags rather than halts."""
+
+    step: int
+    kind: str  # "repeated_denial"
+    reason: str
+    signature: str
+    count: int
+    evidence_json: str
+
+
+@_register
+@dataclass(frozen=True, slots=True)
 class LlmCallRouted(RunEvent):
     """The model router's choice for one attempt of a call: which provider and model, and why."""
 
@@ -465,6 +489,8 @@ class ApiKeyIssued(Event):
     key_hash: str
     label: str
     created_ms: int
+    # What the key may do (v2; agentstream.tenancy.scopes); empty: the defaults, as before v2.
+    scopes: list[str] = field(default_factory=list)
 
 
 @_register

@@ -12,14 +12,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
+from agentstream.credentials.signing_keys import component_keyring, issue_missing_bundle
+from agentstream.events import Event
 from agentstream.kafka.core import ProcessorCore
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.runtime import ProcessorRuntime, RuntimeConfig
+from agentstream.security.journal_trust import JournalSigner, JournalVerifier, journal_auth_enabled
 from agentstream.topics import DEADLETTER, JOURNAL, STATUS, load_topics
 
 log = logging.getLogger("agentstream.process")
@@ -52,14 +56,25 @@ async def wait_for_kafka(settings: Settings, topic: str, *, quiet: bool = False)
             if topic in md.topics and md.topics[topic].error is None:
                 return len(md.topics[topic].partitions)
             problem = f"topic {topic} does not exist yet: run `agentstream topics create`; retrying every 2s"
+        except KafkaException as exc:
+            problem = _kafka_problem(settings, exc.args[0] if exc.args else None)
         except Exception:
-            problem = (
-                f"Kafka at {settings.bootstrap_servers} is unreachable; retrying every 2s (set KAFKA_BOOTSTRAP_SERVERS)"
-            )
+            problem = _kafka_problem(settings, None)
         if problem != said and not quiet:
             print(f"agentstream: {problem}", file=sys.stderr, flush=True)
             said = problem
         await asyncio.sleep(2.0)
+
+
+def _kafka_problem(settings: Settings, error: KafkaError | None) -> str:
+    if error is not None and error.code() == KafkaError._AUTHENTICATION:
+        # The broker's reason names the mechanism and the user, never the password.
+        who = settings.kafka_extra.get("sasl.username", "no principal")
+        return (
+            f"Kafka at {settings.bootstrap_servers} refused this process's credentials ({who}): {error.str()}; "
+            "retrying every 2s"
+        )
+    return f"Kafka at {settings.bootstrap_servers} is unreachable; retrying every 2s (set KAFKA_BOOTSTRAP_SERVERS)"
 
 
 @dataclass
@@ -67,6 +82,8 @@ class Built:
     core: ProcessorCore
     before_batch: list[Callable[[], Any]] = field(default_factory=list)
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Checks on a decoded, writer-verified event: a reason makes the runtime dead-letter it.
+    vet: list[Callable[[Event], str | None]] = field(default_factory=list)
 
 
 BuildCore = Callable[[Settings, RecordFactory, AsyncProducer], Awaitable[Built]]
@@ -100,6 +117,15 @@ async def serve(build: BuildCore, settings: Settings, instance: str, stop: async
         ),
     )
     runtime.before_batch.extend(built.before_batch)
+    runtime.vet.extend(built.vet)
+    # The component signs what it writes with its own journal key and checks every writer it reads.
+    issue_missing_bundle(settings, built.core.name)
+    keyring = component_keyring(settings, built.core.name)
+    records.signer = JournalSigner(built.core.name, keyring)
+    if journal_auth_enabled():
+        runtime.verifier = JournalVerifier(keyring, require_run_proof="run-request" in keyring.purposes)
+    else:
+        log.warning("%s: journal writer checks are OFF (AGENTSTREAM_JOURNAL_AUTH=0)", built.core.name)
     log.info(
         "%s instance %s started (journal %s, %d partitions)",
         built.core.name,

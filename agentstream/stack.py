@@ -14,6 +14,9 @@ from pathlib import Path
 
 from agentstream.client.journal import JournalClient
 from agentstream.config import LOCAL_BOOTSTRAP, Settings
+from agentstream.credentials.signing_keys import ensure_key_bundles_in
+from agentstream.kafka.acls import AclError, apply_acls
+from agentstream.kafka.auth import CREDENTIALS_DIR_ENV, with_principal
 from agentstream.localkafka import LocalKafka
 from agentstream.registry.admin import set_policy
 from agentstream.registry.entry import TenantPolicy
@@ -29,14 +32,26 @@ async def ensure_broker(settings: Settings) -> LocalKafka | None:
     """Starts the embedded broker unless KAFKA_BOOTSTRAP_SERVERS points elsewhere."""
     if not settings.uses_local_broker or settings.bootstrap_servers != LOCAL_BOOTSTRAP:
         return None
-    kafka = LocalKafka(settings.home / "kafka")
+    kafka = LocalKafka(settings.home / "kafka", credentials_dir=settings.kafka_credentials_dir)
     await kafka.start()
+    # On a first start the admin's credentials did not exist when the settings were read.
+    if "sasl.username" not in settings.kafka_extra:
+        settings.kafka_extra.update(kafka.admin_config())
     return kafka
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    specs = list(load_topics(settings.topic_prefix).values())
-    return await create_topics(settings.bootstrap_servers, specs, settings.kafka_extra)
+    """Creates the missing topics, then the ACLs topics.yaml implies (kafka/acls.py)."""
+    topics = load_topics(settings.topic_prefix)
+    created = await create_topics(settings.bootstrap_servers, list(topics.values()), settings.kafka_extra)
+    try:
+        await apply_acls(settings.bootstrap_servers, topics, settings.kafka_extra)
+    except AclError as exc:
+        # A broker without an authorizer (a throwaway control run): `topics verify` fails on it.
+        if not exc.security_disabled:
+            raise
+        print(f"agentstream: warning: {exc}; ACLs not applied", file=sys.stderr)
+    return created
 
 
 @dataclass
@@ -91,21 +106,27 @@ class ProcessorProcesses:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
 
+    def issue_keys(self) -> None:
+        # The parent holds the signing roots; each child reads only its own key bundle.
+        ensure_key_bundles_in(Path(self.env["AGENTSTREAM_HOME"]))
+
     def start(self, name: str, instance: str = "0") -> None:
+        self.issue_keys()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}-{instance}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[f"{name}-{instance}"] = subprocess.Popen(
             [sys.executable, "-m", "agentstream.cli.main", "process", name, "--instance", instance],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=with_principal(self.env, name), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()
 
     def start_gateway(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+        self.issue_keys()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / "gateway-0.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs["gateway-0"] = subprocess.Popen(
             [sys.executable, "-m", "agentstream.cli.main", "gateway", "--host", host, "--port", str(port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=with_principal(self.env, "gateway"), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         log.close()
 
@@ -158,6 +179,11 @@ def child_env(settings: Settings, model_url: str, extra: dict[str, str] | None =
             **(extra or {}),
         }
     )
+    # ProcessorProcesses turns this into each child's own credentials file (kafka/auth.py) and
+    # drops it: no child learns where the others' are, and none inherits the admin's.
+    env.pop("AGENTSTREAM_KAFKA_SASL_FILE", None)
+    if settings.kafka_credentials_dir is not None:
+        env[CREDENTIALS_DIR_ENV] = str(settings.kafka_credentials_dir)
     return env
 
 

@@ -12,6 +12,8 @@ import yaml
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
+from agentstream.kafka.auth import COMPONENTS
+
 JOURNAL = "runs.journal"
 CATALOG = "tools.catalog"
 STATUS = "processors.status"
@@ -27,6 +29,8 @@ class TopicSpec:
     replication_factor: int
     config: dict[str, str]
     writers: tuple[str, ...]
+    # Components that consume it; with `writers`, the source of the broker's ACLs (kafka/acls.py).
+    readers: tuple[str, ...] = ()
 
 
 def default_topics_file() -> Path:
@@ -39,12 +43,17 @@ def load_topics(prefix: str, path: Path | None = None) -> dict[str, TopicSpec]:
     raw: dict[str, Any] = yaml.safe_load((path or default_topics_file()).read_text())
     specs: dict[str, TopicSpec] = {}
     for short, body in raw["topics"].items():
+        # They become the broker's ACLs: a misspelt name would grant nothing, or a stranger.
+        unknown = sorted({*(body.get("writers") or ()), *(body.get("readers") or ())} - set(COMPONENTS))
+        if unknown:
+            raise ValueError(f"topic {short}: writers/readers {unknown} are not components {list(COMPONENTS)}")
         specs[short] = TopicSpec(
             name=f"{prefix}.{short}",
             partitions=int(body["partitions"]),
             replication_factor=int(body.get("replication_factor", 1)),
             config={str(k): str(v) for k, v in (body.get("config") or {}).items()},
             writers=tuple(body.get("writers") or ()),
+            readers=tuple(body.get("readers") or ()),
         )
     return specs
 

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agentstream.client.journal import JournalEntry
@@ -29,6 +29,10 @@ async def bench_settings(name: str) -> AsyncIterator[tuple[Settings, LocalKafka 
         await kafka.start()
         bootstrap = kafka.bootstrap
     settings = Settings(bootstrap, f"{name}{uuid.uuid4().hex[:8]}", home / "home", ModelSettings())
+    if kafka is not None:  # the benchmark's driver is the admin; its processors get their own principals
+        settings = replace(
+            settings, kafka_extra=kafka.admin_config(), kafka_credentials_dir=kafka.credentials.directory
+        )
     settings.home.mkdir(parents=True)
     await ensure_topics(settings)
     try:

@@ -59,6 +59,7 @@ from agentstream.security.signing import approval_verifies, platform_signers
 from agentstream.stack import Deployment
 from agentstream.tooling import RiskTier
 from agentstream.trajectory import summarize
+from bench.attacks.egress import loopback_exempted
 from bench.common import bench_settings
 from bench.injection_exfil import PrivateRecord, exfil_call, received
 from processors.tool_executor.builtin import bank_transfers
@@ -268,8 +269,11 @@ def benign_case(world: World, j: int, rng: random.Random) -> Case:
 
 
 def victim_entries(world: World) -> list[ToolEntry]:
+    # The operator grants this platform-wide tool its data directory, the one place outside its
+    # private scratch it may write (the rest of its sandbox is read-only).
     transport = {"kind": "stdio", "server": "victim", "command": sys.executable, "args": [str(SERVER)],
-                 "env": {"VICTIM_DATA": str(world.data), "VICTIM_DOCS": world.docs_url}}  # fmt: skip
+                 "env": {"VICTIM_DATA": str(world.data), "VICTIM_DOCS": world.docs_url},
+                 "writable": [str(world.data)]}  # fmt: skip
     egress = (f"127.0.0.1:{world.docs.port}",)
     entries = []
     for name, (tier, scopes, desc, props) in VICTIM_TOOLS.items():
@@ -465,7 +469,11 @@ async def run_bench(settings: Settings, *, attacks: int, benign: int, seed: int,
     # Beside the platform's home, not in it: the sandbox hides that home (keys, state) from tools.
     data = settings.home.parent / f"victim-{settings.topic_prefix}"
     (data / "files").mkdir(parents=True, exist_ok=True)
-    async with start_site() as docs, start_site() as attacker:
+    for directory in (data, data / "files"):
+        directory.chmod(0o777)  # the sandboxed tool writes here as an unprivileged uid of its own
+    # The victim's sites listen on loopback, which egress refuses unless the operator exempts it:
+    # this throwaway deployment's operator does (its processors inherit the setting).
+    async with start_site() as docs, start_site() as attacker, loopback_exempted():
         world = World(data, docs, attacker)
         cases = build_cases(world, attacks, benign, rng)
         (data / "inbox.json").write_text(json.dumps(world.inbox))

@@ -69,6 +69,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
+from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import (
     LlmCallCompleted,
     LlmCallDispatched,
@@ -80,10 +81,12 @@ from agentstream.events import (
     ToolCallCompleted,
     ToolCallRequested,
 )
+from agentstream.kafka.auth import CREDENTIALS_DIR_ENV, with_principal
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.replica_emulator.profile import DEFAULT_8B_H100
+from agentstream.security.journal_trust import JournalSigner, stand_in_writer
 from agentstream.stack import ensure_topics
 from agentstream.topics import JOURNAL, STATUS, load_topics
 from bench.common import bench_settings, percentile
@@ -151,6 +154,8 @@ class Fleet:
                    AGENTSTREAM_TOPIC_PREFIX=settings.topic_prefix, AGENTSTREAM_HOME=str(settings.home),
                    AGENTSTREAM_KV_POLICY=policy, AGENTSTREAM_LOG_LEVEL=os.environ.get("AGENTSTREAM_LOG_LEVEL", "WARNING"),
                    AGENTSTREAM_REPLICAS=",".join(f"r{i}={u}" for i, u in enumerate(self.urls)))  # fmt: skip
+        if settings.kafka_credentials_dir is not None:  # the dispatcher's own principal, not the driver's
+            env = with_principal({**env, CREDENTIALS_DIR_ENV: str(settings.kafka_credentials_dir)}, "kv-dispatcher")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"kv-dispatcher-{policy}.log", "ab") as out:
             self.dispatcher = subprocess.Popen(
@@ -319,7 +324,9 @@ class Driver:
 
     def __init__(self, settings: Settings, partitions: int, policy: str, scale: float) -> None:
         self.settings, self.policy, self.scale = settings, policy, scale
-        self.records = RecordFactory(AvroCodec(), load_topics(settings.topic_prefix)[JOURNAL].name, partitions)
+        # The driver stands in for the orchestrator and the model invoker: it signs as they would.
+        signer = JournalSigner("admin", component_keyring(settings, "admin"))
+        self.records = RecordFactory(AvroCodec(), load_topics(settings.topic_prefix)[JOURNAL].name, partitions, signer)
         self.producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
         self.http = Http()
         self.waiters: dict[str, asyncio.Future[RunEvent]] = {}
@@ -333,7 +340,7 @@ class Driver:
 
     def send(self, event: RunEvent) -> None:
         # Not awaited: one producer keeps a partition's order, so a run's events arrive in sequence.
-        r = self.records.journal(event)
+        r = self.records.journal(event, as_writer=stand_in_writer(event.type_name))
         self.sent.append(self.producer.send(r.topic, r.value, key=r.key, partition=r.partition, headers=r.headers))
 
     def _resolve(self, event: RunEvent) -> None:

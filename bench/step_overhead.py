@@ -36,14 +36,14 @@ from bench.scenarios import overhead_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 
 
-async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event) -> list[float]:
+async def probe_rtt(bootstrap: str, extra: dict[str, str], topic: str, count: int, stop: asyncio.Event) -> list[float]:
     """Produce-to-consume round trips on a single-partition probe topic, while the load runs."""
     received: dict[bytes, float] = {}
     ready = threading.Event()
     done = threading.Event()
 
     def consume() -> None:
-        consumer = Consumer(consumer_config(bootstrap, None, {"group.id": "rtt", "fetch.wait.max.ms": 5}))
+        consumer = Consumer(consumer_config(bootstrap, extra, {"group.id": "rtt", "fetch.wait.max.ms": 5}))
         consumer.assign([TopicPartition(topic, 0, -1)])  # from the end
         consumer.consume(1, 1.0)
         ready.set()
@@ -56,7 +56,7 @@ async def probe_rtt(bootstrap: str, topic: str, count: int, stop: asyncio.Event)
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     await asyncio.to_thread(ready.wait, 10)
-    producer = AsyncProducer(producer_config(bootstrap, None, {"linger.ms": 0}))
+    producer = AsyncProducer(producer_config(bootstrap, extra, {"linger.ms": 0}))
     sent: dict[bytes, float] = {}
     for i in range(count):
         if stop.is_set():
@@ -103,7 +103,9 @@ async def main() -> None:
             await watcher.wait(warm, args.timeout)
             stop = asyncio.Event()
             probe_topic = load_topics(settings.topic_prefix)["bench.probe"].name
-            probe = asyncio.create_task(probe_rtt(settings.bootstrap_servers, probe_topic, 200, stop))
+            probe = asyncio.create_task(
+                probe_rtt(settings.bootstrap_servers, settings.kafka_extra, probe_topic, 200, stop)
+            )
             meter = CpuMeter.begin(pids)
             t0 = time.monotonic()
             run_ids = set()

@@ -20,12 +20,13 @@ class TerminalWatcher:
         self.ended: dict[str, str] = {}
         self._topic = load_topics(settings.topic_prefix)[JOURNAL].name
         self._bootstrap = settings.bootstrap_servers
+        self._extra = settings.kafka_extra
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        consumer = Consumer(consumer_config(self._bootstrap, None, {"group.id": "bench-watch"}))
+        consumer = Consumer(consumer_config(self._bootstrap, self._extra, {"group.id": "bench-watch"}))
         md = consumer.list_topics(self._topic, timeout=10)
         consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in md.topics[self._topic].partitions])
         while not self._stop.is_set():

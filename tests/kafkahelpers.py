@@ -1,4 +1,5 @@
-"""Small helpers for tests that read topics directly."""
+"""Small helpers for tests that read topics directly. Their clients authenticate as this process's
+principal (the admin, in tests: see conftest.py), like any Settings built here."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from agentstream.config import process_kafka_extra
+from agentstream.kafka.consumer import consumer_config
+from agentstream.kafka.producer import producer_config
+
 
 async def read_topic(bootstrap: str, topic: str, *, min_count: int = 1, timeout_s: float = 30.0) -> list[Message]:
     """Every record of `topic` from the beginning; waits until at least `min_count` arrived."""
 
     def run() -> list[Message]:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False})
+        consumer = Consumer(consumer_config(bootstrap, process_kafka_extra(), {"group.id": "test-reader"}))
         md = consumer.list_topics(topic, timeout=10)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
         out: list[Message] = []
@@ -42,7 +47,7 @@ def produce_raw(
 ) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer(producer_config(bootstrap, process_kafka_extra()))
     producer.produce(topic, value=value, key=key, partition=partition, headers=list(headers or []))
     assert producer.flush(10) == 0
 
@@ -50,7 +55,7 @@ def produce_raw(
 def alter_topic_config(bootstrap: str, topic: str, key: str, value: str) -> None:
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **process_kafka_extra()})
     resource = ConfigResource(
         ConfigResource.Type.TOPIC,
         topic,

@@ -7,6 +7,7 @@ document: must be accepted) and negative ones (invalid: must be refused with a 4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from schemathesis.schemas import APIOperation, BaseSchema
 from agentstream.config import ModelSettings, Settings
 from agentstream.gateway.app import GatewayConfig
 from agentstream.gateway.service import running_gateway
+from agentstream.netguard import ALLOW_PRIVATE_ENV
 from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment, ensure_topics
 from agentstream.tenancy.admin import create_tenant, issue_key
 
@@ -76,6 +78,14 @@ class Target:
     schema: BaseSchema
 
 
+@contextlib.asynccontextmanager
+async def _undo(patch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
 @pytest.fixture(scope="module")
 async def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Target]:
     home = tmp_path_factory.mktemp("apischema")
@@ -86,7 +96,14 @@ async def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
     key = await issue_key(settings, "fuzz", "schemathesis")
     headers = {"Authorization": f"Bearer {key}"}
     config = GatewayConfig(max_wait_s=MAX_WAIT_S)
+    # Which addresses a tool may reach is the operator's setting, not the document's: an egress
+    # entry the document allows (`2`, `0.6`) may spell an internal address that the platform
+    # refuses by default (tests/test_attack_internal_egress.py). Exempting every address here keeps
+    # this test about the document; `localhost` names stay refused, and none is generated here.
+    exempt = pytest.MonkeyPatch()
+    exempt.setenv(ALLOW_PRIVATE_ENV, "0.0.0.0/0,::/0")
     async with (
+        _undo(exempt),
         Deployment(settings, policies={"fuzz": PAYMENTS_AUTO_APPROVED}) as _d,
         running_gateway(settings, port=0, config=config) as url,
     ):

@@ -85,7 +85,10 @@ async def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     keys = {}
     for tenant in ("acme", "globex"):
         await create_tenant(settings, tenant, tenant.title(), rate_per_s=100, burst=200, max_active_runs=50)
-        keys[tenant] = await issue_key(settings, tenant, "test")
+        # approvals:decide: a late decision is answered 409 (already decided), not 403 (no scope).
+        keys[tenant] = await issue_key(
+            settings, tenant, "test", ["runs:read", "runs:write", "approvals:decide", "tools:write"]
+        )
     # Nobody auto-approves: acme's deadline is short, globex's long (its tools bring their own).
     policies = {"acme": TenantPolicy(approval_timeout_s=DEADLINE_S), "globex": TenantPolicy(approval_timeout_s=600)}
     port = free_port()

@@ -41,6 +41,7 @@ PAY = {
     ]
 }
 SCENARIOS: dict[str, dict[str, Any]] = {"pay": {"turns": [PAY, {"text": "done"}]}}
+POLICY = TenantPolicy(approval_timeout_s=600, allow_self_approval=True)
 
 
 @dataclass
@@ -62,9 +63,12 @@ class Env:
 async def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     settings, scen = await isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("approvals"), "ap", SCENARIOS)
     await create_tenant(settings, "acme", "Acme", rate_per_s=100, burst=200, max_active_runs=50)
-    key = await issue_key(settings, "acme", "alice")
-    other_key = await issue_key(settings, "acme", "bob")
-    policies = {"acme": TenantPolicy(approval_timeout_s=600)}  # no auto-approval: a person decides
+    # Both people's keys may decide approvals, and this module's runs are approved by the key that
+    # started them (the tenant allows it): refusing that is test_attack_self_approval.py's subject.
+    scopes = ["runs:read", "runs:write", "approvals:decide", "tools:write"]
+    key = await issue_key(settings, "acme", "alice", scopes)
+    other_key = await issue_key(settings, "acme", "bob", scopes)
+    policies = {"acme": POLICY}  # no auto-approval: a person decides
     async with Deployment(settings, [scen], policies=policies) as d, running_gateway(settings, port=0) as url:
         yield Env(url, key, d, other_key)
 
@@ -222,7 +226,8 @@ async def test_a_signed_but_expired_or_altered_authorization_executes_nothing(en
         )  # fmt: skip
         # The executor runs a call only once the cost governor reserved it; the test reserves too.
         await env.d.client.append(BudgetReserved(f"{call_id}/reserved", run_id, "acme", 1, call_id, "tool",
-                                                 "transfer_funds", 0.0, 0, 0.0, 0.0, "v", now))  # fmt: skip
+                                                 "transfer_funds", 0.0, 0, 0.0, 0.0, "v", now),
+                                  as_writer="cost-governor")  # fmt: skip
         return replace(unsigned, capability=sign_capability(signer, unsigned))
 
     expired = await authorize(0, now - 1)
@@ -230,7 +235,7 @@ async def test_a_signed_but_expired_or_altered_authorization_executes_nothing(en
     altered = replace(await authorize(1, now + 300_000), arguments_json=evil)
     fresh = await authorize(2, now + 300_000)
     for event in (expired, altered, fresh):
-        await env.d.client.append(event)
+        await env.d.client.append(event, as_writer="policy-gate")  # journaled as the gate would
     for _ in range(300):
         completed = {e.event.call_id: e.event for e in await env.d.client.read_run(run_id)
                      if isinstance(e.event, ToolCallCompleted)}  # fmt: skip
@@ -244,7 +249,7 @@ async def test_a_signed_but_expired_or_altered_authorization_executes_nothing(en
 
 
 async def test_an_unanswered_approval_is_denied_at_its_deadline_across_a_processor_restart(env: Env) -> None:
-    await set_policy(env.d.settings, "acme", TenantPolicy(approval_timeout_s=6), by="test")
+    await set_policy(env.d.settings, "acme", replace(POLICY, approval_timeout_s=6), by="test")
     await asyncio.sleep(1.0)  # the gate reads the control topic before each batch
     procs = env.d.procs
     assert procs is not None
@@ -267,7 +272,7 @@ async def test_an_unanswered_approval_is_denied_at_its_deadline_across_a_process
         assert observation.is_error and "nobody decided in time" in observation.content
         assert env.transfers(run_id) == []
     finally:
-        await set_policy(env.d.settings, "acme", TenantPolicy(approval_timeout_s=600), by="test")
+        await set_policy(env.d.settings, "acme", POLICY, by="test")
 
 
 async def test_registry_api_and_kill_switch(env: Env, tmp_path: Any) -> None:

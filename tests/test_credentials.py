@@ -17,7 +17,6 @@ import pytest
 from agentstream.cli.main import main
 from agentstream.config import Settings
 from agentstream.credentials import (
-    DELEGATION_PURPOSE,
     CredentialBroker,
     CredentialError,
     DecryptionFailed,
@@ -45,6 +44,7 @@ from agentstream.tenancy import admin
 from tests.kafkahelpers import read_topic
 
 NOW = 1_700_000_000_000
+DELEGATION_KEY = b"the delegation key of these tests"  # >= 32 bytes, as a keyring's derived key
 
 
 def _value() -> str:
@@ -79,7 +79,6 @@ def test_a_ciphertext_moved_to_another_tenant_or_name_does_not_open(provider: Lo
 
 def test_rotation_keeps_old_secrets_open_and_seals_new_ones_with_the_new_key(provider: LocalKeyProvider) -> None:
     aad = secret_aad("acme", "db")
-    signing = provider.signing_key(DELEGATION_PURPOSE)
     old = seal(provider, b"old value", aad)
     new_id = provider.rotate()
     new = seal(provider, b"new value", aad)
@@ -87,8 +86,8 @@ def test_rotation_keeps_old_secrets_open_and_seals_new_ones_with_the_new_key(pro
     reopened = LocalKeyProvider(provider.path)  # another process: reads the rotated file
     assert reopened.key_id == new_id and set(reopened.key_ids()) == {old.key_id, new_id}
     assert open_sealed(reopened, old, aad) == b"old value" and open_sealed(reopened, new, aad) == b"new value"
-    # Signatures survive rotation, and each purpose gets its own key.
-    assert reopened.signing_key(DELEGATION_PURPOSE) == signing != reopened.signing_key("capability")
+    # The encryption keys hold no signing key any more (keys/signing.json, test_attack_key_separation).
+    assert "signing" not in provider.path.read_text()
     assert stat.S_IMODE(provider.path.stat().st_mode) == 0o600
 
 
@@ -142,7 +141,7 @@ async def test_only_ciphertext_reaches_the_topic(
 
 
 def _broker(directory: SecretDirectory, provider: LocalKeyProvider, used: UsedTokens | None = None) -> CredentialBroker:
-    return CredentialBroker(directory, provider, provider.signing_key(DELEGATION_PURPOSE), used or MemoryUsedTokens())
+    return CredentialBroker(directory, provider, DELEGATION_KEY, used or MemoryUsedTokens())
 
 
 async def _present(
@@ -161,7 +160,7 @@ async def test_a_delegation_releases_only_what_it_names_to_the_call_it_names(
 ) -> None:
     directory, values = stocked
     broker = _broker(directory, provider)
-    issuer = DelegationIssuer(provider.signing_key(DELEGATION_PURPOSE))
+    issuer = DelegationIssuer(DELEGATION_KEY)
 
     def token(tool: str = "sql", scopes: tuple[str, ...] = ("db:read",), names: tuple[str, ...] = ("db", "api")) -> str:
         return issuer.issue("acme", "run-1", "call-1", tool, list(scopes), list(names), NOW, single_use=False)
@@ -190,7 +189,7 @@ async def test_expired_tampered_and_forged_tokens_are_refused(
 ) -> None:
     directory, values = stocked
     broker = _broker(directory, provider)
-    issuer = DelegationIssuer(provider.signing_key(DELEGATION_PURPOSE))
+    issuer = DelegationIssuer(DELEGATION_KEY)
     good = issuer.issue("acme", "run-1", "call-1", "sql", ["db:read"], ["db"], NOW, ttl_s=60)
     with pytest.raises(DelegationExpired) as expired:
         await _present(broker, good, now_ms=NOW + 60_000)
@@ -222,7 +221,7 @@ async def test_a_single_use_delegation_is_refused_the_second_time_even_after_a_r
     tmp_path: Path, provider: LocalKeyProvider, stocked: tuple[SecretDirectory, dict[str, str]]
 ) -> None:
     directory, values = stocked
-    issuer = DelegationIssuer(provider.signing_key(DELEGATION_PURPOSE))
+    issuer = DelegationIssuer(DELEGATION_KEY)
     token = issuer.issue("acme", "run-1", "call-1", "sql", ["db:read"], ["db"], NOW)
     used = RocksUsedTokens(tmp_path / "used")
     broker = _broker(directory, provider, used)

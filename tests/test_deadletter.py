@@ -11,10 +11,12 @@ import pytest
 from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
+from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import RunFailed
 from agentstream.kafka.journal import header_pairs
 from agentstream.kafka.partitioner import partition_for
 from agentstream.process import serve
+from agentstream.security.journal_trust import JournalSigner
 from agentstream.topics import DEADLETTER, JOURNAL, load_topics
 from processors.orchestrator.app import build as build_orchestrator
 from tests.kafkahelpers import produce_raw, read_topic
@@ -32,8 +34,13 @@ async def orchestrator(settings: Settings) -> AsyncIterator[None]:
 async def test_poison_events_are_dead_lettered_and_the_loop_goes_on(settings: Settings, orchestrator: None) -> None:
     topics = load_topics(settings.topic_prefix)
     journal = topics[JOURNAL].name
-    produce_raw(settings.bootstrap_servers, journal, b"\x00garbage", b"k1", [("type", b"RunRequested")], partition=0)
-    produce_raw(settings.bootstrap_servers, journal, None, b"k2", [("type", b"RunStarted")], partition=1)
+    # Signed by writers allowed to write them (the test holds the operator's keys), so the
+    # decoder, not the writer check, is what refuses the first two.
+    signer = JournalSigner("admin", component_keyring(settings, "admin"))
+    k1 = [("type", b"RunRequested"), *signer.headers(journal, b"k1", "RunRequested", b"\x00garbage")]
+    k2 = [("type", b"RunStarted"), *signer.headers(journal, b"k2", "RunStarted", b"", as_writer="orchestrator")]
+    produce_raw(settings.bootstrap_servers, journal, b"\x00garbage", b"k1", list(k1), partition=0)
+    produce_raw(settings.bootstrap_servers, journal, None, b"k2", list(k2), partition=1)
     produce_raw(settings.bootstrap_servers, journal, b'{"run_id": "x"}', b"k3", None, partition=2)
 
     client = JournalClient(settings)
@@ -49,6 +56,7 @@ async def test_poison_events_are_dead_lettered_and_the_loop_goes_on(settings: Se
     assert set(by_key) == {b"k1", b"k2", b"k3"}
     assert b"bad magic" in by_key[b"k1"]["reason"]
     assert b"tombstone" in by_key[b"k2"]["reason"]
+    assert b"unsigned" in by_key[b"k3"]["reason"]  # no type, no writer: refused before decoding
     assert by_key[b"k1"]["processor"] == b"orchestrator"
     assert by_key[b"k1"]["source-topic"] == journal.encode()
     assert by_key[b"k1"]["original-type"] == b"RunRequested"
@@ -73,8 +81,12 @@ async def test_an_event_planted_in_another_runs_partition_is_dead_lettered(
     home = partition_for(run_id, topics[JOURNAL].partitions)
     elsewhere = (home + 1) % topics[JOURNAL].partitions
     codec = AvroCodec()
-    produce_raw(settings.bootstrap_servers, journal, codec.encode(requested.event), b"planted",
-                [("type", b"RunRequested")], partition=elsewhere)  # fmt: skip
+    # A genuine, correctly signed copy (with its run proof): only the partition gives it away.
+    value = codec.encode(requested.event)
+    signer = JournalSigner("admin", component_keyring(settings, "admin"))
+    headers = [("type", b"RunRequested"), *signer.headers(journal, b"planted", "RunRequested", value),
+               signer.run_proof(requested.event.tenant_id, run_id, value)]  # fmt: skip
+    produce_raw(settings.bootstrap_servers, journal, value, b"planted", list(headers), partition=elsewhere)
 
     dead = await read_topic(settings.bootstrap_servers, topics[DEADLETTER].name, min_count=1)
     reasons = {m.key(): dict(header_pairs(m))["reason"] for m in dead}

@@ -286,11 +286,12 @@ async def test_no_tool_starts_after_its_runs_cancel_is_journaled(deployment: Dep
                               0.0, "v", int(time.time() * 1000))  # fmt: skip
 
     cancelled, control = f"run_cancelrace{uuid.uuid4().hex[:8]}", f"run_control{uuid.uuid4().hex[:8]}"
-    await d.client.append(reserved(cancelled))
-    await d.client.append(request(cancelled))
+    # Journaled as the cost governor and the policy gate would (the test holds the operator's keys).
+    await d.client.append(reserved(cancelled), as_writer="cost-governor")
+    await d.client.append(request(cancelled), as_writer="policy-gate")
     await d.client.cancel(cancelled, "t", "stop at once")
-    await d.client.append(reserved(control))
-    await d.client.append(request(control))
+    await d.client.append(reserved(control), as_writer="cost-governor")
+    await d.client.append(request(control), as_writer="policy-gate")
     for _ in range(100):
         if any(t["idempotency_key"].startswith(control) for t in bank_transfers(d.settings.bank_path)):
             break

@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
+from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import (
     LlmCallCompleted,
     LlmCallDispatched,
@@ -26,10 +27,12 @@ from agentstream.events import (
     ToolCallCompleted,
     ToolCallRequested,
 )
+from agentstream.kafka.consumer import consumer_config
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.state import PartitionStore
 from agentstream.process import serve
+from agentstream.security.journal_trust import JournalSigner, stand_in_writer
 from agentstream.topics import JOURNAL, load_topics
 from processors.kv_dispatcher.app import build
 from processors.kv_dispatcher.core import KvDispatcherCore, estimate_prompt
@@ -413,14 +416,16 @@ def next_dispatch(consumer: Consumer, call_id: str, timeout_s: float = 20) -> Ll
 
 async def test_a_runs_turns_land_on_one_replica_and_hit_its_cache(settings: Settings, kv_dispatcher: None) -> None:
     topic = load_topics(settings.topic_prefix)[JOURNAL].name
-    records = RecordFactory(AvroCodec(), topic, load_topics(settings.topic_prefix)[JOURNAL].partitions)
-    producer = AsyncProducer(producer_config(settings.bootstrap_servers))
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "t", "enable.auto.commit": False})
+    # The test stands in for the orchestrator and the model invoker: it signs as they would.
+    signer = JournalSigner("admin", component_keyring(settings, "admin"))
+    records = RecordFactory(AvroCodec(), topic, load_topics(settings.topic_prefix)[JOURNAL].partitions, signer)
+    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
+    consumer = Consumer(consumer_config(settings.bootstrap_servers, settings.kafka_extra, {"group.id": "t"}))
     md = consumer.list_topics(topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
 
     async def send(event: RunEvent) -> None:
-        r = records.journal(event)
+        r = records.journal(event, as_writer=stand_in_writer(event.type_name))
         await producer.send(r.topic, r.value, key=r.key, partition=r.partition, headers=r.headers)
 
     run, chosen, context = "kvrun1", [], "You are a helpful agent. " * 200

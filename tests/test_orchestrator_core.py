@@ -44,8 +44,15 @@ def completion(step: int, text: str, calls: list[tuple[str, str]]) -> LlmCallCom
 class Loop:
     """An in-memory twin of the Kafka loop: every decided event is appended and evolved at once."""
 
-    def __init__(self, config: OrchestratorConfig | None = None, max_steps: int = 10, on_loop: str = "") -> None:
+    def __init__(
+        self,
+        config: OrchestratorConfig | None = None,
+        max_steps: int = 10,
+        on_loop: str = "",
+        on_repeated_denial: str = "flag",  # the tenant's policy, read when the run starts
+    ) -> None:
         self.config = config or OrchestratorConfig()
+        self.on_repeated_denial = on_repeated_denial
         self.journal: list[RunEvent] = []
         self.state: RunState | None = None
         self.feed(RunRequested(ids.run_requested_id(RUN), RUN, "t", "task", "m", [], max_steps, "k", on_loop=on_loop))
@@ -54,7 +61,7 @@ class Loop:
         self.journal.append(event)
         self.state = evolve(event, self.state)
         assert self.state is not None
-        decided = decide(self.state, CATALOG, self.config)
+        decided = decide(self.state, CATALOG, self.config, None, self.on_repeated_denial)
         for d in decided:
             assert self.state is not None
             self.journal.append(d)
@@ -62,7 +69,7 @@ class Loop:
         follow = []
         if decided:
             assert self.state is not None
-            follow = decide(self.state, CATALOG, self.config)
+            follow = decide(self.state, CATALOG, self.config, None, self.on_repeated_denial)
             for d in follow:
                 self.journal.append(d)
                 self.state = evolve(d, self.state)

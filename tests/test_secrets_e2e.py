@@ -5,6 +5,7 @@ every processor log is scanned for the secret in plain, base64 and hex form: non
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import sys
@@ -43,10 +44,19 @@ async def test_a_secret_reaches_only_its_tool_and_no_topic_or_log(
     settings, scen = await isolated_settings(kafka_bootstrap, home, "se", SCENARIOS)
     secret = "crm-" + secrets.token_urlsafe(24)
     received = home / "received-token"
+
+    async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.write_bytes(await reader.read())
+        writer.close()
+
+    # The sandboxed tool writes no host file; it reports through a socket it is given (and may
+    # connect to, running as another uid).
+    probe = await asyncio.start_unix_server(receive, home / "probe.sock")
+    (home / "probe.sock").chmod(0o777)
     await create_tenant(settings, "acme", "Acme")
     await put_secret(settings, local_key_provider(settings), "acme", "crm_token", secret, ["crm_lookup"], ["crm:read"])
-    transport = {"kind": "stdio", "server": "crm", "command": sys.executable, "args": [str(SERVER)],
-                 "env": {"CREDENTIAL_PROBE_OUT": str(received)}}  # fmt: skip
+    transport = {"kind": "stdio", "server": "crm", "command": sys.executable,
+                 "args": [str(SERVER), str(home / "probe.sock")]}  # fmt: skip
     schema = {"type": "object", "properties": {"customer": {"type": "string"}}, "required": ["customer"]}
     entry = ToolEntry(name="crm_lookup", description="CRM lookup", input_schema=schema, tier="read_only",
                       transport=transport, scopes=("crm:read",), secrets=("crm_token",))  # fmt: skip
@@ -57,6 +67,7 @@ async def test_a_secret_reaches_only_its_tool_and_no_topic_or_log(
             RunRequest(task="[scenario:crm] is ACME active?", tools=["crm_lookup"], tenant_id="acme")
         )
         events = [e.event async for e in d.client.follow(run_id, timeout_s=90)]
+    probe.close()
 
     assert isinstance(events[-1], RunCompleted), events[-1]
     assert received.read_text() == secret  # the tool got the secret, at execution time
@@ -65,7 +76,7 @@ async def test_a_secret_reaches_only_its_tool_and_no_topic_or_log(
     answer = next(e for e in events if isinstance(e, ToolCallCompleted))
     assert not answer.is_error and "[REDACTED]" in answer.content
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, **settings.kafka_extra})
     topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{settings.topic_prefix}.")]
     assert len(topics) >= 8
     for topic in topics:

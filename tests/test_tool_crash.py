@@ -26,6 +26,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {"charge": {"turns": [CALLS, {"text": "ch
 SCHEMA = {"type": "object", "properties": {"tag": {"type": "string"}}, "required": ["tag"]}
 
 
+async def effect_recorder(log: Path) -> asyncio.Server:
+    """Appends each effect line the tool sends to `log`; answers whether it was the line's first."""
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = (await reader.read()).decode()
+        first = line not in (log.read_text().splitlines(keepends=True) if log.exists() else [])
+        with log.open("a", encoding="utf-8") as out:
+            out.write(line)
+        writer.write(b"1" if first else b"0")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(record, log.with_suffix(".sock"))
+    log.with_suffix(".sock").chmod(0o777)  # the sandboxed tool runs as another, unprivileged uid
+    return server
+
+
 async def wait_for_lines(log: Path, count: int, timeout_s: float) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -42,8 +59,9 @@ async def test_a_crash_mid_call_reruns_only_the_idempotent_tool(
     home = tmp_path_factory.mktemp("tool-crash")
     settings, scenarios = await isolated_settings(kafka_bootstrap, home, "tc", SCENARIOS)
     log = home / "effects.log"  # outside the platform's home, which the sandbox hides
-    transport = {"kind": "stdio", "server": "effects", "command": sys.executable, "args": [str(SERVER)],
-                 "env": {"EFFECT_LOG": str(log)}}  # fmt: skip
+    recorder = await effect_recorder(log)
+    transport = {"kind": "stdio", "server": "effects", "command": sys.executable,
+                 "args": [str(SERVER), str(log.with_suffix(".sock"))]}  # fmt: skip
     for name, idempotent in (("charge", False), ("charge_keyed", True)):
         # Reversible: allowed without a person, and (unlike read-only) a tier whose effect matters.
         await register_tool(settings, ToolEntry(name=name, description=name, input_schema=SCHEMA, tier="reversible",
@@ -58,6 +76,7 @@ async def test_a_crash_mid_call_reruns_only_the_idempotent_tool(
         d.procs.kill("tool-executor-0")  # SIGKILL while both effects are in flight
         d.procs.restart("tool-executor-0")
         entries = [e async for e in d.client.follow(run_id, timeout_s=120)]
+    recorder.close()
 
     assert isinstance(entries[-1].event, RunCompleted), entries[-1].event
     results = {e.event.tool: e.event for e in entries if isinstance(e.event, ToolCallCompleted)}

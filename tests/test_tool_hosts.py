@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from agentstream.netguard import ALLOW_PRIVATE_ENV
 from agentstream.registry.entry import ToolEntry
 from agentstream.tooling import ToolHost, ToolResult
 from processors.tool_executor.app import builtin_entry, time_tool_entries
@@ -352,8 +353,10 @@ async def remote_mcp_url() -> AsyncIterator[str]:
 
 
 async def test_a_remote_tool_runs_over_streamable_http_only_when_its_url_is_allowlisted(
-    remote_mcp_url: str, tmp_path: Path
+    remote_mcp_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The test server listens on loopback, which only the operator's exemption lets through.
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "127.0.0.1/32")
     host = RegistryToolHost(BuiltinToolHost(tmp_path / "bank.sqlite"))
     port = remote_mcp_url.split(":")[2].split("/")[0]
     add = ToolEntry(name="add", description="", input_schema={"type": "object"}, tier="read_only",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+import pytest
 
 from agentstream.config import Settings
+from agentstream.kafka.acls import acl_drift
 from agentstream.stack import ensure_topics
 from agentstream.topics import JOURNAL, load_topics, verify_topics
 from tests.kafkahelpers import alter_topic_config
@@ -13,7 +17,7 @@ from tests.kafkahelpers import alter_topic_config
 async def test_create_is_idempotent_and_verify_is_clean(settings: Settings) -> None:
     specs = list(load_topics(settings.topic_prefix).values())
     assert await ensure_topics(settings) == []  # the fixture created them; a second create is a no-op
-    assert await verify_topics(settings.bootstrap_servers, specs) == []
+    assert await verify_topics(settings.bootstrap_servers, specs, settings.kafka_extra) == []
 
 
 async def test_verify_reports_config_drift_and_missing_topics(settings: Settings) -> None:
@@ -25,13 +29,16 @@ async def test_verify_reports_config_drift_and_missing_topics(settings: Settings
     # has it: on a busy machine a describe right after can still show the topics missing or the old
     # value for a while.
     for _ in range(100):
-        drift = [(d.topic, d.what, d.expected, d.actual) for d in await verify_topics(settings.bootstrap_servers, list(topics.values()))]
+        drift = [
+            (d.topic, d.what, d.expected, d.actual)
+            for d in await verify_topics(settings.bootstrap_servers, list(topics.values()), settings.kafka_extra)
+        ]
         if drift == expected:
             break
         await asyncio.sleep(0.1)
     assert drift == expected
     other = load_topics("never-created")
-    missing = await verify_topics(settings.bootstrap_servers, list(other.values()))
+    missing = await verify_topics(settings.bootstrap_servers, list(other.values()), settings.kafka_extra)
     assert {d.what for d in missing} == {"existence"} and len(missing) == len(other)
 
 
@@ -39,3 +46,15 @@ def test_every_topic_declares_its_settings() -> None:
     for spec in load_topics("x").values():
         assert spec.partitions >= 1 and spec.writers
         assert "cleanup.policy" in spec.config and "retention.ms" in spec.config
+
+
+def test_writers_and_readers_must_be_components(tmp_path: Path) -> None:
+    bad = tmp_path / "topics.yaml"
+    bad.write_text("topics:\n  x:\n    partitions: 1\n    config: {}\n    writers: [orchestratr]\n")
+    with pytest.raises(ValueError, match="orchestratr"):
+        load_topics("x", bad)
+
+
+async def test_the_acls_topics_yaml_implies_are_on_the_broker(settings: Settings) -> None:
+    topics = load_topics(settings.topic_prefix)
+    assert await acl_drift(settings.bootstrap_servers, topics, settings.kafka_extra) == []

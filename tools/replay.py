@@ -47,6 +47,7 @@ def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = No
     started = next((e for e in events if isinstance(e, RunStarted)), None)
     catalog = {t.name: t for t in tools_from_json(started.tools_json)} if started else {}
     versions = dict(started.tool_versions) if started else {}
+    pins = dict(started.tool_pins) if started else {}  # what the run pinned, as the orchestrator had it
     state: RunState | None = None
     pending: dict[str, RunEvent] = {}
     recorded_ids: set[str] = set()
@@ -67,7 +68,7 @@ def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = No
             continue
         state = evolve(event, state)
         if state is not None:
-            for decision in decide(state, catalog, config, versions):
+            for decision in decide(state, catalog, config, versions, pins=pins):
                 if decision.event_id not in recorded_ids:
                     pending[decision.event_id] = decision
     ended = state is not None and state.terminal

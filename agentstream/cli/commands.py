@@ -55,6 +55,10 @@ async def dispatch(args: argparse.Namespace) -> int:
             return await _kafka(settings, args.action)
         case "gateway":
             return await _gateway(settings, args.host, args.port)
+        case "signing-keys":
+            from agentstream.cli.signing import signing_command
+
+            return await signing_command(settings, args)
         case "status":
             from agentstream.cli.status import show_status
 
@@ -71,6 +75,7 @@ async def _gateway(settings: Settings, host: str, port: int) -> int:
     from agentstream.process import configure_logging, stop_on_signals
 
     configure_logging()
+    settings = settings.as_component("gateway")
     stop = asyncio.Event()
     stop_on_signals(stop)
     await wait_for_kafka(settings, load_topics(settings.topic_prefix)["tenants"].name)
@@ -82,6 +87,7 @@ async def _process(settings: Settings, name: str, instance: str) -> int:
     from agentstream.process import configure_logging, serve, stop_on_signals
 
     configure_logging()
+    settings = settings.as_component(name)
     if name == "orchestrator":
         from processors.orchestrator.app import build
     elif name == "model-invoker":
@@ -287,21 +293,34 @@ async def _cancel_via_api(client: RunsClient, run_id: str, reason: str) -> int:
 
 
 async def _topics(settings: Settings, action: str) -> int:
+    from agentstream.kafka.acls import AclError, acl_drift
+    from agentstream.kafka.auth import CredentialStore, KafkaAuthError, upsert_users
+
     await ensure_broker(settings)
-    specs = list(load_topics(settings.topic_prefix).values())
-    if action == "create":
-        created = await ensure_topics(settings)
-        print(f"created: {', '.join(created) or 'nothing (all present)'}")
-    drift = await verify_topics(settings.bootstrap_servers, specs, settings.kafka_extra)
+    topics = load_topics(settings.topic_prefix)
+    specs = list(topics.values())
+    try:
+        if action == "create":
+            if settings.kafka_credentials_dir is not None:
+                # Each component's SCRAM user (password generated on first use), then its ACLs.
+                principals = CredentialStore(settings.kafka_credentials_dir).ensure_all()
+                await upsert_users(settings.bootstrap_servers, settings.kafka_extra, principals)
+            created = await ensure_topics(settings)
+            print(f"created: {', '.join(created) or 'nothing (all present)'}")
+        drift: list[object] = [*await verify_topics(settings.bootstrap_servers, specs, settings.kafka_extra)]
+        drift += await acl_drift(settings.bootstrap_servers, topics, settings.kafka_extra)
+    except (AclError, KafkaAuthError) as exc:
+        print(f"agentstream topics {action}: {exc}", file=sys.stderr)
+        return 1
     for d in drift:
         print(f"drift: {d}")
     if not drift:
-        print(f"verified {len(specs)} topics: no drift")
+        print(f"verified {len(specs)} topics and their ACLs: no drift")
     return 1 if drift else 0
 
 
 async def _kafka(settings: Settings, action: str) -> int:
-    kafka = LocalKafka(settings.home / "kafka")
+    kafka = LocalKafka(settings.home / "kafka", credentials_dir=settings.kafka_credentials_dir)
     if action == "start":
         t0 = time.monotonic()
         await kafka.start()

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from agentstream.cli import commands
 from agentstream.cli.costs import add_cost_parsers
 from agentstream.cli.secrets import add_secrets_parser
+from agentstream.cli.signing import add_parser as add_signing_parser
 from agentstream.cli.tenants import add_parsers as add_tenancy_parsers
 from agentstream.cli.tools import add_tools_parser
 
@@ -68,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     add_secrets_parser(sub)
     add_tools_parser(sub)
     add_cost_parsers(sub)
+    add_signing_parser(sub)
 
     proc = sub.add_parser("process", help="run one processor in this process (what `dev` starts)")
     proc.add_argument(

@@ -28,7 +28,13 @@ def add_secrets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     put.add_argument("--tenant", required=True)
     put.add_argument("--name", required=True)
-    put.add_argument("--tools", required=True, help="comma-separated tools allowed to receive it")
+    put.add_argument(
+        "--tools",
+        required=True,
+        help="comma-separated tools allowed to receive it, by identity: NAME (the platform's tool), "
+        "TENANT/NAME (the tenant's own, bound to its latest version's contract) or OWNER/NAME@DIGEST "
+        "(`agentstream tools show` prints each version's identity)",
+    )
     put.add_argument("--scopes", default="", help="comma-separated scopes a delegation must carry (default: none)")
     put.add_argument("--from-env", metavar="VAR", help="read the value from this environment variable")
     list_cmd = secrets_sub.add_parser("list", help="a tenant's secrets (names, tools, scopes; never values)")

@@ -23,7 +23,9 @@ async def show_status(settings: Settings) -> int:
             if isinstance(event, ProcessorStatus):
                 latest[event.event_id] = event
 
-    reader = TableReader(settings.bootstrap_servers, load_topics(settings.topic_prefix)[STATUS].name, on_msg)
+    reader = TableReader(
+        settings.bootstrap_servers, load_topics(settings.topic_prefix)[STATUS].name, on_msg, settings.kafka_extra
+    )
     try:
         await reader.catch_up()
     finally:

@@ -14,6 +14,7 @@ from agentstream.config import Settings
 from agentstream.tenancy import admin
 from agentstream.tenancy.admin import TenancyError
 from agentstream.tenancy.directory import ApiKey, Tenant
+from agentstream.tenancy.scopes import DEFAULT_SCOPES, SCOPES
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +42,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     issue = keys_sub.add_parser("issue", help="issue a key for a tenant (shown once)")
     issue.add_argument("tenant_id")
     issue.add_argument("--label", default="", help="what the key is for")
+    issue.add_argument(
+        "--scopes",
+        default="",
+        help=f"comma-separated: {', '.join(SCOPES)} (default: {','.join(DEFAULT_SCOPES)}; "
+        "deciding approvals needs approvals:decide, admin implies every scope)",
+    )
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     list_keys = keys_sub.add_parser("list", help="a tenant's keys (ids and labels; never secrets)")
@@ -76,12 +83,13 @@ async def tenants_command(settings: Settings, args: argparse.Namespace) -> int:
 async def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.keys_command == "issue":
-            plaintext = await admin.issue_key(settings, args.tenant_id, args.label)
+            scopes = [s for s in args.scopes.split(",") if s.strip()]
+            plaintext = await admin.issue_key(settings, args.tenant_id, args.label, scopes)
             # The key alone on stdout, so `KEY=$(agentstream keys issue ...)` captures just the key.
             print(plaintext)
             print(
-                f"issued a key for tenant {args.tenant_id}. Store it now: it cannot be shown again "
-                "(only its hash is kept).",
+                f"issued a key for tenant {args.tenant_id} with scopes {','.join(sorted(scopes or DEFAULT_SCOPES))}. "
+                "Store it now: it cannot be shown again (only its hash is kept).",
                 file=sys.stderr,
             )
         elif args.keys_command == "revoke":
@@ -118,9 +126,10 @@ def _print_keys(keys: list[ApiKey]) -> None:
     if not keys:
         print("no keys")
         return
-    print(f"{'key_id':<14}{'status':<9}{'created (UTC)':<22}label")
+    print(f"{'key_id':<14}{'status':<9}{'created (UTC)':<22}{'scopes':<44}label")
     for k in keys:
         created = (
             datetime.fromtimestamp(k.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if k.created_ms else "-"
         )
-        print(f"{k.key_id:<14}{'revoked' if k.revoked else 'active':<9}{created:<22}{k.label}")
+        scopes = ",".join(s for s in SCOPES if s in k.effective_scopes)
+        print(f"{k.key_id:<14}{'revoked' if k.revoked else 'active':<9}{created:<22}{scopes:<44}{k.label}")

@@ -14,6 +14,7 @@ from agentstream.config import Settings
 from agentstream.registry import admin
 from agentstream.registry.admin import RegistryError
 from agentstream.registry.entry import TIERS, TenantPolicy, ToolEntry
+from agentstream.registry.pins import identity_of
 
 
 def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,6 +66,10 @@ def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                      help="a tool that sends data out beyond its egress allowlist, e.g. email (repeatable)")  # fmt: skip
     pol.add_argument("--taint-action", choices=["needs_approval", "deny"], default="needs_approval",
                      help="what an egress call carrying private data gets")  # fmt: skip
+    pol.add_argument("--allow-self-approval", action="store_true",
+                     help="let the API key that created a run decide its approvals (default: refused)")  # fmt: skip
+    pol.add_argument("--on-repeated-denial", choices=["warn", "flag", "halt"], default="flag",
+                     help="what a run does when its model keeps asking for a denied call (default: flag)")  # fmt: skip
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -122,7 +127,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             versions = catalog.versions.get((args.owner, args.name), {})
             if not versions:
                 raise RegistryError(f"no tool {args.name!r}")
-            print(json.dumps([v.describe() for v in versions.values()], indent=2))
+            # `identity`: what a secret is granted to (`agentstream secrets put --tools`).
+            print(json.dumps([{**v.describe(), "identity": identity_of(v).text} for v in versions.values()], indent=2))
         case "disable" | "enable":
             await admin.switch_tool(settings, args.owner, args.name, disabled=args.tools_command == "disable",
                                     reason=args.reason, by="cli")  # fmt: skip
@@ -135,7 +141,8 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 auto_approve=tuple(args.auto_approve), require_approval=tuple(args.require_approval),
                 max_calls_per_run=limits, approval_timeout_s=args.approval_timeout_s,
                 private_tools=tuple(args.private_tool), egress_tools=tuple(args.egress_tool),
-                taint_action=args.taint_action,
+                taint_action=args.taint_action, allow_self_approval=args.allow_self_approval,
+                on_repeated_denial=args.on_repeated_denial,
             )  # fmt: skip
             await admin.set_policy(settings, args.tenant, policy, by="cli")
             print(f"policy for {args.tenant}: {policy.to_json()}")

@@ -261,10 +261,12 @@ class RunsClient:
 
     async def events(self, run_id: str, *, last_event_id: str | None = None) -> AsyncIterator[RunEventMessage]:
         """The run's events after `last_event_id` (all of them without it), then live, ending with
-        the terminal event. A dropped connection is reopened with Last-Event-ID, so each event is
-        yielded exactly once; it gives up after `max_reconnects` attempts in a row without progress."""
+        the terminal event, or with RunHalted when the run halts (the server closes the stream
+        there: resume the run, then call again with the halt's id). A dropped connection is reopened
+        with Last-Event-ID, so each event is yielded exactly once; it gives up after
+        `max_reconnects` attempts in a row without progress."""
         last = int(last_event_id) if last_event_id not in (None, "") else None
-        failures = 0
+        failures, latest = 0, ""
         while True:
             headers = {"Accept": "text/event-stream"}
             if last is not None:
@@ -277,10 +279,12 @@ class RunsClient:
                     async for message in _parse_sse(response.aiter_lines()):
                         if last is not None and message.id <= last:
                             continue  # the server resumes after Last-Event-ID; this guards a replay anyway
-                        last, failures = message.id, 0
+                        last, failures, latest = message.id, 0, message.type
                         yield message
                         if message.type in TERMINAL_TYPES:
                             return
+                    if latest == "RunHalted":
+                        return  # closed by the server at the halt: nothing more until a resume
                 problem: Exception = httpx.RemoteProtocolError("the event stream ended before the run did")
             except httpx.TransportError as exc:  # read/protocol errors, timeouts, a gateway restarting
                 problem = exc

@@ -13,11 +13,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
+from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import TERMINAL_TYPES, CancelRequested, ResumeRequested, RunEvent, RunRequested
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
-from agentstream.kafka.journal import RecordFactory
+from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.process import wait_for_kafka
+from agentstream.security.journal_trust import JournalSigner, JournalVerifier, journal_auth_enabled
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -44,6 +46,7 @@ class RunRequest:
     idempotency_key: str | None = None
     request_hash: str = ""
     budget: RunBudget | None = None
+    api_key_id: str = ""  # the API key that asked for the run (the gateway's caller), if any
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,18 @@ def is_terminal(event: RunEvent) -> bool:
 
 
 class JournalClient:
-    def __init__(self, settings: Settings) -> None:
+    """`writer` is whose journal key signs what this client appends: "admin" (the operator's
+    tools, which hold every key and so also check every record they read), "gateway" (its own
+    bundle), or None for a client with no key, whose records every processor refuses."""
+
+    def __init__(self, settings: Settings, writer: str | None = "admin") -> None:
         self.settings = settings
+        self.writer = writer
         self.topic = load_topics(settings.topic_prefix)[JOURNAL].name
         self.codec = AvroCodec()
         self._producer: AsyncProducer | None = None
         self._records: RecordFactory | None = None
+        self._verifier: JournalVerifier | None = None
         self._opening = asyncio.Lock()
 
     async def _ready(self) -> tuple[AsyncProducer, RecordFactory]:
@@ -75,15 +84,25 @@ class JournalClient:
             if self._producer is None or self._records is None:
                 # Says once, clearly, when Kafka is unreachable or the topic is missing, then retries.
                 partitions = await wait_for_kafka(self.settings, self.topic)
-                self._records = RecordFactory(self.codec, self.topic, partitions)
+                signer = None
+                if self.writer is not None:
+                    keyring = component_keyring(self.settings, self.writer)
+                    signer = JournalSigner(self.writer, keyring)
+                    # Only a holder of every writer's key can check what it reads.
+                    if self.writer == "admin" and journal_auth_enabled():
+                        self._verifier = JournalVerifier(keyring)
+                self._records = RecordFactory(self.codec, self.topic, partitions, signer)
                 self._producer = AsyncProducer(
                     producer_config(self.settings.bootstrap_servers, self.settings.kafka_extra)
                 )
             return self._producer, self._records
 
-    async def append(self, event: RunEvent) -> None:
+    async def append(self, event: RunEvent, *, as_writer: str | None = None) -> None:
+        """Journals one event, signed as this client's writer, or as `as_writer` when this client
+        holds that writer's key (only the operator's tools do: tests and benches that stand in
+        for a processor)."""
         producer, records = await self._ready()
-        record = records.journal(event)
+        record = records.journal(event, as_writer=as_writer)
         await producer.send(
             record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers
         )
@@ -107,6 +126,7 @@ class JournalClient:
                 budget_tokens=budget.tokens,
                 budget_wall_s=budget.wall_s,
                 on_loop=budget.on_loop,
+                api_key_id=request.api_key_id,
             )
         )
         return run_id
@@ -184,6 +204,10 @@ class JournalClient:
                     key = msg.key() or b""
                     if not key.startswith(prefix):
                         continue
+                    # A record whose writer is not proven is not the run's: skipped before its event
+                    # id can shadow the genuine event's.
+                    if self._verifier is not None and self._verifier.problem(msg, type_of(msg)) is not None:
+                        continue
                     event = self.codec.decode(msg.value())
                     if not isinstance(event, RunEvent) or event.event_id in seen:
                         continue
@@ -203,6 +227,13 @@ class JournalClient:
     async def aclose(self) -> None:
         if self._producer is not None:
             await self._producer.aclose()
+
+
+def type_of(msg: Message) -> str | None:
+    for key, value in header_pairs(msg):
+        if key == TYPE_HEADER:
+            return value.decode(errors="replace")
+    return None
 
 
 async def read_run_once(settings: Settings, run_id: str) -> list[JournalEntry]:

@@ -7,11 +7,13 @@ from collections import defaultdict
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from agentstream.client.journal import JournalEntry
+from agentstream.client.journal import JournalEntry, type_of
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
+from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import RunEvent
 from agentstream.kafka.consumer import consumer_config, watermarks
+from agentstream.security.journal_trust import JournalVerifier, journal_auth_enabled
 from agentstream.topics import JOURNAL, load_topics
 
 
@@ -19,6 +21,9 @@ async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
     """The whole journal, decoded, grouped by run, duplicates removed, in journal order.
     Undecodable records are skipped: the processors have dead-lettered them already."""
     topic = load_topics(settings.topic_prefix)[JOURNAL].name
+    # The operator's reader holds every writer's key: a record whose writer is not proven is no
+    # part of any run (and must not shadow a genuine event's id).
+    verifier = JournalVerifier(component_keyring(settings, "admin")) if journal_auth_enabled() else None
 
     def run() -> dict[str, list[JournalEntry]]:
         codec = AvroCodec()
@@ -40,6 +45,8 @@ async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
                     offset, partition = msg.offset() or 0, msg.partition() or 0
                     if offset + 1 >= ends[partition]:
                         done.add(partition)
+                    if verifier is not None and verifier.problem(msg, type_of(msg)) is not None:
+                        continue
                     try:
                         event = codec.decode(msg.value())
                     except DecodeError:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,12 +28,17 @@ from agentstream.credentials.errors import (
     DelegationReused,
     SecretNotGranted,
 )
+from agentstream.credentials.grants import granted as granted_to
 from agentstream.credentials.keys import KeyProvider
+from agentstream.credentials.signing_keys import Keyring, VersionedKey
 from agentstream.credentials.store import StoredSecret
 from agentstream.credentials.used import UsedTokens
+from agentstream.registry.pins import ToolIdentity
 
-# Passed to `LocalKeyProvider.signing_key`; a new claims format gets a new purpose, not a new parser.
-DELEGATION_PURPOSE = "agentstream.delegation.v1"
+# The keyring purpose of delegation keys (in every key bundle that issues or redeems delegations).
+DELEGATION_KEY_PURPOSE = "delegation"
+# Kept for callers that named the old purpose; a new claims format gets a new _VERSION.
+DELEGATION_PURPOSE = DELEGATION_KEY_PURPOSE
 MAX_TTL_S = 3600
 MAX_TOKEN_LENGTH = 16 * 1024
 # Issuer and broker clocks differ a little; beyond this a token "from the future" is refused.
@@ -53,6 +59,9 @@ class Delegation:
     issued_ms: int
     expires_ms: int
     single_use: bool
+    # The identity of the tool it was issued for (`ToolIdentity.text`); "" in tokens that name the
+    # tool by name only. When set, only that exact tool (owner, name, contract) may present it.
+    identity: str = ""
 
 
 class SecretSource(Protocol):
@@ -77,10 +86,35 @@ def _sign(key: bytes, payload: str) -> bytes:
     return hmac.new(key, payload.encode(), hashlib.sha256).digest()
 
 
+# A raw key (tests, one-key setups) acts as a keyring of one key with this id.
+_RAW_KID = "k0"
+DelegationKeys = bytes | Keyring
+
+
+def _current(keys: DelegationKeys) -> VersionedKey:
+    if isinstance(keys, Keyring):
+        return keys.signing_key(DELEGATION_KEY_PURPOSE)
+    if len(keys) < 32:
+        raise ValueError("a delegation signing key must be at least 32 bytes")
+    return VersionedKey(_RAW_KID, keys)
+
+
+def _lookup(keys: DelegationKeys, kid: str) -> VersionedKey | None:
+    if isinstance(keys, Keyring):
+        return keys.lookup(DELEGATION_KEY_PURPOSE, kid)
+    return VersionedKey(_RAW_KID, keys) if kid == _RAW_KID else None
+
+
+def _signature_segment(kid: str, mac: bytes) -> str:
+    # The key id travels inside the signature segment (length-prefixed), so a token stays
+    # `payload.signature` and the key is found without parsing the unauthenticated payload.
+    raw = kid.encode()
+    return _b64encode(bytes([len(raw)]) + raw + mac)
+
+
 class DelegationIssuer:
-    def __init__(self, signing_key: bytes) -> None:
-        if len(signing_key) < 32:
-            raise ValueError("a delegation signing key must be at least 32 bytes")
+    def __init__(self, signing_key: DelegationKeys) -> None:
+        _current(signing_key)  # refuses a short key now, not at the first issue
         self._key = signing_key
 
     def issue(
@@ -94,6 +128,7 @@ class DelegationIssuer:
         now_ms: int,
         ttl_s: int = 300,
         single_use: bool = True,
+        identity: str = "",
     ) -> str:
         if not all((tenant_id, run_id, call_id, tool)):
             raise ValueError("a delegation names its tenant, run, call and tool")
@@ -114,8 +149,11 @@ class DelegationIssuer:
             "exp": now_ms + ttl_s * 1000,
             "su": single_use,
         }
+        if identity:
+            claims["idn"] = identity
         payload = _b64encode(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))
-        return f"{payload}.{_b64encode(_sign(self._key, payload))}"
+        key = _current(self._key)
+        return f"{payload}.{_signature_segment(key.kid, _sign(key.key, payload))}"
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
@@ -124,18 +162,24 @@ def _str_list(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def verify(signing_key: bytes, token: str) -> Delegation:
-    """The claims of an authentic token; checks nothing about time, binding or use."""
+def verify(signing_key: DelegationKeys, token: str, now_ms: int | None = None) -> Delegation:
+    """The claims of an authentic token, signed under a key not retired at `now_ms`; checks nothing
+    else about time, binding or use."""
     invalid = DelegationInvalid("delegation token is malformed or its signature does not verify")
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
         raise invalid
     payload, _, signature = token.partition(".")
     try:
-        given = _b64decode(signature)
-    except (ValueError, binascii.Error):
+        raw = _b64decode(signature)
+        kid = raw[1 : 1 + raw[0]].decode("ascii")
+        given = raw[1 + raw[0] :]
+    except (ValueError, binascii.Error, IndexError):
         raise invalid from None
+    key = _lookup(signing_key, kid)
+    if key is None or key.retired_at(int(time.time() * 1000) if now_ms is None else now_ms):
+        raise invalid
     # Constant time, and before any parsing: nothing unauthenticated reaches the JSON parser.
-    if not hmac.compare_digest(given, _sign(signing_key, payload)):
+    if not hmac.compare_digest(given, _sign(key.key, payload)):
         raise invalid
     try:
         claims = orjson.loads(_b64decode(payload))
@@ -145,9 +189,12 @@ def verify(signing_key: bytes, token: str) -> Delegation:
         times = (claims["iat"], claims["exp"])
         if not all(isinstance(f, str) for f in fields) or not all(type(t) is int for t in times):
             raise TypeError("bad claim types")
-        if not isinstance(claims["su"], bool):
+        identity = claims.get("idn", "")
+        if not isinstance(claims["su"], bool) or not isinstance(identity, str):
             raise TypeError("bad claim types")
-        return Delegation(*fields, _str_list(claims["scp"]), _str_list(claims["sec"]), *times, claims["su"])
+        return Delegation(
+            *fields, _str_list(claims["scp"]), _str_list(claims["sec"]), *times, claims["su"], identity
+        )
     except (ValueError, TypeError, KeyError, binascii.Error):
         # Signed by our key yet unreadable: an issuer bug, never user input; still just refused.
         raise invalid from None
@@ -156,15 +203,24 @@ def verify(signing_key: bytes, token: str) -> Delegation:
 class CredentialBroker:
     """Exchanges a delegation for the secret values it grants, checking every claim first."""
 
-    def __init__(self, directory: SecretSource, provider: KeyProvider, signing_key: bytes, used: UsedTokens) -> None:
+    def __init__(
+        self, directory: SecretSource, provider: KeyProvider, signing_key: DelegationKeys, used: UsedTokens
+    ) -> None:
         self._directory = directory
         self._provider = provider
         self._key = signing_key
         self._used = used
 
-    async def exchange(self, token: str, *, tool: str, run_id: str, call_id: str, now_ms: int) -> dict[str, str]:
-        """`{secret name: value}` for a valid delegation presented by the call it was issued for."""
-        grant = verify(self._key, token)
+    async def exchange(
+        self, token: str, *, tool: str, run_id: str, call_id: str, now_ms: int, identity: ToolIdentity | None = None
+    ) -> dict[str, str]:
+        """`{secret name: value}` for a valid delegation presented by the call it was issued for.
+
+        `identity`: the exact tool about to run (owner, name, contract digest), which every secret
+        must be granted to; None stands for the platform's tool `tool` with an unknown contract,
+        which only grants by name (any version of a platform tool) match."""
+        presented = identity if identity is not None else ToolIdentity("", tool, "")
+        grant = verify(self._key, token, now_ms)
         if now_ms >= grant.expires_ms:
             raise DelegationExpired(f"delegation for tool {grant.tool} has expired")
         if grant.issued_ms > now_ms + CLOCK_SKEW_MS:
@@ -174,14 +230,19 @@ class CredentialBroker:
             raise DelegationInvalid(f"delegation was issued for tool {grant.tool}, presented by tool {tool}")
         if grant.run_id != run_id or grant.call_id != call_id:
             raise DelegationInvalid(f"delegation for tool {tool} was issued for another run or call")
+        if presented.name != tool or (grant.identity and grant.identity != presented.text):
+            raise DelegationInvalid(
+                f"delegation was issued for tool {grant.identity or grant.tool}, presented by {presented.text}"
+            )
         self._directory.refresh()
         granted: dict[str, StoredSecret] = {}
         for name in grant.secret_names:
             stored = self._directory.get(grant.tenant_id, name)
             if stored is None:
                 raise SecretNotGranted(f"secret {name} does not exist for this tenant (requested by tool {tool})")
-            if tool not in stored.info.tools:
-                raise SecretNotGranted(f"secret {name} is not allowed for tool {tool}")
+            if not granted_to(stored.info.tools, presented):
+                # Granted by identity: a same-named tool of another owner or contract is not it.
+                raise SecretNotGranted(f"secret {name} is not granted to tool {presented.text}")
             if not set(stored.info.scopes) <= set(grant.scopes):
                 raise SecretNotGranted(f"delegation for tool {tool} lacks scopes that secret {name} requires")
             granted[name] = stored

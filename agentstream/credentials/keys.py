@@ -1,4 +1,7 @@
-"""Master keys: the key-encryption keys that wrap each secret's data key, and the signing root.
+"""Master keys: the key-encryption keys that wrap each secret's data key.
+
+Signing keys live apart, in `signing_keys` (their own roots file and per-process bundles): the
+processes that sign or verify never need the keys that decrypt, nor the other way round.
 
 `KeyProvider` is the seam for a KMS: the broker only ever asks it to wrap and unwrap 32-byte data
 keys, so a cloud KMS can replace `LocalKeyProvider` without touching sealed data's format.
@@ -22,18 +25,16 @@ from typing import Any, Protocol
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agentstream.config import Settings
 from agentstream.credentials.errors import CredentialError, DecryptionFailed, KeyUnavailable
+from agentstream.credentials.signing_keys import check_private
 
 log = logging.getLogger("agentstream.credentials")
 
 _FORMAT = 1
 _KEY_BYTES = 32  # AES-256
 _NONCE_BYTES = 12  # the AES-GCM standard nonce; random is safe far beyond any key's wrap count
-_SIGNING_SALT = b"agentstream.signing.v1"
 
 
 class KeyProvider(Protocol):
@@ -73,8 +74,7 @@ class LocalKeyProvider:
     """Master keys in a local file, created on first use.
 
     Rotation adds a key and makes it current; old keys stay so that everything they wrapped still
-    opens. The signing root is a separate entry that rotation never touches, so rotating the
-    wrapping keys does not invalidate outstanding signatures.
+    opens (a wrapped key must open for as long as its secret exists, so these keys never retire).
     """
 
     def __init__(self, path: Path) -> None:
@@ -82,7 +82,6 @@ class LocalKeyProvider:
         self._current = ""
         self._keys: dict[str, bytes] = {}
         self._created: dict[str, int] = {}
-        self._signing = b""
         if not path.exists():
             self._create()
         self._load()
@@ -124,22 +123,11 @@ class LocalKeyProvider:
             self._write(replace=True)
         return key_id
 
-    def signing_key(self, purpose: str) -> bytes:
-        """A 32-byte HMAC key for one purpose (e.g. "delegation"), stable across rotations.
-
-        Derived per purpose so that a signature made for one use can never verify as another.
-        """
-        if not purpose:
-            raise ValueError("a signing key needs a purpose")
-        hkdf = HKDF(algorithm=SHA256(), length=_KEY_BYTES, salt=_SIGNING_SALT, info=purpose.encode())
-        return hkdf.derive(self._signing)
-
     def _create(self) -> None:
         key_id = _new_key_id()
         self._keys = {key_id: secrets.token_bytes(_KEY_BYTES)}
         self._created = {key_id: int(time.time() * 1000)}
         self._current = key_id
-        self._signing = secrets.token_bytes(_KEY_BYTES)
         self._write(replace=False)
 
     def _document(self) -> bytes:
@@ -148,7 +136,6 @@ class LocalKeyProvider:
                 "format": _FORMAT,
                 "current": self._current,
                 "keys": {k: {"key": _b64(v), "created_ms": self._created.get(k, 0)} for k, v in self._keys.items()},
-                "signing": _b64(self._signing),
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -174,20 +161,19 @@ class LocalKeyProvider:
                 os.unlink(tmp)
 
     def _load(self) -> None:
-        mode = self.path.stat().st_mode
-        if mode & 0o077:
-            log.warning("master key file %s is readable by others (mode %o); chmod 600 it", self.path, mode & 0o777)
+        check_private(self.path)  # refuses to run on keys others can read
         try:
             doc = orjson.loads(self.path.read_bytes())
             keys = {str(k): _key_from(v["key"], f"key {k} in {self.path}") for k, v in doc["keys"].items()}
             created = {str(k): int(v.get("created_ms", 0)) for k, v in doc["keys"].items()}
             current = str(doc["current"])
-            signing = _key_from(doc["signing"], f"the signing key in {self.path}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CredentialError(f"master key file {self.path} is malformed ({type(exc).__name__})") from exc
         if doc.get("format") != _FORMAT or current not in keys:
             raise CredentialError(f"master key file {self.path} has an unknown format or no current key")
-        self._keys, self._created, self._current, self._signing = keys, created, current, signing
+        # A file from before the split may still hold a "signing" entry: it is ignored (signing keys
+        # come from keys/signing.json now) and dropped at the next rotation.
+        self._keys, self._created, self._current = keys, created, current
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from agentstream.config import Settings
 from agentstream.credentials.envelope import Sealed, seal, secret_aad
 from agentstream.credentials.errors import SecretAdminError
+from agentstream.credentials.grants import GrantError, parse_grant
 from agentstream.credentials.keys import KeyProvider
 from agentstream.events import Event, SecretDeleted, SecretStored
 from agentstream.kafka.table import TopicTable, put_record
+from agentstream.registry.admin import read_catalog
+from agentstream.registry.pins import contract_digest
 from agentstream.tenancy.admin import TenancyError, validate_tenant_id
 from agentstream.tenancy.directory import TenantDirectory
 from agentstream.topics import load_topics
@@ -73,6 +76,35 @@ def _validate_labels(kind: str, labels: list[str], *, required: bool) -> tuple[s
         if not _LABEL.fullmatch(label):
             raise SecretAdminError(f"invalid {kind[:-1]} {label!r}: no spaces or commas, at most 128 characters")
     return tuple(sorted(set(labels)))
+
+
+async def _validate_grants(settings: Settings, tenant_id: str, tools: list[str]) -> tuple[str, ...]:
+    """The grants as stored: each names a tool's identity (agentstream.credentials.grants). A grant
+    to the tenant's own tool without a digest is bound to the contract of its latest version now."""
+    if not tools:
+        raise SecretAdminError("name at least one of the tools allowed to receive the secret")
+    stored: set[str] = set()
+    for text in tools:
+        try:
+            grant = parse_grant(text)
+        except GrantError as exc:
+            raise SecretAdminError(str(exc)) from None
+        if grant.owner and grant.owner != tenant_id:
+            raise SecretAdminError(
+                f"tool grant {text!r} names tenant {grant.owner}'s tool: a secret of {tenant_id} may be "
+                f"granted to platform tools and {tenant_id}'s own"
+            )
+        if grant.owner and not grant.digest:
+            latest = (await read_catalog(settings)).latest(grant.owner, grant.name)
+            if latest is None:
+                raise SecretAdminError(
+                    f"no tool {grant.name} of tenant {grant.owner} to grant the secret to: register it first "
+                    f"(a tenant tool is granted by the digest of its contract)"
+                )
+            stored.add(f"{grant.text}@{contract_digest(latest)}")
+        else:
+            stored.add(text)
+    return tuple(sorted(stored))
 
 
 class SecretDirectory(TopicTable):
@@ -141,7 +173,7 @@ async def put_secret(
 ) -> SecretInfo:
     """Stores (or replaces, as the next version) a tenant's secret; only its ciphertext is written."""
     validate_name(name)
-    allowed_tools = _validate_labels("tools", tools, required=True)
+    allowed_tools = await _validate_grants(settings, tenant_id, tools)
     required_scopes = _validate_labels("scopes", scopes, required=False)
     plaintext = value.encode()
     if not plaintext or len(plaintext) > MAX_VALUE_BYTES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agentstream.client.journal import JournalClient, RunBudget, RunRequest
-from agentstream.events import TERMINAL_TYPES
 from agentstream.gateway.approvals_api import ApprovalsApi
 from agentstream.gateway.costs_api import run_cost, tenant_costs
 from agentstream.gateway.errors import ApiError, not_found
@@ -34,7 +33,9 @@ from agentstream.gateway.models import (
 )
 from agentstream.gateway.openapi import RUN_STATUSES, openapi_document
 from agentstream.gateway.projection import RunIndex, RunView
+from agentstream.gateway.streams import run_events
 from agentstream.gateway.tools_api import ToolsApi
+from agentstream.tenancy.scopes import APPROVALS_DECIDE, RUNS_READ, RUNS_WRITE, TOOLS_WRITE, has_scope
 
 LAST_EVENT_ID = re.compile(r"^[0-9]{0,18}$")
 M = TypeVar("M", bound=BaseModel)
@@ -47,6 +48,12 @@ class Caller(Protocol):
 
     @property
     def max_active_runs(self) -> int: ...
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def scopes(self) -> frozenset[str]: ...
 
 
 class Authenticator(Protocol):
@@ -66,6 +73,7 @@ class GatewayConfig:
     max_wait_s: float = 60.0
     read_your_write_s: float = 10.0
     keepalive_s: float = 15.0
+    auth_recheck_s: float = 5.0  # an open event stream re-checks its key this often (revocation bound)
 
 
 Handler = Callable[[Request, Caller], Awaitable[Response]]
@@ -91,31 +99,34 @@ class Gateway:
         self.config = config or GatewayConfig()
 
     def app(self) -> Starlette:
+        # Every route names the scope its key must carry (agentstream.tenancy.scopes).
+        read, write, decide, tools = RUNS_READ, RUNS_WRITE, APPROVALS_DECIDE, TOOLS_WRITE
         routes = [
-            Route("/v1/runs", self._guard(self.create_run, "wait"), methods=["POST"]),
-            Route("/v1/runs", self._guard(self.list_runs, "status", "cursor", "limit"), methods=["GET"]),
-            Route("/v1/runs/{run_id}", self._guard(self.get_run), methods=["GET"]),
-            Route("/v1/runs/{run_id}/cancel", self._guard(self.cancel_run), methods=["POST"]),
-            Route("/v1/runs/{run_id}/resume", self._guard(self.resume_run), methods=["POST"]),
-            Route("/v1/runs/{run_id}/events", self._guard(self.stream_events), methods=["GET"]),
-            Route("/v1/runs/{run_id}/cost", self._guard(self.get_run_cost), methods=["GET"]),
-            Route("/v1/costs", self._guard(self.list_costs, "group_by", "since_ms"), methods=["GET"]),
-            Route("/v1/approvals", self._guard(self.list_approvals, "status"), methods=["GET"]),
-            Route("/v1/approvals/{approval_id}", self._guard(self.get_approval), methods=["GET"]),
-            Route("/v1/approvals/{approval_id}", self._guard(self.decide_approval), methods=["POST"]),
-            Route("/v1/tools", self._guard(self.list_tools), methods=["GET"]),
-            Route("/v1/tools", self._guard(self.register_tool), methods=["POST"]),
-            Route("/v1/tools/{name}", self._guard(self.get_tool), methods=["GET"]),
-            Route("/v1/tools/{name}/disable", self._guard(self.disable_tool), methods=["POST"]),
-            Route("/v1/tools/{name}/enable", self._guard(self.enable_tool), methods=["POST"]),
+            Route("/v1/runs", self._guard(write, self.create_run, "wait"), methods=["POST"]),
+            Route("/v1/runs", self._guard(read, self.list_runs, "status", "cursor", "limit"), methods=["GET"]),
+            Route("/v1/runs/{run_id}", self._guard(read, self.get_run), methods=["GET"]),
+            Route("/v1/runs/{run_id}/cancel", self._guard(write, self.cancel_run), methods=["POST"]),
+            Route("/v1/runs/{run_id}/resume", self._guard(write, self.resume_run), methods=["POST"]),
+            Route("/v1/runs/{run_id}/events", self._guard(read, self.stream_events), methods=["GET"]),
+            Route("/v1/runs/{run_id}/cost", self._guard(read, self.get_run_cost), methods=["GET"]),
+            Route("/v1/costs", self._guard(read, self.list_costs, "group_by", "since_ms"), methods=["GET"]),
+            Route("/v1/approvals", self._guard(read, self.list_approvals, "status"), methods=["GET"]),
+            Route("/v1/approvals/{approval_id}", self._guard(read, self.get_approval), methods=["GET"]),
+            Route("/v1/approvals/{approval_id}", self._guard(decide, self.decide_approval), methods=["POST"]),
+            Route("/v1/tools", self._guard(read, self.list_tools), methods=["GET"]),
+            Route("/v1/tools", self._guard(tools, self.register_tool), methods=["POST"]),
+            Route("/v1/tools/{name}", self._guard(read, self.get_tool), methods=["GET"]),
+            Route("/v1/tools/{name}/disable", self._guard(tools, self.disable_tool), methods=["POST"]),
+            Route("/v1/tools/{name}/enable", self._guard(tools, self.enable_tool), methods=["POST"]),
             Route("/openapi.json", lambda _r: JSONResponse(openapi_document(self.config.max_wait_s)), methods=["GET"]),
             Route("/healthz", lambda _r: JSONResponse({"ok": True}), methods=["GET"]),
         ]
         # Unknown paths and methods get the same machine-readable error body as every other refusal.
         return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal_error})
 
-    def _guard(self, handler: Handler, *query: str) -> Callable[[Request], Awaitable[Response]]:
-        """Authentication, the tenant's rate, and the operation's query parameters (no others)."""
+    def _guard(self, scope: str, handler: Handler, *query: str) -> Callable[[Request], Awaitable[Response]]:
+        """Authentication, the key's scope for the operation, the tenant's rate, and the
+        operation's query parameters (no others)."""
         allowed = frozenset(query)
 
         async def endpoint(request: Request) -> Response:
@@ -124,6 +135,10 @@ class Gateway:
                 if caller is None:
                     raise ApiError(401, "unauthenticated", "a valid API key is required: Authorization: Bearer <key>",
                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                if not has_scope(caller.scopes, scope):
+                    raise ApiError(403, "missing_scope", f"this API key lacks the scope {scope}, which "
+                                   f"{request.method} {request.url.path} needs (its scopes: "
+                                   f"{', '.join(sorted(caller.scopes)) or 'none'})")  # fmt: skip
                 wait = self.rates.retry_after(caller)
                 if wait > 0:
                     raise ApiError(429, "rate_limited", "too many requests for this tenant",
@@ -166,6 +181,7 @@ class Gateway:
                     idempotency_key=key,
                     request_hash=request_hash,
                     budget=None if body.budget is None else RunBudget(**body.budget.model_dump()),
+                    api_key_id=caller.key_id,
                 )
             )
             existing = await self.index.wait_for(run_id, self.config.read_your_write_s, terminal=False)
@@ -245,36 +261,11 @@ class Gateway:
                 400, "invalid_header", "Last-Event-ID must be an event id from this stream", field="Last-Event-ID"
             )
         last = int(raw_last) if raw_last else -1
-        return StreamingResponse(self._events(view, last), media_type="text/event-stream",
+        authorization = request.headers.get("authorization")
+        events = run_events(self.index, view, last, lambda: self.auth.authenticate(authorization) is not None,
+                            keepalive_s=self.config.keepalive_s, recheck_s=self.config.auth_recheck_s)  # fmt: skip
+        return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
-
-    async def _events(self, view: RunView, last: int) -> AsyncIterator[bytes]:
-        # Subscribe before reading the backlog: nothing appended in between is missed, and the
-        # offset check drops what both paths deliver.
-        async with self.index.subscribe(view.run_id) as mailbox:
-            for stored in list(view.events):
-                if stored.offset > last:
-                    last = stored.offset
-                    yield stored.sse
-                    if stored.event.type_name in TERMINAL_TYPES:
-                        return
-            if any(s.offset <= last and s.event.type_name in TERMINAL_TYPES for s in view.events):
-                return  # Last-Event-ID is at or past the run's terminal event: nothing more will come
-            while True:
-                ready = await mailbox.take(self.config.keepalive_s)
-                if not ready:
-                    yield b": keep-alive\n\n"
-                    continue
-                chunk, ended = [], False
-                for stored in ready:  # whatever is ready goes out in the same write
-                    if stored.offset > last:
-                        last = stored.offset
-                        chunk.append(stored.sse)
-                        ended = ended or stored.event.type_name in TERMINAL_TYPES
-                if chunk:
-                    yield b"".join(chunk)
-                if ended:
-                    return
 
     # -- costs ------------------------------------------------------------------------------------
 
@@ -301,7 +292,7 @@ class Gateway:
     async def decide_approval(self, request: Request, caller: Caller) -> Response:
         api = self._approvals()
         body = _validate(DecideApproval, await self._read_json(request))
-        return await api.decide(request, caller.tenant_id, body)
+        return await api.decide(request, caller.tenant_id, body, caller.key_id)
 
     # -- tools ------------------------------------------------------------------------------------
 

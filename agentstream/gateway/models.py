@@ -87,10 +87,12 @@ class DecideApproval(BaseModel):
 
 
 # host[:port], `*.domain` allowed: what the sandbox's allowlist parses (agentstream.sandbox.policy).
-EGRESS_ENTRY_PATTERN = (
-    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$"
-)
+_HOST = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+_PORT = r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+EGRESS_ENTRY_PATTERN = rf"^(\*\.)?{_HOST}{_PORT}$"
+# A remote server's URL names its host the way an allowlist entry does (a DNS name, no literal
+# IPv6, no user info), so the document says what registration accepts.
+REMOTE_URL_PATTERN = rf"^https?://{_HOST}{_PORT}(/[^\s]*)?$"
 
 
 def _one_of_command_or_url(schema: dict[str, Any]) -> None:
@@ -120,7 +122,7 @@ class RegisterTool(BaseModel):
     command: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
         default=None, min_length=1, max_length=50
     )
-    url: str | None = Field(default=None, min_length=8, max_length=2000, pattern=r"^https?://")
+    url: str | None = Field(default=None, min_length=8, max_length=2000, pattern=REMOTE_URL_PATTERN)
     scopes: list[ToolName] = Field(default_factory=list, max_length=50)
     egress: list[Annotated[str, Field(pattern=EGRESS_ENTRY_PATTERN, max_length=255)]] = Field(
         default_factory=list, max_length=50

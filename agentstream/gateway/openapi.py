@@ -60,6 +60,19 @@ _RUN = {
         "reason": {"type": ["string", "null"]},
         "final_answer": {"type": ["string", "null"]},
         "resumable": {"type": "boolean", "description": "halted at a limit that a resume can raise"},
+        "flags": {
+            "type": "array",
+            "description": "marks for review (RunFlagged): e.g. the model kept asking for a denied call",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string"},
+                    "step": {"type": "integer"},
+                    "reason": {"type": "string"},
+                    "count": {"type": "integer"},
+                },
+            },
+        },
         "budget": {"$ref": "#/components/schemas/Budget"},
         "cost_usd": {"type": "number", "description": "settled cost so far, in US dollars"},
         "created_at_ms": {"type": "integer"},
@@ -115,7 +128,9 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 _ERROR_DESCRIPTIONS = {
     400: "a malformed parameter, header or body; `error.field` names it",
     401: "no valid API key (`Authorization: Bearer <key>`)",
-    403: "not this tenant's to change (platform tools are switched by operators)",
+    403: "the API key lacks the scope this operation needs (`error.type` missing_scope; the message names "
+    "the scope), or the operation is not this key's to make: a platform tool (switched by operators), "
+    "or an approval of a run this key created (`self_approval`)",
     404: "no such run for this tenant (another tenant's run answers the same)",
     409: "conflicts with the run's state or the Idempotency-Key's earlier request",
     413: "the body is larger than the limit (1 MiB)",
@@ -139,7 +154,9 @@ def _json(schema_ref: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for c in codes:
+    # Every operation needs a scope of its key (runs:read, runs:write, approvals:decide,
+    # tools:write; admin implies all), so every one may answer 403.
+    for c in sorted({*codes, 403}):
         out[str(c)] = {"description": _ERROR_DESCRIPTIONS[c], "content": _json("Error")}
         if c in _ERROR_HEADERS:
             out[str(c)]["headers"] = _ERROR_HEADERS[c]
@@ -262,7 +279,17 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "agentstream run API", "version": "1"},
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API key (`agentstream keys issue`) with the scope the operation needs: "
+                    "runs:read (reading runs, costs, approvals, tools), runs:write (creating, cancelling, "
+                    "resuming runs), approvals:decide (deciding an approval), tools:write (registering and "
+                    "switching the tenant's tools); admin implies all. Keys issued without scopes have "
+                    "runs:read, runs:write and tools:write.",
+                }
+            },
             "schemas": {
                 "Error": _ERROR,
                 "Run": _RUN,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
@@ -31,6 +31,7 @@ from agentstream.events import (
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunFlagged,
     RunHalted,
     RunRequested,
     RunStarted,
@@ -130,6 +131,8 @@ class ApprovalView:
             "requested_at_ms": r.requested_ms,
             "expires_at_ms": r.expires_ms,
             "decided_by": self.decided_by or None,
+            # The deciding key's id alone (also the tail of `decided_by`): who to ask about it.
+            "decided_by_key_id": self.decided_by.rpartition(":key/")[2] if ":key/" in self.decided_by else None,
             "decision_reason": self.reason or None,
             "decided_at_ms": self.decided_ms or None,
         }
@@ -146,6 +149,7 @@ class RunView:
     labels: dict[str, str]
     request_hash: str
     created_ms: int
+    api_key_id: str = ""  # the key that created the run: it may not approve the run's calls
     status: str = "queued"
     updated_ms: int = 0
     steps: int = 0
@@ -154,6 +158,8 @@ class RunView:
     halts: int = 0
     resumable: bool = False
     pending_approvals: int = 0
+    # Marks for a person's review (RunFlagged): the run went on, but something in it looked wrong.
+    flags: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] = field(default_factory=dict)
     cost: RunCost | None = None
     events: list[StoredEvent] = field(default_factory=list)
@@ -186,6 +192,7 @@ class RunView:
             "reason": self.reason or None,
             "final_answer": self.final_answer or None,
             "resumable": self.status == "halted" and self.resumable,
+            "flags": self.flags,
             "budget": self.budget,
             "cost_usd": round(self.cost.usd, 9) if self.cost is not None else 0.0,
             "created_at_ms": self.created_ms,
@@ -195,8 +202,17 @@ class RunView:
 
 
 class RunIndex:
-    def __init__(self, settings: Settings, approval_verifies: Callable[[ApprovalDecided], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        approval_verifies: Callable[[ApprovalDecided], bool] | None = None,
+        record_problem: Callable[[Message], str | None] | None = None,
+    ) -> None:
         self.settings = settings
+        # Why a journal record is not the platform's (journal_trust.ViewVerifier): such a record is
+        # shown to no one, so a forged event can neither appear nor shadow a genuine one's id.
+        self.record_problem = record_problem
+        self.refused = 0
         # Without the platform's key a forged decision would show as decided here, while the gate,
         # which verifies, still waits for a real one.
         self.approval_verifies = approval_verifies or (lambda _event: False)
@@ -236,6 +252,9 @@ class RunIndex:
                     partition, offset = msg.partition() or 0, msg.offset() or 0
                     if partition in pending and offset + 1 >= ends[partition]:
                         pending.discard(partition)
+                    if self.record_problem is not None and self.record_problem(msg) is not None:
+                        self.refused += 1
+                        continue
                     self._apply(offset, msg.timestamp()[1], msg.value())
                 if pending and not msgs:
                     positions = await asyncio.to_thread(
@@ -272,6 +291,7 @@ class RunIndex:
                 labels=dict(event.labels),
                 request_hash=event.request_hash,
                 created_ms=timestamp_ms,
+                api_key_id=event.api_key_id,
                 budget={"usd": event.budget_usd, "tokens": event.budget_tokens, "wall_s": event.budget_wall_s,
                         "on_loop": event.on_loop or "halt"},
                 cost=RunCost(event.run_id, event.tenant_id),
@@ -378,6 +398,8 @@ def _summarise(view: RunView, event: RunEvent) -> None:
     match event:
         case RunStarted():
             view.status = "running"
+        case RunFlagged():
+            view.flags.append({"kind": event.kind, "step": event.step, "reason": event.reason, "count": event.count})
         case LlmCallCompleted():
             view.steps = max(view.steps, event.step)
         case RunCompleted():

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
+from confluent_kafka import Message
 
-from agentstream.client.journal import JournalClient
+from agentstream.client.journal import JournalClient, type_of
+from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
+from agentstream.credentials.signing_keys import issue_missing_bundle
+from agentstream.events import RunEvent
 from agentstream.gateway.app import Caller, Gateway, GatewayConfig
 from agentstream.gateway.approvals_api import ApprovalsApi
 from agentstream.gateway.projection import RunIndex
 from agentstream.gateway.tools_api import ToolsApi
+from agentstream.registry.entry import TenantPolicy
 from agentstream.registry.reader import CatalogReader
+from agentstream.security.journal_trust import ViewVerifier, journal_auth_enabled
 from agentstream.security.signing import approval_verifies, platform_signers
-from agentstream.tenancy.directory import TenantDirectory
+from agentstream.tenancy.directory import Principal, TenantDirectory
 from agentstream.tenancy.ratelimit import RateLimiter
 
 
@@ -32,24 +38,63 @@ class TenantRates:
         return 0.0 if tenant is None else self._limiter.try_acquire(tenant)
 
 
+class KeyAuthenticator:
+    """Adapts the tenant directory to the gateway's authentication: the caller is the key's
+    principal (tenant, key id and scopes), so every route can check the key's scope."""
+
+    def __init__(self, directory: TenantDirectory) -> None:
+        self._directory = directory
+
+    def authenticate(self, authorization: str | None) -> Principal | None:
+        return self._directory.principal(authorization)
+
+
+def projection_check(checks: ViewVerifier) -> Callable[[Message], str | None]:
+    """Why the run projection must not show a journal record (None: it may)."""
+    codec = AvroCodec()
+
+    def problem(msg: Message) -> str | None:
+        if (found := checks.problem(msg)) is not None:
+            return found
+        if type_of(msg) != "RunRequested":
+            return None
+        try:
+            event = codec.decode(msg.value())
+        except DecodeError as exc:
+            return str(exc)
+        # A run is shown only if the gateway or an operator created it for that tenant.
+        return checks.run_proof_problem(msg, event.tenant_id, event.run_id) if isinstance(event, RunEvent) else None
+
+    return problem
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(
     settings: Settings, host: str = "127.0.0.1", port: int = 8080, config: GatewayConfig | None = None
 ) -> AsyncIterator[str]:
     """Serves the run API until the block exits; yields its base URL (port 0 picks a free one)."""
     stop = asyncio.Event()
-    signers = platform_signers(settings)
-    index = RunIndex(settings, lambda event: approval_verifies(signers.approval, event))
+    # Only the gateway's own bundle: the approval key, its journal key and the run-request key.
+    issue_missing_bundle(settings, "gateway")
+    signers = platform_signers(settings, "gateway")
+    approval = signers.approval
+    checks = projection_check(ViewVerifier(signers.keyring)) if journal_auth_enabled() else None
+    index = RunIndex(settings, lambda event: approval_verifies(approval, event), checks)
     directory = TenantDirectory(settings)
     await directory.start()
-    journal = JournalClient(settings)
+    journal = JournalClient(settings, writer="gateway")
     background = [asyncio.create_task(index.run(stop)), asyncio.create_task(directory.run(stop))]
     await index.ready()
-    approvals = ApprovalsApi(index, journal, signers.approval, directory.identify)
     registry = CatalogReader(settings)
     await registry.start()
+
+    def policy_of(tenant_id: str) -> TenantPolicy:
+        registry.refresh()  # a policy just changed (allow_self_approval) counts for the next decision
+        return registry.catalog.policy(tenant_id)
+
+    approvals = ApprovalsApi(index, journal, signers.approval, directory.identify, policy_of)
     tools = ToolsApi(settings, registry)
-    gateway = Gateway(index, journal, directory, TenantRates(directory), config, approvals, tools)
+    gateway = Gateway(index, journal, KeyAuthenticator(directory), TenantRates(directory), config, approvals, tools)
     server = uvicorn.Server(
         uvicorn.Config(gateway.app(), host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )

@@ -75,7 +75,8 @@ class TableReader:
         bootstrap: str,
         topic: str,
         apply: Callable[[Message], None],
-        extra: dict[str, str] | None = None,
+        # Required: the process's SASL principal; a reader without it is refused by the broker.
+        extra: Mapping[str, str] | None,
     ):
         self._consumer = Consumer(consumer_config(bootstrap, extra, {"group.id": "agentstream-table-reader"}))
         self._topic = topic

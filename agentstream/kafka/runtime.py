@@ -26,13 +26,14 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from agentstream.codec import DecodeError
-from agentstream.events import ProcessorStatus, RunEvent
+from agentstream.events import Event, ProcessorStatus, RunEvent, RunRequested
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.core import Outcome, ProcessorCore, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
 from agentstream.kafka.journal import TYPE_HEADER, Record, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, DeliveryError
 from agentstream.kafka.state import PartitionStore
+from agentstream.security.journal_trust import JournalVerifier
 
 log = logging.getLogger("agentstream.runtime")
 
@@ -86,6 +87,9 @@ class ProcessorRuntime:
         self._work_slots = asyncio.Semaphore(config.max_concurrent_work)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.before_batch: list[Callable[[], Any]] = []
+        # Set by the process: checks every consumed journal record's writer (None: checks off).
+        self.verifier: JournalVerifier | None = None
+        self.vet: list[Callable[[Event], str | None]] = []
         self._uncommitted: dict[int, int] = {}
         self._applied_next: dict[int, int] = {}  # per partition: the next offset not yet applied
         self._applied = asyncio.Condition()
@@ -194,13 +198,25 @@ class ProcessorRuntime:
             if type_name is not None and not self.core.accepts(type_name):
                 self.counters.skipped += 1
                 continue
+            # Checked before decoding: nothing whose writer is not proven reaches the decoder or a core.
+            problem = self.verifier.problem(msg, type_name) if self.verifier is not None else None
+            if problem is not None:
+                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name, problem))
+                continue
             try:
                 event = self.records.codec.decode(msg.value())
             except DecodeError as exc:
                 dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name, str(exc)))
                 continue
+            if self.verifier is not None and event.type_name != type_name:
+                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name,
+                                               f"body is {event.type_name}, signed as {type_name}"))  # fmt: skip
+                continue
             if not self.core.accepts(event.type_name):
                 self.counters.skipped += 1
+                continue
+            if (problem := self._vet(msg, event)) is not None:
+                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name, problem))
                 continue
             if isinstance(event, RunEvent) and partition != self.records.journal_partition(event.run_id):
                 # Each partition's state (a call ledger, a budget) is a run's only record; a copy of a
@@ -251,6 +267,21 @@ class ProcessorRuntime:
             self.counters.batches += 1
             self._uncommitted.update(last_offsets)
         self._commit_group_offsets()
+
+    def _vet(self, msg: Message, event: Event) -> str | None:
+        """Why a verified, decoded event must still not count: a RunRequested without the proof that
+        the gateway or an operator created it for its tenant, or a core-specific check (`vet`)."""
+        if (
+            self.verifier is not None
+            and self.verifier.require_run_proof
+            and isinstance(event, RunRequested)
+            and (problem := self.verifier.run_proof_problem(msg, event.tenant_id, event.run_id)) is not None
+        ):
+            return problem
+        for check in self.vet:
+            if (problem := check(event)) is not None:
+                return problem
+        return None
 
     def _commit_group_offsets(self, force: bool = False) -> None:
         """Group offsets only make lag visible to Kafka tooling (the store's offset is where a

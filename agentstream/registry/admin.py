@@ -10,7 +10,9 @@ import time
 from agentstream.config import Settings
 from agentstream.events import Event, TenantPolicySet, ToolSwitched
 from agentstream.kafka.table import put_record
+from agentstream.netguard import EgressRefused
 from agentstream.registry.catalog import ToolCatalog
+from agentstream.registry.destinations import check_destinations
 from agentstream.registry.entry import (
     MAX_APPROVAL_TIMEOUT_S,
     MIN_APPROVAL_TIMEOUT_S,
@@ -21,6 +23,7 @@ from agentstream.registry.entry import (
     switch_key,
 )
 from agentstream.registry.reader import CatalogReader
+from agentstream.registry.schema_guard import SchemaRefused, check_tool_schema
 from agentstream.sandbox.policy import parse_allow_entry
 from agentstream.topics import CATALOG, CONTROL, load_topics
 
@@ -47,6 +50,10 @@ def validate_entry(entry: ToolEntry) -> None:
         raise RegistryError(f"risk tier must be one of {', '.join(TIERS)}, not {entry.tier!r}")
     if entry.input_schema.get("type", "object") != "object":
         raise RegistryError("a tool's argument schema must describe a JSON object")
+    try:
+        check_tool_schema(entry.input_schema)  # bounded, RE2-only patterns, local references
+    except SchemaRefused as exc:
+        raise RegistryError(str(exc)) from exc
     kind = entry.transport.get("kind")
     if kind not in ("builtin", "stdio", "http"):
         raise RegistryError("transport kind must be builtin, stdio or http")
@@ -82,10 +89,17 @@ async def register_tool(settings: Settings, draft: ToolEntry, catalog: ToolCatal
     """Registers `draft` as a new version when its contract differs from the latest one, and
     returns the latest one unchanged otherwise (registering is idempotent)."""
     validate_entry(draft)
+    try:
+        await check_destinations(draft)  # no internal address in its allowlist or URL
+    except EgressRefused as exc:
+        raise RegistryError(str(exc)) from exc
     catalog = catalog if catalog is not None else await read_catalog(settings)
     latest = catalog.latest(draft.owner, draft.name)
     if latest is not None and latest.same_contract(draft):
         return latest
+    refusal = catalog.version_cap(draft.owner, draft.name)
+    if refusal is not None:
+        raise RegistryError(refusal)
     version = str(int(latest.version) + 1) if latest is not None and latest.version.isdigit() else "1"
     entry = dataclasses.replace(draft, version=version, registered_ms=int(time.time() * 1000))
     event = entry.to_event()

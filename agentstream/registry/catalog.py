@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 
 from agentstream.events import Event, TenantPolicySet, ToolRegistered, ToolSwitched
 from agentstream.registry.entry import TenantPolicy, ToolEntry
+from agentstream.registry.schema_guard import MAX_SCHEMA_BYTES
+
+# A tenant's share of the registry, which every process holds in memory: registration refuses past
+# these, and the projection ignores a record past them (only a path that skipped the checks writes one).
+MAX_VERSIONS_PER_TOOL = 50
+MAX_VERSIONS_PER_TENANT = 500
 
 
 @dataclass
@@ -18,18 +24,39 @@ class ToolCatalog:
     versions: dict[tuple[str, str], dict[str, ToolEntry]] = field(default_factory=dict)
     switches: dict[tuple[str, str], ToolSwitched] = field(default_factory=dict)
     policies: dict[str, TenantPolicy] = field(default_factory=dict)
+    owned: dict[str, int] = field(default_factory=dict)  # tool versions per tenant
 
     def apply(self, event: Event) -> None:
         match event:
             case ToolRegistered():
-                entry = ToolEntry.from_event(event)
+                known = event.version in self.versions.get((event.owner, event.name), {})
+                if not known and (
+                    self.version_cap(event.owner, event.name) or len(event.input_schema_json) > MAX_SCHEMA_BYTES
+                ):
+                    return
+                try:
+                    entry = ToolEntry.from_event(event)
+                except (ValueError, TypeError):
+                    return  # unreadable JSON in a record: never a tool, never a crashed reader
                 self.versions.setdefault((entry.owner, entry.name), {})[entry.version] = entry
+                if not known and entry.owner:
+                    self.owned[entry.owner] = self.owned.get(entry.owner, 0) + 1
             case ToolSwitched():
                 self.switches[(event.owner, event.name)] = event
             case TenantPolicySet():
                 # A malformed policy keeps the previous one rather than opening everything.
                 with contextlib.suppress(ValueError, TypeError):
                     self.policies[event.tenant_id] = TenantPolicy.from_json(event.policy_json)
+
+    def version_cap(self, owner: str, name: str) -> str | None:
+        """Why `owner` may not add a version of `name` (None: it may). Platform tools are uncapped."""
+        if not owner:
+            return None
+        if len(self.versions.get((owner, name), {})) >= MAX_VERSIONS_PER_TOOL:
+            return f"tool {name!r} already has {MAX_VERSIONS_PER_TOOL} versions, the most a tool may have"
+        if self.owned.get(owner, 0) >= MAX_VERSIONS_PER_TENANT:
+            return f"tenant {owner} already has {MAX_VERSIONS_PER_TENANT} tool versions, the most a tenant may have"
+        return None
 
     def latest(self, owner: str, name: str) -> ToolEntry | None:
         versions = self.versions.get((owner, name))

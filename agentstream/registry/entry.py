@@ -14,6 +14,7 @@ from agentstream.tooling import RiskTier
 TIERS: tuple[RiskTier, ...] = ("read_only", "reversible", "irreversible")
 PLATFORM = "_platform"  # the owner segment of a platform-wide tool's keys
 TaintAction = Literal["needs_approval", "deny"]
+DenialAction = Literal["warn", "flag", "halt"]
 # Bounds of an approval deadline, a tool's or a tenant's: under a second nobody can answer, and a
 # call left open for over a week is a run nobody is waiting for.
 MIN_APPROVAL_TIMEOUT_S = 1.0
@@ -145,6 +146,16 @@ def _positive(value: object) -> float | None:
     return None
 
 
+def _denial_action(value: object) -> DenialAction:
+    # Policies written before the setting existed, or naming an action this version does not
+    # know, get the default: it records the repeats and never stops the user's run.
+    match value:
+        case "warn" | "halt":
+            return value
+        case _:
+            return "flag"
+
+
 def _canonical(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -168,6 +179,13 @@ class TenantPolicy:
     private_tools: tuple[str, ...] = ()
     egress_tools: tuple[str, ...] = ()
     taint_action: TaintAction = "needs_approval"
+    # What a run does when its model keeps asking for a call that was denied (the usual sign of an
+    # injection): "warn" journals it, "flag" also marks the run for review, "halt" stops it (a
+    # resumable halt, which an injection can then trigger at will). Denied calls never count as a loop.
+    on_repeated_denial: DenialAction = "flag"
+    # Whether the API key that created a run may decide its approvals. Off by default: a script
+    # holding the run's key would otherwise approve everything its runs ask for.
+    allow_self_approval: bool = False
 
     def is_private(self, tool: str) -> bool:
         return tool in self.private_tools or "*" in self.private_tools
@@ -195,6 +213,8 @@ class TenantPolicy:
                 "private_tools": list(self.private_tools),
                 "egress_tools": list(self.egress_tools),
                 "taint_action": self.taint_action,
+                "on_repeated_denial": self.on_repeated_denial,
+                "allow_self_approval": self.allow_self_approval,
             },
             option=orjson.OPT_SORT_KEYS,
         ).decode()
@@ -215,4 +235,6 @@ class TenantPolicy:
             egress_tools=tuple(d.get("egress_tools") or ()),
             # An action this version does not know is read as the strictest one.
             taint_action="needs_approval" if d.get("taint_action", "needs_approval") == "needs_approval" else "deny",
+            on_repeated_denial=_denial_action(d.get("on_repeated_denial")),
+            allow_self_approval=d.get("allow_self_approval") is True,  # anything but true: the safe default
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 _CHUNK = 64 * 1024
 
@@ -22,6 +23,19 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 writer.write_eof()
 
 
+async def _upload(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    preface: Callable[[asyncio.StreamReader], Awaitable[bytes]] | None,
+) -> None:
+    if preface is not None:
+        first = await preface(reader)
+        if first:
+            writer.write(first)
+            await writer.drain()
+    await _pump(reader, writer)
+
+
 async def relay(
     client_reader: asyncio.StreamReader,
     client_writer: asyncio.StreamWriter,
@@ -29,10 +43,14 @@ async def relay(
     upstream_writer: asyncio.StreamWriter,
     *,
     until_client_eof: bool = True,
+    preface: Callable[[asyncio.StreamReader], Awaitable[bytes]] | None = None,
 ) -> None:
     """Relays until both directions end, or with `until_client_eof=False` until the upstream's does:
-    a keep-alive client would otherwise hold a finished exchange open for as long as it idles."""
-    upload = asyncio.ensure_future(_pump(client_reader, upstream_writer))
+    a keep-alive client would otherwise hold a finished exchange open for as long as it idles.
+
+    `preface` reads (and may refuse, by raising) the client's first bytes before any of them go
+    upstream, while the upstream's bytes already flow back (a server may speak first)."""
+    upload = asyncio.ensure_future(_upload(client_reader, upstream_writer, preface))
     download = asyncio.ensure_future(_pump(upstream_reader, client_writer))
     try:
         if until_client_eof:

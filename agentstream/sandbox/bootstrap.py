@@ -1,11 +1,15 @@
 """The first process inside a sandbox's namespaces: it finishes the sandbox, then runs the tool.
 
-    python -m agentstream.sandbox.bootstrap [--proxy-socket PATH] [--no-netns] [--hide PATH]...
-        [--keep PATH]... --cpu-seconds N --memory-mb M --nproc P --nofile F -- command args...
+    python -I -S -c <launcher.BOOTSTRAP_STUB> [--proxy-socket PATH] [--no-netns] [--hide PATH]...
+        [--keep PATH]... --cpu-seconds N --memory-mb M --nproc P --nofile F --fsize-mb S
+        --scratch-mb T --tool-uid U --tool-gid G -- command args...
 
-It brings loopback up, hides the `--hide` paths (keeping the `--keep` ones under them reachable),
-moves to $HOME, and forks an init into a new pid namespace, which forks the tool with resource
-limits and proxy variables set. The bootstrap stays as their parent to relay 127.0.0.1:<port> to
+It enters new user, mount and network namespaces (`userns`), brings loopback up, makes the whole
+filesystem read-only but for a private size-capped scratch at /tmp, /dev/shm and $HOME, hides the
+`--hide` paths (keeping the `--keep` ones under them reachable), moves to $HOME, and forks an init
+into a new pid namespace, which forks the tool with resource limits and proxy variables set, as an
+unprivileged uid. It is started with -I -S and imports only the standard library and its own
+modules: no site-packages, so no `.pth` file anywhere runs code in it. The bootstrap stays as their parent to relay 127.0.0.1:<port> to
 the egress proxy's unix socket (the one way out of the namespace), to pass SIGTERM/SIGINT on, and
 to exit with the tool's status (128+N for signal N). With `--no-netns` (run without namespaces)
 there is nothing to hide paths or pids with, so the tool is forked directly.
@@ -31,7 +35,17 @@ import sys
 from typing import NoReturn
 
 from agentstream.sandbox._relay import relay
-from agentstream.sandbox.isolation import drop_privileges, hide_paths, new_pid_namespace, run_init
+from agentstream.sandbox.isolation import (
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    confine_filesystem,
+    drop_privileges,
+    mount,
+    new_pid_namespace,
+    run_init,
+)
+from agentstream.sandbox.userns import enter_namespaces
 
 SETUP_FAILED = 125
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -60,10 +74,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--no-netns", action="store_true")
     parser.add_argument("--hide", action="append", default=[])
     parser.add_argument("--keep", action="append", default=[])
+    parser.add_argument("--writable", action="append", default=[])
     parser.add_argument("--cpu-seconds", type=int, required=True)
     parser.add_argument("--memory-mb", type=int, required=True)
     parser.add_argument("--nproc", type=int, required=True)
     parser.add_argument("--nofile", type=int, required=True)
+    parser.add_argument("--fsize-mb", type=int, required=True)
+    parser.add_argument("--scratch-mb", type=int, required=True)
+    parser.add_argument("--tool-uid", type=int, required=True)
+    parser.add_argument("--tool-gid", type=int, required=True)
     options = parser.parse_args(argv[:split])
     command = argv[split + 1 :]
     if not command:
@@ -101,6 +120,8 @@ def resource_limits(options: argparse.Namespace) -> list[tuple[int, int, int]]:
         (resource.RLIMIT_NPROC, options.nproc, options.nproc),
         (resource.RLIMIT_NOFILE, options.nofile, options.nofile),
         (resource.RLIMIT_CORE, 0, 0),
+        # Per file, on top of the scratch's own size: a write past it fails with EFBIG (or SIGXFSZ).
+        (resource.RLIMIT_FSIZE, options.fsize_mb * 1024 * 1024, options.fsize_mb * 1024 * 1024),
     ]
 
 
@@ -134,6 +155,7 @@ def _exec_tool(
     mask: set[int | signal.Signals],
     *,
     confine: bool = False,
+    switch_to: tuple[int, int] | None = None,
 ) -> NoReturn:
     try:
         with contextlib.suppress(OSError, AttributeError):
@@ -147,7 +169,7 @@ def _exec_tool(
             signal.signal(sig, signal.SIG_DFL)
         apply_limits(limits)
         if confine:
-            drop_privileges()  # last: the steps above may need the user namespace's root
+            drop_privileges(switch_to)  # last: the steps above may need the user namespace's root
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.execvpe(command[0], command, env)
     except FileNotFoundError:
@@ -208,16 +230,55 @@ async def supervise(
             server.close()
 
 
+def _home() -> str | None:
+    home = os.path.normpath(os.environ.get("HOME", ""))
+    return home if home.startswith("/") and home != "/" else None
+
+
+def probe(argv: list[str]) -> int:
+    """`--probe --tool-uid U --tool-gid G`: whether everything `main` needs works here (the
+    namespaces and id maps, tmpfs, mount_setattr, a pid namespace with its /proc); exit 0 if so."""
+    parser = argparse.ArgumentParser(prog="agentstream.sandbox.bootstrap --probe", add_help=False)
+    parser.add_argument("--tool-uid", type=int, required=True)
+    parser.add_argument("--tool-gid", type=int, required=True)
+    try:
+        options = parser.parse_args(argv)
+        switch_to = enter_namespaces(options.tool_uid, options.tool_gid)
+        confine_filesystem([], [], home=None, scratch_mb=1, owner=switch_to or (0, 0))
+        new_pid_namespace()
+        child = os.fork()
+        if child == 0:
+            try:
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(child, 0)
+    except (OSError, ValueError) as exc:
+        _log(f"sandbox probe failed: {exc}")
+        return SETUP_FAILED
+    return os.waitstatus_to_exitcode(status)
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--probe"]:
+        return probe(argv[1:])
+    switch_to: tuple[int, int] | None = None
     try:
         options, command = parse_args(argv)
+        # Mount points made for the tool must be traversable by its (other) uid.
+        os.umask(0o022)
         if not options.no_netns:
+            switch_to = enter_namespaces(options.tool_uid, options.tool_gid)
             bring_loopback_up()  # before the pid namespace: its first child would become init
-            hide_paths(options.hide, options.keep)
+            home = _home()
+            confine_filesystem(
+                options.hide, options.keep, home=home, scratch_mb=options.scratch_mb, owner=switch_to or (0, 0),
+                writable=options.writable,
+            )  # fmt: skip
             # A working directory inside a hidden path would still reach its contents by relative
             # paths (a cover hides names, not an open directory), so the tool starts in its HOME.
-            home = os.environ.get("HOME", "")
-            os.chdir(home if home.startswith("/") and os.path.isdir(home) else "/")
+            os.chdir(home if home and os.path.isdir(home) else "/")
             new_pid_namespace()
         listener: socket.socket | None = None
         if options.proxy_socket:
@@ -225,7 +286,7 @@ def main(argv: list[str]) -> int:
             listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         env = tool_environment(listener.getsockname()[1] if listener else None)
         limits = resource_limits(options)
-    except (SetupError, OSError, subprocess.SubprocessError) as exc:
+    except (SetupError, OSError, ValueError, subprocess.SubprocessError) as exc:
         # Fail closed: a tool whose paths could not be hidden must not start at all.
         _log(f"sandbox setup failed: {exc}")
         return SETUP_FAILED
@@ -241,7 +302,7 @@ def main(argv: list[str]) -> int:
         if listener is not None:
             listener.close()  # only the bootstrap relays; the fd is shared, so this closes a copy
         run_init(
-            functools.partial(_exec_tool, command, env, limits, mask=mask, confine=True),
+            functools.partial(_exec_tool, command, env, limits, mask=mask, confine=True, switch_to=switch_to),
             FORWARDED_SIGNALS, mask, supervisor, SETUP_FAILED,
         )  # fmt: skip
     os.close(supervisor)

@@ -7,7 +7,6 @@ import functools
 import logging
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import sys
@@ -20,14 +19,20 @@ from agentstream.sandbox.policy import SandboxPolicy
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_MODULE = "agentstream.sandbox.bootstrap"
-# New user namespace (so no privilege is needed) mapped to root (so `ip link set lo up` and the
-# bootstrap's mounts are allowed in it), a new network namespace (so the only way out is the egress
-# proxy's socket file) and a new mount namespace (so the bootstrap can hide paths from the tool).
-# The pid namespace is made by the bootstrap itself: `unshare --pid --fork` would stay as the
-# tool's parent and swallow the SIGTERM meant for it.
-UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--mount")
-# Also proves what the bootstrap needs beyond UNSHARE_FLAGS: a pid namespace and mounting its /proc.
-_PROBE_FLAGS = (*UNSHARE_FLAGS, "--pid", "--fork", "--mount-proc")
+_SANDBOX_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# Run with `python -I -S -c BOOTSTRAP_STUB`: no site-packages (so no `.pth` file, wherever it came
+# from, runs before the sandbox is up) and no package __init__ (which would pull in third-party
+# code); only the standard library and the bootstrap's own modules, all read-only to every tool.
+BOOTSTRAP_STUB = (
+    "import sys, types\n"
+    f"for name, path in (('agentstream', {os.path.dirname(_SANDBOX_PACKAGE)!r}), "
+    f"('agentstream.sandbox', {_SANDBOX_PACKAGE!r})):\n"
+    "    module = types.ModuleType(name)\n"
+    "    module.__path__ = [path]\n"
+    "    sys.modules[name] = module\n"
+    f"from {BOOTSTRAP_MODULE} import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 _FALLBACK_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -35,25 +40,21 @@ class SandboxUnavailable(RuntimeError):
     """The policy asks for isolation this machine cannot provide; the tool must not run without it."""
 
 
-@functools.cache
-def _unshare_path() -> str | None:
-    return shutil.which("unshare")
+def bootstrap_command() -> list[str]:
+    return [sys.executable, "-I", "-S", "-c", BOOTSTRAP_STUB]
 
 
 @functools.cache
 def namespaces_available() -> bool:
-    """Whether unprivileged user, network, mount and pid namespaces work here; probed once per process."""
-    unshare = _unshare_path()
-    if unshare is None or not sys.platform.startswith("linux"):
+    """Whether the bootstrap can build a sandbox here (user, mount, network and pid namespaces, the
+    id maps, tmpfs and mount_setattr); probed once per process by running it with `--probe`."""
+    if not sys.platform.startswith("linux"):
         return False
+    policy = SandboxPolicy()
+    argv = [*bootstrap_command(), "--probe", "--tool-uid", str(policy.tool_uid), "--tool-gid", str(policy.tool_gid)]
     try:
         probe = subprocess.run(
-            [unshare, *_PROBE_FLAGS, "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=10,
-            check=False,
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("sandbox namespaces unavailable: %s", exc)
@@ -66,8 +67,8 @@ def namespaces_available() -> bool:
 def require_sandbox(policy: SandboxPolicy) -> None:
     if policy.network_namespace and not namespaces_available():
         raise SandboxUnavailable(
-            "user, network, mount and pid namespaces are not available "
-            "(`unshare --user --map-root-user --net --mount --pid --fork --mount-proc` failed); "
+            "user, network, mount and pid namespaces (with id maps, tmpfs and mount_setattr) are not available "
+            "(`python -m agentstream.sandbox.bootstrap --probe` failed); "
             "refusing to run the tool unsandboxed. Set network_namespace=False to accept that explicitly."
         )
 
@@ -86,7 +87,11 @@ def sandbox_root() -> str:
 
 
 def make_sandbox_dir() -> str:
-    return tempfile.mkdtemp(prefix="sandbox-", dir=sandbox_root())  # mode 0700
+    path = tempfile.mkdtemp(prefix="sandbox-", dir=sandbox_root())
+    # Traversable (not listable) by the tool's uid, which is not ours, on the way to its HOME. Only
+    # through its own sandbox's view: the root above stays 0700 and is hidden from every tool.
+    os.chmod(path, 0o711)
+    return path
 
 
 def platform_hidden_paths() -> list[str]:
@@ -118,13 +123,17 @@ def _hidden(paths: Iterable[str]) -> list[str]:
     return found
 
 
-def _visible(command: str, extra: Iterable[str], strict: Sequence[str]) -> list[str]:
+def _visible(command: str, args: Sequence[str], extra: Iterable[str], strict: Sequence[str]) -> list[str]:
     """What must stay reachable even under a hidden path: the sandbox's own directories (`extra`),
-    the tool's command, and this interpreter (the venv and its base, which may live in a home).
+    the tool's command and the paths among its arguments, and this interpreter (the venv and its
+    base, which may live in a home).
     The command is the registration's to choose, so what it brings back never reaches into
     `strict` (the platform's paths): a tool cannot name its way into the key directory."""
     derived = [os.path.dirname(command), os.path.dirname(os.path.realpath(command))]
     derived += [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    # Files the command is given (a script, a repository), read-only like everything else: the
+    # private /tmp and the covers would hide them otherwise.
+    derived += [arg for arg in args if os.path.isabs(arg) and os.path.exists(arg)]
     found: list[str] = []
     for path, trusted in [*((p, True) for p in extra), *((p, False) for p in derived)]:
         for form in (os.path.abspath(path), os.path.realpath(path)):
@@ -147,14 +156,16 @@ def sandboxed_argv(
         for path in _hidden([*strict, *user_home_paths()]):
             mounts += ["--hide", path]
         own = [*visible, *((os.path.dirname(proxy_socket),) if proxy_socket else ())]
-        for path in _visible(command, own, strict):
+        for path in _visible(command, args, own, strict):
             mounts += ["--keep", path]
+        platform = _hidden(platform_hidden_paths())
+        for path in policy.writable_paths:
+            real = os.path.realpath(path)
+            if any(_under(real, hidden) or _under(hidden, real) for hidden in platform):
+                raise ValueError(f"writable path {path!r} overlaps the platform's own paths; refusing it")
+            mounts += ["--writable", real]
     bootstrap = [
-        sys.executable,
-        # Isolated mode: the tool's own PYTHONPATH and the like (its env) must not steer our bootstrap.
-        "-I",
-        "-m",
-        BOOTSTRAP_MODULE,
+        *bootstrap_command(),
         *(("--proxy-socket", proxy_socket) if proxy_socket else ()),
         *(() if policy.network_namespace else ("--no-netns",)),
         *mounts,
@@ -162,15 +173,15 @@ def sandboxed_argv(
         "--memory-mb", str(policy.memory_mb),
         "--nproc", str(policy.max_processes),
         "--nofile", str(policy.max_open_files),
+        "--fsize-mb", str(policy.max_file_mb),
+        "--scratch-mb", str(policy.scratch_mb),
+        "--tool-uid", str(policy.tool_uid),
+        "--tool-gid", str(policy.tool_gid),
         "--",
         command,
         *args,
     ]  # fmt: skip
-    if not policy.network_namespace:
-        return bootstrap
-    unshare = _unshare_path()
-    assert unshare is not None  # namespaces_available() found it
-    return [unshare, *UNSHARE_FLAGS, "--", *bootstrap]
+    return bootstrap
 
 
 def scrubbed_environment(extra: Mapping[str, str], *, home: str) -> dict[str, str]:

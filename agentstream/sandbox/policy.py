@@ -16,15 +16,28 @@ class SandboxPolicy:
     egress_allowlist: tuple[str, ...] = ()
     max_processes: int = 64
     max_open_files: int = 256
+    # RLIMIT_FSIZE: no file the tool writes grows past this (EFBIG, or SIGXFSZ for a non-Python tool).
+    max_file_mb: int = 32
+    # The tool's one writable place, a private tmpfs seen at /tmp, /dev/shm and its HOME: all it
+    # writes there together is capped at this (ENOSPC), and gone when the sandbox ends.
+    scratch_mb: int = 64
+    # The unprivileged host uid/gid the tool runs as when the executor is root (otherwise it runs
+    # as the executor's own uid): files it creates belong to them, and nothing of root's is its own.
+    tool_uid: int = 65534
+    tool_gid: int = 65534
     # False runs the tool without any namespaces (network, mount, pid): the egress proxy is then
     # advisory only and the tool sees every file and process the executor's user may see.
     network_namespace: bool = True
     # Absolute paths the tool must not see (covered by empty read-only mounts), on top of those
     # the launcher always hides: the platform's home, the executor user's home, other sandboxes.
     hidden_paths: tuple[str, ...] = ()
+    # Absolute host directories the tool may write (bound read-write into its otherwise read-only
+    # view): an operator's grant for a platform-wide tool's data, never a tenant's to choose.
+    writable_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "memory_mb", "max_processes", "max_open_files"):
+        limits = ("cpu_seconds", "memory_mb", "max_processes", "max_open_files", "max_file_mb", "scratch_mb")
+        for name in (*limits, "tool_uid", "tool_gid"):  # a tool uid/gid of 0 would be host root
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"SandboxPolicy.{name} must be a positive int, got {value!r}")
@@ -33,12 +46,14 @@ class SandboxPolicy:
             raise TypeError("SandboxPolicy.egress_allowlist must be a tuple of entries, not a string")
         for entry in self.egress_allowlist:
             parse_allow_entry(entry)
-        if isinstance(self.hidden_paths, str):
-            raise TypeError("SandboxPolicy.hidden_paths must be a tuple of paths, not a string")
-        for path in self.hidden_paths:
-            if not isinstance(path, str) or not path.startswith("/"):
-                # A relative path would be resolved against whatever directory the tool starts in.
-                raise ValueError(f"SandboxPolicy.hidden_paths entries must be absolute paths, got {path!r}")
+        for field in ("hidden_paths", "writable_paths"):
+            paths = getattr(self, field)
+            if isinstance(paths, str):
+                raise TypeError(f"SandboxPolicy.{field} must be a tuple of paths, not a string")
+            for path in paths:
+                if not isinstance(path, str) or not path.startswith("/"):
+                    # A relative path would be resolved against whatever directory the tool starts in.
+                    raise ValueError(f"SandboxPolicy.{field} entries must be absolute paths, got {path!r}")
 
 
 def parse_allow_entry(entry: str) -> tuple[str, int | None]:

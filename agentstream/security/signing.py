@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable
+from dataclasses import replace
 
 from agentstream import ids
 from agentstream.config import Settings
+from agentstream.credentials.errors import CredentialError
+from agentstream.credentials.signing_keys import Keyring, VersionedKey
 from agentstream.events import ApprovalDecided, ToolCallAuthorized
 
 TIMEOUT = "timeout"  # the decider named on the approval timer's denials
@@ -19,17 +23,45 @@ def arguments_digest(arguments_json: str) -> str:
 
 
 class Signer:
-    def __init__(self, key: bytes) -> None:
+    """HMAC signatures that name their key: `<key id>:<hex>`. Verifying looks the key id up (in the
+    process's keyring when it has one), so a rotated key's signatures verify until it retires and
+    are refused after."""
+
+    def __init__(
+        self,
+        key: bytes,
+        kid: str = "k0",
+        lookup: Callable[[str], VersionedKey | None] | None = None,
+        current: Callable[[], VersionedKey] | None = None,
+    ) -> None:
         if len(key) < 32:
             raise ValueError("signing keys must be at least 256 bits")
-        self._key = key
+        fixed = VersionedKey(kid, key)
+        self._lookup = lookup or (lambda k: fixed if k == kid else None)
+        self._current = current or (lambda: fixed)
+
+    @staticmethod
+    def from_keyring(keyring: Keyring, purpose: str) -> Signer:
+        """Signs with the keyring's current key for `purpose` (it follows rotations)."""
+        first = keyring.signing_key(purpose)
+        return Signer(first.key, first.kid, lambda kid: keyring.lookup(purpose, kid),
+                      lambda: keyring.signing_key(purpose))  # fmt: skip
 
     def sign(self, *fields: str) -> str:
-        # The unit separator cannot occur in ids or digests, so distinct field lists never collide.
-        return hmac.new(self._key, "\x1f".join(fields).encode(), hashlib.sha256).hexdigest()
+        current = self._current()
+        return f"{current.kid}:{_mac(current.key, fields)}"
 
-    def verify(self, signature: str, *fields: str) -> bool:
-        return hmac.compare_digest(self.sign(*fields), signature)
+    def verify(self, signature: str, *fields: str, now_ms: int | None = None) -> bool:
+        kid, sep, mac = signature.partition(":")
+        found = self._lookup(kid) if sep else None
+        if found is None or found.retired_at(int(time.time() * 1000) if now_ms is None else now_ms):
+            return False
+        return hmac.compare_digest(_mac(found.key, fields), mac)
+
+
+def _mac(key: bytes, fields: tuple[str, ...]) -> str:
+    # The unit separator cannot occur in ids or digests, so distinct field lists never collide.
+    return hmac.new(key, "\x1f".join(fields).encode(), hashlib.sha256).hexdigest()
 
 
 def _capability_fields(event: ToolCallAuthorized) -> tuple[str, ...]:
@@ -103,19 +135,35 @@ def approval_verifies(signer: Signer, event: ApprovalDecided) -> bool:
     return bool(event.signature) and signer.verify(event.signature, *_approval_fields(event))
 
 
-@dataclass(frozen=True)
 class PlatformSigners:
-    capability: Signer  # the policy gate signs, the tool executor verifies
-    approval: Signer  # the gateway and the approval timer sign, the policy gate verifies
-    delegation: bytes  # the policy gate issues credential delegations, the executor redeems them
+    """The signers one process holds. Asking for a purpose its component's bundle lacks (the
+    gateway asking for the capability key) raises `CredentialError`: it was never given the key."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def _signer(self, purpose: str) -> Signer:
+        if purpose not in self.keyring.purposes:
+            raise CredentialError(f"this process holds no {purpose} key ({self.keyring.path})")
+        return Signer.from_keyring(self.keyring, purpose)
+
+    @property
+    def capability(self) -> Signer:  # the policy gate signs, the tool executor verifies
+        return self._signer("capability")
+
+    @property
+    def approval(self) -> Signer:  # the gateway and the approval timer sign, the policy gate verifies
+        return self._signer("approval")
+
+    @property
+    def delegation(self) -> Keyring:  # the policy gate issues credential delegations, the executor redeems them
+        if "delegation" not in self.keyring.purposes:
+            raise CredentialError(f"this process holds no delegation key ({self.keyring.path})")
+        return self.keyring
 
 
-def platform_signers(settings: Settings) -> PlatformSigners:
-    from agentstream.credentials.keys import local_key_provider
+def platform_signers(settings: Settings, component: str = "admin") -> PlatformSigners:
+    """The signers in `component`'s key bundle ("admin": the operator's tools, which hold all)."""
+    from agentstream.credentials.signing_keys import component_keyring
 
-    provider = local_key_provider(settings)
-    return PlatformSigners(
-        capability=Signer(provider.signing_key("capability")),
-        approval=Signer(provider.signing_key("approval")),
-        delegation=provider.signing_key("delegation"),
-    )
+    return PlatformSigners(component_keyring(settings, component))

@@ -25,6 +25,7 @@ from agentstream.tenancy.directory import (
     tenants_topic,
 )
 from agentstream.tenancy.keys import generate_key, hash_secret, is_key_id
+from agentstream.tenancy.scopes import ScopeError, normalize_scopes
 
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _INT32_MAX = 2**31 - 1  # burst and max_active_runs are Avro ints
@@ -125,9 +126,17 @@ async def update_tenant(
     return tenant
 
 
-async def issue_key(settings: Settings, tenant_id: str, label: str = "") -> str:
-    """Issues a key and returns its plaintext, which exists nowhere else: only its hash is written."""
+async def issue_key(
+    settings: Settings, tenant_id: str, label: str = "", scopes: list[str] | tuple[str, ...] | None = None
+) -> str:
+    """Issues a key and returns its plaintext, which exists nowhere else: only its hash is written.
+    `scopes`: what it may do (agentstream.tenancy.scopes); None or empty: the defaults, which do
+    not include deciding approvals."""
     validate_tenant_id(tenant_id)
+    try:
+        granted = normalize_scopes(scopes or ())
+    except ScopeError as exc:
+        raise TenancyError(str(exc)) from exc
     async with _directory(settings) as directory:
         if directory.tenant(tenant_id) is None:
             raise TenancyError(f"no tenant {tenant_id} (create it with `agentstream tenants create {tenant_id}`)")
@@ -141,6 +150,7 @@ async def issue_key(settings: Settings, tenant_id: str, label: str = "") -> str:
             key_hash=hash_secret(plaintext),
             label=label,
             created_ms=int(time.time() * 1000),
+            scopes=list(granted),
         ),
     )
     return plaintext

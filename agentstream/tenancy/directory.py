@@ -13,6 +13,7 @@ from agentstream.config import Settings
 from agentstream.events import ApiKeyIssued, ApiKeyRevoked, Event, TenantUpserted
 from agentstream.kafka.table import TopicTable
 from agentstream.tenancy.keys import MAX_KEY_LENGTH, matches, parse_key
+from agentstream.tenancy.scopes import effective_scopes
 from agentstream.topics import load_topics
 
 TENANTS = "tenants"
@@ -50,6 +51,35 @@ class ApiKey:
     label: str
     created_ms: int  # 0 when only the revocation survived compaction
     revoked: bool
+    scopes: tuple[str, ...] = ()  # as issued; empty: the defaults (see `effective_scopes`)
+
+    @property
+    def effective_scopes(self) -> frozenset[str]:
+        return effective_scopes(self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as proven by an API key: its tenant and the key itself (id and scopes)."""
+
+    tenant: Tenant
+    key: ApiKey
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.tenant_id
+
+    @property
+    def max_active_runs(self) -> int:
+        return self.tenant.max_active_runs
+
+    @property
+    def key_id(self) -> str:
+        return self.key.key_id
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return self.key.effective_scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +119,11 @@ class TenantDirectory(TopicTable):
             return None
         return tenant, stored.info
 
+    def principal(self, authorization_header: str | None) -> Principal | None:
+        """`identify` as one value, the gateway's caller. None for anything but a valid key."""
+        found = self.identify(authorization_header)
+        return None if found is None else Principal(*found)
+
     def tenant(self, tenant_id: str) -> Tenant | None:
         return self._tenants.get(tenant_id)
 
@@ -116,9 +151,14 @@ class TenantDirectory(TopicTable):
                 event.tenant_id, event.name, event.rate_per_s, event.burst, event.max_active_runs, event.disabled
             )
         elif isinstance(event, ApiKeyIssued):
-            info = ApiKey(event.key_id, event.tenant_id, event.label, event.created_ms, revoked=False)
+            info = ApiKey(
+                event.key_id, event.tenant_id, event.label, event.created_ms, revoked=False, scopes=tuple(event.scopes)
+            )
             self._keys[event.key_id] = _StoredKey(info, event.key_hash)
         elif isinstance(event, ApiKeyRevoked):
             previous = self._keys.get(event.key_id)
             label, created = (previous.info.label, previous.info.created_ms) if previous else ("", 0)
-            self._keys[event.key_id] = _StoredKey(ApiKey(event.key_id, event.tenant_id, label, created, True), "")
+            scopes = previous.info.scopes if previous else ()
+            self._keys[event.key_id] = _StoredKey(
+                ApiKey(event.key_id, event.tenant_id, label, created, True, scopes), ""
+            )

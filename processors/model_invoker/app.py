@@ -10,6 +10,7 @@ from agentstream.events import Event, LlmCallCompleted, LlmCallDispatched, LlmCa
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.process import Built
+from processors.kv_dispatcher.prober import parse_targets
 from processors.model_invoker.invoke import ModelInvoker
 from processors.model_invoker.providers.retry import RetryPolicy
 from processors.model_invoker.router import ModelRouter, PinnedSettings
@@ -26,6 +27,23 @@ def dispatch_clearance() -> frozenset[str]:
     """With a pool of replicas behind the KV-affinity dispatcher (AGENTSTREAM_REPLICAS), every call
     waits for the dispatcher's choice of replica, which holds the run's KV cache."""
     return frozenset({"LlmCallDispatched"}) if os.environ.get("AGENTSTREAM_REPLICAS", "").strip() else frozenset()
+
+
+def replica_pool() -> dict[str, str]:
+    """The configured replicas, name -> URL: the only places a dispatched call may be sent."""
+    return {t.replica: t.url for t in parse_targets(os.environ.get("AGENTSTREAM_REPLICAS", ""))}
+
+
+def pool_problem(pool: dict[str, str], event: Event) -> str | None:
+    """Why a dispatch must not count: it names a replica or URL outside the configured pool. The
+    invoker sends the platform's model key to the URL it is given, so the URL must be one of ours
+    however well the dispatch is signed."""
+    if not isinstance(event, LlmCallDispatched):
+        return None
+    if pool.get(event.replica) != event.url.rstrip("/"):
+        return (f"LlmCallDispatched names replica {event.replica!r} at {event.url!r}, which is not in the configured "
+                f"pool ({', '.join(sorted(pool)) or 'empty'}); the call is not sent there")  # fmt: skip
+    return None
 
 
 def _route_table(settings: Settings) -> RouteTable:
@@ -46,11 +64,15 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     pinned = PinnedSettings(model.api_key, model.timeout_s, model.max_concurrency, model.stream)
     router = ModelRouter(_route_table(settings), RetryPolicy(max_attempts=model.max_attempts), pinned=pinned)
     invoker = ModelInvoker(router)
+    pool = replica_pool()
 
     async def perform(request: LlmCallRequested, clearances: Clearances) -> list[RunEvent]:
         # A replica chosen by the KV dispatcher, when one is deployed and this call requires it.
         dispatched = clearances.get("LlmCallDispatched")
-        return await invoker.perform(request, dispatched.url if isinstance(dispatched, LlmCallDispatched) else None)
+        pinned = dispatched.url if isinstance(dispatched, LlmCallDispatched) else None
+        if dispatched is not None and pool_problem(pool, dispatched) is not None:
+            pinned = None  # never reached (vetted on consume); kept so no path sends the key elsewhere
+        return await invoker.perform(request, pinned)
 
     core = CallLedgerCore(
         "model-invoker",
@@ -60,4 +82,4 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         frozenset({"LlmCallCompleted", "LlmCallFailed"}),
         requires=cost_clearance() | dispatch_clearance(),
     )
-    return Built(core=core, cleanup=[router.aclose])
+    return Built(core=core, cleanup=[router.aclose], vet=[lambda event: pool_problem(pool, event)])

@@ -17,4 +17,8 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     async def close() -> None:
         reader.close()
 
-    return Built(core=OrchestratorCore(reader.catalog.visible), before_batch=[reader.poll], cleanup=[close])
+    return Built(
+        core=OrchestratorCore(reader.catalog.visible, policy_for=reader.catalog.policy),
+        before_batch=[reader.poll],
+        cleanup=[close],
+    )

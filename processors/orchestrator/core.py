@@ -9,16 +9,18 @@ from dataclasses import replace
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import PartitionStore
-from agentstream.registry.entry import ToolEntry
+from agentstream.registry.entry import TenantPolicy, ToolEntry
+from agentstream.registry.pins import pin_of
 from processors.orchestrator.decide import OrchestratorConfig, decide
 from processors.orchestrator.evolve import evolve
+from processors.orchestrator.loops import denial_action
 from processors.orchestrator.state import RunState
 
 HANDLED = frozenset(
     {
         "RunRequested", "RunStarted", "CancelRequested", "LlmCallRequested", "LlmCallCompleted",
         "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunHalted", "ResumeRequested", "RunCompleted", "RunFailed", "RunCancelled",
-        "BudgetExceeded", "LoopDetected",
+        "BudgetExceeded", "LoopDetected", "RunFlagged", "PolicyDecided", "ApprovalDecided",
     }
 )  # fmt: skip
 
@@ -35,9 +37,13 @@ class OrchestratorCore:
     name = "orchestrator"
 
     def __init__(
-        self, tools_for: Callable[[str], Mapping[str, ToolEntry]], config: OrchestratorConfig | None = None
+        self,
+        tools_for: Callable[[str], Mapping[str, ToolEntry]],
+        config: OrchestratorConfig | None = None,
+        policy_for: Callable[[str], TenantPolicy] | None = None,
     ) -> None:
         self.tools_for = tools_for  # a tenant's visible tools (platform and its own), latest versions
+        self.policy_for = policy_for or (lambda _tenant: TenantPolicy())  # read when a run starts, then pinned
         self.config = config or OrchestratorConfig()
         # Ids emitted but not yet read back: suppresses re-emitting an intent while it is in
         # flight. Memory only; after a restart a repeat is possible and harmless (same id).
@@ -79,7 +85,9 @@ class OrchestratorCore:
         visible = self.tools_for(state.tenant_id) if state.status == "requested" else {}
         specs = {name: entry.spec for name, entry in visible.items()}
         versions = {name: entry.version for name, entry in visible.items()}
-        for event in decide(state, specs, self.config, versions):
+        pins = {name: pin_of(entry) for name, entry in visible.items()}
+        denials = self.policy_for(state.tenant_id).on_repeated_denial if state.status == "requested" else ""
+        for event in decide(state, specs, self.config, versions, denial_action(denials), pins):
             if event.event_id in self._in_flight:
                 continue
             self._in_flight[event.event_id] = None

@@ -19,13 +19,14 @@ from agentstream.events import (
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunFlagged,
     RunHalted,
     RunStarted,
     ToolCallRequested,
 )
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
 from agentstream.routing import choose_tier
-from processors.orchestrator.loops import WINDOW
+from processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
 from processors.orchestrator.state import RunState
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -48,14 +49,17 @@ def decide(
     catalog: Mapping[str, ToolSpec],
     config: OrchestratorConfig,
     versions: Mapping[str, str] | None = None,
+    on_repeated_denial: str = DEFAULT_ON_REPEATED_DENIAL,
+    pins: Mapping[str, str] | None = None,
 ) -> list[RunEvent]:
     """`catalog`/`versions`: the tools the tenant may use and their registry versions, needed only
-    to start a run, which pins them; afterwards the run uses what it pinned."""
+    to start a run, which pins them; afterwards the run uses what it pinned. So is the tenant's
+    `on_repeated_denial`: a policy change reaches runs started after it."""
     run, tenant = state.run_id, state.tenant_id
     if state.terminal:
         return []
     if state.status == "requested":
-        return [_start(state, catalog, config, versions or {})]
+        return [_start(state, catalog, config, versions or {}, on_repeated_denial, pins or {})]
     if state.cancel_reason is not None:
         return [RunCancelled(ids.terminal_id(run), run, tenant, state.step, state.cancel_reason)]
     if state.status == "halted":
@@ -126,15 +130,35 @@ def decide(
 def _loop_notice(state: RunState) -> list[RunEvent]:
     if not state.loop_signature:
         return []
-    evidence = {"repeated": state.loop_evidence, "recent_signatures": list(state.recent)}
+    denial = state.loop_kind == "denied_call"
+    recent = state.denied_recent if denial else state.recent
+    evidence = {"repeated": state.loop_evidence, "recent_signatures": list(recent)}
+    prefix = ids.step_prefix(state.run_id, state.step)
+    action = state.loop_action or state.on_loop
+    if action == "flag":
+        reason = f"the model asked {state.loop_count} times for a call that was denied: {state.loop_evidence[:120]}"
+        return [
+            RunFlagged(
+                event_id=f"{prefix}/flag",
+                run_id=state.run_id,
+                tenant_id=state.tenant_id,
+                step=state.step,
+                kind="repeated_denial",
+                reason=reason,
+                signature=state.loop_signature,
+                count=state.loop_count,
+                evidence_json=orjson.dumps(evidence).decode(),
+            )
+        ]
     return [
         LoopDetected(
-            event_id=f"{ids.step_prefix(state.run_id, state.step)}/loop",
+            # Not the step's own loop id: a loop of what ran and a repeated denial may share a step.
+            event_id=f"{prefix}/denied-loop" if denial else f"{prefix}/loop",
             run_id=state.run_id,
             tenant_id=state.tenant_id,
             step=state.step,
             kind=state.loop_kind,
-            action=state.on_loop,
+            action=action,
             signature=state.loop_signature,
             count=state.loop_count,
             window=WINDOW,
@@ -144,7 +168,12 @@ def _loop_notice(state: RunState) -> list[RunEvent]:
 
 
 def _start(
-    state: RunState, catalog: Mapping[str, ToolSpec], config: OrchestratorConfig, versions: Mapping[str, str]
+    state: RunState,
+    catalog: Mapping[str, ToolSpec],
+    config: OrchestratorConfig,
+    versions: Mapping[str, str],
+    on_repeated_denial: str,
+    pins: Mapping[str, str],
 ) -> RunEvent:
     run, tenant = state.run_id, state.tenant_id
     names = state.tool_names or tuple(sorted(catalog))
@@ -164,4 +193,8 @@ def _start(
         max_steps=min(state.max_steps, config.platform_max_steps),
         system_prompt=config.system_prompt,
         tool_versions={n: versions[n] for n in names if n in versions},
+        on_repeated_denial=on_repeated_denial,
+        # Exactly which tool each name is (owner, version, contract): what the gate and the
+        # executor resolve for this run, whatever is registered under the name later.
+        tool_pins={n: pins[n] for n in names if n in pins},
     )

@@ -3,6 +3,7 @@ that does not fit the state (a duplicate, a late result after cancel) leaves it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import singledispatch
 
@@ -10,6 +11,7 @@ import orjson
 
 from agentstream import ids
 from agentstream.events import (
+    ApprovalDecided,
     BudgetExceeded,
     CancelRequested,
     Event,
@@ -17,10 +19,12 @@ from agentstream.events import (
     LlmCallFailed,
     LlmCallRequested,
     LoopDetected,
+    PolicyDecided,
     ResumeRequested,
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunFlagged,
     RunHalted,
     RunRequested,
     RunStarted,
@@ -28,7 +32,7 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.llm import Message, ToolCall, tools_from_json
-from processors.orchestrator.loops import observe
+from processors.orchestrator.loops import commit, denial_action, denied, observe, signatures
 from processors.orchestrator.state import PlannedCall, RunState, assistant_message
 from processors.orchestrator.validation import validate_call
 
@@ -66,6 +70,7 @@ def _(event: RunStarted, state: RunState | None) -> RunState | None:
         tool_versions=dict(event.tool_versions),
         max_steps=event.max_steps,
         messages=(Message("system", event.system_prompt), Message("user", state.task)),
+        on_repeated_denial=denial_action(event.on_repeated_denial),
     )
 
 
@@ -101,6 +106,7 @@ def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
         return replace(state, final_answer=event.text, invalid_streak=0)
     tools = {t.name: t for t in tools_from_json(state.tools_json)}
     planned = []
+    output, *shown = signatures(event.text, calls)  # the output's, then the calls' own in the model's order
     for index, call in enumerate(calls):
         error = validate_call(call, tools)
         planned.append(
@@ -111,9 +117,13 @@ def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
                 arguments_json=call.arguments_json,
                 result=error,
                 is_error=error is not None,
+                signature=shown[index][1],
+                evidence=shown[index][2],
+                invalid=error is not None,
             )
         )
     state = _watch_for_loops(state, event.text, calls)  # only outputs that ask for tools can loop
+    state = replace(state, output_signature=output[1])
     all_invalid = all(p.is_error for p in planned)
     state = replace(state, planned=tuple(planned), invalid_streak=state.invalid_streak + 1 if all_invalid else 0)
     return _observe_if_complete(state)
@@ -140,17 +150,43 @@ def _(event: ToolCallCompleted, state: RunState | None) -> RunState | None:
     return _observe_if_complete(replace(state, planned=planned))
 
 
+@evolve.register
+def _(event: PolicyDecided, state: RunState | None) -> RunState | None:
+    """The gate held a call (a deny, or a person must decide): from here it counts as run only if
+    an approval comes. An allowed call needs no mark (`ToolCallAuthorized` alone is journaled)."""
+    if state is None or event.decision == "allow":
+        return state
+    return _mark(state, event.call_id, lambda p: replace(p, gated=True))
+
+
+@evolve.register
+def _(event: ApprovalDecided, state: RunState | None) -> RunState | None:
+    # The first decision wins, as in the gate; a timeout is a denial.
+    found = next((p for p in state.planned if p.call_id == event.call_id), None) if state is not None else None
+    if state is None or found is None or not found.gated or found.approval:
+        return state
+    decision = "approved" if event.approved else "denied"
+    return _mark(state, event.call_id, lambda p: replace(p, approval=decision))
+
+
+def _mark(state: RunState, call_id: str, change: Callable[[PlannedCall], PlannedCall]) -> RunState:
+    if not any(p.call_id == call_id and p.result is None for p in state.planned):
+        return state
+    return replace(state, planned=tuple(change(p) if p.call_id == call_id else p for p in state.planned))
+
+
 def _watch_for_loops(state: RunState, text: str, calls: tuple[ToolCall, ...]) -> RunState:
-    recent, loops = observe(state.recent, text, calls)
-    state = replace(state, recent=recent)
+    # The window is not extended yet: what this output asks for joins it once it has run.
+    _window, loops = observe(state.recent, text, calls)
     # A warning is given once per repeated thing; a halt is given whenever it repeats again.
     fresh = [loop for loop in loops if state.on_loop == "halt" or loop.signature not in state.loops_reported]
     if not fresh:
         return state
     loop = fresh[0]
     state = replace(
-        state, loop_kind=loop.kind, loop_signature=loop.signature, loop_count=loop.count, loop_evidence=loop.evidence
-    )
+        state, loop_kind=loop.kind, loop_signature=loop.signature, loop_count=loop.count, loop_evidence=loop.evidence,
+        loop_action="",
+    )  # fmt: skip
     if state.on_loop == "halt" and not state.halt_limit:
         what = "tool call" if loop.kind == "tool_call" else "model output"
         reason = f"loop detected: the same {what} {loop.count} times within the last steps: {loop.evidence[:120]}"
@@ -158,12 +194,15 @@ def _watch_for_loops(state: RunState, text: str, calls: tuple[ToolCall, ...]) ->
     return state
 
 
-@evolve.register
-def _(event: LoopDetected, state: RunState | None) -> RunState | None:
+@evolve.register(LoopDetected)
+@evolve.register(RunFlagged)
+def _(event: LoopDetected | RunFlagged, state: RunState | None) -> RunState | None:
     if state is None or event.signature != state.loop_signature:
         return state
     reported = (*state.loops_reported, event.signature)[-32:]
-    return replace(state, loop_kind="", loop_signature="", loop_count=0, loop_evidence="", loops_reported=reported)
+    return replace(
+        state, loop_kind="", loop_signature="", loop_count=0, loop_evidence="", loop_action="", loops_reported=reported
+    )
 
 
 @evolve.register
@@ -194,7 +233,35 @@ def _observe_if_complete(state: RunState) -> RunState:
     observations = tuple(
         Message("tool", p.result or "", tool_call_id=p.tool_call_id, is_error=p.is_error) for p in state.planned
     )
-    return replace(state, planned=(), messages=(*state.messages, *observations))
+    settled = _settle_loops(state)
+    return replace(settled, planned=(), messages=(*state.messages, *observations))
+
+
+def _settle_loops(state: RunState) -> RunState:
+    """A step's calls are settled: those that ran join the loop window (with the model output that
+    asked for them); denied ones join the denial window, where repeating is the policy's business."""
+    ran = [p.signature for p in state.planned if p.ran and p.signature]
+    if ran and state.output_signature:
+        ran.insert(0, state.output_signature)
+    window, repeated = state.denied_recent, None
+    for p in state.planned:
+        if p.denied and p.signature:
+            window, loop = denied(window, "d:" + p.signature.removeprefix("t:"), p.evidence)
+            repeated = repeated or loop
+    state = replace(state, recent=commit(state.recent, ran), output_signature="", denied_recent=window)
+    action = state.on_repeated_denial
+    if repeated is None or state.loop_signature:
+        return state  # nothing repeated, or a notice is still to be journaled (the next repeat reports)
+    if action != "halt" and repeated.signature in state.loops_reported:
+        return state  # warned or flagged once per repeated call
+    state = replace(
+        state, loop_kind=repeated.kind, loop_signature=repeated.signature, loop_count=repeated.count,
+        loop_evidence=repeated.evidence, loop_action=action,
+    )  # fmt: skip
+    if action == "halt" and not state.halt_limit:
+        reason = f"the same denied call {repeated.count} times within the last steps: {repeated.evidence[:120]}"
+        state = replace(state, halt_limit="repeated_denial", halt_reason=reason)
+    return state
 
 
 @evolve.register
@@ -211,8 +278,9 @@ def _(event: ResumeRequested, state: RunState | None) -> RunState | None:
         return state
     # A fresh window: what repeated before the halt does not count against the resumed run.
     return replace(
-        state, status="running", max_steps=state.max_steps + max(0, event.add_steps), outcome_reason="", recent=()
-    )
+        state, status="running", max_steps=state.max_steps + max(0, event.add_steps), outcome_reason="", recent=(),
+        denied_recent=(),
+    )  # fmt: skip
 
 
 @evolve.register

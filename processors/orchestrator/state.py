@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentstream.llm import Message, ToolCall
+from processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL
 
 Status = Literal["requested", "running", "halted", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -23,10 +24,27 @@ class PlannedCall:
     requested: bool = False
     result: str | None = None
     is_error: bool = False
+    # For loop detection, which counts only calls that ran: the call's signature and evidence,
+    # whether it was invalid (never sent), whether the gate held it (a deny or a need for
+    # approval) and, if so, the first approval decision ("approved" or "denied").
+    signature: str = ""
+    evidence: str = ""
+    invalid: bool = False
+    gated: bool = False
+    approval: str = ""
 
     @property
     def needs_request(self) -> bool:
         return not self.requested and self.result is None
+
+    @property
+    def denied(self) -> bool:
+        """Refused by the gate or by a person (or nobody approved in time): it never ran."""
+        return self.gated and self.approval != "approved"
+
+    @property
+    def ran(self) -> bool:
+        return not self.invalid and not self.denied
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +75,11 @@ class RunState:
     # Loop detection: signatures of the last steps' model outputs and tool calls, oldest first.
     on_loop: str = "halt"
     recent: tuple[str, ...] = ()
+    output_signature: str = ""  # the current step's model output, joining `recent` if a call of it runs
+    # Repeated denials: their own window, and what the tenant's policy (pinned at start) has them do.
+    on_repeated_denial: str = DEFAULT_ON_REPEATED_DENIAL
+    denied_recent: tuple[str, ...] = ()
+    loop_action: str = ""  # the pending notice's action when it is not `on_loop` (a repeated denial)
     loop_kind: str = ""  # a detected loop not yet journaled
     loop_signature: str = ""
     loop_count: int = 0
@@ -76,6 +99,7 @@ class RunState:
         d["messages"] = tuple(Message.from_dict(m) if isinstance(m, dict) else m for m in d["messages"])
         d["planned"] = tuple(PlannedCall(**p) if isinstance(p, dict) else p for p in d["planned"])
         d["recent"] = tuple(d.get("recent", ()))
+        d["denied_recent"] = tuple(d.get("denied_recent", ()))
         d["loops_reported"] = tuple(d.get("loops_reported", ()))
         return RunState(**d)
 

@@ -1,25 +1,14 @@
-"""Is a model's tool call executable? Invalid calls become error observations, never executions."""
+"""Is a model's tool call executable? Invalid calls become error observations, never executions.
+
+The schema is the tool's tenant's; it is compiled and run by `schema_guard` (RE2 for its patterns,
+bounded sizes and a step budget), so no schema can stall the orchestrator or the gate."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
-
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from agentstream.llm import ToolCall, ToolSpec
-
-
-@lru_cache(maxsize=512)
-def _validator(schema_json: str) -> Draft202012Validator | None:
-    schema = orjson.loads(schema_json)
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError:
-        return None
-    return Draft202012Validator(schema)
+from agentstream.registry.schema_guard import SchemaRefused, argument_error, tool_validator
 
 
 def validate_call(call: ToolCall, tools: dict[str, ToolSpec]) -> str | None:
@@ -29,16 +18,11 @@ def validate_call(call: ToolCall, tools: dict[str, ToolSpec]) -> str | None:
         known = ", ".join(sorted(tools)) or "none"
         return f"ERROR: unknown tool {call.name!r}; available tools: {known}"
     try:
-        arguments: Any = orjson.loads(call.arguments_json or "{}")
-    except orjson.JSONDecodeError as exc:
-        return f"ERROR: arguments for {call.name!r} are not valid JSON ({exc}); send a JSON object"
-    if not isinstance(arguments, dict):
-        return f"ERROR: arguments for {call.name!r} must be a JSON object"
-    validator = _validator(orjson.dumps(spec.input_schema, option=orjson.OPT_SORT_KEYS).decode())
-    if validator is None:
-        return f"ERROR: tool {call.name!r} has an invalid input schema; it cannot be called"
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].path) or "(root)"
-        return f"ERROR: invalid arguments for {call.name!r} at {where}: {errors[0].message}"
-    return None
+        schema_json = orjson.dumps(spec.input_schema, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        schema_json = ""
+    validator = tool_validator(schema_json)
+    if isinstance(validator, SchemaRefused):
+        return f"ERROR: tool {call.name!r} has an input schema this platform will not run ({validator}); it cannot be called"
+    error = argument_error(validator, call.arguments_json, call.name)
+    return None if error is None else f"ERROR: {error}"

@@ -21,7 +21,7 @@ def wall_clock_ms() -> int:
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:
     reader = CatalogReader(settings)
     await reader.start()
-    signers = platform_signers(settings)
+    signers = platform_signers(settings, "policy-gate")
     core = PolicyGateCore(
         reader.catalog, signers.capability, signers.approval, DelegationIssuer(signers.delegation), wall_clock_ms
     )

@@ -36,6 +36,7 @@ from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import PartitionStore
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
+from agentstream.registry.pins import identity_of, pin_of, resolve_pin
 from agentstream.security.signing import (
     TIMEOUT,
     Signer,
@@ -100,7 +101,8 @@ class PolicyGateCore:
             return Outcome()
         if isinstance(event, RunStarted):
             if run is None:
-                store.put(f"run/{event.run_id}", {"versions": event.tool_versions, "counts": {}, "closed": False})
+                run_state = {"versions": event.tool_versions, "pins": event.tool_pins, "counts": {}, "closed": False}
+                store.put(f"run/{event.run_id}", run_state)
             return Outcome()
         if isinstance(event, CancelRequested) or event.type_name in TERMINAL_TYPES:
             self._close(store, event.run_id, run)
@@ -160,8 +162,10 @@ class PolicyGateCore:
     # -- deciding -----------------------------------------------------------------------------------
 
     def _entry(self, tenant_id: str, run: dict[str, Any], tool: str) -> ToolEntry | None:
-        version = run["versions"].get(tool)
-        return None if version is None else self.catalog.pinned(tenant_id, tool, version)
+        # The exact tool the run pinned (owner, version, contract); a run started before pins
+        # existed has only a version, resolved by name as it was then.
+        pin = run.get("pins", {}).get(tool) or run["versions"].get(tool)
+        return None if pin is None else resolve_pin(self.catalog, tenant_id, tool, pin)
 
     def _decide(self, store: PartitionStore, request: ToolCallRequested, run: dict[str, Any]) -> list[RunEvent]:
         entry = self._entry(request.tenant_id, run, request.tool)
@@ -238,10 +242,12 @@ class PolicyGateCore:
             delegation = self.delegations.issue(
                 request.tenant_id, request.run_id, request.call_id, request.tool, list(entry.scopes),
                 list(entry.secrets), now, self.config.delegation_ttl_s, single_use=entry.tier == "irreversible",
+                identity=identity_of(entry).text,
             )  # fmt: skip
         unsigned = ToolCallAuthorized(
             ids.authorized_id(request.call_id), request.run_id, request.tenant_id, request.step, request.call_id,
-            request.tool_call_id, request.tool, entry.version, request.arguments_json, request.idempotency_key,
+            # The full pin, under the capability's signature: the executor runs exactly this tool.
+            request.tool_call_id, request.tool, pin_of(entry), request.arguments_json, request.idempotency_key,
             request.timeout_ms, by, now + self.config.capability_ttl_s * 1000, "", delegation, rule, reason,
         )  # fmt: skip
         return replace(unsigned, capability=sign_capability(self.capability, unsigned))

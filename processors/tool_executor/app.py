@@ -19,6 +19,7 @@ from agentstream.process import Built
 from agentstream.registry.admin import register_tool
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
+from agentstream.registry.pins import resolve_pin
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.signing import platform_signers
 from agentstream.tooling import ToolDescriptor
@@ -69,7 +70,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     await reader.start()
     builtin = BuiltinToolHost(settings.bank_path)
     await register_platform_tools(settings, reader.catalog, builtin)
-    signers = platform_signers(settings)
+    signers = platform_signers(settings, "tool-executor")
     secrets = SecretDirectory(settings)
     await secrets.start()
     used = RocksUsedTokens(settings.state_dir / "used-delegations")
@@ -81,7 +82,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     def needs_barrier(request: ToolCallAuthorized) -> bool:
         # No side effect starts after its run's cancel is journaled. The read barrier costs a
         # broker round trip, so read-only tools, which change nothing, skip it.
-        entry = reader.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
+        entry = resolve_pin(reader.catalog, request.tenant_id, request.tool, request.tool_version)
         return entry is None or entry.tier != "read_only"
 
     core = CallLedgerCore(

@@ -7,6 +7,7 @@ tool's secrets are redeemed from the credential broker only now, and scrubbed fr
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from agentstream.credentials.errors import CredentialError
 from agentstream.events import RunEvent, ToolCallAuthorized, ToolCallCompleted
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
+from agentstream.registry.pins import identity_of, resolve_pin
 from agentstream.security.signing import Signer, capability_problem, capability_verifies
 from agentstream.tooling import CURRENT_CREDENTIALS, ToolResult
 from processors.tool_executor.registry_host import RegistryToolHost
@@ -62,7 +64,7 @@ class ToolExecutor:
     def at_most_once(self, request: ToolCallAuthorized) -> bool:
         """Whether a call interrupted by a crash must not be run again: its tool may have an effect
         (not read-only) and does not dedupe on the idempotency key (not declared idempotent)."""
-        entry = self.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
+        entry = resolve_pin(self.catalog, request.tenant_id, request.tool, request.tool_version)
         # An unknown version never runs (see _precheck), so running "it" again does nothing either.
         return entry is not None and not entry.idempotent and entry.tier != "read_only"
 
@@ -77,7 +79,7 @@ class ToolExecutor:
         if isinstance(checked, ToolResult):
             result = checked
         else:
-            secrets, refused = await self._redeem(request)
+            secrets, refused = await self._redeem(request, checked)
             result = refused or await self._run_with(secrets, request, checked)
 
         content = _scrub(result.content, secrets)
@@ -115,7 +117,9 @@ class ToolExecutor:
         problem = capability_problem(self.capability, request, self.clock())
         if problem is not None:
             return ToolResult(f"NOT EXECUTED: {request.tool}: {problem}", is_error=True)
-        entry = self.catalog.pinned(request.tenant_id, request.tool, request.tool_version)
+        # The exact tool the gate pinned and signed (owner, version, contract): never another
+        # owner's tool that has the same name, nor a version whose record changed since.
+        entry = resolve_pin(self.catalog, request.tenant_id, request.tool, request.tool_version)
         if entry is None:
             return ToolResult(f"NOT EXECUTED: {request.tool} v{request.tool_version} is not registered", is_error=True)
         switched = self.catalog.switched_off(entry)
@@ -125,7 +129,9 @@ class ToolExecutor:
             )
         return entry
 
-    async def _redeem(self, request: ToolCallAuthorized) -> tuple[Mapping[str, str], ToolResult | None]:
+    async def _redeem(
+        self, request: ToolCallAuthorized, entry: ToolEntry
+    ) -> tuple[Mapping[str, str], ToolResult | None]:
         if not request.delegation:
             return {}, None
         if self.broker is None:
@@ -133,10 +139,13 @@ class ToolExecutor:
         try:
             secrets = await self.broker.exchange(
                 request.delegation, tool=request.tool, run_id=request.run_id, call_id=request.call_id,
-                now_ms=self.clock(),
+                now_ms=self.clock(), identity=identity_of(entry),
             )  # fmt: skip
         except CredentialError as exc:  # messages name secrets and tools, never values
-            return {}, ToolResult(f"NOT EXECUTED: {request.tool}: credentials refused: {exc}", is_error=True)
+            # The tool does not run: it would run without what it needs, or it is not the tool
+            # the secret was granted to (SecretNotGranted: a same-named tool of another owner).
+            refusal = f"NOT EXECUTED: {request.tool}: credentials refused ({type(exc).__name__}): {exc}"
+            return {}, ToolResult(refusal, is_error=True)
         return secrets, None
 
     async def _run(self, request: ToolCallAuthorized, entry: ToolEntry) -> ToolResult:
@@ -153,7 +162,20 @@ class ToolExecutor:
 
 def _scrub(content: str, secrets: Mapping[str, str]) -> str:
     # A tool that echoes its credential must not put it in the journal, and from there the prompt.
+    # Its common encodings too (defense in depth: the structural rule is that a tool never receives
+    # a secret not granted to it). A split or otherwise transformed copy is not caught here.
     for value in secrets.values():
-        if value:
-            content = content.replace(value, REDACTED)
+        for form in encoded_forms(value):
+            content = content.replace(form, REDACTED)
     return content
+
+
+def encoded_forms(value: str) -> list[str]:
+    """The secret and its common encodings, longest first (so no form is left half-replaced):
+    reversed, hex (both cases), base64 and base64url (padded and not)."""
+    if len(value) < 8:
+        return [value] if value else []  # a short value's encodings would redact ordinary text
+    raw = value.encode()
+    b64, url = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
+    forms = {value, value[::-1], raw.hex(), raw.hex().upper(), b64, b64.rstrip("="), url, url.rstrip("=")}
+    return sorted(forms, key=len, reverse=True)

@@ -23,6 +23,7 @@ from typing import Any, cast
 import anyio
 import orjson
 from mcp import Client
+from mcp.client._transport import Transport
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -35,6 +36,7 @@ from mcp_types import (
 )
 
 from agentstream.llm import ToolSpec
+from agentstream.registry.schema_guard import guard_output_schemas
 from agentstream.sandbox import (
     EgressProxy,
     SandboxPolicy,
@@ -44,6 +46,9 @@ from agentstream.sandbox import (
     scrubbed_environment,
 )
 from agentstream.tooling import CURRENT_CREDENTIALS, RiskTier, ToolDescriptor, ToolResult
+from processors.tool_executor.call_policy import CallPolicy
+from processors.tool_executor.remote_http import checked_streamable_http
+from processors.tool_executor.stdio_transport import bounded_stdio_client
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +242,22 @@ class McpToolHost:
     def descriptors(self) -> list[ToolDescriptor]:
         return list(self._descriptors)
 
-    async def call(self, name: str, arguments: dict[str, Any], *, idempotency_key: str, timeout_s: float) -> ToolResult:
+    async def call(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        idempotency_key: str,
+        timeout_s: float,
+        policy: CallPolicy | None = None,
+    ) -> ToolResult:
+        """`policy`: the called tool's own (a registry tool's); without it, the server's config."""
         if name not in self._tool_names:
             return ToolResult(f"unknown tool {name!r} on MCP server {self.config.name!r}", is_error=True)
-        budget = min(timeout_s, self.config.timeout_s)
-        # Re-sending after a lost connection is safe only where a duplicate run cannot hurt.
-        attempts = 2 if self.config.idempotent or self.config.risk == "read_only" else 1
+        if policy is None:
+            policy = CallPolicy(self.config.risk, self.config.idempotent, min(timeout_s, self.config.timeout_s))
+        budget = min(timeout_s, policy.timeout_s)
+        attempts = 2 if policy.resendable else 1
         in_flight: _Connection | None = None
         try:
             async with asyncio.timeout(budget):
@@ -252,6 +267,14 @@ class McpToolHost:
                     in_flight = None
                     if isinstance(outcome, ToolResult):
                         return outcome
+                    if not policy.resendable:
+                        # As after an executor crash: a second sending could do the effect twice.
+                        return ToolResult(
+                            f"ERROR: {name}: lost the connection to MCP server {self.config.name!r} during the call "
+                            f"({describe(outcome.cause)}); it may have run; not retried (non-idempotent "
+                            f"{policy.risk.replace('_', '-')} tool). Check before asking for it again.",
+                            is_error=True,
+                        )
                     if attempt == attempts:
                         return ToolResult(
                             f"{name}: lost the connection to MCP server {self.config.name!r} "
@@ -309,7 +332,7 @@ class McpToolHost:
         # Raises SandboxUnavailable rather than ever running the server unsandboxed; the probe
         # runs a process, so it stays off the event loop.
         await asyncio.to_thread(require_sandbox, policy)
-        self._sandbox_dir = make_sandbox_dir()  # mode 0700, where every other sandbox can hide it
+        self._sandbox_dir = make_sandbox_dir()  # under a 0700 root, which every other sandbox hides
         os.mkdir(os.path.join(self._sandbox_dir, "home"))
         self._egress = EgressProxy(os.path.join(self._sandbox_dir, "egress.sock"), policy.egress_allowlist)
         await self._egress.start()
@@ -321,15 +344,20 @@ class McpToolHost:
             shutil.rmtree(self._sandbox_dir, ignore_errors=True)
             self._sandbox_dir = None
 
-    def _parameters(self) -> StdioServerParameters | str:
+    def _parameters(self) -> StdioServerParameters | Transport:
         if self.config.url:
-            return self.config.url  # mcp.Client speaks streamable HTTP to a URL
+            # Streamable HTTP through the egress address rules: resolved once per connection,
+            # every address checked, connected to the checked one, replies read with a byte cap.
+            return checked_streamable_http(self.config.url)
+        # Our own stdio transport: the server gets pipes of its own (never our stderr) and its
+        # output is read with a bound on each message.
         if self.config.sandbox is None:
-            return server_parameters(self.config)
+            return bounded_stdio_client(server_parameters(self.config), name=self.config.name)
         if self._egress is None or self._sandbox_dir is None:
             raise RuntimeError("the sandbox is not set up")  # never fall back to running unsandboxed
         home = os.path.join(self._sandbox_dir, "home")
-        return sandboxed_server_parameters(self.config, proxy_socket=self._egress.path, home=home)
+        params = sandboxed_server_parameters(self.config, proxy_socket=self._egress.path, home=home)
+        return bounded_stdio_client(params, name=self.config.name)
 
     # --- owner task ---------------------------------------------------------------------------
 
@@ -376,6 +404,7 @@ class McpToolHost:
             try:
                 params = self._parameters()
                 async with Client(params, cache=None, client_info=CLIENT_INFO) as client:
+                    guard_output_schemas(client.session)  # the server's outputSchema runs on RE2, bounded
                     self._descriptors = await self._discover(client)
                     self._tool_names = frozenset(d.spec.name for d in self._descriptors)
                     scope.deadline = math.inf

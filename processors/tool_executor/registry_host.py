@@ -22,6 +22,7 @@ import orjson
 from agentstream.registry.entry import ToolEntry
 from agentstream.sandbox import SandboxPolicy, egress_allowed
 from agentstream.tooling import ToolHost, ToolResult
+from processors.tool_executor.call_policy import CallPolicy
 from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def server_config(
         egress_allowlist=tuple(entry.egress),
         wall_clock_s=entry.timeout_ms / 1000.0,
         hidden_paths=tuple(os.path.abspath(p) for p in hidden_paths),
+        # Host directories the tool may write: an operator's grant to a platform-wide tool only.
+        writable_paths=() if entry.owner else tuple(os.path.abspath(str(p)) for p in transport.get("writable") or ()),
     )
     return McpServerConfig(
         name=str(transport.get("server") or entry.name),
@@ -123,8 +126,12 @@ class RegistryToolHost:
         slot = await self._acquire(entry, server_key(entry, tenant=tenant, run_id=run_id))
         if isinstance(slot, ToolResult):
             return slot
+        # The tool's own retry rule and timeout, not those of the tool whose call started the server.
+        policy = CallPolicy(entry.tier, entry.idempotent, timeout_s)
         try:
-            return await slot.server.call(entry.name, arguments, idempotency_key=idempotency_key, timeout_s=timeout_s)
+            return await slot.server.call(
+                entry.name, arguments, idempotency_key=idempotency_key, timeout_s=timeout_s, policy=policy
+            )
         finally:
             slot.in_use -= 1
             slot.last_used = self._clock()

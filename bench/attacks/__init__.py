@@ -1,0 +1,1 @@
+"""Attack attempts for bench/security.py: async functions that return True when the attack SUCCEEDED."""
