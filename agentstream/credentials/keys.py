@@ -10,7 +10,6 @@ keys, so a cloud KMS can replace `LocalKeyProvider` without touching sealed data
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import logging
@@ -20,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -28,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agentstream.config import Settings
 from agentstream.credentials.errors import CredentialError, DecryptionFailed, KeyUnavailable
-from agentstream.credentials.signing_keys import check_private
+from agentstream.credentials.signing_keys import check_private, decode_key, encode_key
 
 log = logging.getLogger("agentstream.credentials")
 
@@ -52,22 +51,8 @@ class KeyProvider(Protocol):
         ...
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
 def _new_key_id() -> str:
     return f"mk-{secrets.token_hex(8)}"
-
-
-def _key_from(value: Any, where: str) -> bytes:
-    try:
-        raw = base64.b64decode(str(value), validate=True)
-    except ValueError as exc:
-        raise CredentialError(f"{where} is not base64") from exc
-    if len(raw) != _KEY_BYTES:
-        raise CredentialError(f"{where} is {len(raw)} bytes, expected {_KEY_BYTES}")
-    return raw
 
 
 class LocalKeyProvider:
@@ -135,7 +120,7 @@ class LocalKeyProvider:
             {
                 "format": _FORMAT,
                 "current": self._current,
-                "keys": {k: {"key": _b64(v), "created_ms": self._created.get(k, 0)} for k, v in self._keys.items()},
+                "keys": {k: {"key": encode_key(v), "created_ms": self._created.get(k, 0)} for k, v in self._keys.items()},
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -164,7 +149,7 @@ class LocalKeyProvider:
         check_private(self.path)  # refuses to run on keys others can read
         try:
             doc = orjson.loads(self.path.read_bytes())
-            keys = {str(k): _key_from(v["key"], f"key {k} in {self.path}") for k, v in doc["keys"].items()}
+            keys = {str(k): decode_key(v["key"], f"key {k} in {self.path}") for k, v in doc["keys"].items()}
             created = {str(k): int(v.get("created_ms", 0)) for k, v in doc["keys"].items()}
             current = str(doc["current"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:

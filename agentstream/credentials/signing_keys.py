@@ -78,11 +78,12 @@ NEEDS: dict[str, frozenset[str]] = {
 }
 
 
-def _b64(raw: bytes) -> str:
+def encode_key(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _unb64(value: Any, where: str) -> bytes:
+def decode_key(value: Any, where: str) -> bytes:
+    """A 32-byte key from its base64 text in a key file; CredentialError names `where` otherwise."""
     try:
         raw = base64.b64decode(str(value), validate=True)
     except ValueError as exc:
@@ -190,7 +191,7 @@ class Keyring:
 
 
 def _keyring_document(keys: dict[str, dict[str, VersionedKey]], current: str) -> bytes:
-    body = {p: {k: {"key": _b64(v.key), "retired_ms": v.retired_ms} for k, v in ks.items()} for p, ks in keys.items()}
+    body = {p: {k: {"key": encode_key(v.key), "retired_ms": v.retired_ms} for k, v in ks.items()} for p, ks in keys.items()}
     return orjson.dumps({"format": _FORMAT, "current": current, "keys": body}, option=orjson.OPT_INDENT_2)
 
 
@@ -201,7 +202,7 @@ def load_keyring(path: Path) -> Keyring:
     try:
         doc = orjson.loads(path.read_bytes())
         keys = {
-            str(p): {str(k): VersionedKey(str(k), _unb64(v["key"], f"{p}/{k} in {path}"), v.get("retired_ms"))
+            str(p): {str(k): VersionedKey(str(k), decode_key(v["key"], f"{p}/{k} in {path}"), v.get("retired_ms"))
                      for k, v in ks.items()}
             for p, ks in doc["keys"].items()
         }  # fmt: skip
@@ -227,14 +228,14 @@ class SigningRoots:
 
     @staticmethod
     def _document(roots: dict[str, VersionedKey], current: str) -> bytes:
-        body = {k: {"key": _b64(v.key), "retired_ms": v.retired_ms} for k, v in roots.items()}
+        body = {k: {"key": encode_key(v.key), "retired_ms": v.retired_ms} for k, v in roots.items()}
         return orjson.dumps({"format": _FORMAT, "current": current, "roots": body}, option=orjson.OPT_INDENT_2)
 
     def _load(self) -> None:
         check_private(self.path)
         try:
             doc = orjson.loads(self.path.read_bytes())
-            roots = {str(k): VersionedKey(str(k), _unb64(v["key"], f"root {k} in {self.path}"), v.get("retired_ms"))
+            roots = {str(k): VersionedKey(str(k), decode_key(v["key"], f"root {k} in {self.path}"), v.get("retired_ms"))
                      for k, v in doc["roots"].items()}  # fmt: skip
             current = str(doc["current"])
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
