@@ -24,7 +24,6 @@ from agentstream.stack import ensure_topics
 from agentstream.tenancy.admin import create_tenant, issue_key
 from bench.attacks import approvals, egress, loops, redos, trust, trust_dispatch
 from bench.security_tally import Tally, environment
-from bench.security_targets import loopback_name
 
 
 async def fresh_settings(base: Settings, work: Path, prefix: str) -> tuple[Settings, Path]:
@@ -95,7 +94,7 @@ async def _registration(tally: Tally, t: approvals.ApprovalsTarget, *, control: 
     port = int(t.settings.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])  # the broker's
     entries = ["127.0.0.1", f"127.0.0.1:{port}", "127.1", "2130706433", "0.0.0.0"]
     entries += [] if control else ["localhost", "169.254.169.254", "10.0.0.1", "100.64.0.1", "192.168.1.1"]
-    if (name := loopback_name()) is not None:
+    if (name := egress.loopback_name()) is not None:
         entries.append(name)
     cli = ["127.0.0.1", "[::1]"]
     async with t.client(t.keys["runner"]) as c:

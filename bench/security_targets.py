@@ -5,7 +5,6 @@ connection. Each runner performs a kind's attacks (bench/attacks/*) defended, or
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 import tempfile
@@ -67,18 +66,6 @@ async def sandbox_kind(tally: Tally, work: Path, *, control: bool) -> None:
 # -- egress: the sandbox's proxy and the executor's HTTP client ----------------------------------------
 
 
-def loopback_name() -> str | None:
-    """A name other than localhost that /etc/hosts maps to loopback (resolves with no DNS)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/hosts").read_text().splitlines():
-            fields = line.split("#", 1)[0].split()
-            if len(fields) >= 2 and fields[0].startswith("127."):
-                for name in fields[1:]:
-                    if "localhost" not in name and "." not in name:
-                        return name
-    return None
-
-
 async def egress_kind(tally: Tally, work: Path, *, control: bool) -> None:
     """Never offers an off-machine address to an undefended proxy (egress.OFF_MACHINE)."""
     v4 = await egress.listen("127.0.0.1", http=True)
@@ -97,7 +84,7 @@ async def egress_kind(tally: Tally, work: Path, *, control: bool) -> None:
         ("mixed_dns_answer", lambda: egress.mixed_answer(tmp, control=control)),
         ("executor_http_rebinding", lambda: egress.remote_rebinding(control=control)),
     ]  # fmt: skip
-    if (name := loopback_name()) is not None:
+    if (name := egress.loopback_name()) is not None:
         attacks.append(("connect_hosts_name_for_loopback",
                         lambda: egress.connect_internal(tmp, name, v4.port, control=control)))  # fmt: skip
     if not control:  # off-machine addresses, and checks the address rules' switch leaves on

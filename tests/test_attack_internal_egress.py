@@ -34,19 +34,7 @@ def _no_exemption(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ALLOW_PRIVATE_ENV, raising=False)
 
 
-def _hosts_name_for_loopback() -> str | None:
-    """A name other than localhost that /etc/hosts maps to loopback here (resolves with no DNS)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/hosts").read_text().splitlines():
-            fields = line.split("#", 1)[0].split()
-            if len(fields) >= 2 and fields[0].startswith("127."):
-                for name in fields[1:]:
-                    if "localhost" not in name and "." not in name:
-                        return name
-    return None
-
-
-LOOPBACK_NAME = _hosts_name_for_loopback()
+LOOPBACK_NAME = attacks.loopback_name()
 # Each is a way to name an internal address in an allowlist (the issue's list first).
 INTERNAL_ENTRIES = [
     "127.0.0.1", "[::1]", "localhost", "169.254.169.254", "10.0.0.1", "::ffff:127.0.0.1",

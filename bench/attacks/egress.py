@@ -42,6 +42,18 @@ def proxy_rules(*, control: bool) -> AddressRules:
     return AddressRules.exempting(["0.0.0.0/0", "::/0"] if control else [f"{PUBLIC_STANDIN}/32"])
 
 
+def loopback_name() -> str | None:
+    """A name other than localhost that /etc/hosts maps to loopback (resolves with no DNS)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/hosts").read_text().splitlines():
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2 and fields[0].startswith("127."):
+                for name in fields[1:]:
+                    if "localhost" not in name and "." not in name:
+                        return name
+    return None
+
+
 class ScriptedResolver:
     """A DNS server the attacker controls: each name answers its scripted answers in turn (the
     last one repeats); other names go to the system resolver (/etc/hosts here)."""
