@@ -22,6 +22,7 @@ from agentstream.tenancy.directory import TenantDirectory
 from agentstream.tenancy.keys import parse_key
 from bench.attacks import approvals as attacks
 from bench.attacks.approvals import APPROVALS_TENANT, ApprovalsTarget, decide, pending_approval, start_run, wait_settled
+from bench.attacks.redos import until_known
 from tests.harness import isolated_settings
 
 
@@ -131,6 +132,7 @@ async def test_every_route_checks_its_scope(target: ApprovalsTarget) -> None:
         assert r.status_code == 403 and "tools:write" in r.json()["error"]["message"]
     admin_key = await admin.issue_key(target.settings, APPROVALS_TENANT, "ops", ["admin"])
     async with target.client(admin_key) as ops:
+        await until_known(ops)  # the gateway learns of a key issued after it started from the key topic
         run_id = await start_run(ops, "pay")
         approval = await pending_approval(ops, run_id)
         assert (await decide(ops, approval["id"], "approve")).status_code == 403  # admin, yet its own run
