@@ -16,8 +16,14 @@ it starts any work (see agentstream/kafka/runtime.py's commit order), so the mar
 the side effect can begin. If the process dies before the call's result is journaled, `resume` finds
 the mark and ends the call with `interrupted(request)` (an error observation) instead of running
 it again: whether it ran is unknown, and running it twice could do its effect twice. Calls safe to
-repeat are re-driven with the same idempotency key, as before. (A store rebuilt from the topic
-after being lost has no marks: pending calls are then re-driven, at-most-once calls included.)
+repeat are re-driven with the same idempotency key, as before. (A store restored from its changelog
+has the marks; one rebuilt by replaying the journal has none: pending calls are then re-driven,
+at-most-once calls included.)
+
+An ended run leaves only its `closed/` marker (EndedRuns): a request re-emitted after the end must
+not start. Markers are kept for the last CLOSED_KEEP runs that ended in the partition, so the state
+follows live runs: a duplicate request arriving after that many later runs ended in its partition
+would run again (see CLOSED_KEEP).
 """
 
 from __future__ import annotations
@@ -28,9 +34,16 @@ from typing import Generic, TypeVar
 
 from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, CancelRequested, Event, RunEvent
 from agentstream.kafka.core import Outcome, WorkItem
-from agentstream.kafka.state import PartitionStore
+from agentstream.kafka.state import EndedRuns, PartitionStore
 
 R = TypeVar("R", bound=RunEvent)
+
+# Ended runs remembered per partition. A duplicate request comes from a writer re-emitting a batch
+# it had not committed when it crashed, so it lands one restart of that writer after the run's end
+# (seconds to minutes). 10,000 ended runs per partition is about 5 hours at the reference load
+# (40M events a day over 8 partitions, ~100 events a run: ~50,000 runs a partition a day) and
+# longer at any lighter one, for ~50 bytes a run, and at most ~20,000 records in a restore.
+CLOSED_KEEP = 10_000
 
 
 def cost_clearance() -> frozenset[str]:
@@ -56,8 +69,10 @@ class CallLedgerCore(Generic[R]):
         requires: frozenset[str] = frozenset(),
         at_most_once: Callable[[R], bool] = lambda _request: False,
         interrupted: Callable[[R], list[RunEvent]] = lambda _request: [],
+        closed_keep: int = CLOSED_KEEP,
     ) -> None:
         self.name = name
+        self._closed = EndedRuns("closed/", closed_keep)
         self._request_type = request_type
         self._is_result = is_result
         self._perform = perform
@@ -87,14 +102,18 @@ class CallLedgerCore(Generic[R]):
             if not self._admit(event):
                 return Outcome()
             call_id: str = event.call_id  # type: ignore[attr-defined]
-            if store.get(f"done/{call_id}") or store.get(f"closed/{event.run_id}") or store.get(f"pending/{call_id}"):
+            if (
+                store.get(f"done/{call_id}")
+                or self._closed.ended(store, event.run_id)
+                or store.get(f"pending/{call_id}")
+            ):
                 return Outcome()
             store.put(f"pending/{call_id}", {"type": event.type_name, "record": event.to_record()})
             return self._start_if_cleared(store, event, call_id) if live else Outcome()
         if event.type_name in self._requires:
             assert isinstance(event, RunEvent)
             cleared: str = event.call_id  # type: ignore[attr-defined]
-            if store.get(f"done/{cleared}") or store.get(f"closed/{event.run_id}"):
+            if store.get(f"done/{cleared}") or self._closed.ended(store, event.run_id):
                 return Outcome()
             if store.get(f"clear/{cleared}/{event.type_name}") is not None:
                 return Outcome()  # a clearance read twice starts nothing twice
@@ -107,7 +126,10 @@ class CallLedgerCore(Generic[R]):
             store.delete(f"started/{result_of}")
             for type_name in self._requires:
                 store.delete(f"clear/{result_of}/{type_name}")
-            store.put(f"done/{result_of}", 1)
+            # A closed run starts nothing again whatever is recorded: a late result (a call that
+            # was in flight at a cancel) would otherwise leave its `done/` key behind for good.
+            if not (isinstance(event, RunEvent) and self._closed.ended(store, event.run_id)):
+                store.put(f"done/{result_of}", 1)
             return Outcome()
         if isinstance(event, CancelRequested) or event.type_name in TERMINAL_TYPES:
             # A cancel or an ending closes the run: nothing pending for it will start from now on.
@@ -152,16 +174,13 @@ class CallLedgerCore(Generic[R]):
 
     def _work(self, request: R, clearances: Clearances) -> WorkItem:
         call_id: str = request.call_id  # type: ignore[attr-defined]
-        return WorkItem(
-            key=call_id, run=lambda: self._perform(request, clearances), barrier=self._barrier(request)
-        )
+        return WorkItem(key=call_id, run=lambda: self._perform(request, clearances), barrier=self._barrier(request))
 
     def still_wanted(self, store: PartitionStore, key: str) -> bool:
         return store.get(f"pending/{key}") is not None
 
-    @staticmethod
-    def _close_run(store: PartitionStore, run_id: str, *, keep_done: bool) -> None:
-        store.put(f"closed/{run_id}", 1)
+    def _close_run(self, store: PartitionStore, run_id: str, *, keep_done: bool) -> None:
+        self._closed.mark(store, run_id)
         for key in list(store.keys_with_prefix(f"pending/{run_id}/")):
             store.delete(key)
         for key in list(store.keys_with_prefix(f"clear/{run_id}/")):

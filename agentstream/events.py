@@ -447,6 +447,34 @@ class KillSwitchSet(Event):
     set_ms: int
 
 
+# The gateway's run index (`runs.index`, keyed by run id) and its projection's resume point
+# (`gateway.checkpoints`): hints for reading history by partition and offset, rebuildable from the
+# journal, which stays the source of truth.
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RunIndexed(Event):
+    event_id: str
+    run_id: str
+    tenant_id: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    last_ms: int  # the journal's append time of the run's last event so far
+    status: str
+    created_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ProjectionCheckpoint(Event):
+    event_id: str
+    writer: str
+    ts_ms: int
+    offsets: list[int]  # per journal partition, where the projection may resume
+
+
 @_register
 @dataclass(frozen=True, slots=True)
 class ReplicaStatus(Event):

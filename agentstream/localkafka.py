@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -24,13 +25,14 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from agentstream.kafka.auth import ADMIN, BROKER, COMPONENTS, CredentialStore, Principal, upsert_users
+from agentstream.topics import min_insync_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
@@ -107,6 +109,16 @@ class LocalKafka:
     # False: the old PLAINTEXT broker with no authorizer, for a throwaway control run of the attack
     # benchmark only (bench/attacks/kafka.py), never for a deployment.
     secure: bool = True
+    initial_heap: str = "256m"
+    # One node of a replicated cluster (localcluster.py): its id, the static controller voter set
+    # ("1@host:port,2@host:port,...") and the cluster id every node is formatted with. Empty voters:
+    # the standalone single node, formatted with `--standalone`.
+    node_id: int = 1
+    voters: str = ""
+    cluster_id: str = ""
+    # Replicas of the broker's internal topics (consumer offsets, transaction log): the cluster's size.
+    replication: int = 1
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -163,17 +175,16 @@ class LocalKafka:
         logs = self.data_dir / "logs"
         return "\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={self.voters}"
+            if self.voters
+            else f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
             *self._security(broker),
             f"log.dirs={logs}",
             "auto.create.topics.enable=false",
             "num.partitions=1",
-            "offsets.topic.replication.factor=1",
+            *self._replication(),
             "offsets.topic.num.partitions=8",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
             "group.initial.rebalance.delay.ms=0",
             "num.network.threads=2",
             "num.io.threads=2",
@@ -182,11 +193,27 @@ class LocalKafka:
             "",
         ])  # fmt: skip
 
+    def _replication(self) -> list[str]:
+        rf, isr = self.replication, min_insync_for(self.replication)
+        lines = [f"offsets.topic.replication.factor={rf}", f"transaction.state.log.replication.factor={rf}",
+                 f"transaction.state.log.min.isr={isr}", f"share.coordinator.state.topic.replication.factor={rf}",
+                 f"default.replication.factor={rf}", f"min.insync.replicas={isr}"]  # fmt: skip
+        if rf > 1:
+            # A SIGKILLed node's partitions stay leaderless until the controller fences it for
+            # missed heartbeats: 3 s instead of the default 9 s of unavailability per kill.
+            lines += ["broker.session.timeout.ms=3000", "broker.heartbeat.interval.ms=500"]
+        return lines
+
     def running_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
             os.kill(pid, 0)
         except (OSError, ValueError):
+            return None
+        # A broker that died as this process's child stays a zombie until reaped: not running.
+        if _is_zombie(pid):
+            if self._proc is not None and self._proc.pid == pid:
+                self._proc.poll()
             return None
         return pid
 
@@ -198,6 +225,12 @@ class LocalKafka:
     async def start(self, timeout_s: float = 60.0) -> None:
         if self.running_pid() is not None and await self.is_ready(2.0):
             return
+        cmd = await self.prepare(timeout_s)
+        await self._run(cmd, self.admin_config(), timeout_s)
+        await self.ensure_users()
+
+    async def prepare(self, timeout_s: float = 60.0) -> list[str]:
+        """Writes the properties, formats (or upgrades) the log dir; returns the command to run."""
         jars = await ensure_jars()
         java = shutil.which("java")
         if java is None:
@@ -215,7 +248,7 @@ class LocalKafka:
         classpath = f"{jars}/*"
         log_opts = [f"-Dlog4j.configuration=file:{LOG4J}", f"-Dkafka.logs.file={self.log_file}"]
         jvm = os.environ.get("AGENTSTREAM_KAFKA_JVM_OPTS", DEFAULT_JVM_OPTS).split()
-        cmd = [java, "-Xms256m", f"-Xmx{self.heap}", *jvm, "-Djava.awt.headless=true", *log_opts,
+        cmd = [java, f"-Xms{self.initial_heap}", f"-Xmx{self.heap}", *jvm, "-Djava.awt.headless=true", *log_opts,
                "-cp", classpath, "kafka.Kafka", str(props)]  # fmt: skip
         if not (self.data_dir / "logs" / "meta.properties").exists():
             await self._format([java, *log_opts, "-cp", classpath], props, admin, broker)
@@ -223,8 +256,7 @@ class LocalKafka:
             await self._upgrade(cmd, props, admin, broker, timeout_s)
         if self.secure:
             self._secured_marker.touch()
-        await self._run(cmd, admin.client_config() if self.secure else {}, timeout_s)
-        await self.ensure_users()
+        return cmd
 
     async def _format(self, java: list[str], props: Path, admin: Principal, broker: Principal) -> None:
         scram = [f"SCRAM-SHA-512=[name={p.username},password={p.password}]" for p in (admin, broker)]
@@ -235,8 +267,9 @@ class LocalKafka:
         argfile.write_text("\n".join(arg for entry in scram for arg in ("--add-scram", entry)))
         try:
             fmt = await asyncio.create_subprocess_exec(
-                *java, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(props),
-                "--standalone", *([f"@{argfile}"] if self.secure else []),
+                *java, "kafka.tools.StorageTool", "format", "-t", self.cluster_id or new_cluster_id(),
+                "-c", str(props), *([] if self.voters else ["--standalone"]),
+                *([f"@{argfile}"] if self.secure else []),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
             out, _ = await fmt.communicate()
@@ -271,14 +304,23 @@ class LocalKafka:
             await asyncio.to_thread(props.write_text, self._properties(broker))
 
     async def _run(self, cmd: list[str], auth: dict[str, str], timeout_s: float) -> None:
-        proc = await asyncio.to_thread(_spawn_daemon, cmd, self.data_dir / "broker.stdout")
-        self.pid_file.write_text(f"{proc.pid}\n")
+        await self.spawn(cmd)
+        await self.wait_answers(auth, timeout_s)
+
+    async def spawn(self, cmd: list[str]) -> None:
+        self._proc = await asyncio.to_thread(_spawn_daemon, cmd, self.data_dir / "broker.stdout")
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+
+    async def wait_answers(self, auth: dict[str, str], timeout_s: float, brokers: int = 1) -> None:
+        """Until this node answers a metadata request listing at least `brokers` brokers."""
+        proc = self._proc
+        assert proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 tail = self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
                 raise LocalKafkaError(f"the local broker exited with code {proc.returncode}:\n{tail}")
-            if await self._answers(auth, 1.0):
+            if await self._answers(auth, 1.0, brokers):
                 return
             await asyncio.sleep(0.25)
         raise LocalKafkaError(f"the local broker was not ready within {timeout_s:.0f}s (log: {self.log_file})")
@@ -296,13 +338,13 @@ class LocalKafka:
         # Never started here: nothing this store could authenticate to.
         return admin is not None and await self._answers(admin.client_config(), timeout_s)
 
-    async def _answers(self, auth: dict[str, str], timeout_s: float) -> bool:
+    async def _answers(self, auth: dict[str, str], timeout_s: float, brokers: int = 1) -> bool:
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": "0", **auth}
 
         def probe() -> bool:
             try:
                 md = AdminClient(conf).list_topics(timeout=timeout_s)
-                return bool(md.brokers)
+                return len(md.brokers) >= brokers
             except Exception:
                 return False
 
@@ -324,7 +366,26 @@ class LocalKafka:
             await asyncio.sleep(0.2)
         else:
             os.kill(pid, signal.SIGKILL)
+        self._reap()
         self.pid_file.unlink(missing_ok=True)
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would: no controlled shutdown, no leadership handed over."""
+        pid = self.running_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):  # a SIGKILLed process is gone within milliseconds; 10 s at most
+            if self.running_pid() is None:
+                break
+            await asyncio.sleep(0.05)
+        self._reap()
+        self.pid_file.unlink(missing_ok=True)
+
+    def _reap(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -4,11 +4,12 @@ run until SIGTERM/SIGINT, drain, exit."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,9 @@ from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.credentials.signing_keys import component_keyring, issue_missing_bundle
 from agentstream.events import Event
+from agentstream.kafka.changelog import changelog_short_name
 from agentstream.kafka.core import ProcessorCore
+from agentstream.kafka.hosting import HostedCore
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.runtime import ProcessorRuntime, RuntimeConfig
@@ -27,9 +30,14 @@ from agentstream.security.journal_trust import JournalSigner, JournalVerifier, j
 from agentstream.topics import DEADLETTER, JOURNAL, STATUS, load_topics
 
 log = logging.getLogger("agentstream.process")
+# The instance id of the processor process (`agentstream process <name> --instance N`), for the
+# few stores that live outside the partition stores and must not be shared by two instances.
+INSTANCE_ENV = "AGENTSTREAM_INSTANCE"
 
 
 def configure_logging() -> None:
+    # `kill -USR1 <pid>` prints every thread's stack: how an operator sees where a stalled processor waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         level=os.environ.get("AGENTSTREAM_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
@@ -90,21 +98,54 @@ BuildCore = Callable[[Settings, RecordFactory, AsyncProducer], Awaitable[Built]]
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
+    """The first signal stops gracefully: running calls finish and every result is journaled,
+    waiting out a broker outage if need be. A second one exits at once, saying what it drops."""
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second stop signal: exiting now; unacknowledged journal writes are dropped, "
+                        "and calls whose results they held will run again after a restart")  # fmt: skip
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
 
 async def serve(build: BuildCore, settings: Settings, instance: str, stop: asyncio.Event | None = None) -> None:
+    """One processor core in this process."""
+    await serve_cores({"": build}, settings, instance, stop)
+
+
+async def serve_cores(
+    builds: Mapping[str, BuildCore], settings: Settings, instance: str, stop: asyncio.Event | None = None,
+    *, name: str | None = None,
+) -> None:  # fmt: skip
+    """Several processor cores in this process, reading the journal once and handing each other
+    their events in-process (agentstream/kafka/runtime.py). `name` is the group's name (its
+    consumer group, state and instance ids); with one core it is that core's."""
     stop = stop or asyncio.Event()
+    os.environ[INSTANCE_ENV] = instance
     topics = load_topics(settings.topic_prefix)
     partitions = await wait_for_kafka(settings, topics[JOURNAL].name)
-    records = RecordFactory(AvroCodec(), topics[JOURNAL].name, partitions)
+    codec = AvroCodec()
     producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
-    built = await build(settings, records, producer)
+    hosted: list[HostedCore] = []
+    cleanup: list[Callable[[], Awaitable[None]]] = []
+    before_batch: list[Callable[[], Any]] = []
+    for build in builds.values():
+        records = RecordFactory(codec, topics[JOURNAL].name, partitions)
+        built = await build(settings, records, producer)
+        # Each core signs what it writes with its own journal key.
+        issue_missing_bundle(settings, built.core.name)
+        records.signer = JournalSigner(built.core.name, component_keyring(settings, built.core.name))
+        hosted.append(HostedCore(built.core, records, list(built.vet)))
+        cleanup.extend(built.cleanup)
+        before_batch.extend(built.before_batch)
+    group = name or hosted[0].name
     runtime = ProcessorRuntime(
-        built.core,
-        records,
+        hosted,
         producer,
         RuntimeConfig(
             bootstrap=settings.bootstrap_servers,
@@ -114,29 +155,29 @@ async def serve(build: BuildCore, settings: Settings, instance: str, stop: async
             state_dir=settings.state_dir,
             instance=instance,
             kafka_extra=settings.kafka_extra,
+            changelogs={
+                c.name: topics[changelog_short_name(c.name)].name
+                for c in hosted
+                if changelog_short_name(c.name) in topics
+            },
         ),
+        group,
     )
-    runtime.before_batch.extend(built.before_batch)
-    runtime.vet.extend(built.vet)
-    # The component signs what it writes with its own journal key and checks every writer it reads.
-    issue_missing_bundle(settings, built.core.name)
-    keyring = component_keyring(settings, built.core.name)
-    records.signer = JournalSigner(built.core.name, keyring)
+    runtime.before_batch.extend(before_batch)
+    # Every processor holds every writer's journal key (one trust zone); the one that also holds
+    # the run-request key (the orchestrator) checks RunRequested proofs as well.
+    keyrings = [component_keyring(settings, h.name) for h in hosted]
+    keyring = next((k for k in keyrings if "run-request" in k.purposes), keyrings[0])
     if journal_auth_enabled():
         runtime.verifier = JournalVerifier(keyring, require_run_proof="run-request" in keyring.purposes)
     else:
-        log.warning("%s: journal writer checks are OFF (AGENTSTREAM_JOURNAL_AUTH=0)", built.core.name)
-    log.info(
-        "%s instance %s started (journal %s, %d partitions)",
-        built.core.name,
-        instance,
-        topics[JOURNAL].name,
-        partitions,
-    )
+        log.warning("%s: journal writer checks are OFF (AGENTSTREAM_JOURNAL_AUTH=0)", group)
+    log.info("%s instance %s started (%s; journal %s, %d partitions)", group, instance,
+             ", ".join(h.name for h in hosted), topics[JOURNAL].name, partitions)  # fmt: skip
     try:
         await runtime.run(stop)
     finally:
-        for close in built.cleanup:
+        for close in cleanup:
             await close()
         await producer.aclose()
-        log.info("%s instance %s stopped: %s", built.core.name, instance, runtime.counters)
+        log.info("%s instance %s stopped: %s", group, instance, runtime.counters)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agentstream.client.journal import JournalClient
@@ -17,6 +17,7 @@ from agentstream.config import LOCAL_BOOTSTRAP, Settings
 from agentstream.credentials.signing_keys import ensure_key_bundles_in
 from agentstream.kafka.acls import AclError, apply_acls
 from agentstream.kafka.auth import CREDENTIALS_DIR_ENV, with_principal
+from agentstream.localcluster import LocalCluster, cluster_dir
 from agentstream.localkafka import LocalKafka
 from agentstream.registry.admin import set_policy
 from agentstream.registry.entry import TenantPolicy
@@ -25,19 +26,34 @@ from agentstream.topics import create_topics, load_topics
 
 # A tenant policy that lets the demo payment tool run without a person (test and bench tenants).
 PAYMENTS_AUTO_APPROVED = TenantPolicy(auto_approve=("transfer_funds",))
+# How `dev` and Deployment run the processors: "separate" (one OS process each: isolation, and a
+# crash takes down one processor) or "engine" (all cores in one process: no hop between them).
+LAYOUT_ENV = "AGENTSTREAM_LAYOUT"
 PROCESSORS = ("orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor")
 
 
-async def ensure_broker(settings: Settings) -> LocalKafka | None:
-    """Starts the embedded broker unless KAFKA_BOOTSTRAP_SERVERS points elsewhere."""
+async def ensure_broker(settings: Settings) -> LocalKafka | LocalCluster | None:
+    """Starts the embedded broker unless KAFKA_BOOTSTRAP_SERVERS points elsewhere: the local cluster
+    where `agentstream kafka start --brokers N` made one and a node of it runs, else the single
+    broker. A cluster's clients need all its nodes: use `with_local_bootstrap` on the settings."""
     if not settings.uses_local_broker or settings.bootstrap_servers != LOCAL_BOOTSTRAP:
         return None
-    kafka = LocalKafka(settings.home / "kafka", credentials_dir=settings.kafka_credentials_dir)
+    cluster = LocalCluster.existing(cluster_dir(settings.home), settings.kafka_credentials_dir)
+    kafka: LocalKafka | LocalCluster
+    if cluster is not None and any(cluster.running()):
+        kafka = cluster
+    else:
+        kafka = LocalKafka(settings.home / "kafka", credentials_dir=settings.kafka_credentials_dir)
     await kafka.start()
     # On a first start the admin's credentials did not exist when the settings were read.
     if "sasl.username" not in settings.kafka_extra:
         settings.kafka_extra.update(kafka.admin_config())
     return kafka
+
+
+def with_local_bootstrap(settings: Settings, kafka: LocalKafka | LocalCluster | None) -> Settings:
+    """The settings with every node of the local broker or cluster `ensure_broker` started."""
+    return settings if kafka is None else replace(settings, bootstrap_servers=kafka.bootstrap)
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -132,9 +148,12 @@ class ProcessorProcesses:
 
     def start_all(self, names: tuple[str, ...] | None = None) -> None:
         if names is None:
-            # With a pool of model replicas, the KV-affinity dispatcher routes every model call.
-            replicas = self.env.get("AGENTSTREAM_REPLICAS", "").strip()
-            names = (*PROCESSORS, "kv-dispatcher") if replicas else PROCESSORS
+            if self.env.get(LAYOUT_ENV, "separate") == "engine":
+                names = ("engine",)  # every core in one process, handing events over in-process
+            else:
+                # With a pool of model replicas, the KV-affinity dispatcher routes every model call.
+                replicas = self.env.get("AGENTSTREAM_REPLICAS", "").strip()
+                names = (*PROCESSORS, "kv-dispatcher") if replicas else PROCESSORS
         for name in names:
             self.start(name)
 

@@ -1,6 +1,8 @@
-"""Crash survival: concurrent multi-step runs while processors are SIGKILLed and restarted.
+"""Crash survival: concurrent multi-step runs while processors (and brokers) are SIGKILLed and restarted.
 
     .venv/bin/python bench/chaos.py --runs 100 --kills 20
+    .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 3 --broker-kills 5 --instances 2 --add-remove 1
+    .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 1 --broker-kills 3 --broker-down-s 5,120,5
 
 Each processor is its own OS process. A killer SIGKILLs a random processor at random moments and
 restarts it; on top of that the tool executor and model invoker kill themselves, with a small
@@ -13,6 +15,11 @@ narrowest crash window). The last line printed is one JSON object.
   model_calls_resent      requests the model server received for a call whose completion was
                           already in the journal at that moment
   trajectories_differing  runs whose trajectory differs from a crash-free run of the same scenario
+  broker_kills            brokers SIGKILLed (the one leading the most journal partitions; with one
+                          broker, the broker), each restarted after its --broker-down-s outage
+  rebalances              consumer-group membership changes the bench made: an instance added or removed
+  processor_exits         processors that exited when the bench had not killed them nor injected a crash
+                          (each is restarted, as `agentstream dev` would)
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,9 +42,12 @@ import httpx
 from agentstream.client.journal import RunRequest
 from agentstream.client.scan import read_journal
 from agentstream.events import LlmCallCompleted, ToolCallRequested
-from agentstream.stack import Deployment
+from agentstream.localcluster import LocalCluster, leader_of_most
+from agentstream.localkafka import LocalKafka
+from agentstream.stack import PROCESSORS, Deployment, ProcessorProcesses
+from agentstream.topics import JOURNAL, load_topics
 from agentstream.trajectory import summarize
-from bench.common import bench_settings, comparable_trajectory
+from bench.common import bench_settings, cluster_bench_settings, comparable_trajectory
 from bench.scenarios import chaos_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 from processors.tool_executor.builtin import bank_stats, bank_transfers
@@ -54,14 +66,31 @@ async def submit(deployment: Deployment, scenarios: int, runs: int, steps: int, 
     return run_scenario
 
 
-async def killer(deployment: Deployment, kills: int, rng: random.Random, stop: asyncio.Event, log: list[str]) -> None:
+def last_error(logfile: Path) -> str:
+    """The exception an exited processor's log ends with (its traceback's last line)."""
+    lines = logfile.read_text(errors="replace").splitlines() if logfile.exists() else []
+    found = [line for line in lines if "Error" in line.split(":", 1)[0] or "Exception" in line.split(":", 1)[0]]
+    return found[-1][:300] if found else "no exception in its log"
+
+
+def restart_exited(procs: ProcessorProcesses, log: list[str], exits: list[str]) -> None:
+    for key in procs.crashed():
+        code = procs.procs[key].returncode
+        if code == -signal.SIGKILL:  # the injected crash points kill their own process
+            log.append(f"{time.monotonic():.2f} {key} crashed itself; restarting")
+        else:
+            exits.append(f"{key} (exit code {code}): {last_error(procs.log_dir / f'{key}.log')}")
+            log.append(f"{time.monotonic():.2f} {key} EXITED with code {code}; restarting")
+        procs.restart(key)
+
+
+async def killer(deployment: Deployment, kills: int, rng: random.Random, stop: asyncio.Event, log: list[str],
+                 exits: list[str]) -> None:  # fmt: skip
     assert deployment.procs is not None
     procs = deployment.procs
     done = 0
     while not stop.is_set():
-        for key in procs.crashed():  # self-inflicted crashes at the injected crash points
-            log.append(f"{time.monotonic():.2f} {key} crashed itself; restarting")
-            procs.restart(key)
+        restart_exited(procs, log, exits)
         if done < kills:
             await asyncio.sleep(rng.uniform(0.4, 2.0))
             if stop.is_set():
@@ -71,9 +100,81 @@ async def killer(deployment: Deployment, kills: int, rng: random.Random, stop: a
             done += 1
             log.append(f"{time.monotonic():.2f} SIGKILL {key} ({done}/{kills})")
             await asyncio.sleep(rng.uniform(0.1, 1.0))
-            procs.restart(key)
+            if key in procs.procs:  # not an added instance removed meanwhile
+                procs.restart(key)
         else:
             await asyncio.sleep(0.2)
+
+
+class Brokers:
+    """The bench's broker(s), killed and restarted by index: a cluster's nodes, or the single broker."""
+
+    def __init__(self, kafka: LocalKafka | LocalCluster | None) -> None:
+        self.kafka = kafka
+        self.nodes = [] if kafka is None else kafka.nodes if isinstance(kafka, LocalCluster) else [kafka]
+
+    async def victim(self, topic: str) -> int:
+        if not isinstance(self.kafka, LocalCluster):
+            return 0
+        return await leader_of_most(self.kafka.bootstrap, self.kafka.admin_config(), topic)
+
+    async def restart(self, index: int) -> None:
+        if isinstance(self.kafka, LocalCluster):
+            await self.kafka.start_node(index)
+            # The next kill must not find a partition whose only in-sync copies it would take down.
+            await self.kafka.wait_in_sync()
+        else:
+            await self.nodes[index].start(timeout_s=120)
+
+
+async def broker_killer(brokers: Brokers, topic: str, kills: int, downs: list[float], rng: random.Random,
+                        pending: Callable[[], int], log: list[str], in_flight: list[int]) -> None:  # fmt: skip
+    """`kills` times: SIGKILL the broker leading the most journal partitions, restart it after the
+    next outage length from `downs`. Stops early only once no run is left to disturb."""
+    for done in range(kills):
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+        if not pending():
+            log.append(f"{time.monotonic():.2f} no run in flight: broker kills stop at {done}/{kills}")
+            return
+        index = await brokers.victim(topic)
+        in_flight.append(pending())
+        await brokers.nodes[index].kill()
+        down = downs[done % len(downs)]
+        log.append(f"{time.monotonic():.2f} SIGKILL broker {index + 1} ({done + 1}/{kills}, {pending()} runs "
+                   f"in flight); down for {down:.0f}s")  # fmt: skip
+        await asyncio.sleep(down)
+        t0 = time.monotonic()
+        await brokers.restart(index)
+        log.append(f"{time.monotonic():.2f} broker {index + 1} back in {time.monotonic() - t0:.1f}s")
+
+
+async def churn(procs: ProcessorProcesses, cycles: int, rng: random.Random, stop: asyncio.Event, log: list[str]) -> int:
+    """`cycles` times: start one more instance of a random processor, let it join its group and
+    take partitions, then stop it gracefully (its partitions move back). Returns the changes made."""
+    changes = 0
+    for cycle in range(cycles):
+        await asyncio.sleep(rng.uniform(2.0, 5.0))
+        if stop.is_set():
+            break
+        name, instance = rng.choice(PROCESSORS), str(90 + cycle)
+        procs.start(name, instance)
+        changes += 1
+        log.append(f"{time.monotonic():.2f} added {name}-{instance}")
+        # Removed only once it runs (a signal during its start-up would kill it, not stop it).
+        started = f"instance {instance} started"
+        logfile = procs.log_dir / f"{name}-{instance}.log"
+        for _ in range(600):
+            if logfile.exists() and started in logfile.read_text(errors="replace"):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(rng.uniform(5.0, 10.0))
+        proc = procs.procs.pop(f"{name}-{instance}")  # out of the killer's reach first
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait)
+        changes += 1
+        log.append(f"{time.monotonic():.2f} removed {name}-{instance} (exit code {proc.returncode})")
+    return changes
 
 
 def report_first_difference(run_id: str, reference: list[tuple[str, ...]], observed: list[tuple[str, ...]]) -> None:
@@ -95,10 +196,19 @@ async def main() -> None:
     parser.add_argument("--reply-crash-rate", type=float, default=0.005)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--brokers", type=int, default=1, help="KRaft brokers (more than one: a local cluster)")
+    parser.add_argument("--broker-kills", type=int, default=0, help="SIGKILLs of the journal's busiest leader")
+    parser.add_argument("--broker-down-s", default="5", help="outage lengths, cycled over the kills (e.g. 5,120)")
+    parser.add_argument("--instances", type=int, default=1, help="instances of every processor")
+    parser.add_argument("--add-remove", type=int, default=0, help="times an instance is added, then removed")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     t_start = time.monotonic()
-    async with bench_settings("chaos") as (settings, _kafka):
+    if args.broker_kills and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        raise SystemExit("--broker-kills needs the bench's own local broker(s): unset KAFKA_BOOTSTRAP_SERVERS")
+    downs = [float(x) for x in args.broker_down_s.split(",")]
+    context = cluster_bench_settings("chaos", args.brokers) if args.brokers > 1 else bench_settings("chaos")
+    async with context as (settings, kafka):
         scen_dir = settings.home / "scenarios"
         write_scenarios(scen_dir, [chaos_scenario(k, args.steps) for k in range(args.scenarios)])
         watcher = TerminalWatcher(settings)
@@ -114,17 +224,35 @@ async def main() -> None:
                 "AGENTSTREAM_CHAOS": f"tool_after_effect={args.effect_crash_rate},model_after_reply={args.reply_crash_rate}"
             }
             log: list[str] = []
+            exits: list[str] = []
+            in_flight: list[int] = []
             async with Deployment(settings, [scen_dir], extra_env=chaos_env, wait_tools=tuple(TOOLS)) as chaotic:
+                assert chaotic.procs is not None
+                for name in PROCESSORS:
+                    for instance in range(1, args.instances):
+                        chaotic.procs.start(name, str(instance))
                 async with httpx.AsyncClient() as http:
                     await http.post(f"{chaotic.model_url}/_scripted/reset")
-                print(f"chaos: {args.runs} concurrent runs, {args.kills} SIGKILLs", file=sys.stderr)
+                print(f"chaos: {args.runs} concurrent runs, {args.kills} SIGKILLs, {args.broker_kills} broker "
+                      f"SIGKILLs of {args.brokers}", file=sys.stderr)  # fmt: skip
                 t_chaos = time.monotonic()
                 stop = asyncio.Event()
-                kill_task = asyncio.create_task(killer(chaotic, args.kills, rng, stop, log))
+                kill_task = asyncio.create_task(killer(chaotic, args.kills, rng, stop, log, exits))
+                churn_task = asyncio.create_task(churn(chaotic.procs, args.add_remove, rng, stop, log))
                 chaos_runs = await submit(chaotic, args.scenarios, args.runs, args.steps, "chaos")
+                journal_topic = load_topics(settings.topic_prefix)[JOURNAL].name
+
+                def pending() -> int:
+                    return len(set(chaos_runs) - set(watcher.ended))
+
+                broker_chaos = broker_killer(Brokers(kafka), journal_topic, args.broker_kills, downs, rng, pending,
+                                             log, in_flight)  # fmt: skip
+                broker_task = asyncio.create_task(broker_chaos)
                 lost_ids = await watcher.wait(set(chaos_runs), args.timeout)
+                await broker_task  # a broker left down would fail the journal read below
                 stop.set()
                 await kill_task
+                rebalances = await churn_task
                 chaos_wall = time.monotonic() - t_chaos
                 async with httpx.AsyncClient() as http:
                     stats = (await http.get(f"{chaotic.model_url}/_scripted/stats")).json()
@@ -182,7 +310,15 @@ async def main() -> None:
         "duplicate_side_effects": duplicate_effects,
         "model_calls_resent": resent,
         "trajectories_differing": differing,
-        "kills": sum(1 for line in log if "SIGKILL" in line),
+        "kills": sum(1 for line in log if "SIGKILL" in line and "SIGKILL broker" not in line),
+        "brokers": args.brokers,
+        "broker_kills": len(in_flight),
+        "broker_down_s": downs,
+        "runs_in_flight_at_broker_kills": in_flight,
+        "instances": args.instances,
+        "rebalances": rebalances,
+        "processor_exits": len(exits),
+        "processor_exits_seen": exits,
         "self_crashes_at_injected_points": sum(1 for line in log if "crashed itself" in line),
         "restarts": restarts,
         "transfers_requested": len(requested_keys),

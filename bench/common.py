@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agentstream.client.journal import JournalEntry
 from agentstream.config import ModelSettings, Settings
+from agentstream.localcluster import LocalCluster
 from agentstream.localkafka import LocalKafka, free_port
 from agentstream.stack import ensure_topics
 
@@ -40,6 +41,22 @@ async def bench_settings(name: str) -> AsyncIterator[tuple[Settings, LocalKafka 
     finally:
         if kafka is not None:
             await kafka.stop()
+
+
+@asynccontextmanager
+async def cluster_bench_settings(name: str, brokers: int) -> AsyncIterator[tuple[Settings, LocalCluster]]:
+    """As bench_settings, on a fresh local cluster of `brokers` KRaft nodes (free ports)."""
+    home = Path(tempfile.mkdtemp(prefix=f"agentstream-{name}-"))
+    cluster = LocalCluster(home / "kafka-cluster", brokers, free_ports=True, credentials_dir=home / "keys")
+    await cluster.start()
+    settings = Settings(cluster.bootstrap, f"{name}{uuid.uuid4().hex[:8]}", home / "home", ModelSettings(),
+                        kafka_extra=cluster.admin_config(), kafka_credentials_dir=cluster.credentials.directory)  # fmt: skip
+    settings.home.mkdir(parents=True)
+    await ensure_topics(settings)
+    try:
+        yield settings, cluster
+    finally:
+        await cluster.stop()
 
 
 def cpu_seconds(pid: int) -> float:

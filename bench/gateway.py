@@ -128,7 +128,9 @@ async def main() -> None:
             # Runs started at different moments step at different moments: spread their phases over
             # one turn, unless the worst case (all at once) is asked for.
             phase_ms = 0 if args.lockstep else i * args.turn_ms // args.runs
-            (scen / f"sse{i}.json").write_text(json.dumps(scenario(f"sse{i}", args.steps, first_turn_ms + phase_ms, args.turn_ms)))
+            (scen / f"sse{i}.json").write_text(
+                json.dumps(scenario(f"sse{i}", args.steps, first_turn_ms + phase_ms, args.turn_ms))
+            )
         await create_tenant(settings, "bench", "Bench", rate_per_s=100_000, burst=100_000, max_active_runs=100_000)
         key = await issue_key(settings, "bench", "bench")
         async with Deployment(settings, [scen], policies={"bench": PAYMENTS_AUTO_APPROVED}) as d:

@@ -1,6 +1,7 @@
 """Platform overhead per durable step, and durable steps per second, under concurrent runs.
 
     .venv/bin/python bench/step_overhead.py --runs 200 --steps 10
+    .venv/bin/python bench/step_overhead.py --runs 200 --steps 10 --layout separate --instances 2
 
 A step is one model call plus the tool calls it asks for. Overhead is the step's wall time (from
 the orchestrator's LlmCallRequested to the next one, or to the run's end) minus the model's and
@@ -29,15 +30,24 @@ from agentstream.client.scan import read_journal
 from agentstream.events import LlmCallCompleted, LlmCallRequested, RunCompleted, ToolCallCompleted
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.producer import AsyncProducer, producer_config
-from agentstream.stack import Deployment
+from agentstream.stack import LAYOUT_ENV, Deployment
 from agentstream.topics import load_topics
 from bench.common import CpuMeter, bench_settings, percentile
 from bench.scenarios import overhead_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 
 
-async def probe_rtt(bootstrap: str, extra: dict[str, str], topic: str, count: int, stop: asyncio.Event) -> list[float]:
-    """Produce-to-consume round trips on a single-partition probe topic, while the load runs."""
+async def probe_rtt(
+    bootstrap: str,
+    extra: dict[str, str],
+    topic: str,
+    started: asyncio.Event,
+    stop: asyncio.Event,
+    min_samples: int = 50,
+) -> list[float]:
+    """Produce-to-consume round trips on a single-partition probe topic, every 50 ms while the load
+    runs and until at least `min_samples` arrived (one short run still gets a figure). `started` is
+    set once the first probe came back: the measured load starts after that."""
     received: dict[bytes, float] = {}
     ready = threading.Event()
     done = threading.Event()
@@ -58,12 +68,20 @@ async def probe_rtt(bootstrap: str, extra: dict[str, str], topic: str, count: in
     await asyncio.to_thread(ready.wait, 10)
     producer = AsyncProducer(producer_config(bootstrap, extra, {"linger.ms": 0}))
     sent: dict[bytes, float] = {}
-    for i in range(count):
-        if stop.is_set():
-            break
+    warm = 0
+    while not received:  # the consumer's first fetch position is settled once a probe comes back
+        key = f"warm{warm}".encode()
+        await producer.send(topic, b"x", key=key, partition=0)
+        warm += 1
+        await asyncio.sleep(0.1)
+    received.clear()
+    started.set()
+    i = 0
+    while not stop.is_set() or sum(1 for k in sent if k in received) < min_samples:
         key = f"p{i}".encode()
         sent[key] = time.perf_counter()
         await producer.send(topic, b"x", key=key, partition=0)
+        i += 1
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
     done.set()
@@ -78,13 +96,24 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup-runs", type=int, default=100, help="runs done first, not measured (JIT, caches)")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--layout",
+        choices=["engine", "separate"],
+        default="engine",
+        help="engine: every processor core in one process; separate: one process per processor",
+    )
+    parser.add_argument("--instances", type=int, default=1, help="instances of each processor process")
     args = parser.parse_args()
+    os.environ[LAYOUT_ENV] = args.layout
     async with bench_settings("overhead") as (settings, kafka):
         scen_dir = settings.home / "scenarios"
         write_scenarios(scen_dir, [overhead_scenario(args.steps - 1)])
         watcher = TerminalWatcher(settings)
         async with Deployment(settings, [scen_dir], wait_tools=("calculator",)) as d:
             assert d.procs is not None and d.model.proc is not None
+            for instance in range(1, args.instances):
+                for name in list({k.rsplit("-", 1)[0] for k in d.procs.procs}):
+                    d.procs.start(name, str(instance))
             pids = {k: p.pid for k, p in d.procs.procs.items()}
             pids["scripted-model"] = d.model.proc.pid
             broker_pid = kafka.running_pid() if kafka is not None else None
@@ -101,11 +130,12 @@ async def main() -> None:
                     )
                 )
             await watcher.wait(warm, args.timeout)
-            stop = asyncio.Event()
+            stop, probing = asyncio.Event(), asyncio.Event()
             probe_topic = load_topics(settings.topic_prefix)["bench.probe"].name
             probe = asyncio.create_task(
-                probe_rtt(settings.bootstrap_servers, settings.kafka_extra, probe_topic, 200, stop)
+                probe_rtt(settings.bootstrap_servers, settings.kafka_extra, probe_topic, probing, stop)
             )
+            await asyncio.wait_for(probing.wait(), 60)
             meter = CpuMeter.begin(pids)
             t0 = time.monotonic()
             run_ids = set()
@@ -163,6 +193,8 @@ async def main() -> None:
         "cpu_ms_per_step": {k: round(v * 1000.0 / max(1, steps), 3) for k, v in sorted(cpu.items())},
         "cpu_ms_per_step_total": round(sum(cpu.values()) * 1000.0 / max(1, steps), 3),
         "cores": os.cpu_count(),
+        "layout": args.layout,
+        "instances": args.instances,
     }
     print(json.dumps(result))
 

@@ -244,4 +244,3 @@ def test_a_deadline_stored_inside_an_older_registrations_transport_is_still_hono
     # New registrations name it only as the field.
     with pytest.raises(RegistryError, match="a field of the registration"):
         validate_entry(dataclasses.replace(again, transport={**again.transport, "approval_timeout_s": 4}))
-

@@ -80,7 +80,9 @@ async def test_a_name_is_refused_when_any_address_it_resolves_to_is_internal() -
         AddressRules.from_env({ALLOW_PRIVATE_ENV: "127.0.0.1/8"})  # host bits set: a typo, not a network
 
 
-@pytest.mark.parametrize("host", ["x\U00104dde.example", "a..example", "-lead.example", "a" * 64 + ".example", "sp ace.example"])
+@pytest.mark.parametrize(
+    "host", ["x\U00104dde.example", "a..example", "-lead.example", "a" * 64 + ".example", "sp ace.example"]
+)
 async def test_a_name_dns_cannot_carry_is_refused_before_any_lookup(host: str) -> None:
     # Found by the API fuzzer: such a name made the system resolver's IDNA codec raise (a 500).
     resolver = attacks.ScriptedResolver({})

@@ -58,7 +58,9 @@ async def test_the_gateways_keys_mint_no_capability_and_no_delegation(settings: 
         _ = gateway.capability
     with pytest.raises(CredentialError, match="holds no delegation key"):
         _ = gateway.delegation
-    assert gateway.keyring.purposes == NEEDS["gateway"] == {"approval", "run-request", "journal/gateway", "journal-view"}
+    assert (
+        gateway.keyring.purposes == NEEDS["gateway"] == {"approval", "run-request", "journal/gateway", "journal-view"}
+    )
     # Nor is there anything else to read: the bundle holds only those keys, never a root.
     text = bundle_path(settings, "gateway").read_text()
     assert "capability" not in text and "delegation" not in text and "roots" not in text

@@ -306,7 +306,11 @@ async def test_budgets_through_the_api_and_what_runs_cost(api: Api) -> None:
         # token per byte) and costs under $0.0001: a few of the scenario's seven steps fit, not all.
         body = {"task": "[scenario:steps] go", "tools": ["calculator"], "budget": {"usd": 0.0055}}
         halted = (await create(c, body, wait=30)).json()
-        assert halted["status"] == "halted" and halted["resumable"], (halted["budget"], halted["cost_usd"], halted["steps"])
+        assert halted["status"] == "halted" and halted["resumable"], (
+            halted["budget"],
+            halted["cost_usd"],
+            halted["steps"],
+        )
         assert halted["reason"].startswith("budget_usd: run budget $0.005500 would be exceeded"), halted["reason"]
         assert halted["budget"]["usd"] == 0.0055 and 1 <= halted["steps"] < 7
         cost = (await c.get(f"/v1/runs/{halted['id']}/cost")).json()

@@ -40,7 +40,11 @@ def test_an_unknown_model_is_priced_as_the_most_expensive() -> None:
         {"versions": [{"version": "v", "models": {}}]},
         {"versions": [{"version": "v", "models": {"a": {"input": 1}}}]},
         {"versions": [{"version": "v", "models": {"a": {"input": -1, "cached_input": 0, "output": 0}}}]},
-        {"versions": [{"version": "v", "models": {"a": {"input": 1, "cached_input": 0, "output": 0}}, "tools": {"t": -1}}]},
+        {
+            "versions": [
+                {"version": "v", "models": {"a": {"input": 1, "cached_input": 0, "output": 0}}, "tools": {"t": -1}}
+            ]
+        },
         {"versions": [{"version": "v", "models": {"a": {"input": 1, "cached_input": 0, "output": 0}}}] * 2},
     ],
 )

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -23,6 +22,7 @@ from processors.model_invoker.providers import (
     complete_with_retries,
     make_provider,
 )
+from processors.model_invoker.providers.http1 import HttpClient
 
 TOOLS = (
     ToolSpec(
@@ -261,18 +261,15 @@ async def test_refused_connection_is_retryable() -> None:
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
-async def test_wire_headers_and_body(model: Model, kind: str) -> None:
-    sent: list[httpx.Request] = []
-
-    async def record(request: httpx.Request) -> None:
-        sent.append(request)
-
-    async with httpx.AsyncClient(event_hooks={"request": [record]}) as client:
+async def test_wire_headers_and_body(kind: str) -> None:
+    server = ScriptedModelServer(keep_requests=4)
+    client = HttpClient()
+    async with running_scripted_model(server=server) as url:
         p: ModelProvider
         if kind == "openai":
-            p = OpenAIChatProvider(model.url, SECRET, client=client)
+            p = OpenAIChatProvider(url, SECRET, client=client)
         else:
-            p = AnthropicMessagesProvider(model.url, SECRET, client=client)
+            p = AnthropicMessagesProvider(url, SECRET, client=client)
         first = await p.complete(_request(_start("hi")))
         history = [*_start("hi"), Message("assistant", first.text, tool_calls=first.tool_calls)]
         history += [Message("tool", "bad", tool_call_id=first.tool_calls[0].id, is_error=True)]
@@ -280,9 +277,11 @@ async def test_wire_headers_and_body(model: Model, kind: str) -> None:
         request = _request(history, call_id="fixed-key")
         await p.complete(request)
         await p.aclose()  # a caller-owned client stays open
-        assert not client.is_closed
-    headers = sent[-1].headers
-    body = orjson.loads(sent[-1].content)
+        assert not client.closed
+        await client.aclose()
+    headers = server.received[-1].headers
+    body = orjson.loads(server.received[-1].body)
+    assert headers["content-type"] == "application/json" and int(headers["content-length"]) > 0
     assert headers["idempotency-key"] == "fixed-key"
     if kind == "openai":
         assert headers["authorization"] == f"Bearer {SECRET}"
@@ -308,21 +307,18 @@ async def test_wire_headers_and_body(model: Model, kind: str) -> None:
         }
 
 
-async def test_invalid_history_arguments_are_wrapped_for_anthropic(model: Model) -> None:
-    sent: list[bytes] = []
-
-    async def record(request: httpx.Request) -> None:
-        sent.append(request.content)
-
-    async with httpx.AsyncClient(event_hooks={"request": [record]}) as client:
-        p = AnthropicMessagesProvider(model.url, None, client=client)
+async def test_invalid_history_arguments_are_wrapped_for_anthropic() -> None:
+    server = ScriptedModelServer(keep_requests=1)
+    async with running_scripted_model(server=server) as url:
+        p = AnthropicMessagesProvider(url, None)
         first = await p.complete(_request(_start("[scenario:malformed]")))
         call = first.tool_calls[0]
         history = [*_start("[scenario:malformed]"), Message("assistant", first.text, tool_calls=(call,))]
         history.append(Message("tool", "invalid JSON arguments", tool_call_id=call.id, is_error=True))
         second = await p.complete(_request(history))
+        await p.aclose()
     assert second.tool_calls[0].arguments_json == '{"expression":"6*7"}'
-    tool_use = orjson.loads(sent[-1])["messages"][1]["content"][1]
+    tool_use = orjson.loads(server.received[-1].body)["messages"][1]["content"][1]
     assert tool_use["input"] == {"_raw": '{"expression": "6*7"'}
 
 

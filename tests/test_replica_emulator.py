@@ -171,7 +171,9 @@ async def test_a_prefill_slows_every_decode_on_its_replica_by_its_compute_time()
     # a decodes 1,000 tokens (1 ms each x 0.05 = 50 ms alone); b arrives 10 ms in with a 1,000-token
     # prompt (50 ms of compute) in chunks of 100: every step a decodes in meanwhile also carries a chunk.
     async def pair(chunk: int) -> tuple[float, float]:
-        engine = ReplicaEngine(_profile(prefill_s_per_token=0.001, decode_s_per_token=0.001, prefill_chunk_tokens=chunk))
+        engine = ReplicaEngine(
+            _profile(prefill_s_per_token=0.001, decode_s_per_token=0.001, prefill_chunk_tokens=chunk)
+        )
         a = asyncio.create_task(engine.generate("a", 10, 1000))
         await asyncio.sleep(0.01)
         b = await engine.generate("b", 1000, 10)

@@ -276,7 +276,7 @@ async def test_runner_announces_url(tmp_path: Path) -> None:
             assert r.json()["choices"][0]["message"]["content"] == "from a dir"
     finally:
         proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), 10) is not None
+        assert await asyncio.wait_for(proc.wait(), 10) == 0  # SIGTERM is a clean stop
 
 
 async def test_obey_tool_output_plays_injected_instructions_once() -> None:

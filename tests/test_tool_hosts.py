@@ -338,7 +338,9 @@ async def remote_mcp_url() -> AsyncIterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = PROBE_SERVER.parent / "http_mcp_server.py"
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(server), str(port), stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(server), str(port), stderr=asyncio.subprocess.DEVNULL
+    )
     try:
         for _ in range(200):
             with contextlib.suppress(OSError):

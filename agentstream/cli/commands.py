@@ -15,9 +15,8 @@ from agentstream.client.http import ApiError, NotFound, RunsClient
 from agentstream.client.journal import JournalClient, JournalEntry, RunBudget, RunRequest, read_run_once
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES, ResumeRequested, RunEvent, RunHalted
-from agentstream.localkafka import LocalKafka
 from agentstream.process import wait_for_kafka
-from agentstream.stack import ensure_broker, ensure_topics
+from agentstream.stack import ensure_broker, ensure_topics, with_local_bootstrap
 from agentstream.topics import load_topics, verify_topics
 from agentstream.trajectory import describe, summarize
 
@@ -52,7 +51,9 @@ async def dispatch(args: argparse.Namespace) -> int:
         case "topics":
             return await _topics(settings, args.action)
         case "kafka":
-            return await _kafka(settings, args.action)
+            from agentstream.cli.kafka import kafka_command
+
+            return await kafka_command(settings, args.action, args.brokers)
         case "gateway":
             return await _gateway(settings, args.host, args.port)
         case "signing-keys":
@@ -84,25 +85,28 @@ async def _gateway(settings: Settings, host: str, port: int) -> int:
 
 
 async def _process(settings: Settings, name: str, instance: str) -> int:
-    from agentstream.process import configure_logging, serve, stop_on_signals
+    from agentstream.process import configure_logging, serve_cores, stop_on_signals
+    from processors.catalog import builds_for, engine_cores
 
     configure_logging()
     settings = settings.as_component(name)
-    if name == "orchestrator":
-        from processors.orchestrator.app import build
-    elif name == "model-invoker":
-        from processors.model_invoker.app import build
-    elif name == "policy-gate":
-        from processors.policy_gate.app import build
-    elif name == "cost-governor":
-        from processors.cost_governor.app import build
-    elif name == "kv-dispatcher":
-        from processors.kv_dispatcher.app import build
-    else:
-        from processors.tool_executor.app import build
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await serve(build, settings, instance, stop)
+    cores = engine_cores() if name == "engine" else (name,)
+    profile_to = os.environ.get("AGENTSTREAM_PROFILE_DIR")
+    if not profile_to:
+        await serve_cores(builds_for(cores), settings, instance, stop, name=name)
+        return 0
+    # A CPU profile of the whole process, written when it stops (for benchmarks and tuning).
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        await serve_cores(builds_for(cores), settings, instance, stop, name=name)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(profile_to, f"{name}-{instance}.prof"))
     return 0
 
 
@@ -296,7 +300,7 @@ async def _topics(settings: Settings, action: str) -> int:
     from agentstream.kafka.acls import AclError, acl_drift
     from agentstream.kafka.auth import CredentialStore, KafkaAuthError, upsert_users
 
-    await ensure_broker(settings)
+    settings = with_local_bootstrap(settings, await ensure_broker(settings))
     topics = load_topics(settings.topic_prefix)
     specs = list(topics.values())
     try:
@@ -317,19 +321,3 @@ async def _topics(settings: Settings, action: str) -> int:
     if not drift:
         print(f"verified {len(specs)} topics and their ACLs: no drift")
     return 1 if drift else 0
-
-
-async def _kafka(settings: Settings, action: str) -> int:
-    kafka = LocalKafka(settings.home / "kafka", credentials_dir=settings.kafka_credentials_dir)
-    if action == "start":
-        t0 = time.monotonic()
-        await kafka.start()
-        print(f"local Kafka ready at {kafka.bootstrap} in {time.monotonic() - t0:.1f}s (data: {kafka.data_dir})")
-    elif action == "stop":
-        await kafka.stop()
-        print("local Kafka stopped")
-    else:
-        ready = await kafka.is_ready(2.0)
-        print(f"local Kafka at {kafka.bootstrap}: {'ready' if ready else 'not running'}")
-        return 0 if ready else 1
-    return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -14,18 +15,23 @@ from agentstream.cli.commands import follow_and_print
 from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.config import Settings
 from agentstream.events import ApprovalRequested
+from agentstream.localcluster import LocalCluster, supervise
+from agentstream.localkafka import LocalKafka
 from agentstream.process import stop_on_signals
 from agentstream.security.signing import platform_signers
 from agentstream.stack import (
+    LAYOUT_ENV,
     ProcessorProcesses,
     ScriptedModel,
     child_env,
     ensure_broker,
     ensure_topics,
     wait_for_tools,
+    with_local_bootstrap,
 )
 
 T = TypeVar("T")
+LocalBroker = LocalKafka | LocalCluster
 DEMO_TOOLS = ("calculator", "get_current_time", "lookup", "transfer_funds")
 DEMO_TASK = (
     "[scenario:demo] Dinner bills of 42.00, 38.00 and 45.00 dollars are split four ways. Work out my share, "
@@ -42,9 +48,10 @@ async def _stage(n: int, total: int, what: str, action: Callable[[], Awaitable[T
     return result
 
 
-async def _up(settings: Settings) -> tuple[ScriptedModel | None, ProcessorProcesses, bool]:
+async def _up(settings: Settings) -> tuple[Settings, ScriptedModel | None, ProcessorProcesses, LocalBroker | None]:
     total = 4
     kafka = await _stage(1, total, f"Kafka ({settings.bootstrap_servers})", lambda: ensure_broker(settings))
+    settings = with_local_bootstrap(settings, kafka)
     await _stage(2, total, "topics from topics.yaml", lambda: ensure_topics(settings))
     model: ScriptedModel | None = None
     url = settings.model.base_url
@@ -55,11 +62,13 @@ async def _up(settings: Settings) -> tuple[ScriptedModel | None, ProcessorProces
     procs.start_all()
     await _stage(4, total, "processors (orchestrator, policy-gate, cost-governor, model-invoker, tool-executor)",
                  lambda: wait_for_tools(settings, DEMO_TOOLS))  # fmt: skip
-    return model, procs, kafka is not None
+    return settings, model, procs, kafka
 
 
 async def dev(settings: Settings) -> int:
-    model, procs, _ = await _up(settings)
+    # Every processor core in one process unless told otherwise: no hop between them.
+    os.environ.setdefault(LAYOUT_ENV, "engine")
+    settings, model, procs, kafka = await _up(settings)
     procs.start_gateway()
     print(
         f"agentstream dev: up; run API at http://127.0.0.1:8080 (OpenAPI at /openapi.json); logs in {settings.home / 'logs'}"
@@ -67,6 +76,12 @@ async def dev(settings: Settings) -> int:
     print('try: agentstream run "[scenario:demo] hi" --follow')
     stop = asyncio.Event()
     stop_on_signals(stop)
+    # The broker dev uses is supervised like the processors: a dead one is restarted (its clients
+    # wait for it), with one line per state change.
+    nodes = [] if kafka is None else kafka.nodes if isinstance(kafka, LocalCluster) else [kafka]
+    broker_watch = asyncio.create_task(
+        supervise(nodes, stop, lambda line: print(f"agentstream dev: {line}", file=sys.stderr, flush=True))
+    )
     try:
         while not stop.is_set():
             for key in procs.crashed():
@@ -75,6 +90,10 @@ async def dev(settings: Settings) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
     finally:
+        # Mid-restart, the supervisor may be waiting on a starting broker: leave that one running.
+        broker_watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await broker_watch
         await procs.stop_all()
         if model is not None:
             model.stop()
@@ -115,7 +134,8 @@ async def _approve_as_demo_operator(settings: Settings, run_id: str) -> None:
 
 
 async def demo(settings: Settings, *, keep_broker: bool = False) -> int:
-    model, procs, started_broker = await _up(settings)
+    os.environ.setdefault(LAYOUT_ENV, "engine")
+    settings, model, procs, kafka = await _up(settings)
     client = JournalClient(settings)
     try:
         run_id = await client.request_run(
@@ -134,7 +154,5 @@ async def demo(settings: Settings, *, keep_broker: bool = False) -> int:
         await procs.stop_all()
         if model is not None:
             model.stop()
-        if started_broker and not keep_broker:
-            from agentstream.localkafka import LocalKafka
-
-            await LocalKafka(settings.home / "kafka").stop()
+        if kafka is not None and not keep_broker:
+            await kafka.stop()

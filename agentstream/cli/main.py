@@ -59,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser("kafka", help="the embedded local broker")
     kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument(
+        "--brokers", type=int, default=1,
+        help="start: this many KRaft brokers (3: a replicated cluster, topics at RF 3, min.insync 2)",
+    )  # fmt: skip
 
     sub.add_parser("status", help="processor lag, throughput and error counters")
 
@@ -71,19 +75,22 @@ def parser() -> argparse.ArgumentParser:
     add_cost_parsers(sub)
     add_signing_parser(sub)
 
-    proc = sub.add_parser("process", help="run one processor in this process (what `dev` starts)")
+    proc = sub.add_parser(
+        "process", help="run one processor in this process, or `engine`: every processor in one process"
+    )
     proc.add_argument(
         "name",
-        choices=["orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor", "kv-dispatcher"],
-    )
+        choices=["orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor", "kv-dispatcher",
+                 "engine"],
+    )  # fmt: skip
     proc.add_argument("--instance", default="0")
     return p
 
 
 def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    # The gateway's work is fanning events out to many sockets, where uvloop's transports cost a
-    # fraction of asyncio's; the processors keep the standard loop (their cost is elsewhere).
-    if command == "gateway":
+    # The gateway fans events out to many sockets and the processors make many small HTTP calls and
+    # hand-offs: uvloop's transports and scheduling cost a fraction of asyncio's there.
+    if command in ("gateway", "process"):
         import uvloop
 
         return uvloop.new_event_loop

@@ -8,9 +8,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from agentstream import ids
+from agentstream.client.locate import lookup_index, read_span, span_stop
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.credentials.signing_keys import component_keyring
@@ -20,7 +21,7 @@ from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.process import wait_for_kafka
 from agentstream.security.journal_trust import JournalSigner, JournalVerifier, journal_auth_enabled
-from agentstream.topics import JOURNAL, load_topics
+from agentstream.topics import JOURNAL, RUN_INDEX, load_topics
 
 
 def new_run_id() -> str:
@@ -153,8 +154,59 @@ class JournalClient:
         await self.append(event)
 
     async def read_run(self, run_id: str) -> list[JournalEntry]:
-        """Everything journaled for a run so far, in journal order, duplicates removed."""
+        """Everything journaled for a run so far, in journal order, duplicates removed.
+
+        Read by the run's index entry (its partition and offset range) when it has one, so an old
+        run costs what it holds, not the partition's history; by a partition scan otherwise."""
+        located = await self._read_located(run_id)
+        if located is not None:
+            return located
         return [entry async for entry in self._scan(run_id, follow=False)]
+
+    async def _read_located(self, run_id: str) -> list[JournalEntry] | None:
+        _, records = await self._ready()
+        index_topic = load_topics(self.settings.topic_prefix)[RUN_INDEX].name
+        tp_partition = records.journal_partition(run_id)
+        prefix = f"{run_id}/".encode()
+
+        def read() -> list[JournalEntry] | None:
+            consumer = Consumer(
+                consumer_config(
+                    self.settings.bootstrap_servers, self.settings.kafka_extra, {"group.id": "agentstream-reader"}
+                )
+            )
+            try:
+                try:
+                    entry = lookup_index(consumer, index_topic, run_id, self.codec)
+                except KafkaException:
+                    return None  # no index readable (an older deployment): the scan still works
+                if entry is None or entry.partition != tp_partition:
+                    return None
+                tp = TopicPartition(self.topic, tp_partition, entry.first_offset)
+                found: list[JournalEntry] = []
+                seen: set[str] = set()
+                stop = span_stop(entry)
+
+                def take(msg: Message) -> bool:
+                    if stop(msg):
+                        return True
+                    if not (msg.key() or b"").startswith(prefix):
+                        return False
+                    if self._verifier is not None and self._verifier.problem(msg, type_of(msg)) is not None:
+                        return False
+                    event = self.codec.decode(msg.value())
+                    if isinstance(event, RunEvent) and event.event_id not in seen:
+                        seen.add(event.event_id)
+                        found.append(JournalEntry(event, int(msg.offset() or 0), msg.timestamp()[1]))
+                    return False
+
+                read_span(consumer, tp, watermarks(consumer, tp)[1], take)
+                # An entry whose range holds none of the run's events is not this journal's: scan.
+                return found or None
+            finally:
+                consumer.close()
+
+        return await asyncio.to_thread(read)
 
     async def follow(
         self, run_id: str, timeout_s: float | None = None, until: Callable[[RunEvent], bool] = is_terminal

@@ -192,9 +192,7 @@ def verify(signing_key: DelegationKeys, token: str, now_ms: int | None = None) -
         identity = claims.get("idn", "")
         if not isinstance(claims["su"], bool) or not isinstance(identity, str):
             raise TypeError("bad claim types")
-        return Delegation(
-            *fields, _str_list(claims["scp"]), _str_list(claims["sec"]), *times, claims["su"], identity
-        )
+        return Delegation(*fields, _str_list(claims["scp"]), _str_list(claims["sec"]), *times, claims["su"], identity)
     except (ValueError, TypeError, KeyError, binascii.Error):
         # Signed by our key yet unreadable: an issuer bug, never user input; still just refused.
         raise invalid from None

@@ -120,7 +120,9 @@ class LocalKeyProvider:
             {
                 "format": _FORMAT,
                 "current": self._current,
-                "keys": {k: {"key": encode_key(v), "created_ms": self._created.get(k, 0)} for k, v in self._keys.items()},
+                "keys": {
+                    k: {"key": encode_key(v), "created_ms": self._created.get(k, 0)} for k, v in self._keys.items()
+                },
             },
             option=orjson.OPT_INDENT_2,
         )

@@ -191,7 +191,9 @@ class Keyring:
 
 
 def _keyring_document(keys: dict[str, dict[str, VersionedKey]], current: str) -> bytes:
-    body = {p: {k: {"key": encode_key(v.key), "retired_ms": v.retired_ms} for k, v in ks.items()} for p, ks in keys.items()}
+    body = {
+        p: {k: {"key": encode_key(v.key), "retired_ms": v.retired_ms} for k, v in ks.items()} for p, ks in keys.items()
+    }
     return orjson.dumps({"format": _FORMAT, "current": current, "keys": body}, option=orjson.OPT_INDENT_2)
 
 

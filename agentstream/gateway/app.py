@@ -165,7 +165,7 @@ class Gateway:
         # The run id is a function of (tenant, key): concurrent identical requests all name the
         # same run, and the journal's dedupe makes them one.
         run_id = "run_" + hashlib.sha256(f"{caller.tenant_id}\x00{key}".encode()).hexdigest()[:24]
-        existing = self.index.get(caller.tenant_id, run_id)
+        existing = await self.index.find(caller.tenant_id, run_id)
         status = 200
         if existing is None:
             self._admit(caller)
@@ -206,7 +206,7 @@ class Gateway:
                            headers={"Retry-After": "5"})  # fmt: skip
 
     async def get_run(self, request: Request, caller: Caller) -> Response:
-        return JSONResponse(self._run(request, caller).resource())
+        return JSONResponse((await self._run(request, caller)).resource())
 
     async def list_runs(self, request: Request, caller: Caller) -> Response:
         status = request.query_params.get("status")
@@ -226,7 +226,7 @@ class Gateway:
         return JSONResponse({"data": [v.resource() for v in page], "next_cursor": cursor})
 
     async def cancel_run(self, request: Request, caller: Caller) -> Response:
-        view = self._run(request, caller)
+        view = await self._run(request, caller)
         raw = await self._read_json(request, allow_empty=True)
         body = _validate(CancelRun, raw if raw is not None else {})
         if view.terminal:
@@ -235,7 +235,7 @@ class Gateway:
         return JSONResponse(view.resource(), status_code=202)
 
     async def resume_run(self, request: Request, caller: Caller) -> Response:
-        view = self._run(request, caller)
+        view = await self._run(request, caller)
         raw = await self._read_json(request, allow_empty=True)
         body = _validate(ResumeRun, raw if raw is not None else {})
         if view.status != "halted" or not view.resumable:
@@ -254,7 +254,7 @@ class Gateway:
         return JSONResponse(view.resource(), status_code=202)
 
     async def stream_events(self, request: Request, caller: Caller) -> Response:
-        view = self._run(request, caller)
+        view = await self._run(request, caller)
         raw_last = request.headers.get("last-event-id", "")
         if not LAST_EVENT_ID.fullmatch(raw_last):
             raise ApiError(
@@ -270,7 +270,7 @@ class Gateway:
     # -- costs ------------------------------------------------------------------------------------
 
     async def get_run_cost(self, request: Request, caller: Caller) -> Response:
-        return run_cost(self.index, request.path_params["run_id"], caller.tenant_id)
+        return await run_cost(self.index, request.path_params["run_id"], caller.tenant_id)
 
     async def list_costs(self, request: Request, caller: Caller) -> Response:
         since_ms = _int_param(request, "since_ms", 0, 0, 10**15)
@@ -325,8 +325,9 @@ class Gateway:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _run(self, request: Request, caller: Caller) -> RunView:
-        view = self.index.get(caller.tenant_id, request.path_params["run_id"])
+    async def _run(self, request: Request, caller: Caller) -> RunView:
+        # An old run the projection no longer holds is read back from the journal.
+        view = await self.index.find(caller.tenant_id, request.path_params["run_id"])
         if view is None:
             raise not_found()
         return view

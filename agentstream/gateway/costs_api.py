@@ -12,8 +12,8 @@ from agentstream.gateway.projection import RunIndex
 COST_GROUPS = ["run", "tool", "model"]  # a tenant sees its own spend only, so no "tenant" grouping
 
 
-def run_cost(index: RunIndex, run_id: str, tenant_id: str) -> Response:
-    view = index.get(tenant_id, run_id)
+async def run_cost(index: RunIndex, run_id: str, tenant_id: str) -> Response:
+    view = await index.find(tenant_id, run_id)
     if view is None or view.cost is None:
         raise ApiError(404, "not_found", "run not found")
     return JSONResponse({**view.cost.resource(), "status": view.public_status, "budget": view.budget})

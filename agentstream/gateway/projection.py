@@ -1,204 +1,84 @@
-"""The gateway's view of runs: a projection of the journal, rebuilt by reading it from the start.
+"""The gateway's view of runs: a projection of the journal that holds what is live and recent.
 
 One reader tails every journal partition (outside any consumer group: each gateway instance needs
-every run) and keeps, per run, a summary and its events in journal order. Subscribers (SSE
-streams, waiting requests) get each new event through a mailbox. An event's SSE id is its
-journal offset: a run lives in one partition, so its offsets only grow.
+every run). It holds every live run (not ended, not halted) and, in a bounded LRU, the runs that
+settled recently, each with its events in journal order; subscribers (SSE streams, waiting
+requests) get each new event through a mailbox. An event's SSE id is its journal offset: a run
+lives in one partition, so its offsets only grow.
+
+With a `RunHistory` (the service always has one), memory and start time follow live runs, not the
+journal's length: a start reads from the last checkpoint (less a recent window), a run that leaves
+the LRU is recorded in the run index, and an older run is read back on demand by its partition and
+offset range (`find`), SSE resume included. Without one (tests of forged records) it reads from 0
+and keeps every run, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
+from collections import ChainMap, OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
 from agentstream.costs import RunCost
 from agentstream.events import (
-    TERMINAL_TYPES,
     ApprovalDecided,
     ApprovalRequested,
     BudgetSettled,
-    LlmCallCompleted,
     ResumeRequested,
-    RunCancelled,
-    RunCompleted,
     RunEvent,
-    RunFailed,
-    RunFlagged,
-    RunHalted,
     RunRequested,
-    RunStarted,
+)
+from agentstream.gateway.history import RunHistory
+from agentstream.gateway.recall import Recall
+from agentstream.gateway.views import (
+    WITHHELD,
+    WITHHELD_FIELDS,
+    ApprovalView,
+    Mailbox,
+    RunView,
+    StoredEvent,
+    _summarise,
+    sse_message,
 )
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.security.signing import TIMEOUT
 from agentstream.topics import JOURNAL, load_topics
 
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    offset: int
-    timestamp_ms: int
-    event: RunEvent
-    # The event as one SSE message, encoded once: a run with a thousand subscribers would
-    # otherwise serialise every event a thousand times.
-    sse: bytes
+__all__ = ["WITHHELD", "WITHHELD_FIELDS", "ApprovalView", "HistoryLimits", "Mailbox", "RunIndex", "RunView",
+           "StoredEvent", "_summarise", "sse_message"]  # fmt: skip
 
 
-# Bearer material in the journal, for the executor only: an authorization's capability and its
-# credential delegation. A client watching its run learns that the call was authorized, by whom and
-# until when, but never holds a token it could present to anything.
-WITHHELD_FIELDS = ("capability", "delegation")
-WITHHELD = "[withheld]"
+@dataclass(frozen=True)
+class HistoryLimits:
+    """What the projection holds beyond live runs, and how often it checkpoints."""
 
+    # About 1.5 KB an event held (its SSE message and decoded event): 20,000 is some 30 MB.
+    recent_runs: int = 1000  # settled runs kept after they settle (least recently used leave first)
+    recent_events: int = 20_000  # events those settled runs may hold together
+    window_events: int = 1000  # per partition, read back at start so recent runs are listed again
+    checkpoint_s: float = 5.0
 
-def sse_message(offset: int, timestamp_ms: int, event: RunEvent) -> bytes:
-    record = event.to_record()
-    for name in WITHHELD_FIELDS:
-        if record.get(name):
-            record[name] = WITHHELD
-    data = orjson.dumps({"type": event.type_name, "offset": offset, "timestamp_ms": timestamp_ms, **record})
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (offset, event.type_name.encode(), data)
+    @staticmethod
+    def from_env() -> HistoryLimits:
+        def number(name: str, default: float) -> float:
+            raw = os.environ.get(f"AGENTSTREAM_GATEWAY_{name}", "").strip()
+            return float(raw) if raw else default
 
-
-class Mailbox:
-    """The events one subscriber has not taken yet.
-
-    Not an `asyncio.Queue`: reading a queue under a timeout (`wait_for(queue.get(), t)`) creates a
-    Task per read in Python 3.11, and with a thousand subscribers every journal event meant a
-    thousand Tasks. Here a read that must wait costs one future and one timer, and everything that
-    arrived meanwhile (a whole fetched batch) is taken at once, so it goes out in one write."""
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[StoredEvent] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put(self, stored: StoredEvent) -> None:
-        self._items.append(stored)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def take(self, timeout_s: float) -> list[StoredEvent]:
-        """Everything ready, waiting up to `timeout_s` for the first; empty if nothing came."""
-        if not self._items:
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout_s, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-        items, self._items = self._items, []
-        return items
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-@dataclass
-class ApprovalView:
-    """One approval request and its outcome, as the approvals API shows it."""
-
-    request: ApprovalRequested
-    status: str = "pending"  # pending, approved, denied, expired
-    decided_by: str = ""
-    reason: str = ""
-    decided_ms: int = 0
-
-    def resource(self) -> dict[str, Any]:
-        r = self.request
-        return {
-            "id": r.approval_id,
-            "run_id": r.run_id,
-            "status": self.status,
-            "tool": r.tool,
-            "tool_version": r.tool_version,
-            "tier": r.tier,
-            "arguments_json": r.arguments_json,
-            "reason": r.reason,
-            "requested_at_ms": r.requested_ms,
-            "expires_at_ms": r.expires_ms,
-            "decided_by": self.decided_by or None,
-            # The deciding key's id alone (also the tail of `decided_by`): who to ask about it.
-            "decided_by_key_id": self.decided_by.rpartition(":key/")[2] if ":key/" in self.decided_by else None,
-            "decision_reason": self.reason or None,
-            "decided_at_ms": self.decided_ms or None,
-        }
-
-
-@dataclass
-class RunView:
-    run_id: str
-    tenant_id: str
-    task: str
-    model: str
-    tools: list[str]
-    max_steps: int
-    labels: dict[str, str]
-    request_hash: str
-    created_ms: int
-    api_key_id: str = ""  # the key that created the run: it may not approve the run's calls
-    status: str = "queued"
-    updated_ms: int = 0
-    steps: int = 0
-    reason: str = ""
-    final_answer: str = ""
-    halts: int = 0
-    resumable: bool = False
-    pending_approvals: int = 0
-    # Marks for a person's review (RunFlagged): the run went on, but something in it looked wrong.
-    flags: list[dict[str, Any]] = field(default_factory=list)
-    budget: dict[str, Any] = field(default_factory=dict)
-    cost: RunCost | None = None
-    events: list[StoredEvent] = field(default_factory=list)
-    seen_ids: set[str] = field(default_factory=set)
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
-
-    @property
-    def public_status(self) -> str:
-        # Paused on a person: no model call is made until every approval of the step is decided.
-        return "awaiting_approval" if self.pending_approvals and not self.settled else self.status
-
-    @property
-    def settled(self) -> bool:
-        """Ended, or waiting for someone: nothing will happen until a client acts."""
-        return self.terminal or self.status == "halted"
-
-    def resource(self) -> dict[str, Any]:
-        return {
-            "id": self.run_id,
-            "status": self.public_status,
-            "task": self.task,
-            "model": self.model,
-            "tools": self.tools,
-            "max_steps": self.max_steps,
-            "labels": self.labels,
-            "steps": self.steps,
-            "reason": self.reason or None,
-            "final_answer": self.final_answer or None,
-            "resumable": self.status == "halted" and self.resumable,
-            "flags": self.flags,
-            "budget": self.budget,
-            "cost_usd": round(self.cost.usd, 9) if self.cost is not None else 0.0,
-            "created_at_ms": self.created_ms,
-            "updated_at_ms": self.updated_ms,
-            "events_url": f"/v1/runs/{self.run_id}/events",
-        }
+        d = HistoryLimits()
+        return HistoryLimits(
+            recent_runs=int(number("RECENT_RUNS", d.recent_runs)),
+            recent_events=int(number("RECENT_EVENTS", d.recent_events)),
+            window_events=int(number("WINDOW_EVENTS", d.window_events)),
+            checkpoint_s=number("CHECKPOINT_S", d.checkpoint_s),
+        )
 
 
 class RunIndex:
@@ -207,6 +87,8 @@ class RunIndex:
         settings: Settings,
         approval_verifies: Callable[[ApprovalDecided], bool] | None = None,
         record_problem: Callable[[Message], str | None] | None = None,
+        history: RunHistory | None = None,
+        limits: HistoryLimits | None = None,
     ) -> None:
         self.settings = settings
         # Why a journal record is not the platform's (journal_trust.ViewVerifier): such a record is
@@ -218,12 +100,23 @@ class RunIndex:
         self.approval_verifies = approval_verifies or (lambda _event: False)
         self.topic = load_topics(settings.topic_prefix)[JOURNAL].name
         self.codec = AvroCodec()
-        self.runs: dict[str, RunView] = {}
+        self.history = history
+        self.limits = limits or HistoryLimits()
+        # Live runs are never dropped; settled ones wait in `recent`, least recently used first.
+        self.live: dict[str, RunView] = {}
+        self.recent: OrderedDict[str, RunView] = OrderedDict()
+        self.runs: ChainMap[str, RunView] = ChainMap(self.live, self.recent)
+        self._recent_events = 0
         self.approvals: dict[str, ApprovalView] = {}
         self._subscribers: dict[str, set[Mailbox]] = {}
-        self._consumer: Consumer | None = None
+        # Per journal partition, the next offset the tail applies: every record before it is in.
+        self.positions: dict[int, int] = {}
+        self.start_offsets: dict[int, int] = {}
+        self.recall = Recall(self, settings, record_problem) if history is not None else None
         self._caught_up = asyncio.Event()
         self.dead_letters = 0
+        self.evicted = 0
+        self.records_read = 0
 
     # -- reading the journal ----------------------------------------------------------------------
 
@@ -233,43 +126,80 @@ class RunIndex:
                 self.settings.bootstrap_servers, self.settings.kafka_extra, {"group.id": "agentstream-gateway"}
             )
         )
-        self._consumer = consumer
         md = await asyncio.to_thread(consumer.list_topics, self.topic, 10)
-        partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in md.topics[self.topic].partitions]
-        ends = {}
-        for tp in partitions:
-            ends[tp.partition] = (await asyncio.to_thread(watermarks, consumer, tp))[1]
-        consumer.assign(partitions)
-        pending = {p for p, end in ends.items() if end > 0}
+        parts = sorted(md.topics[self.topic].partitions)
+        marks = {p: await asyncio.to_thread(watermarks, consumer, TopicPartition(self.topic, p)) for p in parts}
+        ends = {p: high for p, (_low, high) in marks.items()}
+        start = await self._start_offsets(marks)
+        self.start_offsets, self.positions = dict(start), dict(start)
+        consumer.assign([TopicPartition(self.topic, p, start[p] if start[p] > 0 else OFFSET_BEGINNING) for p in parts])
+        pending = {p for p in parts if ends[p] > start[p]}
         if not pending:
             self._caught_up.set()
+        next_checkpoint = time.monotonic() + self.limits.checkpoint_s
+        checkpointing: asyncio.Task[bool] | None = None
         try:
             while not stop.is_set():
                 msgs = await asyncio.to_thread(fetch_batch, consumer, 2000, 0.05)
+                self.records_read += len(msgs)
                 for msg in msgs:
                     if msg.error() is not None:
                         continue
                     partition, offset = msg.partition() or 0, msg.offset() or 0
+                    self.positions[partition] = offset + 1
                     if partition in pending and offset + 1 >= ends[partition]:
                         pending.discard(partition)
                     if self.record_problem is not None and self.record_problem(msg) is not None:
                         self.refused += 1
                         continue
-                    self._apply(offset, msg.timestamp()[1], msg.value())
+                    self._apply(partition, offset, msg.timestamp()[1], msg.value())
                 if pending and not msgs:
                     positions = await asyncio.to_thread(
                         consumer.position, [TopicPartition(self.topic, p) for p in pending]
                     )
+                    for tp in positions:
+                        self.positions[tp.partition] = max(self.positions[tp.partition], tp.offset)
                     pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
                 if not pending:
                     self._caught_up.set()
+                self._evict()
+                if self.history is not None and not pending and time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + self.limits.checkpoint_s
+                    if checkpointing is None or checkpointing.done():
+                        # Beside the tail, never in its way: a slow flush must not hold up events.
+                        checkpointing = asyncio.create_task(self.history.checkpoint(self.checkpoint_offsets()))
         finally:
+            if checkpointing is not None:
+                await asyncio.gather(checkpointing, return_exceptions=True)
             await asyncio.to_thread(consumer.close)
+            if self.recall is not None:
+                await self.recall.aclose()
+
+    async def _start_offsets(self, marks: dict[int, tuple[int, int]]) -> dict[int, int]:
+        """From the checkpoint, less a recent window per partition; from 0 without one (a first
+        start: this read builds the run index as it goes)."""
+        if self.history is None:
+            return {p: 0 for p in marks}
+        checkpoint = await self.history.read_checkpoint()
+        if checkpoint is None or len(checkpoint) != len(marks):
+            return {p: 0 for p in marks}
+        window = self.limits.window_events
+        return {p: max(low, min(checkpoint[p], high - window)) for p, (low, high) in marks.items()}
+
+    def checkpoint_offsets(self) -> list[int]:
+        """Per partition, where a restart must read from to see every live run whole: the tail's
+        position, or the first offset of the oldest live run there if that is earlier."""
+        offsets = dict(self.positions)
+        for view in self.live.values():
+            first = view.revived_at if view.revived_at >= 0 else view.first_offset
+            if 0 <= first < offsets.get(view.partition, first + 1):
+                offsets[view.partition] = first
+        return [offsets[p] for p in sorted(offsets)]
 
     async def ready(self, timeout_s: float = 60.0) -> None:
         await asyncio.wait_for(self._caught_up.wait(), timeout_s)
 
-    def _apply(self, offset: int, timestamp_ms: int, value: bytes | None) -> None:
+    def _apply(self, partition: int, offset: int, timestamp_ms: int, value: bytes | None) -> None:
         try:
             event = self.codec.decode(value)
         except DecodeError:
@@ -277,26 +207,27 @@ class RunIndex:
             return
         if not isinstance(event, RunEvent):
             return
-        view = self.runs.get(event.run_id)
+        view = self.live.get(event.run_id) or self.recent.get(event.run_id)
         if view is None:
-            if not isinstance(event, RunRequested):
+            if isinstance(event, RunRequested):
+                view = new_view(event, partition, offset, timestamp_ms)
+                self.live[event.run_id] = view
+            elif isinstance(event, ResumeRequested) and self.recall is not None:
+                # A run this gateway no longer holds comes back to life: read it back whole.
+                self.recall.revive(event.run_id, offset)
                 return
-            view = RunView(
-                run_id=event.run_id,
-                tenant_id=event.tenant_id,
-                task=event.task,
-                model=event.model,
-                tools=list(event.tools),
-                max_steps=event.max_steps,
-                labels=dict(event.labels),
-                request_hash=event.request_hash,
-                created_ms=timestamp_ms,
-                api_key_id=event.api_key_id,
-                budget={"usd": event.budget_usd, "tokens": event.budget_tokens, "wall_s": event.budget_wall_s,
-                        "on_loop": event.on_loop or "halt"},
-                cost=RunCost(event.run_id, event.tenant_id),
-            )  # fmt: skip
-            self.runs[event.run_id] = view
+            else:
+                return  # part of a run older than this gateway's start, or already evicted
+        held = len(view.events)
+        was_settled = view.settled
+        self.apply_event(view, offset, timestamp_ms, event)
+        self._place(view, was_settled, len(view.events) - held)
+        if isinstance(event, RunRequested) and self.history is not None and view.first_offset == offset:
+            self.history.record(view)  # so `runs show` finds a live run's start too
+
+    def apply_event(self, view: RunView, offset: int, timestamp_ms: int, event: RunEvent) -> None:
+        """One journal event into a run's view (from the tail, or when reading a run back)."""
+        view.last_offset, view.last_ms = max(view.last_offset, offset), max(view.last_ms, timestamp_ms)
         if isinstance(event, BudgetSettled) and view.cost is not None:
             # A run's last call is often settled after the run ended: its cost counts all the same.
             view.cost.add(event, timestamp_ms)
@@ -311,10 +242,56 @@ class RunIndex:
         for mailbox in self._subscribers.get(event.run_id, ()):
             mailbox.put(stored)
 
+    def _place(self, view: RunView, was_settled: bool, added: int) -> None:
+        """Moves a run between live and recent as it settles or comes back."""
+        if view.settled and not was_settled:
+            self.live.pop(view.run_id, None)
+            self.recent[view.run_id] = view
+            self._recent_events += len(view.events)
+            if self.history is not None:
+                self.history.record(view)
+        elif not view.settled and was_settled:
+            if self.recent.pop(view.run_id, None) is not None:
+                self._recent_events -= len(view.events) - added
+            self.live[view.run_id] = view
+        elif view.settled:
+            self._recent_events += added
+
+    def hold(self, view: RunView) -> RunView:
+        """Takes a run read back from the journal into memory, unless the tail has meanwhile."""
+        held = self.runs.get(view.run_id)
+        if held is not None:
+            return held
+        if view.settled:
+            self.recent[view.run_id] = view
+            self._recent_events += len(view.events)
+        else:
+            self.live[view.run_id] = view
+        return view
+
+    def _evict(self) -> None:
+        if self.history is None:
+            return  # nothing could read an evicted run back: keep them all
+        limits, spared = self.limits, 0
+        while self.recent and (len(self.recent) > limits.recent_runs or self._recent_events > limits.recent_events):
+            run_id, view = next(iter(self.recent.items()))
+            if run_id in self._subscribers and spared < len(self.recent):
+                self.recent.move_to_end(run_id)  # someone is streaming it: keep it a while more
+                spared += 1
+                continue
+            del self.recent[run_id]
+            self._recent_events -= len(view.events)
+            for approval_id in view.approval_ids:
+                self.approvals.pop(approval_id, None)
+            self.history.record(view)  # with its late events (a settlement after the end)
+            self.evicted += 1
+
     def _track_approval(self, view: RunView, event: RunEvent) -> None:
         match event:
             case ApprovalRequested():
-                self.approvals.setdefault(event.approval_id, ApprovalView(event))
+                if event.approval_id not in self.approvals:
+                    self.approvals[event.approval_id] = ApprovalView(event)
+                    view.approval_ids.append(event.approval_id)
                 view.pending_approvals += 1
             case ApprovalDecided():
                 # The first decision wins, as in the policy gate; unsigned ones are the gate's to
@@ -348,13 +325,26 @@ class RunIndex:
     # -- reading runs -----------------------------------------------------------------------------
 
     def get(self, tenant_id: str, run_id: str) -> RunView | None:
-        view = self.runs.get(run_id)
+        """A run this gateway holds (live or recent); `find` also reads older ones back."""
+        view = self.live.get(run_id)
+        if view is None:
+            view = self.recent.get(run_id)
+            if view is not None:
+                self.recent.move_to_end(run_id)
         # Another tenant's run is indistinguishable from a missing one.
+        return view if view is not None and view.tenant_id == tenant_id else None
+
+    async def find(self, tenant_id: str, run_id: str) -> RunView | None:
+        """Any run: held, or read back from the journal by its index entry."""
+        view = self.get(tenant_id, run_id)
+        if view is not None or self.recall is None or run_id in self.runs:
+            return view
+        view = await self.recall.load(run_id)
         return view if view is not None and view.tenant_id == tenant_id else None
 
     def active_runs(self, tenant_id: str | None = None) -> int:
         # A halted run holds no model or tool capacity until it is resumed.
-        return sum(1 for v in self.runs.values() if not v.settled and (tenant_id is None or v.tenant_id == tenant_id))
+        return sum(1 for v in self.live.values() if not v.settled and (tenant_id is None or v.tenant_id == tenant_id))
 
     def list(self, tenant_id: str, status: str | None, after: tuple[int, str] | None, limit: int) -> list[RunView]:
         views = [
@@ -394,32 +384,21 @@ class RunIndex:
                 await mailbox.take(remaining)
 
 
-def _summarise(view: RunView, event: RunEvent) -> None:
-    match event:
-        case RunStarted():
-            view.status = "running"
-        case RunFlagged():
-            view.flags.append({"kind": event.kind, "step": event.step, "reason": event.reason, "count": event.count})
-        case LlmCallCompleted():
-            view.steps = max(view.steps, event.step)
-        case RunCompleted():
-            view.status, view.reason, view.final_answer, view.steps = (
-                "completed",
-                event.reason,
-                event.final_answer,
-                event.steps,
-            )
-        case RunHalted():
-            view.status, view.reason, view.steps = "halted", f"{event.limit}: {event.reason}", event.steps
-            view.halts, view.resumable = event.halt, event.resumable
-        case ResumeRequested() if view.status == "halted" and event.halt == view.halts:
-            view.status, view.reason = "running", ""
-            for name, added in (("usd", event.add_usd), ("tokens", event.add_tokens), ("wall_s", event.add_wall_s)):
-                if view.budget.get(name):
-                    view.budget[name] += added
-        case RunFailed():
-            view.status, view.reason, view.steps = "failed", f"{event.error_type}: {event.reason}", event.steps
-        case RunCancelled():
-            view.status, view.reason, view.steps = "cancelled", event.reason, event.steps
-    if event.type_name in TERMINAL_TYPES:
-        view.seen_ids.clear()  # nothing after the end changes the run; keep memory small
+def new_view(event: RunRequested, partition: int, offset: int, timestamp_ms: int) -> RunView:
+    return RunView(
+        run_id=event.run_id,
+        tenant_id=event.tenant_id,
+        task=event.task,
+        model=event.model,
+        tools=list(event.tools),
+        max_steps=event.max_steps,
+        labels=dict(event.labels),
+        request_hash=event.request_hash,
+        created_ms=timestamp_ms,
+        api_key_id=event.api_key_id,
+        budget={"usd": event.budget_usd, "tokens": event.budget_tokens, "wall_s": event.budget_wall_s,
+                "on_loop": event.on_loop or "halt"},
+        cost=RunCost(event.run_id, event.tenant_id),
+        partition=partition,
+        first_offset=offset,
+    )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import uvicorn
@@ -16,7 +17,8 @@ from agentstream.credentials.signing_keys import issue_missing_bundle
 from agentstream.events import RunEvent
 from agentstream.gateway.app import Caller, Gateway, GatewayConfig
 from agentstream.gateway.approvals_api import ApprovalsApi
-from agentstream.gateway.projection import RunIndex
+from agentstream.gateway.history import RunHistory
+from agentstream.gateway.projection import HistoryLimits, RunIndex
 from agentstream.gateway.tools_api import ToolsApi
 from agentstream.registry.entry import TenantPolicy
 from agentstream.registry.reader import CatalogReader
@@ -79,12 +81,20 @@ async def running_gateway(
     signers = platform_signers(settings, "gateway")
     approval = signers.approval
     checks = projection_check(ViewVerifier(signers.keyring)) if journal_auth_enabled() else None
-    index = RunIndex(settings, lambda event: approval_verifies(approval, event), checks)
+    # The run index and checkpoint: a start reads what is live and recent, older runs on demand.
+    history = RunHistory(settings)
+    index = RunIndex(
+        settings, lambda event: approval_verifies(approval, event), checks, history, HistoryLimits.from_env()
+    )
     directory = TenantDirectory(settings)
     await directory.start()
     journal = JournalClient(settings, writer="gateway")
-    background = [asyncio.create_task(index.run(stop)), asyncio.create_task(directory.run(stop))]
-    await index.ready()
+    background = [
+        asyncio.create_task(index.run(stop)),
+        asyncio.create_task(directory.run(stop)),
+        asyncio.create_task(history.follow_index(stop)),
+    ]
+    await _caught_up(index, background[0])
     registry = CatalogReader(settings)
     await registry.start()
 
@@ -111,9 +121,25 @@ async def running_gateway(
         await serving
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
+        await history.aclose()
         await journal.aclose()
         directory.close()
         registry.close()
+
+
+async def _caught_up(index: RunIndex, tail: asyncio.Task[None]) -> None:
+    """Until the projection has read what it must before serving: from its checkpoint, seconds;
+    a first start (no checkpoint: the whole journal, building the run index) may take minutes,
+    so it says how far it got instead of giving up."""
+    while True:
+        try:
+            await index.ready(10.0)
+            return
+        except TimeoutError:
+            if tail.done():
+                tail.result()  # re-raises why the journal reader stopped
+                raise RuntimeError("the journal reader stopped before it caught up") from None
+            print(f"agentstream gateway: reading the journal: {index.records_read} records so far", file=sys.stderr)
 
 
 async def serve_gateway(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:

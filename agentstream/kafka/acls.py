@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -27,7 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from agentstream.kafka.auth import ADMIN, PROCESSORS
+from agentstream.kafka.auth import ADMIN, ENGINE, PROCESSORS
 from agentstream.topics import JOURNAL, TopicSpec
 
 SECURITY_DISABLED = 54  # the broker runs without an authorizer
@@ -73,11 +73,13 @@ def expected_grants(specs: Mapping[str, TopicSpec]) -> set[Grant]:
         for reader in spec.readers:
             if reader != ADMIN:
                 grants |= {Grant(reader, "TOPIC", "LITERAL", spec.name, op) for op in ("READ", "DESCRIBE")}
-    for component in PROCESSORS:
+    # The engine hosts every processor core, so it may do what any of them may.
+    grants |= {replace(g, principal=ENGINE) for g in grants if g.principal in PROCESSORS}
+    for component in (*PROCESSORS, ENGINE):
         grants.add(Grant(component, "GROUP", "PREFIXED", group_prefix(specs, component), "READ"))
     # Readers that assign partitions themselves still carry a group.id, and librdkafka looks up its
     # coordinator (which needs DESCRIBE on the group); they never join or commit, so no READ.
-    for component in {*PROCESSORS, "gateway"}:
+    for component in {*PROCESSORS, ENGINE, "gateway"}:
         grants |= {Grant(component, "GROUP", "LITERAL", group, "DESCRIBE") for group in ASSIGN_ONLY_GROUPS}
     return grants
 

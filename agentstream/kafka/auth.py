@@ -35,7 +35,10 @@ ADMIN = "admin-cli"
 # The broker's own identity on its controller listener and for inter-broker requests.
 BROKER = "kafka-broker"
 PROCESSORS = ("orchestrator", "policy-gate", "cost-governor", "kv-dispatcher", "model-invoker", "tool-executor")
-COMPONENTS = (*PROCESSORS, "gateway", ADMIN)
+# Every processor core in one process (`agentstream process engine`): one principal, granted the
+# union of what its cores are granted.
+ENGINE = "engine"
+COMPONENTS = (*PROCESSORS, ENGINE, "gateway", ADMIN)
 # A process's own credentials file (set by whoever spawns it; read by Settings.from_env).
 SASL_FILE_ENV = "AGENTSTREAM_KAFKA_SASL_FILE"
 # Where a spawner finds the per-component files; removed from the environment before any spawn.

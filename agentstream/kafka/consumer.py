@@ -9,6 +9,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from agentstream.kafka.logs import kafka_logger
+
 
 def consumer_config(
     bootstrap: str, extra: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
@@ -23,6 +25,8 @@ def consumer_config(
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 300000,
+        # librdkafka logs every reconnect attempt; this logger keeps one line per kind a minute.
+        "logger": kafka_logger(),
         **(extra or {}),
         **(overrides or {}),
     }
@@ -48,6 +52,9 @@ def _transient(error: KafkaError) -> bool:
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._DESTROY_BROKER,
     )
 
 

@@ -21,7 +21,7 @@ TYPE_HEADER = "type"
 class Record:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (a changelog deletion)
     partition: int | None
     headers: list[tuple[str, bytes]]
 

@@ -3,6 +3,8 @@ Connect place a run id on the same partition as we do."""
 
 from __future__ import annotations
 
+import functools
+
 
 def murmur2(data: bytes) -> int:
     length = len(data)
@@ -34,6 +36,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=65536)  # a run's id is hashed for each of its events; live runs repeat
 def partition_for(key: str, partitions: int) -> int:
     # Java: Utils.toPositive(murmur2(key)) % numPartitions, toPositive = value & 0x7fffffff.
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

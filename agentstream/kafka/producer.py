@@ -9,6 +9,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from agentstream.kafka.logs import kafka_logger
+
 
 class DeliveryError(Exception):
     """The broker did not acknowledge a write; retryable by re-running the step that made it."""
@@ -22,13 +24,15 @@ def producer_config(
         # Idempotent producer: librdkafka's own retries never duplicate or reorder a write.
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 2,
+        "linger.ms": 0.5,
         # Nagle plus delayed ACKs adds ~40 ms to every small request on loopback and LANs.
         "socket.nagle.disable": True,
         # Journal events are small; uncompressed batches spare the broker a decompression pass
         # per batch (it validates every record of a compressed batch on a compacted topic).
         "compression.type": "none",
         "message.timeout.ms": 120000,
+        # librdkafka logs every reconnect attempt; this logger keeps one line per kind a minute.
+        "logger": kafka_logger(),
         **(extra or {}),
         **(overrides or {}),
     }
@@ -36,7 +40,12 @@ def producer_config(
 
 class AsyncProducer:
     def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
         self._producer = Producer(config)
+        # Set by a fatal error (an idempotent producer fenced or out of sequence after a long outage):
+        # such a producer refuses every later write, so the next send replaces it.
+        self._fatal = threading.Event()
+        self.replaced = 0
         self._closed = threading.Event()
         # librdkafka serves delivery callbacks only from poll(); one thread does nothing else.
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
@@ -58,8 +67,13 @@ class AsyncProducer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
 
+        if self._fatal.is_set():
+            self._replace()
+
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
+                if err.fatal():
+                    self._fatal.set()
                 loop.call_soon_threadsafe(_set_exception, future, DeliveryError(str(err)))
             else:
                 loop.call_soon_threadsafe(_set_result, future, msg)
@@ -77,9 +91,23 @@ class AsyncProducer:
                 # Local queue full: let the poll thread drain deliveries, then retry.
                 self._producer.poll(0.01)
             except KafkaException as exc:
+                if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
+                    self._fatal.set()
                 future.set_exception(DeliveryError(str(exc)))
                 break
         return future
+
+    def _replace(self) -> None:
+        """A fresh producer (a new producer id) for one in a fatal state. Writes still queued in
+        the old one fail; their senders write them again."""
+        old, self._producer = self._producer, Producer(self._config)
+        self._fatal.clear()
+        self.replaced += 1
+        try:
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.poll(0.1)  # serves the purged messages' delivery reports: their senders retry
+        except Exception:
+            pass
 
     async def flush(self, timeout_s: float = 30.0) -> None:
         remaining = await asyncio.to_thread(self._producer.flush, timeout_s)

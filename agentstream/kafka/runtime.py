@@ -1,64 +1,66 @@
-"""The Kafka shell that runs one processor core.
+"""The Kafka shell that runs one or more processor cores in one process.
 
-Commit order for every consumed batch (this order is what makes a SIGKILL at any moment safe):
-  1. apply each event to the partition's staged state (pure core, no I/O);
-  2. produce the events the core emitted and wait until the broker acknowledged all of them;
-  3. write the staged state and the next input offset in one RocksDB write batch;
-  4. start the side-effect work items the core asked for (model and tool calls);
-  5. commit the offsets to the consumer group asynchronously (for lag visibility only: the store's
-     offset, not the group's, is where a restarted processor resumes).
-A crash before 3 replays the batch: the same events are re-emitted with the same ids and are
-ignored downstream. A partition whose store is missing is replayed from the beginning of the
-topic with `live=False` (evolve only) until it reaches the end it had at assignment; only then
-does the core act (`resume`).
+The process reads the journal once, with one consumer (agentstream/kafka/fetcher.py), and gives
+each event to every hosted core that accepts it. What a core emits is journaled, and also handed
+straight to the hosted cores that accept it, in the order it is journaled, as Kafka Streams passes
+records between the processors of one sub-topology: a step whose cores share a process costs no
+produce-to-fetch hop between them, and when the fetch brings those records back they are skipped
+by offset, undecoded. A side effect's result (a model or tool call) enters the same way. With one
+core per process this is the classic shape: each processor its own process, isolated and scaled
+on its own.
+
+Commit order for every input (a fetched batch and/or side-effect results; what makes a SIGKILL at
+any moment safe):
+  1. apply each event to the stores of the cores that accept it (pure cores, no I/O), then the
+     events they emit, in emission order, until nothing new is emitted;
+  2. produce every emitted event and wait until the broker acknowledged all of them
+     (forever, through a broker outage: nothing is dropped, and one line is logged per change);
+  3. commit each core's staged state with the next input offset it reflects (one RocksDB write
+     batch per core); about once a second, write the state changes since the last time to each
+     core's changelog (agentstream/kafka/changelogs.py), coalesced to the latest value per key;
+  4. start the side-effect work items the cores asked for;
+  5. commit the offsets to the consumer group asynchronously (for lag visibility only: each
+     store's offset, not the group's, is where a restarted processor resumes).
+A crash before 3 replays the input from each core's stored offset: the same events are emitted
+again with the same ids and recognised as duplicates. A store that is missing is restored from its
+changelog (agentstream/kafka/recovery.py) to the offset it reflects, or, with no changelog, rebuilt
+from the beginning of the topic; either way the partition is read with `live=False` (evolve only)
+until it reaches the end it had at assignment; only then does each core act (`resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from agentstream.codec import DecodeError
-from agentstream.events import Event, ProcessorStatus, RunEvent, RunRequested
-from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
-from agentstream.kafka.core import Outcome, ProcessorCore, WorkItem
+from agentstream.events import Event, RunEvent
+from agentstream.kafka.admission import admit
+from agentstream.kafka.changelogs import StateChangelogs
+from agentstream.kafka.consumer import consumer_config, watermarks
+from agentstream.kafka.core import Outcome, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
-from agentstream.kafka.journal import TYPE_HEADER, Record, RecordFactory, header_pairs
-from agentstream.kafka.producer import AsyncProducer, DeliveryError
-from agentstream.kafka.state import PartitionStore
+from agentstream.kafka.fetcher import Fetcher
+from agentstream.kafka.hosting import CoreSlot, HostedCore, Partition, store_path
+from agentstream.kafka.journal import TYPE_HEADER, Record, header_pairs
+from agentstream.kafka.producer import AsyncProducer
+from agentstream.kafka.runtime_io import Counters, JournalWriter, publish_status_forever
+from agentstream.kafka.runtime_work import SideEffects
 from agentstream.security.journal_trust import JournalVerifier
 
 log = logging.getLogger("agentstream.runtime")
 
-
-@dataclass
-class Counters:
-    processed: int = 0
-    skipped: int = 0
-    emitted: int = 0
-    errors: int = 0
-    dead_lettered: int = 0
-    work_started: int = 0
-    work_failed: int = 0
-    work_skipped: int = 0
-    batches: int = 0
-    lag: int = 0
-
-
-@dataclass
-class _Partition:
-    store: PartitionStore
-    recovery_target: int
-    recovering: bool
-    needs_resume: bool = True
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+# A core that keeps answering its own events would spin forever inside one input; past this many
+# in-process hand-offs the rest go through the journal like any other event.
+MAX_HANDOFFS_PER_INPUT = 100_000
 
 
 @dataclass(frozen=True)
@@ -74,346 +76,364 @@ class RuntimeConfig:
     max_concurrent_work: int = 1000
     status_interval_s: float = 2.0
     tick_interval_s: float = 0.5
+    drain_grace_s: float = 10.0
+    # core name -> its changelog topic (agentstream/kafka/changelog.py); a core not named keeps none
+    changelogs: dict[str, str] = field(default_factory=dict)
+    # How often the coalesced state changes are written to the changelogs: a lost store restores
+    # to at most this much before its end and replays the journal from there.
+    changelog_interval_s: float = 1.0
 
 
-class ProcessorRuntime:
-    def __init__(self, core: ProcessorCore, records: RecordFactory, producer: AsyncProducer, config: RuntimeConfig):
-        self.core = core
-        self.records = records
-        self.producer = producer
+@dataclass
+class _Pending:
+    """Emitted, not yet journaled: by whom, and whether hosted cores already applied it."""
+
+    writer: HostedCore
+    event: RunEvent
+    handed_off: bool
+
+
+class ProcessorRuntime(SideEffects):
+    def __init__(self, cores: list[HostedCore], producer: AsyncProducer, config: RuntimeConfig, name: str) -> None:
+        self.cores = cores
+        self.name = name  # the consumer group's and the instance's name: one core's, or the group's
+        self.records = cores[0].records  # codec and partitioning, shared by every hosted core
         self.config = config
         self.counters = Counters()
-        self._partitions: dict[int, _Partition] = {}
+        self.writer = JournalWriter(producer, name)
+        self.before_batch: list[Callable[[], Any]] = []
+        self.verifier: JournalVerifier | None = None  # checks every consumed record's writer (None: off)
+        self._partitions: dict[int, Partition] = {}
+        self._guard = threading.Lock()  # held by the loop while it touches partitions; by rebalances
         self._work_slots = asyncio.Semaphore(config.max_concurrent_work)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.before_batch: list[Callable[[], Any]] = []
-        # Set by the process: checks every consumed journal record's writer (None: checks off).
-        self.verifier: JournalVerifier | None = None
-        self.vet: list[Callable[[Event], str | None]] = []
+        self._loop_thread = 0
+        # Every running call of this process, whichever partition object it was started for: a
+        # partition given up and assigned back must not start a call that is still running.
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._fetched: deque[list[Message]] = deque()
+        self._inbox: deque[tuple[HostedCore, list[RunEvent], asyncio.Future[None]]] = deque()
+        self._wake: asyncio.Event | None = None
         self._uncommitted: dict[int, int] = {}
         self._applied_next: dict[int, int] = {}  # per partition: the next offset not yet applied
         self._applied = asyncio.Condition()
         self._last_group_commit = 0.0
-        # Cores with timers (the approval timer) expose `tick(store, now_ms)`; the shell calls it on
-        # every live partition, so deadlines fire from rebuilt state after any restart.
-        self._tick: Callable[[PartitionStore, int], Outcome] | None = getattr(core, "tick", None)
         self._next_tick = 0.0
-        self._consumer = Consumer(
+        self.changelogs = StateChangelogs(config.changelogs, config.bootstrap, config.kafka_extra,
+                                          config.changelog_interval_s)  # fmt: skip
+        self.fetcher = Fetcher(
+            self._new_consumer, self._offsets_reader, config.input_topic, on_assign=self._on_assign, on_revoke=self._on_revoke,
+            batch_size=config.batch_size, name=f"{name} consumer",
+        )  # fmt: skip
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
             consumer_config(
-                config.bootstrap,
-                config.kafka_extra,
+                self.config.bootstrap,
+                self.config.kafka_extra,
                 {
-                    "group.id": f"{config.input_topic}.{core.name}",
+                    "group.id": f"{self.config.input_topic}.{self.name}",
                     # Static membership: a restarted instance gets its partitions straight back
                     # instead of waiting out the session timeout of its dead predecessor.
-                    "group.instance.id": f"{core.name}-{config.instance}",
+                    "group.instance.id": f"{self.name}-{self.config.instance}",
                     "partition.assignment.strategy": "range",
                 },
             )
         )
 
-    # -- rebalance callbacks: run inside consume(), on the consume thread, between batches ----------
+    def _offsets_reader(self) -> Consumer:
+        # Never subscribes, joins or commits: it only asks for watermarks, under an assign-only group id.
+        return Consumer(consumer_config(self.config.bootstrap, self.config.kafka_extra,
+                                        {"group.id": "agentstream-table-reader"}))  # fmt: skip
 
-    def _store_path(self, partition: int) -> Path:
-        return self.config.state_dir / f"{self.core.name}-{self.config.instance}" / f"p{partition:03d}"
+    # -- rebalance callbacks: on the fetch thread, inside consume(), under the guard --------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            store = PartitionStore(self._store_path(tp.partition))
-            stored = store.offset()
-            low, high = watermarks(consumer, tp)
-            start = stored if stored is not None else OFFSET_BEGINNING
-            tp.offset = start
-            begin = stored if stored is not None else low
-            self._partitions[tp.partition] = _Partition(store, high, recovering=begin < high)
-            # What the store reflects counts as applied: a read barrier on a partition with nothing
-            # new to read must not wait for an event that never comes.
-            self._applied_next[tp.partition] = begin
-            log.info("%s assigned p%d from %s (end %d, %s)", self.core.name, tp.partition,
-                     "beginning (rebuild)" if stored is None else stored, high,
-                     "recovering" if begin < high else "live")  # fmt: skip
-        consumer.assign(partitions)
+        with self._guard:
+            stores = self.changelogs.open_stores(
+                [tp.partition for tp in partitions], [h.name for h in self.cores],
+                lambda core, p: store_path(self.config.state_dir, core, self.config.instance, p),
+            )  # fmt: skip
+            behind = 0
+            for tp in partitions:
+                low, high = watermarks(consumer, tp)
+                slots: dict[str, CoreSlot] = {}
+                for hosted in self.cores:
+                    store = stores[(hosted.name, tp.partition)]
+                    stored = store.offset()
+                    slots[hosted.name] = CoreSlot(store, stored if stored is not None else low)
+                    log.debug("%s assigned p%d from %s (end %d)", hosted.name, tp.partition,
+                              "beginning (rebuild)" if stored is None else stored, high)  # fmt: skip
+                begin = min(slot.next_offset for slot in slots.values())
+                behind += max(0, high - begin)
+                tp.offset = begin if begin > low else OFFSET_BEGINNING
+                self._partitions[tp.partition] = Partition(slots, high, recovering=begin < high)
+                # What the stores reflect counts as applied: a read barrier on a partition with
+                # nothing new to read must not wait for an event that never comes.
+                self._applied_next[tp.partition] = begin
+            log.info("%s assigned partitions %s: %d events to read before acting", self.name,
+                     ",".join(str(tp.partition) for tp in partitions) or "none", behind)  # fmt: skip
+            consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._uncommitted.pop(tp.partition, None)
-            self._applied_next.pop(tp.partition, None)
-            part = self._partitions.pop(tp.partition, None)
-            if part is None:
-                continue
-            for task in part.tasks.values():
-                if self._loop is not None:
-                    self._loop.call_soon_threadsafe(task.cancel)
-            part.store.discard_staged()
-            part.store.close()
-        consumer.unassign()
+        self._let_work_finish([tp.partition for tp in partitions])
+        with self._guard:
+            for tp in partitions:
+                self._uncommitted.pop(tp.partition, None)
+                self._applied_next.pop(tp.partition, None)
+                part = self._partitions.pop(tp.partition, None)
+                self.changelogs.forget(tp.partition)
+                if part is None:
+                    continue
+                # Calls still running are not cancelled: their results are journaled when they come
+                # (the next owner, or this process when the partition comes back, finds them done).
+                part.close()
+            try:
+                consumer.unassign()
+            except Exception as exc:  # a consumer in a fatal state, being replaced
+                log.debug("unassign failed: %r", exc)
 
     # -- the loop ---------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
-        self._consumer.subscribe(
-            [self.config.input_topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+        self._loop_thread = threading.get_ident()
+        wake = self._wake = asyncio.Event()
+        self.fetcher.start(self._loop, self._deliver)
+        status_task = asyncio.create_task(
+            publish_status_forever(self, self.config.status_topic, self.config.status_interval_s, stop)
         )
-        status_task = asyncio.create_task(self._publish_status_forever(stop))
+        stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                msgs = await asyncio.to_thread(fetch_batch, self._consumer, self.config.batch_size, 0.05)
-                for hook in self.before_batch:
-                    hook()
-                await self._process_batch(msgs)
+                waiting = asyncio.create_task(wake.wait())
+                await asyncio.wait({waiting, stopping}, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                wake.clear()
+                await self._step()
         finally:
             status_task.cancel()
-            await self._drain_work(grace_s=5.0)
-            await self.producer.flush()
+            stopping.cancel()
+            self.fetcher.stop()
+            await self._drain_work(self.config.drain_grace_s)
+            await self.writer.flush()
             await asyncio.to_thread(self._close_consumer)
+
+    def _deliver(self, msgs: list[Message]) -> None:
+        self._fetched.append(msgs)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _step(self) -> None:
+        fetched = self._fetched.popleft() if self._fetched else []
+        inbox = [self._inbox.popleft() for _ in range(len(self._inbox))]
+        for hook in self.before_batch:
+            hook()
+        if not self._guard.acquire(blocking=False):
+            await asyncio.to_thread(self._guard.acquire)
+        try:
+            await self._process(fetched, inbox)
+        finally:
+            self._guard.release()
+            if fetched:
+                self.fetcher.taken()
+        if self._fetched or self._inbox:
+            assert self._wake is not None
+            self._wake.set()
 
     def _close_consumer(self) -> None:
         self._commit_group_offsets(force=True)
-        for part in self._partitions.values():
-            part.store.close()
-        self._partitions.clear()
-        self._consumer.close()
+        with self._guard:
+            for part in self._partitions.values():
+                part.close()
+            self._partitions.clear()
+        self.fetcher.close()
 
-    async def _process_batch(self, msgs: list[Message]) -> None:
-        outcome = Outcome()
+    async def _process(self, fetched: list[Message], inbox: list[tuple[HostedCore, list[RunEvent], Any]]) -> None:
+        pending: deque[_Pending] = deque()
+        work: list[tuple[HostedCore, WorkItem]] = []
         dead: list[Record] = []
-        last_offsets: dict[int, int] = {}
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    self.counters.errors += 1
-                    log.warning("%s consume error: %s", self.core.name, err)
-                continue
-            partition, offset = msg.partition(), msg.offset()
-            part = self._partitions.get(partition) if partition is not None else None
-            if part is None or partition is None or offset is None:
-                continue
-            last_offsets[partition] = offset
-            type_name = _header(msg, TYPE_HEADER)
-            if type_name is not None and not self.core.accepts(type_name):
-                self.counters.skipped += 1
-                continue
-            # Checked before decoding: nothing whose writer is not proven reaches the decoder or a core.
-            problem = self.verifier.problem(msg, type_name) if self.verifier is not None else None
-            if problem is not None:
-                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name, problem))
-                continue
-            try:
-                event = self.records.codec.decode(msg.value())
-            except DecodeError as exc:
-                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name, str(exc)))
-                continue
-            if self.verifier is not None and event.type_name != type_name:
-                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name,
-                                               f"body is {event.type_name}, signed as {type_name}"))  # fmt: skip
-                continue
-            if not self.core.accepts(event.type_name):
-                self.counters.skipped += 1
-                continue
-            if (problem := self._vet(msg, event)) is not None:
-                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name, problem))
-                continue
-            if isinstance(event, RunEvent) and partition != self.records.journal_partition(event.run_id):
-                # Each partition's state (a call ledger, a budget) is a run's only record; a copy of a
-                # genuine event planted in another partition would be a second, unrelated record of
-                # it there, e.g. a signed authorization executed a second time.
-                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.core.name,
-                                               f"event of run {event.run_id} in partition {partition}, not its run's "
-                                               f"partition {self.records.journal_partition(event.run_id)}"))  # fmt: skip
-                continue
-            try:
-                outcome.extend(self.core.apply(part.store, event, live=not part.recovering))
-                self.counters.processed += 1
-            except Exception as exc:  # a bug or a poison event must not stop the partition
-                log.exception("%s failed to apply %s", self.core.name, event.type_name)
-                self.counters.errors += 1
-                dead.append(
-                    dead_letter_record(self.config.deadletter_topic, msg, self.core.name, f"apply failed: {exc!r}")
-                )
+        last_offsets = self._apply_fetched(fetched, pending, work, dead)
         if last_offsets:
             async with self._applied:
                 for partition, offset in last_offsets.items():
                     self._applied_next[partition] = offset + 1
                 self._applied.notify_all()
-        for partition, part in self._partitions.items():
-            if part.recovering:
-                self._check_recovered(partition, part)
-            if not part.recovering and part.needs_resume:
-                part.needs_resume = False
-                outcome.extend(self.core.resume(part.store))
-        if self._tick is not None and time.monotonic() >= self._next_tick:
-            self._next_tick = time.monotonic() + self.config.tick_interval_s
-            now_ms = int(time.time() * 1000)
-            for part in self._partitions.values():
-                if not part.recovering and not part.needs_resume:
-                    outcome.extend(self._tick(part.store, now_ms))
-        if not msgs and not outcome.emit and not outcome.work:
+        for hosted, events, _future in inbox:
+            pending.extend(_Pending(hosted, e, self._live(e)) for e in events)
+        self._resume_and_tick(pending, work)
+        if not fetched and not inbox and not pending and not work:
             return
-        await self._produce_all([self.records.journal(e) for e in outcome.emit] + dead)
-        self.counters.emitted += len(outcome.emit)
+        journaled = self._hand_off(pending, work)
+        acks = await self.writer.produce_all([p.writer.records.journal(p.event) for p in journaled] + dead)
+        for written, ack in zip(journaled, acks, strict=False):
+            part = self._partitions.get(ack.partition() or 0) if written.handed_off else None
+            at = ack.offset()
+            if part is not None and at is not None:
+                part.own.add(at)
+        self.counters.emitted += len(journaled)
         self.counters.dead_lettered += len(dead)
-        for partition, part in self._partitions.items():
-            if partition in last_offsets or part.store.dirty:
-                next_offset = last_offsets[partition] + 1 if partition in last_offsets else None
-                part.store.commit(next_offset)
-        for item in outcome.work:
-            self._start_work(item)
+        self._commit_stores(last_offsets)
+        if self.changelogs.due():
+            await self.writer.produce_in_order(self.changelogs.flush())
+        for _hosted, _events, future in inbox:
+            if not future.done():
+                future.set_result(None)
+        for hosted, work_item in work:
+            self._start_work(hosted, work_item)
         if last_offsets:
             self.counters.batches += 1
             self._uncommitted.update(last_offsets)
         self._commit_group_offsets()
 
-    def _vet(self, msg: Message, event: Event) -> str | None:
-        """Why a verified, decoded event must still not count: a RunRequested without the proof that
-        the gateway or an operator created it for its tenant, or a core-specific check (`vet`)."""
-        if (
-            self.verifier is not None
-            and self.verifier.require_run_proof
-            and isinstance(event, RunRequested)
-            and (problem := self.verifier.run_proof_problem(msg, event.tenant_id, event.run_id)) is not None
-        ):
-            return problem
-        for check in self.vet:
-            if (problem := check(event)) is not None:
-                return problem
-        return None
+    def _live(self, event: RunEvent) -> bool:
+        part = self._partitions.get(self.records.journal_partition(event.run_id))
+        return part is not None and not part.recovering
+
+    def _apply_fetched(
+        self, msgs: list[Message], pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]], dead: list[Record]
+    ) -> dict[int, int]:
+        last_offsets: dict[int, int] = {}
+        for msg in msgs:
+            partition, offset = msg.partition(), msg.offset()
+            part = self._partitions.get(partition) if partition is not None else None
+            if part is None or partition is None or offset is None:
+                continue
+            last_offsets[partition] = offset
+            if offset in part.own:
+                part.own.discard(offset)  # journaled and applied by this process already
+                self.counters.skipped += 1
+                continue
+            type_name = _header(msg, TYPE_HEADER)
+            targets = [
+                h for h in self.cores
+                if (type_name is None or h.core.accepts(type_name)) and part.slots[h.name].next_offset <= offset
+            ]  # fmt: skip
+            if not targets:
+                self.counters.skipped += 1
+                continue
+            event, problem = admit(msg, type_name, partition, self.records, self.verifier)
+            if event is None:
+                dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.name, problem or "unreadable"))
+                continue
+            for hosted in targets:
+                if not hosted.core.accepts(event.type_name):
+                    continue
+                if (why := hosted.problem(event)) is not None:
+                    dead.append(dead_letter_record(self.config.deadletter_topic, msg, hosted.name, why))
+                    continue
+                try:
+                    self._apply(hosted, part, event, pending, work, live=not part.recovering)
+                except Exception as exc:  # a bug or a poison event must not stop the partition
+                    log.exception("%s failed to apply %s", hosted.name, event.type_name)
+                    self.counters.errors += 1
+                    dead.append(dead_letter_record(self.config.deadletter_topic, msg, hosted.name,
+                                                   f"apply failed: {exc!r}"))  # fmt: skip
+        return last_offsets
+
+    def _apply(
+        self,
+        hosted: HostedCore,
+        part: Partition,
+        event: Event,
+        pending: deque[_Pending],
+        work: list[tuple[HostedCore, WorkItem]],
+        *,
+        live: bool,
+    ) -> None:
+        outcome = hosted.core.apply(part.slots[hosted.name].store, event, live=live)
+        self.counters.processed += 1
+        self._collect(hosted, outcome, pending, work)
+
+    def _collect(
+        self, hosted: HostedCore, outcome: Outcome, pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]]
+    ) -> None:
+        pending.extend(_Pending(hosted, e, self._live(e)) for e in outcome.emit)
+        work.extend((hosted, item) for item in outcome.work)
+
+    def _hand_off(self, pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]]) -> list[_Pending]:
+        """Applies emitted events to the hosted cores that accept them, in emission order, with
+        what those emit in turn; returns every event to journal, in that same order."""
+        journaled: list[_Pending] = []
+        handoffs = 0
+        while pending:
+            item = pending.popleft()
+            journaled.append(item)
+            if not item.handed_off:
+                continue
+            if handoffs >= MAX_HANDOFFS_PER_INPUT:
+                item.handed_off = False
+                continue
+            part = self._partitions[self.records.journal_partition(item.event.run_id)]
+            for hosted in self.cores:
+                if not hosted.core.accepts(item.event.type_name):
+                    continue
+                if (why := hosted.problem(item.event)) is not None:
+                    log.warning("%s refuses %s from %s: %s", hosted.name, item.event.type_name, item.writer.name, why)
+                    continue
+                handoffs += 1
+                self._apply(hosted, part, item.event, pending, work, live=True)
+        if handoffs >= MAX_HANDOFFS_PER_INPUT:
+            log.error("%s: over %d in-process hand-offs for one input; the rest go through the journal",
+                      self.name, MAX_HANDOFFS_PER_INPUT)  # fmt: skip
+        return journaled
+
+    def _resume_and_tick(self, pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]]) -> None:
+        for partition, part in list(self._partitions.items()):
+            if part.recovering:
+                self._check_recovered(partition, part)
+            if not part.recovering and part.needs_resume:
+                part.needs_resume = False
+                for hosted in self.cores:
+                    self._collect(hosted, hosted.core.resume(part.slots[hosted.name].store), pending, work)
+        if time.monotonic() < self._next_tick:
+            return
+        self._next_tick = time.monotonic() + self.config.tick_interval_s
+        now_ms = int(time.time() * 1000)
+        for hosted in self.cores:
+            if (tick := hosted.tick) is None:
+                continue
+            for part in list(self._partitions.values()):
+                if not part.recovering and not part.needs_resume:
+                    self._collect(hosted, tick(part.slots[hosted.name].store, now_ms), pending, work)
+
+    def _commit_stores(self, last_offsets: dict[int, int]) -> None:
+        for partition, part in self._partitions.items():
+            advanced = last_offsets.get(partition)
+            for name, slot in part.slots.items():
+                if advanced is not None and advanced + 1 > slot.next_offset:
+                    slot.next_offset = advanced + 1
+                    self.changelogs.stage(name, partition, slot.store, slot.next_offset)
+                    slot.store.commit(slot.next_offset)
+                elif slot.store.dirty:
+                    self.changelogs.stage(name, partition, slot.store, None)
+                    slot.store.commit(None)
 
     def _commit_group_offsets(self, force: bool = False) -> None:
-        """Group offsets only make lag visible to Kafka tooling (the store's offset is where a
+        """Group offsets only make lag visible to Kafka tooling (the stores' offsets are where a
         restart resumes), so they are committed at most once a second, not per batch."""
         now = time.monotonic()
         if not self._uncommitted or (not force and now - self._last_group_commit < 1.0):
             return
-        commits = [TopicPartition(self.config.input_topic, p, o + 1) for p, o in self._uncommitted.items()]
+        self.fetcher.commit({p: o + 1 for p, o in self._uncommitted.items()})
         self._uncommitted.clear()
         self._last_group_commit = now
-        try:
-            self._consumer.commit(offsets=commits, asynchronous=True)
-        except Exception as exc:
-            log.debug("offset commit skipped: %s", exc)
 
-    def _check_recovered(self, partition: int, part: _Partition) -> None:
-        position = self._consumer.position([TopicPartition(self.config.input_topic, partition)])[0].offset
-        if position >= part.recovery_target or part.recovery_target == 0:
+    def _check_recovered(self, partition: int, part: Partition) -> None:
+        # Applied, not fetched: the fetch thread may already hold the next batch (the consumer's
+        # position counts it), and resuming before it is applied would re-drive finished calls.
+        # The last record of a partition is never compacted away, so the applied offset gets there.
+        if self._applied_next.get(partition, 0) >= part.recovery_target:
             part.recovering = False
-            log.info("%s p%d recovered up to %d", self.core.name, partition, part.recovery_target)
+            log.debug("%s p%d recovered up to %d", self.name, partition, part.recovery_target)
+            if not any(p.recovering for p in self._partitions.values()):
+                log.info("%s caught up on every assigned partition: live", self.name)
 
-    async def _produce_all(self, records: list[Record]) -> None:
-        for attempt in range(1, 6):
-            futures = [
-                self.producer.send(r.topic, r.value, key=r.key, partition=r.partition, headers=r.headers)
-                for r in records
-            ]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r, res in zip(records, results, strict=True) if isinstance(res, BaseException)]
-            if not failed:
-                return
-            log.warning("%d writes not acknowledged (attempt %d); retrying", len(failed), attempt)
-            records = failed
-            await asyncio.sleep(0.2 * attempt)
-        raise DeliveryError(f"{len(records)} writes were never acknowledged; stopping before committing state")
+    def partitions(self) -> dict[int, Partition]:
+        return self._partitions
 
-    # -- side-effect work -------------------------------------------------------------------------
-
-    def _start_work(self, item: WorkItem) -> None:
-        partition = self.records.journal_partition(item.key.split("/", 1)[0])
-        part = self._partitions.get(partition)
-        if part is None or item.key in part.tasks:
-            return
-        task = asyncio.create_task(self._perform(item))
-        part.tasks[item.key] = task
-        tasks, key = part.tasks, item.key
-        task.add_done_callback(lambda _t: tasks.pop(key, None))
-        self.counters.work_started += 1
-
-    async def _read_barrier(self, partition: int) -> None:
-        """Returns once every event appended to the partition before this call has been applied."""
-        tp = TopicPartition(self.config.input_topic, partition)
-        _low, high = await asyncio.to_thread(watermarks, self._consumer, tp)
-        async with self._applied:
-            await self._applied.wait_for(
-                lambda: self._applied_next.get(partition, 0) >= high or partition not in self._partitions
-            )
-
-    async def _perform(self, item: WorkItem) -> None:
-        async with self._work_slots:
-            if item.barrier:
-                partition = self.records.journal_partition(item.key.split("/", 1)[0])
-                await self._read_barrier(partition)
-                part = self._partitions.get(partition)
-                if part is None or not self.core.still_wanted(part.store, item.key):
-                    self.counters.work_skipped += 1
-                    return
-            delay = 0.2
-            events: list[RunEvent] | None = None
-            while True:
-                try:
-                    if events is None:
-                        events = await item.run()
-                    # Only the write is retried once the side effect is done: running it again
-                    # because the journal was unreachable could do it twice.
-                    await self._produce_all([self.records.journal(e) for e in events])
-                    self.counters.emitted += len(events)
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # Cores turn expected failures into events; reaching here is a bug or a broker
-                    # outage. Retrying keeps the run alive; the item's key keeps it effectively-once.
-                    self.counters.work_failed += 1
-                    log.exception("%s work %s failed; retrying in %.1fs", self.core.name, item.key, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-
-    async def _drain_work(self, grace_s: float) -> None:
-        tasks = [t for part in self._partitions.values() for t in part.tasks.values()]
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=grace_s)
-        for task in pending:
-            task.cancel()
-
-    # -- status -----------------------------------------------------------------------------------
-
-    def _lag(self) -> int:
-        assigned = [TopicPartition(self.config.input_topic, p) for p in list(self._partitions)]
-        if not assigned:
-            return 0
-        lag = 0
-        for tp in self._consumer.position(assigned):
-            _low, high = watermarks(self._consumer, tp, 5.0)
-            if tp.offset >= 0:
-                lag += max(0, high - tp.offset)
-        return lag
-
-    async def _publish_status_forever(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await asyncio.sleep(self.config.status_interval_s)
-            try:
-                self.counters.lag = await asyncio.to_thread(self._lag)
-                await self._produce_all([self.records.keyed(self.config.status_topic, self.status())])
-            except Exception as exc:
-                log.debug("status not published: %s", exc)
-
-    def status(self) -> ProcessorStatus:
-        recovering = any(p.recovering for p in self._partitions.values())
-        return ProcessorStatus(
-            event_id=f"{self.core.name}-{self.config.instance}",
-            processor=self.core.name,
-            instance=self.config.instance,
-            ts_ms=int(time.time() * 1000),
-            state="recovering" if recovering else "running",
-            partitions=sorted(self._partitions),
-            lag=self.counters.lag,
-            processed=self.counters.processed,
-            errors=self.counters.errors + self.counters.work_failed,
-            dead_lettered=self.counters.dead_lettered,
-        )
+    def applied_offsets(self) -> dict[int, int]:
+        return dict(self._applied_next)
 
 
 def _header(msg: Message, name: str) -> str | None:

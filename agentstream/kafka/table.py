@@ -16,7 +16,7 @@ import time
 from types import TracebackType
 from typing import Self
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
@@ -41,7 +41,8 @@ class TopicTable:
         self._last_poll = float("-inf")
 
     async def start(self, timeout_s: float = 30.0) -> None:
-        """Waits for the broker and the topics (saying clearly what is missing), then reads them whole."""
+        """Waits for the broker and the topics (saying clearly what is missing), then reads them
+        whole. A broker that goes away meanwhile is waited out, with one line per attempt."""
         from agentstream.process import wait_for_kafka  # the process module imports the Kafka shell
 
         for topic in self._topics:
@@ -50,7 +51,14 @@ class TopicTable:
             TableReader(self._settings.bootstrap_servers, topic, self._apply, self._settings.kafka_extra)
             for topic in self._topics
         ]
-        await self.catch_up(timeout_s)
+        while True:
+            try:
+                await self.catch_up(timeout_s)
+                return
+            except (TimeoutError, KafkaException) as exc:
+                log.warning("tables %s not read yet (%s); waiting for the broker", ", ".join(self._topics), exc)
+                for topic in self._topics:
+                    await wait_for_kafka(self._settings, topic, quiet=True)
 
     async def catch_up(self, timeout_s: float = 30.0) -> None:
         """Reads up to the topics' current ends: sees every write acknowledged before this call."""

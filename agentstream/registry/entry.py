@@ -68,10 +68,24 @@ class ToolEntry:
         return (
             self.description == other.description
             and _canonical(self.input_schema) == _canonical(other.input_schema)
-            and (self.tier, self.scopes, self.egress, self.secrets, self.timeout_ms, self.idempotent,
-                 self.approval_timeout_s)
-            == (other.tier, other.scopes, other.egress, other.secrets, other.timeout_ms, other.idempotent,
-                other.approval_timeout_s)
+            and (
+                self.tier,
+                self.scopes,
+                self.egress,
+                self.secrets,
+                self.timeout_ms,
+                self.idempotent,
+                self.approval_timeout_s,
+            )
+            == (
+                other.tier,
+                other.scopes,
+                other.egress,
+                other.secrets,
+                other.timeout_ms,
+                other.idempotent,
+                other.approval_timeout_s,
+            )
             and _canonical(self.transport) == _canonical(other.transport)
         )
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agentstream.scripted_model.http import serving
 from agentstream.scripted_model.server import ScriptedModelServer
-from agentstream.serving import serve_and_announce, serving_embedded
 
 READY_PREFIX = "SCRIPTED_MODEL_READY"
 
@@ -33,7 +34,7 @@ async def running_scripted_model(
     `scenario_dirs`, `default` and `scenarios`.
     """
     model = server or ScriptedModelServer(scenario_dirs, default, scenarios=scenarios)
-    async with serving_embedded(model.app, "scripted model server", host, port) as url:
+    async with serving(model.handle, host, port) as url:
         yield url
 
 
@@ -41,7 +42,11 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     model = ScriptedModelServer(args.scenarios, args.default, bundled=not args.no_bundled)
     if args.default not in model.scenario_names:
         raise SystemExit(f"default scenario {args.default!r} not found in {model.scenario_names}")
-    await serve_and_announce(model.app, "scripted model server", args.host, args.port, READY_PREFIX)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)  # a supervisor's stop: exit 0
+    async with serving(model.handle, args.host, args.port) as url:
+        print(f"{READY_PREFIX} {url}", flush=True)
+        await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,8 +61,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--default", default="demo", help="scenario used when no [scenario:NAME] marker")
     parser.add_argument("--no-bundled", action="store_true", help="do not load the bundled scenarios")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop", help="event loop (uvloop: less CPU)")
     args = parser.parse_args(argv)
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
-        asyncio.run(_serve_forever(args))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve_forever(args))
     except KeyboardInterrupt:
         sys.exit(130)

@@ -7,35 +7,27 @@ retries) without a paid model, and so benchmarks have a deterministic, countable
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import hashlib
 import itertools
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from agentstream.scripted_model.anthropic_wire import ANTHROPIC
+from agentstream.scripted_model.http import HttpReply, HttpRequest
 from agentstream.scripted_model.openai_wire import OPENAI
 from agentstream.scripted_model.scenarios import Scenario, ScriptedToolCall, Turn, load_scenarios, parse_scenario
-from agentstream.scripted_model.wire import BadRequest, Reply, WireProtocol, approx_tokens, output_chars
+from agentstream.scripted_model.wire import BadRequest, Conversation, Reply, WireProtocol, approx_tokens, output_chars
 
 
-def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(obj), status_code=status, headers=headers, media_type="application/json")
-
-
-async def _replay(frames: list[bytes]) -> AsyncIterator[bytes]:
-    for frame in frames:
-        yield frame
+def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> HttpReply:
+    return HttpReply(status, orjson.dumps(obj), headers=headers or {})
 
 
 # -- compromised-model mode (a scenario's `obey_tool_output`) ------------------------------------
@@ -128,10 +120,11 @@ def compromised_turn(body: Mapping[str, Any]) -> tuple[Turn | None, int]:
 
 
 class ScriptedModelServer:
-    """Holds the scenarios and the request counters; `app` is the ASGI application.
+    """Holds the scenarios and the request counters; `handle` answers one HTTP request (served
+    by `agentstream.scripted_model.http`).
 
-    All counter updates happen between awaits on one event loop, so stats are exact under any
-    number of concurrent requests without a lock.
+    Requests are answered synchronously on one event loop (a scripted delay holds the reply back,
+    not the counting), so stats are exact under any number of concurrent requests without a lock.
     """
 
     def __init__(
@@ -141,8 +134,12 @@ class ScriptedModelServer:
         *,
         bundled: bool = True,
         scenarios: Iterable[Mapping[str, Any]] = (),
+        keep_requests: int = 0,
     ) -> None:
         self._scenarios: dict[str, Scenario] = load_scenarios(scenario_dirs, bundled=bundled)
+        # The last `keep_requests` model requests as received (headers and body): what a client
+        # really put on the wire, for tests of the adapters.
+        self.received: collections.deque[HttpRequest] = collections.deque(maxlen=keep_requests)
         for d in scenarios:
             self.add_scenario(d)
         self.default = default
@@ -150,16 +147,15 @@ class ScriptedModelServer:
         self._by_protocol: Counter[str] = Counter()
         self._by_status: Counter[int] = Counter()
         self._calls: dict[str, list[int]] = {}
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._openai, methods=["POST"]),
-                Route("/v1/messages", self._anthropic, methods=["POST"]),
-                Route("/_scripted/stats", self._stats, methods=["GET"]),
-                Route("/_scripted/reset", self._reset, methods=["POST"]),
-                Route("/_scripted/scenarios", self._list_scenarios, methods=["GET"]),
-                Route("/_scripted/scenarios", self._add_scenario, methods=["POST"]),
-            ]
-        )
+        self._routes: dict[tuple[str, str], Callable[[HttpRequest], HttpReply]] = {
+            ("POST", "/v1/chat/completions"): self._openai,
+            ("POST", "/v1/messages"): self._anthropic,
+            ("GET", "/_scripted/stats"): self._stats,
+            ("POST", "/_scripted/reset"): self._reset,
+            ("GET", "/_scripted/scenarios"): self._list_scenarios,
+            ("POST", "/_scripted/scenarios"): self._add_scenario,
+        }
+        self._paths = {path for _, path in self._routes}
 
     # -- programmatic API -------------------------------------------------------------------
 
@@ -188,34 +184,44 @@ class ScriptedModelServer:
 
     # -- HTTP handlers ----------------------------------------------------------------------
 
-    async def _openai(self, request: Request) -> Response:
-        return await self._handle(request, OPENAI)
+    def handle(self, request: HttpRequest) -> HttpReply:
+        route = self._routes.get((request.method, request.path))
+        if route is not None:
+            return route(request)
+        if request.path in self._paths:
+            return _json({"error": f"method {request.method} not allowed"}, 405)
+        return _json({"error": f"not found: {request.path} (this is the scripted model server, a fake)"}, 404)
 
-    async def _anthropic(self, request: Request) -> Response:
-        return await self._handle(request, ANTHROPIC)
+    def _openai(self, request: HttpRequest) -> HttpReply:
+        return self._handle(request, OPENAI)
 
-    async def _stats(self, request: Request) -> Response:
+    def _anthropic(self, request: HttpRequest) -> HttpReply:
+        return self._handle(request, ANTHROPIC)
+
+    def _stats(self, request: HttpRequest) -> HttpReply:
         return _json(self.stats())
 
-    async def _reset(self, request: Request) -> Response:
+    def _reset(self, request: HttpRequest) -> HttpReply:
         self.reset()
         return _json({"ok": True})
 
-    async def _list_scenarios(self, request: Request) -> Response:
+    def _list_scenarios(self, request: HttpRequest) -> HttpReply:
         return _json({"default": self.default, "scenarios": self.scenario_names})
 
-    async def _add_scenario(self, request: Request) -> Response:
+    def _add_scenario(self, request: HttpRequest) -> HttpReply:
         try:
-            parsed = self.add_scenario(orjson.loads(await request.body()))
+            parsed = self.add_scenario(orjson.loads(request.body))
         except (orjson.JSONDecodeError, ValueError) as exc:
             return _json({"error": str(exc)}, 400)
         return _json({"ok": True, "name": parsed.name})
 
-    async def _handle(self, request: Request, proto: WireProtocol) -> Response:
+    def _handle(self, request: HttpRequest, proto: WireProtocol) -> HttpReply:
         received_ms = time.time_ns() // 1_000_000
-        raw = await request.body()
+        if self.received.maxlen:
+            self.received.append(request)
+        raw = request.body
         key = request.headers.get("idempotency-key") or "body-" + hashlib.sha256(raw).hexdigest()[:24]
-        # Recorded before any further await, so concurrent requests can never lose a count.
+        # Counted on arrival, before any scripted delay, so concurrent requests never lose a count.
         self._total += 1
         self._by_protocol[proto.name] += 1
         receipts = self._calls.setdefault(key, [])
@@ -241,8 +247,20 @@ class ScriptedModelServer:
         if scenario.obey_tool_output:
             obey, obeyed_before = compromised_turn(body)
             turn = obey if obey is not None else scenario.turn(conv.assistant_turns - obeyed_before)
-        if turn.delay_ms:
-            await asyncio.sleep(turn.delay_ms / 1000)
+        reply = self._answer(proto, body, conv, turn, key, attempt, received_ms)
+        reply.delay_s = turn.delay_ms / 1000
+        return reply
+
+    def _answer(
+        self,
+        proto: WireProtocol,
+        body: dict[str, Any],
+        conv: Conversation,
+        turn: Turn,
+        key: str,
+        attempt: int,
+        received_ms: int,
+    ) -> HttpReply:
         failure = turn.failure_for_attempt(attempt)
         if failure is not None:
             headers = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
@@ -265,15 +283,15 @@ class ScriptedModelServer:
         if turn.corrupt_response:
             # Cut mid-object, as a proxy that drops the connection's tail would leave it.
             if body.get("stream"):
-                return StreamingResponse(_replay([b'data: {"id": "cut', b"\n\n"]), media_type="text/event-stream")
-            return Response(b'{"id": "cut", "choices": [', media_type="application/json", headers=headers)
+                return HttpReply(200, content_type="text/event-stream", frames=[b'data: {"id": "cut', b"\n\n"])
+            return HttpReply(200, b'{"id": "cut", "choices": [', headers=headers)
         if body.get("stream"):
             frames = proto.reply_frames(reply, proto.wants_usage_chunk(body))
-            return StreamingResponse(_replay(frames), media_type="text/event-stream", headers=headers)
+            return HttpReply(200, content_type="text/event-stream", headers=headers, frames=frames)
         return _json(proto.reply_body(reply), headers=headers)
 
     def _error(
         self, proto: WireProtocol, status: int, message: str, headers: Mapping[str, str] | None = None
-    ) -> Response:
+    ) -> HttpReply:
         self._by_status[status] += 1
         return _json(proto.error_body(status, message), status, headers)

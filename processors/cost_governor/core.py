@@ -34,7 +34,7 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.kafka.core import Outcome
-from agentstream.kafka.state import PartitionStore
+from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.pricing import ModelPrice, PriceBook, PriceTable
 from processors.cost_governor.ledger import DAY_MS, Reservation, RunLedger, TenantDay, TenantView, check
 
@@ -66,6 +66,12 @@ def requested_price(model: str, table: PriceTable) -> ModelPrice:
     return table.model(model)
 
 
+# An ended run's ledger is deleted and a marker kept, for the last ENDED_KEEP ended runs of the
+# partition: a call request re-emitted after the end must not reserve budget for a run that is
+# over. See processors/orchestrator/core.py for why that bound suffices.
+ENDED_KEEP = 10_000  # the bound and its reason: agentstream/calls.py CLOSED_KEEP
+
+
 class CostGovernorCore:
     name = "cost-governor"
 
@@ -77,7 +83,9 @@ class CostGovernorCore:
         *,
         worst_price: WorstPrice = requested_price,
         bytes_per_token: float = 1.0,
+        ended_keep: int = ENDED_KEEP,
     ) -> None:
+        self._ended = EndedRuns("ended/", ended_keep)
         self.prices = prices
         self.controls = controls
         self.clock_ms = clock_ms
@@ -116,6 +124,8 @@ class CostGovernorCore:
             return Outcome()
         self._stores[str(store.path)] = store
         raw = store.get(f"run/{event.run_id}")
+        if raw is None and self._ended.ended(store, event.run_id):
+            return Outcome()  # over: a re-sent request of it must not open a new ledger or reserve
         run = RunLedger.load(raw) if raw is not None else None
         if isinstance(event, RunRequested):
             if run is None:
@@ -127,7 +137,7 @@ class CostGovernorCore:
         if run is None:
             # A run requested before the governor existed (or already cleaned up): no run caps,
             # but the tenant's caps and the kill switches still apply to its new calls.
-            if event.type_name not in ("LlmCallRequested", "ToolCallRequested") or store.get(f"ended/{event.run_id}"):
+            if event.type_name not in ("LlmCallRequested", "ToolCallRequested"):
                 return Outcome()
             run = RunLedger(event.run_id, event.tenant_id)
         emitted: list[RunEvent] = []
@@ -159,7 +169,7 @@ class CostGovernorCore:
             case _ if event.type_name in TERMINAL_TYPES:
                 run.ended = True
                 self._deactivate(store, run)
-        self._save(store, run)
+        self._save(store, run, unchanged_from=raw)
         return Outcome(emit=emitted)
 
     # decisions -----------------------------------------------------------------------------
@@ -233,6 +243,8 @@ class CostGovernorCore:
         day = now_ms // DAY_MS
         committed, active = 0.0, 0
         for store in self._stores.values():
+            if store.closed:  # a partition given up (or being reopened): its share is no longer ours
+                continue
             share = TenantDay.load(store.get(f"tenant/{run.tenant_id}"))
             committed += share.reserved_usd + (share.spent_usd if share.day >= day else 0.0)
             active += share.active
@@ -300,17 +312,20 @@ class CostGovernorCore:
     def _tenant(store: PartitionStore, tenant_id: str) -> TenantDay:
         return TenantDay.load(store.get(f"tenant/{tenant_id}"))
 
-    @staticmethod
-    def _save(store: PartitionStore, run: RunLedger) -> None:
+    def _save(self, store: PartitionStore, run: RunLedger, unchanged_from: Any = None) -> None:
+        """Writes the run's ledger, unless it equals `unchanged_from` (what was read): every write
+        is also a changelog record, and most events leave a run's ledger as it was."""
         if run.ended and not run.reserved:
             # Nothing can change an ended run's spend any more; its record is the journal's.
             store.delete(f"run/{run.run_id}")
-            store.put(f"ended/{run.run_id}", 1)
+            self._ended.mark(store, run.run_id)
             for prefix in (f"settled/{run.run_id}/", f"undecided/{run.run_id}/"):
                 for key in list(store.keys_with_prefix(prefix)):
                     store.delete(key)
         else:
-            store.put(f"run/{run.run_id}", run.dump())
+            dumped = run.dump()
+            if unchanged_from is None or dumped != unchanged_from:
+                store.put(f"run/{run.run_id}", dumped)
 
 
 def _is_final(event: LlmCallCompleted | LlmCallFailed | ToolCallCompleted) -> bool:

@@ -7,7 +7,7 @@ is never more than what was reserved, so the cap holds whatever the call does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DAY_MS = 86_400_000
@@ -49,12 +49,23 @@ class RunLedger:
         return self.spent_tokens + sum(r.tokens for r in self.reserved.values())
 
     def dump(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies every value, and this runs for every event of a step.
+        out = {name: getattr(self, name) for name in _RUN_FIELDS}
+        out["reserved"] = {
+            k: {name: getattr(r, name) for name in _RESERVATION_FIELDS} for k, r in self.reserved.items()
+        }
+        return out
 
     @staticmethod
     def load(raw: dict[str, Any]) -> RunLedger:
+        # A copy that shares nothing mutable with `raw`: the governor skips a write when the
+        # ledger still equals what it read (CostGovernorCore._save).
         reserved = {k: Reservation(**v) for k, v in raw.get("reserved", {}).items()}
         return RunLedger(**{**raw, "reserved": reserved})
+
+
+_RUN_FIELDS = tuple(f.name for f in fields(RunLedger))
+_RESERVATION_FIELDS = tuple(f.name for f in fields(Reservation))
 
 
 @dataclass(slots=True)
@@ -71,7 +82,7 @@ class TenantDay:
             self.day, self.spent_usd = day, 0.0
 
     def dump(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"day": self.day, "spent_usd": self.spent_usd, "reserved_usd": self.reserved_usd, "active": self.active}
 
     @staticmethod
     def load(raw: dict[str, Any] | None) -> TenantDay:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.core import Outcome
-from agentstream.kafka.state import PartitionStore
+from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.registry.pins import pin_of
 from processors.orchestrator.decide import OrchestratorConfig, decide
@@ -33,6 +32,15 @@ def active_key(run_id: str) -> str:
     return f"active/{run_id}"
 
 
+# Ended runs keep only a marker (keys "ended/..."), so that a re-sent RunRequested of a finished
+# run starts nothing: kept for the last ENDED_KEEP runs that ended in the partition. A re-send here
+# is a concurrent duplicate (two gateway requests with one Idempotency-Key name one run) or a
+# writer's retry, seconds after the first; a key re-used later is answered by the gateway from
+# its run index before anything is journaled. One arriving after that many later runs ended would
+# start the run again. The run's history is the journal's, not the state's.
+ENDED_KEEP = 10_000  # the bound and its reason: agentstream/calls.py CLOSED_KEEP
+
+
 class OrchestratorCore:
     name = "orchestrator"
 
@@ -41,7 +49,10 @@ class OrchestratorCore:
         tools_for: Callable[[str], Mapping[str, ToolEntry]],
         config: OrchestratorConfig | None = None,
         policy_for: Callable[[str], TenantPolicy] | None = None,
+        *,
+        ended_keep: int = ENDED_KEEP,
     ) -> None:
+        self._ended = EndedRuns("ended/", ended_keep)
         self.tools_for = tools_for  # a tenant's visible tools (platform and its own), latest versions
         self.policy_for = policy_for or (lambda _tenant: TenantPolicy())  # read when a run starts, then pinned
         self.config = config or OrchestratorConfig()
@@ -57,14 +68,16 @@ class OrchestratorCore:
             return Outcome()
         self._in_flight.pop(event.event_id, None)
         raw = store.get(run_key(event.run_id))
+        if raw is None and self._ended.ended(store, event.run_id):
+            return Outcome()  # late events after the end are on the record and change nothing
         before = None if raw is None else RunState.load(raw)
         if before is not None and before.terminal:
-            return Outcome()  # late events after the end are on the record and change nothing
+            return Outcome()  # a store written before ended runs were deleted keeps their stubs
         after = evolve(event, before)
         if after is None:
             return Outcome()
         if after is not before:
-            self._save(store, after)
+            self._save(store, after, new=before is None)
         if not live:
             return Outcome()
         return Outcome(emit=self._decide(after))
@@ -96,13 +109,14 @@ class OrchestratorCore:
             self._in_flight.popitem(last=False)
         return fresh
 
-    @staticmethod
-    def _save(store: PartitionStore, state: RunState) -> None:
+    def _save(self, store: PartitionStore, state: RunState, *, new: bool) -> None:
         if state.terminal:
-            # An ended run keeps only a stub (so re-sent requests are recognised); its history
+            # An ended run keeps only its marker (so re-sent requests are recognised); its history
             # lives in the journal, not in processor state.
-            store.put(run_key(state.run_id), replace(state, messages=(), planned=()))
+            store.delete(run_key(state.run_id))
             store.delete(active_key(state.run_id))
+            self._ended.mark(store, state.run_id)
         else:
             store.put(run_key(state.run_id), state)
-            store.put(active_key(state.run_id), 1)
+            if new:  # written once: every write is also a changelog record
+                store.put(active_key(state.run_id), 1)

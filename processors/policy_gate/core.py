@@ -33,7 +33,7 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.kafka.core import Outcome
-from agentstream.kafka.state import PartitionStore
+from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
 from agentstream.registry.pins import identity_of, pin_of, resolve_pin
@@ -54,6 +54,12 @@ HANDLED = frozenset(
 )  # fmt: skip
 
 
+# Cancelled or ended runs keep a marker, for the last ENDED_KEEP of them per partition, so a late
+# or re-sent event of theirs (a request re-emitted after a crash) decides nothing and stores
+# nothing; the run's record and its calls are deleted at once. See processors/orchestrator/core.py.
+ENDED_KEEP = 10_000  # the bound and its reason: agentstream/calls.py CLOSED_KEEP
+
+
 @dataclass(frozen=True)
 class GateConfig:
     capability_ttl_s: int = 300
@@ -71,6 +77,8 @@ class PolicyGateCore:
         delegations: DelegationIssuer,
         clock: Callable[[], int],
         config: GateConfig | None = None,
+        *,
+        ended_keep: int = ENDED_KEEP,
     ) -> None:
         self.catalog = catalog
         self.capability = capability
@@ -79,6 +87,7 @@ class PolicyGateCore:
         self.clock = clock  # read only to stamp decisions, which record the time they used
         self.config = config or GateConfig()
         self.forged_approvals = 0
+        self._ended = EndedRuns("ended/", ended_keep)
         self._timeouts_sent: set[str] = set()
 
     def accepts(self, type_name: str) -> bool:
@@ -93,9 +102,10 @@ class PolicyGateCore:
         if not isinstance(event, RunEvent):
             return Outcome()
         run = store.get(f"run/{event.run_id}")
+        if run is None and self._ended.ended(store, event.run_id):
+            return Outcome()  # over (cancelled or ended): a late or re-sent event leaves nothing behind
         if isinstance(event, RunRequested):
-            # The user's own words are no secret of the run's (public); a re-delivery after the
-            # run ended is ignored, so it cannot leave state behind.
+            # The user's own words are no secret of the run's (public).
             if run is None:
                 self._learn(store, event.run_id, event.tenant_id, event.task, None)
             return Outcome()
@@ -137,9 +147,10 @@ class PolicyGateCore:
         return Outcome()
 
     def _close(self, store: PartitionStore, run_id: str, run: dict[str, Any] | None) -> None:
-        if run is not None and not run["closed"]:
-            run["closed"] = True
-            store.put(f"run/{run_id}", run)
+        # A cancel or an end is final: the run's record goes, its marker stays (bounded, see ENDED_KEEP).
+        if run is not None:
+            store.delete(f"run/{run_id}")
+        self._ended.mark(store, run_id)
         for prefix in (f"call/{run_id}/", f"awaiting/{run_id}/"):
             for key in list(store.keys_with_prefix(prefix)):
                 store.delete(key)

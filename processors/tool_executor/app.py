@@ -4,6 +4,7 @@ performs the calls the policy gate authorized (ToolCallAuthorized), and nothing 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 from agentstream.calls import CallLedgerCore, cost_clearance
@@ -15,7 +16,7 @@ from agentstream.credentials.used import RocksUsedTokens
 from agentstream.events import Event, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
-from agentstream.process import Built
+from agentstream.process import INSTANCE_ENV, Built
 from agentstream.registry.admin import register_tool
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
@@ -73,7 +74,9 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     signers = platform_signers(settings, "tool-executor")
     secrets = SecretDirectory(settings)
     await secrets.start()
-    used = RocksUsedTokens(settings.state_dir / "used-delegations")
+    # One store per instance on a host (RocksDB locks its directory); the instance is the process's.
+    instance = os.environ.get(INSTANCE_ENV, "0")
+    used = RocksUsedTokens(settings.state_dir / f"used-delegations-{instance}")
     broker = CredentialBroker(secrets, local_key_provider(settings), signers.delegation, used)
     # The platform's home (keys, state, every tenant's data) is hidden from every sandboxed tool.
     host = RegistryToolHost(builtin, hidden_paths=(settings.home,))

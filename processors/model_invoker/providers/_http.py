@@ -8,19 +8,15 @@ anything a provider echoes back (some echo a masked key in 401 bodies).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
-import importlib.util
-import ssl
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from agentstream.llm import ChatRequest, ChatResult, ProviderError, ToolCall, Usage
+from processors.model_invoker.providers.http1 import HttpClient, HttpError, Response, Target, render_headers
 
 _STATUS_TYPES = {
     401: "authentication",
@@ -34,12 +30,6 @@ _STATUS_TYPES = {
 }
 
 _MAX_MESSAGE = 300
-
-# httpcore looks for the optional `sniffio` on every pool operation (several times per request).
-# When it is not installed each look-up is a failed filesystem search, about half the client
-# CPU per call at benchmark rates; a None entry makes the import fail at once, as it would anyway.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 def endpoint(base_url: str, path: str) -> str:
@@ -56,7 +46,7 @@ def redact(text: str, secret: str | None) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
@@ -82,7 +72,7 @@ def is_retryable_status(status: int) -> bool:
 
 
 def error_from_status(
-    provider: str, status: int, headers: httpx.Headers, body: bytes, secret: str | None
+    provider: str, status: int, headers: Mapping[str, str], body: bytes, secret: str | None
 ) -> ProviderError:
     detail = ""
     try:
@@ -112,32 +102,41 @@ def bad_response(provider: str, detail: str, secret: str | None = None) -> Provi
 
 
 def error_from_transport(provider: str, exc: BaseException, timeout_s: float) -> ProviderError:
-    # Only the exception class is reported: httpx messages can quote request details.
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+    # Only the exception class is reported (and our own HttpError's text, which never quotes the
+    # request): OS and TLS messages can name hosts and paths.
+    if isinstance(exc, TimeoutError):
         return ProviderError(
             f"{provider}: no complete response within {timeout_s:g}s ({type(exc).__name__})",
             retryable=True,
             error_type="timeout",
         )
-    return ProviderError(
-        f"{provider}: connection failed ({type(exc).__name__})", retryable=True, error_type="connection"
-    )
+    detail = str(exc) if isinstance(exc, HttpError) else type(exc).__name__
+    return ProviderError(f"{provider}: connection failed ({detail})", retryable=True, error_type="connection")
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str | None, str]]:
+async def iter_sse(response: Response) -> AsyncIterator[tuple[str | None, str]]:
     """Yields (event name, data) per server-sent event; comments and ids are skipped."""
     event: str | None = None
     data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
-        elif line.startswith("data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(" ") else value)
-        elif line.startswith("event:"):
-            event = line[6:].strip()
+    rest = b""
+    async for chunk in response.chunks():
+        lines = (rest + chunk).splitlines(keepends=True)
+        # A last line without its newline (or with a CR whose LF may follow) waits for more bytes.
+        rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        for raw in lines:
+            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data = None, []
+            elif line.startswith("data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(" ") else value)
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+    line = rest.rstrip(b"\r\n").decode("utf-8", "replace")
+    if line.startswith("data:"):
+        data.append(line[5:].removeprefix(" "))
     if data:
         yield event, "\n".join(data)
 
@@ -146,50 +145,6 @@ def as_dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} is not an object")
     return value
-
-
-class ClientPool:
-    """Spreads concurrent calls over several small httpx clients.
-
-    httpcore re-scans its whole connection list for every queued request, so one client with
-    50 busy connections spends several ms of CPU per call. Clients are added only when every
-    existing one already has `per_client` calls in flight, so sequential use stays on one.
-    """
-
-    def __init__(self, timeout_s: float, *, per_client: int = 8, max_clients: int = 16) -> None:
-        self._timeout = httpx.Timeout(timeout_s)
-        self._per_client = per_client
-        self._max_clients = max_clients
-        self._ssl: ssl.SSLContext | None = None
-        self._in_flight: dict[httpx.AsyncClient, int] = {}
-
-    def _new_client(self) -> httpx.AsyncClient:
-        if self._ssl is None:
-            self._ssl = httpx.create_ssl_context()  # ~50 ms each; share one across clients
-        limit = 2 * self._per_client
-        return httpx.AsyncClient(
-            timeout=self._timeout,
-            verify=self._ssl,
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-        )
-
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[httpx.AsyncClient]:
-        client = min(self._in_flight, key=self._in_flight.__getitem__, default=None)
-        if client is None or (self._in_flight[client] >= self._per_client and len(self._in_flight) < self._max_clients):
-            client = self._new_client()
-            self._in_flight[client] = 0
-        self._in_flight[client] += 1
-        try:
-            yield client
-        finally:
-            if client in self._in_flight:  # absent once aclose() has run
-                self._in_flight[client] -= 1
-
-    async def aclose(self) -> None:
-        clients, self._in_flight = list(self._in_flight), {}
-        for client in clients:
-            await client.aclose()
 
 
 class HttpProvider:
@@ -206,7 +161,7 @@ class HttpProvider:
         *,
         timeout_s: float,
         stream: bool,
-        client: httpx.AsyncClient | None,
+        client: HttpClient | None,
         name: str,
     ) -> None:
         self.name = name
@@ -214,11 +169,22 @@ class HttpProvider:
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._stream = stream
-        # A caller-supplied client is used as is (and left open); otherwise we pool our own.
-        self._client = client
-        self._pool = ClientPool(timeout_s) if client is None else None
+        # A caller-supplied client is used as is (and left open); otherwise we own one.
+        self._owned = client is None
+        self._client = client or HttpClient()
+        # Everything but the idempotency key is fixed per endpoint: rendered once, here.
+        fixed = {"content-type": "application/json", "accept": "application/json", **self._headers()}
+        if stream:
+            fixed["accept"] = "text/event-stream"
+        try:
+            self._target: Target | None = self._client.target(self._url, fixed)
+            self._target_problem = ""
+        except ValueError as exc:
+            # A lane built at run time (a pinned replica) must not raise out of the router: every
+            # call fails instead, retryably, so breakers and fallbacks treat it as a dead endpoint.
+            self._target, self._target_problem = None, str(exc)
 
-    def _headers(self, request: ChatRequest) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         raise NotImplementedError
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -227,54 +193,47 @@ class HttpProvider:
     def _parse(self, data: dict[str, Any], request: ChatRequest, request_id: str | None) -> ChatResult:
         raise NotImplementedError
 
-    async def _parse_stream(self, response: httpx.Response, request: ChatRequest, request_id: str | None) -> ChatResult:
+    async def _parse_stream(self, response: Response, request: ChatRequest, request_id: str | None) -> ChatResult:
         raise NotImplementedError
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         body = self._body(request)
         body["stream"] = self._stream
         content = orjson.dumps(body)
-        headers = {"content-type": "application/json", "idempotency-key": request.call_id}
-        headers.update(self._headers(request))
         try:
-            # One deadline for the whole call: httpx's timeout is per read, which a slow stream
-            # would never trip.
+            headers = render_headers({"idempotency-key": request.call_id})
+        except ValueError as exc:
+            raise ProviderError(f"{self.name}: {exc}", retryable=False, error_type="invalid_request") from None
+        if self._target is None:
+            raise ProviderError(f"{self.name}: {self._target_problem}", retryable=True, error_type="connection")
+        try:
+            # One deadline for the whole call, connecting and a slow stream included.
             async with asyncio.timeout(self._timeout_s):
-                return await self._send(content, headers, request)
-        except (httpx.TimeoutException, TimeoutError, httpx.TransportError) as exc:
+                response = await self._client.request(self._target, headers, content)
+                try:
+                    return await self._exchange(response, request)
+                finally:
+                    response.close()
+        except (HttpError, OSError) as exc:  # TimeoutError is an OSError
             raise error_from_transport(self.name, exc, self._timeout_s) from None
 
-    async def _send(self, content: bytes, headers: dict[str, str], request: ChatRequest) -> ChatResult:
-        if self._pool is None:
-            assert self._client is not None
-            return await self._exchange(self._client, content, headers, request)
-        with self._pool.lease() as client:
-            return await self._exchange(client, content, headers, request)
-
-    async def _exchange(
-        self, client: httpx.AsyncClient, content: bytes, headers: dict[str, str], request: ChatRequest
-    ) -> ChatResult:
-        req = client.build_request("POST", self._url, content=content, headers=headers, timeout=self._timeout_s)
-        response = await client.send(req, stream=True)
+    async def _exchange(self, response: Response, request: ChatRequest) -> ChatResult:
+        if not 200 <= response.status < 300:
+            raw = await response.read()
+            raise error_from_status(self.name, response.status, response.headers, raw, self._api_key)
+        request_id = response.headers.get(self._request_id_header)
         try:
-            if not 200 <= response.status_code < 300:
-                raw = await response.aread()
-                raise error_from_status(self.name, response.status_code, response.headers, raw, self._api_key)
-            request_id = response.headers.get(self._request_id_header)
-            try:
-                if self._stream:
-                    return await self._parse_stream(response, request, request_id)
-                data = as_dict(orjson.loads(await response.aread()), "response body")
-                return self._parse(data, request, request_id)
-            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-                # orjson.JSONDecodeError is a ValueError.
-                raise bad_response(self.name, f"{type(exc).__name__}: {exc}", self._api_key) from None
-        finally:
-            await response.aclose()
+            if self._stream:
+                return await self._parse_stream(response, request, request_id)
+            data = as_dict(orjson.loads(await response.read()), "response body")
+            return self._parse(data, request, request_id)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            # orjson.JSONDecodeError is a ValueError.
+            raise bad_response(self.name, f"{type(exc).__name__}: {exc}", self._api_key) from None
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
+        if self._owned:
+            await self._client.aclose()
 
 
 def chat_result(

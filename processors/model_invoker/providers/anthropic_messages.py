@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-import httpx
 import orjson
 
 from agentstream.llm import ChatRequest, ChatResult, Message, ProviderError, ToolCall, Usage
 from processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
+from processors.model_invoker.providers.http1 import HttpClient, Response
 
 # Mapped onto the OpenAI-style vocabulary so callers need not know which provider answered.
 _FINISH = {
@@ -105,14 +105,14 @@ class AnthropicMessagesProvider(HttpProvider):
         *,
         timeout_s: float = 60.0,
         stream: bool = False,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
         name: str = "anthropic",
         anthropic_version: str = "2023-06-01",
     ) -> None:
+        self._version = anthropic_version  # before the base class renders the fixed headers
         super().__init__(base_url, api_key, timeout_s=timeout_s, stream=stream, client=client, name=name)
-        self._version = anthropic_version
 
-    def _headers(self, request: ChatRequest) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": self._version}
         if self._api_key:
             headers["x-api-key"] = self._api_key
@@ -146,7 +146,7 @@ class AnthropicMessagesProvider(HttpProvider):
             "".join(text), tuple(calls), _usage(data.get("usage")), stop, model, request_id or data.get("id")
         )
 
-    async def _parse_stream(self, response: httpx.Response, request: ChatRequest, request_id: str | None) -> ChatResult:
+    async def _parse_stream(self, response: Response, request: ChatRequest, request_id: str | None) -> ChatResult:
         blocks: dict[int, _Block] = {}
         start_usage: Any = None
         output_tokens: int | None = None

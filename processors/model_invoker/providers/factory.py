@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import httpx
-
 from agentstream.llm import ModelProvider
 from processors.model_invoker.providers.anthropic_messages import AnthropicMessagesProvider
+from processors.model_invoker.providers.http1 import HttpClient
 from processors.model_invoker.providers.openai_chat import OpenAIChatProvider
 
 ProviderKind = Literal["openai", "anthropic"]
@@ -20,7 +19,7 @@ def make_provider(
     *,
     timeout_s: float = 60.0,
     stream: bool = False,
-    client: httpx.AsyncClient | None = None,
+    client: HttpClient | None = None,
 ) -> ModelProvider:
     if kind == "openai":
         return OpenAIChatProvider(base_url, api_key, timeout_s=timeout_s, stream=stream, client=client)

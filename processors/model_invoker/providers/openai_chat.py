@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
 from agentstream.llm import ChatRequest, ChatResult, Message, ProviderError, ToolCall, Usage
 from processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
+from processors.model_invoker.providers.http1 import HttpClient, Response
 
 # Tool results carry no error flag in this protocol, so the model is told in the text.
 ERROR_PREFIX = "ERROR: "
@@ -63,12 +63,12 @@ class OpenAIChatProvider(HttpProvider):
         *,
         timeout_s: float = 60.0,
         stream: bool = False,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
         name: str = "openai",
     ) -> None:
         super().__init__(base_url, api_key, timeout_s=timeout_s, stream=stream, client=client, name=name)
 
-    def _headers(self, request: ChatRequest) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class OpenAIChatProvider(HttpProvider):
             rid=request_id or data.get("id"),
         )
 
-    async def _parse_stream(self, response: httpx.Response, request: ChatRequest, request_id: str | None) -> ChatResult:
+    async def _parse_stream(self, response: Response, request: ChatRequest, request_id: str | None) -> ChatResult:
         text: list[str] = []
         partial: dict[int, _PartialCall] = {}
         usage = Usage()

@@ -1,0 +1,229 @@
+"""What the gateway shows of a run: its summary, its events as SSE messages, its approvals.
+
+Plain data built from journal events (`apply_summary`); the projection (projection.py) decides
+which runs are held and feeds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agentstream.costs import RunCost
+from agentstream.events import (
+    TERMINAL_TYPES,
+    ApprovalRequested,
+    LlmCallCompleted,
+    ResumeRequested,
+    RunCancelled,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunFlagged,
+    RunHalted,
+    RunStarted,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    offset: int
+    timestamp_ms: int
+    event: RunEvent
+    # The event as one SSE message, encoded once: a run with a thousand subscribers would
+    # otherwise serialise every event a thousand times.
+    sse: bytes
+
+
+# Bearer material in the journal, for the executor only: an authorization's capability and its
+# credential delegation. A client watching its run learns that the call was authorized, by whom and
+# until when, but never holds a token it could present to anything.
+WITHHELD_FIELDS = ("capability", "delegation")
+WITHHELD = "[withheld]"
+
+
+def sse_message(offset: int, timestamp_ms: int, event: RunEvent) -> bytes:
+    record = event.to_record()
+    for name in WITHHELD_FIELDS:
+        if record.get(name):
+            record[name] = WITHHELD
+    data = orjson.dumps({"type": event.type_name, "offset": offset, "timestamp_ms": timestamp_ms, **record})
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (offset, event.type_name.encode(), data)
+
+
+class Mailbox:
+    """The events one subscriber has not taken yet.
+
+    Not an `asyncio.Queue`: reading a queue under a timeout (`wait_for(queue.get(), t)`) creates a
+    Task per read in Python 3.11, and with a thousand subscribers every journal event meant a
+    thousand Tasks. Here a read that must wait costs one future and one timer, and everything that
+    arrived meanwhile (a whole fetched batch) is taken at once, so it goes out in one write."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[StoredEvent] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, stored: StoredEvent) -> None:
+        self._items.append(stored)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self, timeout_s: float) -> list[StoredEvent]:
+        """Everything ready, waiting up to `timeout_s` for the first; empty if nothing came."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        items, self._items = self._items, []
+        return items
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+@dataclass
+class ApprovalView:
+    """One approval request and its outcome, as the approvals API shows it."""
+
+    request: ApprovalRequested
+    status: str = "pending"  # pending, approved, denied, expired
+    decided_by: str = ""
+    reason: str = ""
+    decided_ms: int = 0
+
+    def resource(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "id": r.approval_id,
+            "run_id": r.run_id,
+            "status": self.status,
+            "tool": r.tool,
+            "tool_version": r.tool_version,
+            "tier": r.tier,
+            "arguments_json": r.arguments_json,
+            "reason": r.reason,
+            "requested_at_ms": r.requested_ms,
+            "expires_at_ms": r.expires_ms,
+            "decided_by": self.decided_by or None,
+            # The deciding key's id alone (also the tail of `decided_by`): who to ask about it.
+            "decided_by_key_id": self.decided_by.rpartition(":key/")[2] if ":key/" in self.decided_by else None,
+            "decision_reason": self.reason or None,
+            "decided_at_ms": self.decided_ms or None,
+        }
+
+
+@dataclass
+class RunView:
+    run_id: str
+    tenant_id: str
+    task: str
+    model: str
+    tools: list[str]
+    max_steps: int
+    labels: dict[str, str]
+    request_hash: str
+    created_ms: int
+    api_key_id: str = ""  # the key that created the run: it may not approve the run's calls
+    status: str = "queued"
+    updated_ms: int = 0
+    steps: int = 0
+    reason: str = ""
+    final_answer: str = ""
+    halts: int = 0
+    resumable: bool = False
+    pending_approvals: int = 0
+    # Marks for a person's review (RunFlagged): the run went on, but something in it looked wrong.
+    flags: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
+    cost: RunCost | None = None
+    events: list[StoredEvent] = field(default_factory=list)
+    seen_ids: set[str] = field(default_factory=set)
+    # Where the run lies in the journal (its partition, first and latest offsets, the latest's
+    # append time): what its index entry records, so it can be read again once it leaves memory.
+    partition: int = -1
+    first_offset: int = -1
+    last_offset: int = -1
+    last_ms: int = 0
+    approval_ids: list[str] = field(default_factory=list)
+    # For a run read back from history that a resume made live again: the resume's offset, where
+    # a restarted gateway must read from to see it live (its start is older than any checkpoint).
+    revived_at: int = -1
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+    @property
+    def public_status(self) -> str:
+        # Paused on a person: no model call is made until every approval of the step is decided.
+        return "awaiting_approval" if self.pending_approvals and not self.settled else self.status
+
+    @property
+    def settled(self) -> bool:
+        """Ended, or waiting for someone: nothing will happen until a client acts."""
+        return self.terminal or self.status == "halted"
+
+    def resource(self) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "status": self.public_status,
+            "task": self.task,
+            "model": self.model,
+            "tools": self.tools,
+            "max_steps": self.max_steps,
+            "labels": self.labels,
+            "steps": self.steps,
+            "reason": self.reason or None,
+            "final_answer": self.final_answer or None,
+            "resumable": self.status == "halted" and self.resumable,
+            "flags": self.flags,
+            "budget": self.budget,
+            "cost_usd": round(self.cost.usd, 9) if self.cost is not None else 0.0,
+            "created_at_ms": self.created_ms,
+            "updated_at_ms": self.updated_ms,
+            "events_url": f"/v1/runs/{self.run_id}/events",
+        }
+
+
+def _summarise(view: RunView, event: RunEvent) -> None:
+    match event:
+        case RunStarted():
+            view.status = "running"
+        case RunFlagged():
+            view.flags.append({"kind": event.kind, "step": event.step, "reason": event.reason, "count": event.count})
+        case LlmCallCompleted():
+            view.steps = max(view.steps, event.step)
+        case RunCompleted():
+            view.status, view.reason, view.final_answer, view.steps = (
+                "completed",
+                event.reason,
+                event.final_answer,
+                event.steps,
+            )
+        case RunHalted():
+            view.status, view.reason, view.steps = "halted", f"{event.limit}: {event.reason}", event.steps
+            view.halts, view.resumable = event.halt, event.resumable
+        case ResumeRequested() if view.status == "halted" and event.halt == view.halts:
+            view.status, view.reason = "running", ""
+            for name, added in (("usd", event.add_usd), ("tokens", event.add_tokens), ("wall_s", event.add_wall_s)):
+                if view.budget.get(name):
+                    view.budget[name] += added
+        case RunFailed():
+            view.status, view.reason, view.steps = "failed", f"{event.error_type}: {event.reason}", event.steps
+        case RunCancelled():
+            view.status, view.reason, view.steps = "cancelled", event.reason, event.steps
+    if event.type_name in TERMINAL_TYPES:
+        view.seen_ids.clear()  # nothing after the end changes the run; keep memory small

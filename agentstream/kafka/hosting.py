@@ -1,0 +1,76 @@
+"""What the shell keeps per hosted core and per assigned partition.
+
+A process hosts one or more cores (see agentstream/kafka/runtime.py). Each core keeps its own
+RocksDB store per journal partition, with the next journal offset that store reflects: stores are
+committed one after another, so after a crash each core resumes from its own offset and skips what
+it already applied, instead of all cores trusting the slowest one's offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentstream.events import Event
+from agentstream.kafka.core import Outcome, ProcessorCore
+from agentstream.kafka.journal import RecordFactory
+from agentstream.kafka.state import PartitionStore
+
+Tick = Callable[[PartitionStore, int], Outcome]
+
+
+@dataclass
+class HostedCore:
+    core: ProcessorCore
+    # Signs what this core emits with its own writer key: the journal says which core wrote what.
+    records: RecordFactory
+    # Checks on a decoded, writer-verified event: a reason keeps it from this core (dead-lettered).
+    vet: list[Callable[[Event], str | None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.core.name
+
+    @property
+    def tick(self) -> Tick | None:
+        # Cores with timers (the approval timer) expose `tick(store, now_ms)`; the shell calls it on
+        # every live partition, so deadlines fire from rebuilt state after any restart.
+        found: Tick | None = getattr(self.core, "tick", None)
+        return found
+
+    def problem(self, event: Event) -> str | None:
+        for check in self.vet:
+            if (problem := check(event)) is not None:
+                return problem
+        return None
+
+
+@dataclass
+class CoreSlot:
+    """One core's store for one partition, and the offset the store reflects."""
+
+    store: PartitionStore
+    next_offset: int  # events below it are already in the store
+
+
+@dataclass
+class Partition:
+    slots: dict[str, CoreSlot]
+    recovery_target: int
+    recovering: bool
+    needs_resume: bool = True
+    tasks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    # Offsets of records this process journaled and already applied in-process: skipped undecoded
+    # when the fetch brings them back.
+    own: set[int] = field(default_factory=set)
+
+    def close(self) -> None:
+        for slot in self.slots.values():
+            slot.store.discard_staged()
+            slot.store.close()
+
+
+def store_path(state_dir: Path, core: str, instance: str, partition: int) -> Path:
+    return state_dir / f"{core}-{instance}" / f"p{partition:03d}"

@@ -1,0 +1,148 @@
+"""The shell's writes: journal records that are never dropped, and the processor status records.
+
+A write the broker did not acknowledge is written again, with backoff, for as long as it takes: a
+broker outage of any length stalls the processor instead of ending it, and one line is logged
+when writes stop being acknowledged and one when they are again. Re-writing is safe: journal
+records are keyed by deterministic event ids, so a copy that did land is a recognised duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from confluent_kafka import Message
+
+from agentstream.events import ProcessorStatus
+from agentstream.kafka.journal import Record
+from agentstream.kafka.logs import StateLog
+from agentstream.kafka.producer import AsyncProducer, DeliveryError
+
+if TYPE_CHECKING:
+    from agentstream.kafka.runtime import ProcessorRuntime
+
+log = logging.getLogger("agentstream.runtime")
+
+
+@dataclass
+class Counters:
+    processed: int = 0
+    skipped: int = 0
+    emitted: int = 0
+    errors: int = 0
+    dead_lettered: int = 0
+    work_started: int = 0
+    work_failed: int = 0
+    work_skipped: int = 0
+    batches: int = 0
+    lag: int = 0
+    write_retries: int = 0
+
+
+class JournalWriter:
+    def __init__(self, producer: AsyncProducer, name: str) -> None:
+        self.producer = producer
+        self.retries = 0
+        self._state = StateLog(log, f"{name} journal writes")
+
+    async def produce_all(self, records: list[Record]) -> list[Message]:
+        """Writes every record and returns the broker's acknowledgements, in order."""
+        acks: list[Message | None] = [None] * len(records)
+        todo = list(range(len(records)))
+        delay = 0.2
+        while todo:
+            futures = [self._send(records[i]) for i in todo]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed: list[int] = []
+            first_error: BaseException | None = None
+            for i, result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, DeliveryError | asyncio.TimeoutError):
+                        raise result
+                    failed.append(i)
+                    first_error = first_error or result
+                else:
+                    acks[i] = result
+            if failed:
+                self.retries += 1
+                self._state.set("waiting", f"{len(failed)} writes not acknowledged ({first_error}); "
+                                "holding them and retrying until the broker takes them")  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            elif self._state.state != "ok":
+                self._state.set("ok", "writes acknowledged again")
+            todo = failed
+        return [a for a in acks if a is not None]
+
+    async def produce_in_order(self, records: list[Record]) -> None:
+        """Writes `records` as one ordered unit: when any write fails, all are written again from
+        the first, so no record lands after one that was meant to follow it (a changelog marker
+        must come after the changes it covers)."""
+        delay = 0.2
+        while records:
+            results = await asyncio.gather(*(self._send(r) for r in records), return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if not failed:
+                return
+            for result in failed:
+                if not isinstance(result, DeliveryError | asyncio.TimeoutError):
+                    raise result
+            self.retries += 1
+            self._state.set("waiting", f"{len(failed)} changelog writes not acknowledged ({failed[0]}); "
+                            "writing the batch again until the broker takes it")  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _send(self, record: Record) -> asyncio.Future[Message]:
+        return self.producer.send(
+            record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers
+        )
+
+    async def flush(self) -> None:
+        try:
+            await self.producer.flush()
+        except DeliveryError as exc:
+            log.warning("shutting down with writes unacknowledged: %s", exc)
+
+
+async def publish_status_forever(runtime: ProcessorRuntime, topic: str, interval_s: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(interval_s)
+        try:
+            runtime.counters.lag = await asyncio.to_thread(lag_of, runtime)
+            records = [runtime.records.keyed(topic, status) for status in statuses(runtime)]
+            await asyncio.gather(*(runtime.writer._send(r) for r in records))
+        except Exception as exc:
+            log.debug("status not published: %s", exc)
+
+
+def lag_of(runtime: ProcessorRuntime) -> int:
+    """Records in the assigned partitions not yet applied (blocking: asks the broker)."""
+    applied = runtime.applied_offsets()
+    return sum(max(0, runtime.fetcher.high_watermark(p, 5.0) - next_offset) for p, next_offset in applied.items())
+
+
+def statuses(runtime: ProcessorRuntime) -> list[ProcessorStatus]:
+    """One status per hosted core, so `agentstream status` lists every processor however they
+    are grouped into processes."""
+    parts = runtime.partitions()
+    recovering = any(p.recovering for p in parts.values())
+    c = runtime.counters
+    return [
+        ProcessorStatus(
+            event_id=f"{hosted.name}-{runtime.config.instance}",
+            processor=hosted.name,
+            instance=runtime.config.instance,
+            ts_ms=int(time.time() * 1000),
+            state="recovering" if recovering else "running",
+            partitions=sorted(parts),
+            lag=c.lag,
+            processed=c.processed,
+            errors=c.errors + c.work_failed,
+            dead_lettered=c.dead_lettered,
+        )
+        for hosted in runtime.cores
+    ]
