@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -94,7 +95,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup-runs", type=int, default=100, help="runs done first, not measured (JIT, caches)")
+    parser.add_argument(
+        "--warmup-runs",
+        type=int,
+        default=None,
+        help="runs done first, not measured (connections, caches); default: the measured "
+        "number of runs, between 5 and 100",
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument(
         "--layout",
@@ -104,6 +111,8 @@ async def main() -> None:
     )
     parser.add_argument("--instances", type=int, default=1, help="instances of each processor process")
     args = parser.parse_args()
+    if args.warmup_runs is None:
+        args.warmup_runs = max(5, min(100, args.runs))
     os.environ[LAYOUT_ENV] = args.layout
     async with bench_settings("overhead") as (settings, kafka):
         scen_dir = settings.home / "scenarios"
@@ -130,6 +139,9 @@ async def main() -> None:
                     )
                 )
             await watcher.wait(warm, args.timeout)
+            # What the warm-up leaves behind (its state changelog flush, the broker's segment and
+            # compaction work) is not the measured runs' cost: let it settle first.
+            await asyncio.sleep(3.0)
             stop, probing = asyncio.Event(), asyncio.Event()
             probe_topic = load_topics(settings.topic_prefix)["bench.probe"].name
             probe = asyncio.create_task(
@@ -176,6 +188,14 @@ async def main() -> None:
                 continue
             overheads.append((t_next - t_req) - latency[step] - tool.get(step, 0.0))
             model_ms.append(latency[step])
+    # Where the slowest step waited: the widest gap between two consecutive events of a run.
+    widest: tuple[float, str] = (0.0, "")
+    for run_id in run_ids:
+        entries = journal.get(run_id, [])
+        for before, after in itertools.pairwise(entries):
+            gap = after.timestamp_ms - before.timestamp_ms
+            if gap > widest[0]:
+                widest = (gap, f"{before.event.type_name} -> {after.event.type_name}")
     steps = len(overheads)
     span_s = max(1e-9, (last_ts - first_ts) / 1000.0)
     result = {
@@ -193,6 +213,8 @@ async def main() -> None:
         "cpu_ms_per_step": {k: round(v * 1000.0 / max(1, steps), 3) for k, v in sorted(cpu.items())},
         "cpu_ms_per_step_total": round(sum(cpu.values()) * 1000.0 / max(1, steps), 3),
         "cores": os.cpu_count(),
+        "widest_gap_ms": widest[0],
+        "widest_gap_between": widest[1],
         "layout": args.layout,
         "instances": args.instances,
     }

@@ -66,6 +66,9 @@ class ChangelogWriter:
         self._last_marker: dict[int, int] = {}
         self._pending: dict[int, dict[bytes, bytes | None]] = {}
         self._pending_offset: dict[int, int] = {}
+        # Keys first written since the last flush: deleted again before it (a call's ledger entries,
+        # a step's clearances), they need neither their value nor a tombstone in the changelog.
+        self._born: dict[int, set[bytes]] = {}
 
     def records(self, partition: int, changes: Mapping[bytes, bytes | None], next_offset: int | None) -> list[Record]:
         """The records for one batch of `partition`: its `changes` (PartitionStore.staged_changes())
@@ -103,7 +106,17 @@ class ChangelogWriter:
         """Notes what `store` is about to commit (call it before `store.commit`). Changes are
         coalesced until `flush`: a run's state key is rewritten at every event of a step, and the
         changelog needs only its latest value, with the offset it goes with."""
-        self._pending.setdefault(partition, {}).update(store.staged_changes())
+        pending = self._pending.setdefault(partition, {})
+        born = self._born.setdefault(partition, set())
+        for key, value in store.staged_changes().items():
+            if value is None:
+                if key in born:  # created and deleted since the last flush: the changelog never saw it
+                    pending.pop(key, None)
+                    born.discard(key)
+                    continue
+            elif key not in pending and key not in born and not store.has_committed(key):
+                born.add(key)
+            pending[key] = value
         offset = next_offset if next_offset is not None else store.offset()
         if offset is not None:
             self._pending_offset[partition] = offset
@@ -116,6 +129,7 @@ class ChangelogWriter:
             out += self.records(partition, changes, self._pending_offset.get(partition))
         self._pending.clear()
         self._pending_offset.clear()
+        self._born.clear()
         return out
 
     def forget(self, partition: int) -> None:
@@ -124,3 +138,4 @@ class ChangelogWriter:
         self._last_marker.pop(partition, None)
         self._pending.pop(partition, None)
         self._pending_offset.pop(partition, None)
+        self._born.pop(partition, None)

@@ -111,6 +111,7 @@ class ProcessorRuntime(SideEffects):
         # Every running call of this process, whichever partition object it was started for: a
         # partition given up and assigned back must not start a call that is still running.
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._flushing: asyncio.Task[None] | None = None
         self._fetched: deque[list[Message]] = deque()
         self._inbox: deque[tuple[HostedCore, list[RunEvent], asyncio.Future[None]]] = deque()
         self._wake: asyncio.Event | None = None
@@ -216,6 +217,8 @@ class ProcessorRuntime(SideEffects):
             stopping.cancel()
             self.fetcher.stop()
             await self._drain_work(self.config.drain_grace_s)
+            if self._flushing is not None:
+                await asyncio.wait({self._flushing}, timeout=self.config.drain_grace_s)
             await self.writer.flush()
             await asyncio.to_thread(self._close_consumer)
 
@@ -274,8 +277,10 @@ class ProcessorRuntime(SideEffects):
         self.counters.emitted += len(journaled)
         self.counters.dead_lettered += len(dead)
         self._commit_stores(last_offsets)
-        if self.changelogs.due():
-            await self.writer.produce_in_order(self.changelogs.flush())
+        if self.changelogs.due() and (self._flushing is None or self._flushing.done()):
+            # In the background, one flush at a time (a partition's flushes land in order): steps
+            # do not wait for the changelog, which only has to trail the stores.
+            self._flushing = asyncio.create_task(self.writer.produce_in_order(self.changelogs.flush()))
         for _hosted, _events, future in inbox:
             if not future.done():
                 future.set_result(None)

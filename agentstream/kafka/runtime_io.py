@@ -83,7 +83,12 @@ class JournalWriter:
         must come after the changes it covers)."""
         delay = 0.2
         while records:
-            results = await asyncio.gather(*(self._send(r) for r in records), return_exceptions=True)
+            futures: list[asyncio.Future[Message]] = []
+            for i, record in enumerate(records):
+                futures.append(self._send(record))
+                if i % 500 == 499:
+                    await asyncio.sleep(0)  # a large flush must not hold the loop for its whole length
+            results = await asyncio.gather(*futures, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if not failed:
                 return

@@ -155,6 +155,10 @@ class PartitionStore:
         it reads the whole store)."""
         return {k: v for k, v in self._db.items() if isinstance(k, bytes) and k != _OFFSET_KEY}
 
+    def has_committed(self, key: bytes) -> bool:
+        """Whether `key` was in the store before the staged batch (a raw key, as staged_changes gives)."""
+        return key in self._cache or self._db.get(key) is not None
+
     @property
     def closed(self) -> bool:
         return self._closed
