@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -73,8 +73,6 @@ def expected_grants(specs: Mapping[str, TopicSpec]) -> set[Grant]:
         for reader in spec.readers:
             if reader != ADMIN:
                 grants |= {Grant(reader, "TOPIC", "LITERAL", spec.name, op) for op in ("READ", "DESCRIBE")}
-    # The engine hosts every processor core, so it may do what any of them may.
-    grants |= {replace(g, principal=ENGINE) for g in grants if g.principal in PROCESSORS}
     for component in (*PROCESSORS, ENGINE):
         grants.add(Grant(component, "GROUP", "PREFIXED", group_prefix(specs, component), "READ"))
     # Readers that assign partitions themselves still carry a group.id, and librdkafka looks up its
