@@ -8,7 +8,6 @@ it already applied, instead of all cores trusting the slowest one's offset.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +60,6 @@ class Partition:
     recovery_target: int
     recovering: bool
     needs_resume: bool = True
-    tasks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     # Offsets of records this process journaled and already applied in-process: skipped undecoded
     # when the fetch brings them back.
     own: set[int] = field(default_factory=set)

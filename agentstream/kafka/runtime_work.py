@@ -69,10 +69,9 @@ class SideEffects:
         if part is None or key in self._running:
             return
         task = asyncio.create_task(self._perform(hosted, item))
-        part.tasks[key] = task
         self._running[key] = task
-        tasks, running = part.tasks, self._running
-        task.add_done_callback(lambda _t: (tasks.pop(key, None), running.pop(key, None)))
+        running = self._running
+        task.add_done_callback(lambda _t: running.pop(key, None))
         self.counters.work_started += 1
 
     def _partition_of(self, key: str) -> int:

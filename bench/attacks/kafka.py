@@ -97,17 +97,23 @@ def _consume_sync(bootstrap: str, auth: Mapping[str, str], topic: str, group: st
         if meta is None or meta.error is not None or not meta.partitions:
             return False
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(100, 0.2):
-                err = msg.error()
-                if err is None:
-                    return True
-                if err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, *_REFUSED_CONNECTION):
-                    return False
-        return False
+        return _reads_a_record(consumer, KafkaError.TOPIC_AUTHORIZATION_FAILED, timeout_s)
     finally:
         consumer.close()
+
+
+def _reads_a_record(consumer: Consumer, refused: int, timeout_s: float) -> bool:
+    """True once a record arrives; False on the `refused` authorization error, a refused
+    connection, or nothing within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for msg in consumer.consume(100, 0.2):
+            err = msg.error()
+            if err is None:
+                return True
+            if err.code() in (refused, *_REFUSED_CONNECTION):
+                return False
+    return False
 
 
 async def consume_any(bootstrap: str, auth: Mapping[str, str], topic: str, timeout_s: float = 5.0) -> bool:
@@ -121,15 +127,7 @@ def _join_sync(bootstrap: str, auth: Mapping[str, str], topic: str, group: str, 
     )
     try:
         consumer.subscribe([topic])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(100, 0.2):
-                err = msg.error()
-                if err is None:
-                    return True
-                if err.code() in (KafkaError.GROUP_AUTHORIZATION_FAILED, *_REFUSED_CONNECTION):
-                    return False
-        return False
+        return _reads_a_record(consumer, KafkaError.GROUP_AUTHORIZATION_FAILED, timeout_s)
     finally:
         consumer.close()
 

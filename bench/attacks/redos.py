@@ -118,10 +118,15 @@ async def validation_timing(
     input_schema: dict[str, Any], arguments: dict[str, Any], limit_s: float = 10.0
 ) -> dict[str, Any] | None:
     """How the orchestrator's and the gate's validation treat one call; None if it ran past `limit_s`."""
+    return await _child_json(_MEASURE, [orjson.dumps(input_schema).decode(), orjson.dumps(arguments).decode()], limit_s)
+
+
+async def _child_json(code: str, args: list[str], limit_s: float) -> dict[str, Any] | None:
+    """Runs `code` in a child Python (killed past `limit_s`: a backtracking pattern cannot stall the
+    bench) and returns the JSON object on its last line; None if it ran out of time."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _MEASURE, orjson.dumps(input_schema).decode(), orjson.dumps(arguments).decode(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable, "-c", code, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
     except TimeoutError:
@@ -152,17 +157,9 @@ async def hostile_output_schema(limit_s: float = 30.0) -> bool:
     """A tool server declares an `outputSchema` whose pattern backtracks on the result it returns;
     the MCP client validates every structured result inside the executor. Run in a child process
     (killed past `limit_s`): True if the call hangs there or its result is accepted."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _CALL_HOSTILE_SERVER, str(HOSTILE_OUTPUT_SERVER), EVIL_INPUT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    result = await _child_json(_CALL_HOSTILE_SERVER, [str(HOSTILE_OUTPUT_SERVER), EVIL_INPUT], limit_s)
+    if result is None:
         return True
-    result = orjson.loads(out.splitlines()[-1])
     return not result["is_error"] or "does not match" not in result["content"] or result["took_s"] > 5.0
 
 
