@@ -17,7 +17,13 @@ class Event:
     type_name: ClassVar[str] = ""
 
     def to_record(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:  # once per event type: `fields()` rebuilds its tuple at every call
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
+        return {name: getattr(self, name) for name in names}
+
+
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
 
 def _register(cls: type[Event]) -> type[Event]:

@@ -6,6 +6,7 @@ reconstruct their own wire format from one recorded conversation.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -80,6 +81,40 @@ def messages_to_json(messages: tuple[Message, ...] | list[Message]) -> str:
 
 def messages_from_json(raw: str) -> tuple[Message, ...]:
     return tuple(Message.from_dict(d) for d in orjson.loads(raw))
+
+
+class ConversationMemo:
+    """`messages_from_json` for a stream of requests that each repeat a run's whole conversation:
+    the messages parsed from a run's previous request are reused and only the new tail is parsed,
+    so a step costs what it added, not the conversation's length. Bounded in runs and characters
+    (least recently used out); the result always equals a full parse."""
+
+    def __init__(self, max_runs: int = 2048, max_chars: int = 32 * 1024 * 1024) -> None:
+        self._max_runs = max_runs
+        self._max_chars = max_chars
+        self._chars = 0
+        self._last: OrderedDict[str, tuple[str, tuple[Message, ...]]] = OrderedDict()
+
+    def parse(self, run_id: str, raw: str) -> tuple[Message, ...]:
+        previous = self._last.pop(run_id, None)
+        messages: tuple[Message, ...] | None = None
+        if previous is not None:
+            self._chars -= len(previous[0])
+            head, known = previous  # head: the previous text without its closing bracket
+            n = len(head)
+            if known and len(raw) > n and raw[n] == "," and raw.startswith(head):
+                messages = known + messages_from_json("[" + raw[n + 1 :])
+            elif raw == head + "]":
+                messages = known
+        if messages is None:
+            messages = messages_from_json(raw)
+        if len(raw) <= self._max_chars // 4:
+            self._last[run_id] = (raw[:-1], messages)
+            self._chars += len(raw) - 1
+            while self._last and (len(self._last) > self._max_runs or self._chars > self._max_chars):
+                _, (dropped, _) = self._last.popitem(last=False)
+                self._chars -= len(dropped)
+        return messages
 
 
 def tools_to_json(tools: tuple[ToolSpec, ...] | list[ToolSpec]) -> str:

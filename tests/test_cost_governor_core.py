@@ -204,3 +204,24 @@ def test_a_request_read_while_recovering_is_decided_once_caught_up(stores: list[
     assert isinstance(decided, BudgetReserved) and decided.call_id == request.call_id
     core.apply(store, decided, live=True)  # read back
     assert core.resume(store).emit == []  # decided once
+
+
+def test_an_answer_too_large_to_journal_is_charged_at_its_reservation_and_other_failures_at_nothing(
+    stores: list[PartitionStore],
+) -> None:
+    from agentstream.events import LlmCallFailed
+    from agentstream.journal_limits import RESPONSE_TOO_LARGE
+
+    core, store = governor(), stores[0]
+    feed(core, store, requested("r1", budget_usd=1.0))
+    for step, error_type in ((1, RESPONSE_TOO_LARGE), (2, "provider_error")):
+        request = llm("r1", step, max_tokens=1000)
+        (reserved,) = feed(core, store, request)
+        assert isinstance(reserved, BudgetReserved)
+        failed = LlmCallFailed(ids.completed_event_id(request.call_id), "r1", "t", step, request.call_id, "p",
+                               error_type, "too big", None, False, 1, True)  # fmt: skip
+        (settled,) = feed(core, store, failed)
+        assert isinstance(settled, BudgetSettled)
+        expected = reserved.reserved_usd if error_type == RESPONSE_TOO_LARGE else 0.0
+        assert settled.cost_usd == pytest.approx(expected)
+        assert settled.released_usd == pytest.approx(reserved.reserved_usd - expected)

@@ -264,10 +264,12 @@ async def test_anthropic_streaming_provider_end_to_end(kafka_bootstrap: str, tmp
 
 
 async def test_no_tool_starts_after_its_runs_cancel_is_journaled(deployment: Deployment) -> None:
-    """A cancel journaled right behind an authorized call stops it, even though the executor read
+    """A cancel journaled right behind an authorized call stops it, even though the executor reads
     the authorization first: the executor reads its partition to the end before any tool call that
     is not read-only starts. The test signs the authorizations itself, as the policy gate would, so
-    the race between authorization and cancel is not left to the gate's timing."""
+    the race between authorization and cancel is not left to the gate's timing; and it holds the
+    executor (SIGSTOP) while the two are journaled, so the cancel is certain to be journaled before
+    the call could start, rather than only likely to be (a free executor may start it first, rightly)."""
     d = deployment
     signer = platform_signers(d.settings).capability
     latest = (await read_catalog(d.settings)).latest("", "transfer_funds")
@@ -288,10 +290,16 @@ async def test_no_tool_starts_after_its_runs_cancel_is_journaled(deployment: Dep
                               0.0, "v", int(time.time() * 1000))  # fmt: skip
 
     cancelled, control = f"run_cancelrace{uuid.uuid4().hex[:8]}", f"run_control{uuid.uuid4().hex[:8]}"
-    # Journaled as the cost governor and the policy gate would (the test holds the operator's keys).
-    await d.client.append(reserved(cancelled), as_writer="cost-governor")
-    await d.client.append(request(cancelled), as_writer="policy-gate")
-    await d.client.cancel(cancelled, "t", "stop at once")
+    assert d.procs is not None
+    executor = next(p for k, p in d.procs.procs.items() if k.startswith(("tool-executor-", "engine-")))
+    executor.send_signal(signal.SIGSTOP)
+    try:
+        # Journaled as the cost governor and the policy gate would (the test holds the operator's keys).
+        await d.client.append(reserved(cancelled), as_writer="cost-governor")
+        await d.client.append(request(cancelled), as_writer="policy-gate")
+        await d.client.cancel(cancelled, "t", "stop at once")
+    finally:
+        executor.send_signal(signal.SIGCONT)
     await d.client.append(reserved(control), as_writer="cost-governor")
     await d.client.append(request(control), as_writer="policy-gate")
     for _ in range(100):

@@ -18,93 +18,19 @@ from agentstream.gateway.models import (
     ResumeRun,
     SwitchTool,
 )
+from agentstream.gateway.openapi_schemas import (
+    APPROVAL_SCHEMA,
+    COST_REPORT_SCHEMA,
+    ERROR_SCHEMA,
+    RUN_COST_SCHEMA,
+    RUN_SCHEMA,
+    RUN_STATUSES,
+    SSE_EVENT_SCHEMA,
+    TOOL_SCHEMA,
+)
 
-RUN_STATUSES = ["queued", "running", "awaiting_approval", "halted", "completed", "failed", "cancelled"]
+__all__ = ["RUN_STATUSES", "openapi_document"]  # RUN_STATUSES lives with the schemas; app.py imports it here
 
-_ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["type", "message"],
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
-        }
-    },
-}
-_RUN = {
-    "type": "object",
-    "required": [
-        "id",
-        "status",
-        "task",
-        "model",
-        "tools",
-        "max_steps",
-        "labels",
-        "steps",
-        "resumable",
-        "created_at_ms",
-        "updated_at_ms",
-        "events_url",
-    ],
-    "properties": {
-        "id": {"type": "string"},
-        "status": {"type": "string", "enum": RUN_STATUSES},
-        "task": {"type": "string"},
-        "model": {"type": "string"},
-        "tools": {"type": "array", "items": {"type": "string"}},
-        "max_steps": {"type": "integer"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "steps": {"type": "integer"},
-        "reason": {"type": ["string", "null"]},
-        "final_answer": {"type": ["string", "null"]},
-        "resumable": {"type": "boolean", "description": "halted at a limit that a resume can raise"},
-        "flags": {
-            "type": "array",
-            "description": "marks for review (RunFlagged): e.g. the model kept asking for a denied call",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "kind": {"type": "string"},
-                    "step": {"type": "integer"},
-                    "reason": {"type": "string"},
-                    "count": {"type": "integer"},
-                },
-            },
-        },
-        "budget": {"$ref": "#/components/schemas/Budget"},
-        "cost_usd": {"type": "number", "description": "settled cost so far, in US dollars"},
-        "created_at_ms": {"type": "integer"},
-        "updated_at_ms": {"type": "integer"},
-        "events_url": {"type": "string"},
-    },
-}
-
-
-# One event of the stream: `id` is the journal offset, `event` the event type, `data` its JSON record.
-_SSE_EVENT = {
-    "type": "object",
-    "required": ["id", "event", "data"],
-    "properties": {
-        "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "event": {"type": "string", "minLength": 1},
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": {
-                "type": "object",
-                "required": ["type", "offset", "timestamp_ms", "run_id"],
-                "properties": {
-                    "type": {"type": "string"},
-                    "offset": {"type": "integer", "minimum": 0},
-                    "timestamp_ms": {"type": "integer"},
-                    "run_id": {"type": "string"},
-                },
-            },
-        },
-    },
-}
 
 _RETRY_AFTER = {
     "Retry-After": {
@@ -168,105 +94,7 @@ def _created(description: str) -> dict[str, Any]:
 
 
 _TOOL_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-_TOOL = {
-    "type": "object",
-    "required": [
-        "name",
-        "version",
-        "tier",
-        "input_schema",
-        "transport",
-        "approval_timeout_s",
-        "effective_approval_timeout_s",
-    ],
-    "properties": {
-        "name": {"type": "string"},
-        "version": {"type": "string"},
-        "owner": {"type": ["string", "null"], "description": "the owning tenant; null: platform-wide"},
-        "description": {"type": "string"},
-        "input_schema": {"type": "object"},
-        "tier": {"type": "string", "enum": ["read_only", "reversible", "irreversible"]},
-        "scopes": {"type": "array", "items": {"type": "string"}},
-        "egress": {"type": "array", "items": {"type": "string"}},
-        "secrets": {"type": "array", "items": {"type": "string"}},
-        "timeout_ms": {"type": "integer"},
-        "approval_timeout_s": {
-            "type": ["number", "null"],
-            "description": "the registration's approval deadline in seconds; null: the tenant's policy alone",
-        },
-        "effective_approval_timeout_s": {
-            "type": "number",
-            "description": "the deadline this tenant's calls get: the tool's, capped by the tenant's policy",
-        },
-        "transport": {"type": "string", "enum": ["builtin", "stdio", "http"]},
-        "registered_at_ms": {"type": "integer"},
-        "disabled": {"type": "boolean"},
-        "versions": {"type": "array", "items": {"type": "string"}},
-    },
-}
 _APPROVAL_ID = {"name": "approval_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-_APPROVAL = {
-    "type": "object",
-    "required": ["id", "run_id", "status", "tool", "tier", "arguments_json", "requested_at_ms", "expires_at_ms"],
-    "properties": {
-        "id": {"type": "string"},
-        "run_id": {"type": "string"},
-        "status": {"type": "string", "enum": ["pending", "approved", "denied", "expired"]},
-        "tool": {"type": "string"},
-        "tool_version": {"type": "string"},
-        "tier": {"type": "string"},
-        "arguments_json": {"type": "string"},
-        "reason": {"type": "string"},
-        "requested_at_ms": {"type": "integer"},
-        "expires_at_ms": {"type": "integer", "description": "past this, the call is denied, never approved"},
-        "decided_by": {
-            "type": ["string", "null"],
-            "description": "`api:<tenant>:key/<key id>`: the API key that decided; `timeout`: the deadline passed",
-        },
-        "decision_reason": {"type": ["string", "null"]},
-        "decided_at_ms": {"type": ["integer", "null"]},
-    },
-}
-_RUN_COST = {
-    "type": "object",
-    "required": ["run_id", "usd", "model_calls", "tool_calls", "by_tool", "by_model", "price_versions"],
-    "properties": {
-        "run_id": {"type": "string"},
-        "usd": {"type": "number", "description": "settled cost in US dollars (reservations not included)"},
-        "input_tokens": {"type": "integer"},
-        "cached_input_tokens": {"type": "integer"},
-        "output_tokens": {"type": "integer"},
-        "model_calls": {"type": "integer"},
-        "tool_calls": {"type": "integer"},
-        "by_tool": {"type": "object", "additionalProperties": {"type": "number"}},
-        "by_model": {"type": "object", "additionalProperties": {"type": "number"}},
-        "price_versions": {"type": "array", "items": {"type": "string"}},
-        "status": {"type": "string"},
-        "budget": {"type": "object"},
-    },
-}
-_COST_REPORT = {
-    "type": "object",
-    "required": ["group_by", "total_usd", "data"],
-    "properties": {
-        "group_by": {"type": "string", "enum": ["run", "tool", "model"]},
-        "since_ms": {"type": "integer"},
-        "total_usd": {"type": "number"},
-        "data": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["key", "usd", "runs", "calls"],
-                "properties": {
-                    "key": {"type": "string"},
-                    "usd": {"type": "number"},
-                    "runs": {"type": "integer"},
-                    "calls": {"type": "integer"},
-                },
-            },
-        },
-    },
-}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 # Every run-scoped operation: an unknown query parameter, authentication, the run, the tenant's rate.
 _COMMON = (400, 401, 404, 429)
@@ -291,16 +119,16 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                 }
             },
             "schemas": {
-                "Error": _ERROR,
-                "Run": _RUN,
-                "Approval": _APPROVAL,
+                "Error": ERROR_SCHEMA,
+                "Run": RUN_SCHEMA,
+                "Approval": APPROVAL_SCHEMA,
                 "ApprovalPage": {
                     "type": "object",
                     "required": ["data"],
                     "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/Approval"}}},
                 },
                 "DecideApproval": DecideApproval.model_json_schema(),
-                "Tool": _TOOL,
+                "Tool": TOOL_SCHEMA,
                 "ToolPage": {
                     "type": "object",
                     "required": ["data"],
@@ -316,11 +144,11 @@ def openapi_document(max_wait_s: float = 60.0) -> dict[str, Any]:
                         "next_cursor": {"type": ["string", "null"]},
                     },
                 },
-                "RunEvent": _SSE_EVENT,
+                "RunEvent": SSE_EVENT_SCHEMA,
                 "CreateRun": _component(CreateRun),
                 "Budget": _component(Budget),
-                "RunCost": _RUN_COST,
-                "CostReport": _COST_REPORT,
+                "RunCost": RUN_COST_SCHEMA,
+                "CostReport": COST_REPORT_SCHEMA,
                 "CancelRun": CancelRun.model_json_schema(),
                 "ResumeRun": _component(ResumeRun),
             },

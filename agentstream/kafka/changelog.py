@@ -114,6 +114,10 @@ class ChangelogWriter:
                     pending.pop(key, None)
                     born.discard(key)
                     continue
+                if key not in pending and not store.has_committed(key):
+                    # Deleting what never was (an idempotent clean-up, or a key put and deleted
+                    # within this batch): the changelog has no value to cover.
+                    continue
             elif key not in pending and key not in born and not store.has_committed(key):
                 born.add(key)
             pending[key] = value

@@ -18,3 +18,21 @@ def dead_letter_record(topic: str, msg: Message, processor: str, reason: str) ->
     for name, value in header_pairs(msg):
         headers.append((f"original-{name}", value))
     return Record(topic=topic, key=msg.key(), value=msg.value() or b"", partition=None, headers=headers)
+
+
+# What a refused record keeps of its value in the dead-letter topic: enough to see what it was.
+REFUSED_VALUE_KEPT = 64 * 1024
+
+
+def refused_record(topic: str, record: Record, processor: str, reason: str) -> Record:
+    """A record the broker refused for good (too large), dead-lettered in its place with the reason,
+    its target and the start of its value: the writer must not retry it forever."""
+    headers: list[tuple[str, bytes]] = [
+        ("reason", reason.encode()[:4000]),
+        ("processor", processor.encode()),
+        ("target-topic", record.topic.encode()),
+        ("value-bytes", str(len(record.value or b"")).encode()),
+    ]
+    headers += [(f"original-{name}", value) for name, value in record.headers]
+    return Record(topic=topic, key=record.key, value=(record.value or b"")[:REFUSED_VALUE_KEPT], partition=None,
+                  headers=headers)  # fmt: skip

@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from agentstream.kafka.logs import kafka_logger
 
+if TYPE_CHECKING:
+    from agentstream.kafka.journal import Record
+
 
 class DeliveryError(Exception):
-    """The broker did not acknowledge a write; retryable by re-running the step that made it."""
+    """The broker did not acknowledge a write; retryable by re-running the step that made it,
+    unless `permanent`: a record no broker will take as it is (over the size limit), which a
+    retry would refuse again forever."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# Refusals of the record itself, not of the moment: retrying them cannot succeed.
+_PERMANENT = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.RECORD_LIST_TOO_LARGE})
+
+
+def delivery_error(err: KafkaError) -> DeliveryError:
+    return DeliveryError(str(err), permanent=err.code() in _PERMANENT)
 
 
 def producer_config(
@@ -31,6 +49,9 @@ def producer_config(
         # per batch (it validates every record of a compressed batch on a compacted topic).
         "compression.type": "none",
         "message.timeout.ms": 120000,
+        # As the topics' max.message.bytes: a state changelog value holds a run's conversation,
+        # which may pass the journal's own budget (agentstream/journal_limits.py) before the run stops.
+        "message.max.bytes": 8 * 1024 * 1024,
         # librdkafka logs every reconnect attempt; this logger keeps one line per kind a minute.
         "logger": kafka_logger(),
         **(extra or {}),
@@ -74,7 +95,7 @@ class AsyncProducer:
             if err is not None:
                 if err.fatal():
                     self._fatal.set()
-                loop.call_soon_threadsafe(_set_exception, future, DeliveryError(str(err)))
+                loop.call_soon_threadsafe(_set_exception, future, delivery_error(err))
             else:
                 loop.call_soon_threadsafe(_set_result, future, msg)
 
@@ -93,8 +114,65 @@ class AsyncProducer:
             except KafkaException as exc:
                 if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
                     self._fatal.set()
-                future.set_exception(DeliveryError(str(exc)))
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                future.set_exception(delivery_error(error) if error is not None else DeliveryError(str(exc)))
                 break
+        return future
+
+    def send_batch(self, records: Sequence[Record]) -> asyncio.Future[list[Message | DeliveryError]]:
+        """Writes `records` (in this order within each partition) and resolves once every one is
+        acknowledged or failed, with each record's outcome at its index. One future and one
+        wake-up of the event loop per batch instead of one per record: at a journal event's
+        size, the per-record futures and cross-thread calls cost more than producing the record."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Message | DeliveryError]] = loop.create_future()
+        outcomes: list[Message | DeliveryError | None] = [None] * len(records)
+        if not records:
+            future.set_result([])
+            return future
+        if self._fatal.is_set():
+            self._replace()
+        remaining = [len(records)]
+        lock = threading.Lock()  # deliveries come from the poll thread, and from a BufferError's poll here
+
+        def settle(index: int, outcome: Message | DeliveryError) -> None:
+            outcomes[index] = outcome
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                loop.call_soon_threadsafe(_set_result, future, outcomes)
+
+        def on_delivery(index: int, err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                settle(index, msg)
+                return
+            if err.fatal():
+                self._fatal.set()
+            settle(index, delivery_error(err))
+
+        for index, record in enumerate(records):
+            kwargs: dict[str, Any] = {
+                "key": record.key,
+                "value": record.value,
+                "on_delivery": partial(on_delivery, index),
+            }
+            if record.partition is not None:
+                kwargs["partition"] = record.partition
+            if record.headers:
+                kwargs["headers"] = record.headers
+            while True:
+                try:
+                    self._producer.produce(record.topic, **kwargs)
+                    break
+                except BufferError:
+                    self._producer.poll(0.01)  # local queue full: serve deliveries, then retry
+                except KafkaException as exc:
+                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
+                        self._fatal.set()
+                    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                    settle(index, delivery_error(error) if error is not None else DeliveryError(str(exc)))
+                    break
         return future
 
     def _replace(self) -> None:
@@ -123,7 +201,7 @@ class AsyncProducer:
         await asyncio.to_thread(self._producer.close)
 
 
-def _set_result(future: asyncio.Future[Message], msg: Message) -> None:
+def _set_result(future: asyncio.Future[Any], msg: Any) -> None:
     if not future.done():
         future.set_result(msg)
 

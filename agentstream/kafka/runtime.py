@@ -100,7 +100,7 @@ class ProcessorRuntime(SideEffects):
         self.records = cores[0].records  # codec and partitioning, shared by every hosted core
         self.config = config
         self.counters = Counters()
-        self.writer = JournalWriter(producer, name)
+        self.writer = JournalWriter(producer, name, config.deadletter_topic)
         self.before_batch: list[Callable[[], Any]] = []
         self.verifier: JournalVerifier | None = None  # checks every consumed record's writer (None: off)
         self._partitions: dict[int, Partition] = {}
@@ -270,8 +270,8 @@ class ProcessorRuntime(SideEffects):
         journaled = self._hand_off(pending, work)
         acks = await self.writer.produce_all([p.writer.records.journal(p.event) for p in journaled] + dead)
         for written, ack in zip(journaled, acks, strict=False):
-            part = self._partitions.get(ack.partition() or 0) if written.handed_off else None
-            at = ack.offset()
+            part = self._partitions.get(ack.partition() or 0) if written.handed_off and ack is not None else None
+            at = ack.offset() if ack is not None else None
             if part is not None and at is not None:
                 part.own.add(at)
         self.counters.emitted += len(journaled)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import Message
 
 from agentstream.events import ProcessorStatus
+from agentstream.kafka.deadletter import refused_record
 from agentstream.kafka.journal import Record
 from agentstream.kafka.logs import StateLog
 from agentstream.kafka.producer import AsyncProducer, DeliveryError
@@ -43,39 +44,48 @@ class Counters:
 
 
 class JournalWriter:
-    def __init__(self, producer: AsyncProducer, name: str) -> None:
+    def __init__(self, producer: AsyncProducer, name: str, deadletter_topic: str | None = None) -> None:
         self.producer = producer
+        self.name = name
+        self.deadletter_topic = deadletter_topic
         self.retries = 0
+        self.refused = 0
         self._state = StateLog(log, f"{name} journal writes")
 
-    async def produce_all(self, records: list[Record]) -> list[Message]:
-        """Writes every record and returns the broker's acknowledgements, in order."""
+    async def produce_all(self, records: list[Record]) -> list[Message | None]:
+        """Writes every record and returns the broker's acknowledgements, in order. A record the
+        broker refuses for good (too large) is dead-lettered in its place, its slot None: retrying
+        it would stall every write after it, forever."""
         acks: list[Message | None] = [None] * len(records)
         todo = list(range(len(records)))
+        sending = list(records)
         delay = 0.2
         while todo:
-            futures = [self._send(records[i]) for i in todo]
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            outcomes = await self.producer.send_batch([sending[i] for i in todo])
             failed: list[int] = []
-            first_error: BaseException | None = None
-            for i, result in zip(todo, results, strict=True):
-                if isinstance(result, BaseException):
-                    if not isinstance(result, DeliveryError | asyncio.TimeoutError):
-                        raise result
+            first_error: DeliveryError | None = None
+            for i, outcome in zip(todo, outcomes, strict=True):
+                if not isinstance(outcome, DeliveryError):
+                    acks[i] = outcome if sending[i] is records[i] else None
+                elif outcome.permanent and sending[i] is records[i] and self.deadletter_topic is not None:
+                    self.refused += 1
+                    log.error("%s: the broker refused a %d-byte record for %s for good (%s); dead-lettered",
+                              self.name, len(records[i].value or b""), records[i].topic, outcome)  # fmt: skip
+                    sending[i] = refused_record(self.deadletter_topic, records[i], self.name, f"refused: {outcome}")
                     failed.append(i)
-                    first_error = first_error or result
                 else:
-                    acks[i] = result
-            if failed:
+                    failed.append(i)
+                    first_error = first_error or outcome
+            if first_error is not None:
                 self.retries += 1
                 self._state.set("waiting", f"{len(failed)} writes not acknowledged ({first_error}); "
                                 "holding them and retrying until the broker takes them")  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            elif self._state.state != "ok":
+            elif not failed and self._state.state != "ok":
                 self._state.set("ok", "writes acknowledged again")
             todo = failed
-        return [a for a in acks if a is not None]
+        return acks
 
     async def produce_in_order(self, records: list[Record]) -> None:
         """Writes `records` as one ordered unit: when any write fails, all are written again from
@@ -83,18 +93,14 @@ class JournalWriter:
         must come after the changes it covers)."""
         delay = 0.2
         while records:
-            futures: list[asyncio.Future[Message]] = []
-            for i, record in enumerate(records):
-                futures.append(self._send(record))
-                if i % 500 == 499:
-                    await asyncio.sleep(0)  # a large flush must not hold the loop for its whole length
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
+            batches: list[asyncio.Future[list[Message | DeliveryError]]] = []
+            for start in range(0, len(records), 500):
+                batches.append(self.producer.send_batch(records[start : start + 500]))
+                await asyncio.sleep(0)  # a large flush must not hold the loop for its whole length
+            outcomes = [o for batch in await asyncio.gather(*batches) for o in batch]
+            failed = [o for o in outcomes if isinstance(o, DeliveryError)]
             if not failed:
                 return
-            for result in failed:
-                if not isinstance(result, DeliveryError | asyncio.TimeoutError):
-                    raise result
             self.retries += 1
             self._state.set("waiting", f"{len(failed)} changelog writes not acknowledged ({failed[0]}); "
                             "writing the batch again until the broker takes it")  # fmt: skip

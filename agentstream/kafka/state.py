@@ -22,6 +22,8 @@ _OFFSET_KEY = b"\x00offset"
 OFFSET_KEY = _OFFSET_KEY  # also the changelog's key for the offset a partition's state reflects
 CACHE_ENTRIES = 20_000
 _DELETED = object()
+_UNKNOWN = object()  # not in the cache
+_ABSENT = object()  # cached: not in the store
 
 
 class PartitionStore:
@@ -49,11 +51,15 @@ class PartitionStore:
         if k in self._staged:
             value = self._staged[k]
             return None if value is _DELETED else value
-        if k in self._cache:
+        cached = self._cache.get(k, _UNKNOWN)
+        if cached is not _UNKNOWN:
             self._cache.move_to_end(k)
-            return self._cache[k]
+            return None if cached is _ABSENT else cached
         raw = self._db.get(k)
         if raw is None:
+            # Absences are cached too: most lookups of a step ask whether something already
+            # happened (a call done, a run ended), and the answer is mostly no.
+            self._remember(k, _ABSENT)
             return None
         value = orjson.loads(raw)
         self._remember(k, value)
@@ -112,7 +118,7 @@ class PartitionStore:
             raw = serialized[k]
             if raw is None:
                 batch.delete(k)
-                self._cache.pop(k, None)
+                self._remember(k, _ABSENT)
             else:
                 batch.put(k, raw)
                 self._remember(k, value)
@@ -157,7 +163,10 @@ class PartitionStore:
 
     def has_committed(self, key: bytes) -> bool:
         """Whether `key` was in the store before the staged batch (a raw key, as staged_changes gives)."""
-        return key in self._cache or self._db.get(key) is not None
+        cached = self._cache.get(key, _UNKNOWN)
+        if cached is not _UNKNOWN:
+            return cached is not _ABSENT
+        return self._db.get(key) is not None
 
     @property
     def closed(self) -> bool:

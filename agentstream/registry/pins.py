@@ -47,6 +47,23 @@ def contract_digest(entry: ToolEntry) -> str:
     Computed from the registry record itself, so a field added to the contract later is covered
     without a change here; a field left at its default is left out, so adding one does not change
     the digest of tools registered before it existed (and so the pins of running runs)."""
+    # Every tool call resolves its pin: remembered per entry object (entries are frozen, and the
+    # cache holds the entry, so its id is not reused while cached).
+    known = _DIGESTS.get(id(entry))
+    if known is not None and known[0] is entry:
+        return known[1]
+    digest = _compute_digest(entry)
+    if len(_DIGESTS) >= _DIGESTS_KEPT:
+        _DIGESTS.clear()
+    _DIGESTS[id(entry)] = (entry, digest)
+    return digest
+
+
+_DIGESTS: dict[int, tuple[ToolEntry, str]] = {}
+_DIGESTS_KEPT = 4096
+
+
+def _compute_digest(entry: ToolEntry) -> str:
     record: dict[str, Any] = {}
     event = entry.to_event()
     for f in fields(ToolRegistered):

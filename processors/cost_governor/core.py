@@ -33,6 +33,7 @@ from agentstream.events import (
     ToolCallCompleted,
     ToolCallRequested,
 )
+from agentstream.journal_limits import RESPONSE_TOO_LARGE
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.pricing import ModelPrice, PriceBook, PriceTable
@@ -230,6 +231,10 @@ class CostGovernorCore:
             cost = table.model(model).cost(*tokens)
         elif isinstance(result, ToolCallCompleted):
             cost = 0.0 if result.is_error else held.usd
+        elif result.error_type == RESPONSE_TOO_LARGE:
+            # The provider generated (and bills) an answer the journal could not hold: charged at
+            # what was reserved, the worst case the run agreed to, as its tokens are unknown.
+            cost = held.usd
         else:
             cost = 0.0  # a model call that failed for good returned nothing billable
         return BudgetSettled(

@@ -7,7 +7,9 @@ import orjson
 from agentstream import ids
 from agentstream.chaos import crash_point
 from agentstream.events import LlmCallCompleted, LlmCallFailed, LlmCallRequested, RunEvent
+from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, utf8_size_over
 from agentstream.llm import ProviderError
+from processors.model_invoker.providers._http import response_too_large
 from processors.model_invoker.router import ModelRouter
 
 
@@ -31,6 +33,14 @@ class ModelInvoker:
             return events
         crash_point("model_after_reply")
         events += [self._failed(request, f.provider, f.error, n, final=False) for n, f in enumerate(failures, start=1)]
+        tool_calls_json = orjson.dumps([c.to_dict() for c in result.tool_calls]).decode()
+        # What the answer carries can outgrow its body (a streamed answer, tool input escaped once
+        # more): checked exactly here, since an event the journal refuses would stall the invoker.
+        size = utf8_size_over(MODEL_OUTPUT_LIMIT_BYTES, result.text, tool_calls_json)
+        if size is not None:
+            error = response_too_large(routed.provider, f"an answer of {size} bytes", MODEL_OUTPUT_LIMIT_BYTES)
+            events.append(self._failed(request, routed.provider, error, len(failures) + 1, final=True))
+            return events
         events.append(
             LlmCallCompleted(
                 event_id=ids.completed_event_id(request.call_id),
@@ -41,7 +51,7 @@ class ModelInvoker:
                 provider=routed.provider,
                 model=result.model or routed.model,
                 text=result.text,
-                tool_calls_json=orjson.dumps([c.to_dict() for c in result.tool_calls]).decode(),
+                tool_calls_json=tool_calls_json,
                 finish_reason=result.finish_reason,
                 input_tokens=result.usage.input_tokens,
                 output_tokens=result.usage.output_tokens,

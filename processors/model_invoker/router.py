@@ -26,7 +26,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from agentstream.events import LlmCallRequested, LlmCallRouted
-from agentstream.llm import ChatRequest, ChatResult, ModelProvider, ProviderError, messages_from_json, tools_from_json
+from agentstream.llm import (
+    ChatRequest,
+    ChatResult,
+    ConversationMemo,
+    ModelProvider,
+    ProviderError,
+    messages_from_json,
+    tools_from_json,
+)
 from processors.model_invoker.breaker import CircuitBreaker
 from processors.model_invoker.providers.retry import RetryPolicy
 from processors.model_invoker.routes import DEFAULT_TIER, ProviderSpec, Route, RouteTable
@@ -91,10 +99,14 @@ class _Call:
     last: tuple[str, str] = ("", "")  # (provider, model) of the latest attempt
 
 
-def chat_request(request: LlmCallRequested) -> ChatRequest:
+def chat_request(request: LlmCallRequested, conversations: ConversationMemo | None = None) -> ChatRequest:
     return ChatRequest(
         model=request.model,
-        messages=messages_from_json(request.messages_json),
+        messages=(
+            conversations.parse(request.run_id, request.messages_json)
+            if conversations is not None
+            else messages_from_json(request.messages_json)
+        ),
         tools=tools_from_json(request.tools_json),
         max_tokens=request.max_tokens,
         call_id=request.call_id,
@@ -127,6 +139,7 @@ class ModelRouter:
         given = providers or {}
         self._lanes = {name: self._lane(spec, given.get(name)) for name, spec in table.providers.items()}
         self._pinned_lanes: dict[str, Lane] = {}
+        self._conversations = ConversationMemo()
 
     def _lane(self, spec: ProviderSpec, provider: ModelProvider | None) -> Lane:
         b = self._breaker
@@ -155,7 +168,7 @@ class ModelRouter:
         candidates = [(self._lanes[r.provider], r.model or request.model) for r in routes]
         if pinned_url:
             candidates.insert(0, (self.pinned_lane(pinned_url), routes[0].model or request.model))
-        call = _Call(request, chat_request(request), tier)
+        call = _Call(request, chat_request(request, self._conversations), tier)
         deferred: list[tuple[Lane, str]] = []
         for index, (lane, model) in enumerate(candidates):
             if lane.slots.locked() and index < len(candidates) - 1:

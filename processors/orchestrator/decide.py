@@ -24,6 +24,7 @@ from agentstream.events import (
     RunStarted,
     ToolCallRequested,
 )
+from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, utf8_size_over
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
 from agentstream.routing import choose_tier
 from processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
@@ -106,6 +107,13 @@ def decide(
         reason = f"step cap reached: {state.step} model calls (run cap {state.max_steps}); resume with more steps"
         halt = state.halts + 1
         return [RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, "step_cap", reason, True)]
+    messages_json = messages_to_json(state.messages)
+    if (size := utf8_size_over(MODEL_OUTPUT_LIMIT_BYTES, messages_json, state.tools_json)) is not None:
+        # A request the journal cannot hold would stall the run's writer for good; the conversation
+        # only grows, so no retry or resume could bring it back under the limit.
+        reason = (f"the conversation and tools are {size} bytes; a model request may carry at most "
+                  f"{MODEL_OUTPUT_LIMIT_BYTES} (the journal's record limit less room for the event)")  # fmt: skip
+        return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "context_too_large", reason)]
     step = state.step + 1
     call_id = ids.llm_call_id(run, step)
     tier, tier_reason = choose_tier(step, state.messages, state.model)
@@ -118,7 +126,7 @@ def decide(
             step=step,
             call_id=call_id,
             model=state.model,
-            messages_json=messages_to_json(state.messages),
+            messages_json=messages_json,
             tools_json=state.tools_json,
             max_tokens=config.max_tokens,
             tier=tier,

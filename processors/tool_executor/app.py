@@ -27,7 +27,7 @@ from agentstream.tooling import ToolDescriptor
 from processors.tool_executor.builtin import BuiltinToolHost
 from processors.tool_executor.discovery import discover
 from processors.tool_executor.execute import ToolExecutor
-from processors.tool_executor.mcp_host import time_server_config
+from processors.tool_executor.mcp_config import time_server_config
 from processors.tool_executor.registry_host import RegistryToolHost
 
 _time = time_server_config()

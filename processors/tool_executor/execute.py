@@ -20,6 +20,7 @@ from agentstream.chaos import crash_point
 from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.errors import CredentialError
 from agentstream.events import RunEvent, ToolCallAuthorized, ToolCallCompleted
+from agentstream.journal_limits import TOOL_RESULT_LIMIT_CHARS
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
 from agentstream.registry.pins import identity_of, resolve_pin
@@ -27,7 +28,10 @@ from agentstream.security.signing import Signer, capability_problem, capability_
 from agentstream.tooling import CURRENT_CREDENTIALS, ToolResult
 from processors.tool_executor.registry_host import RegistryToolHost
 
-MAX_RESULT_CHARS = 64_000
+# A longer result is cut (and says so): its ToolCallCompleted must fit a journal record, whatever
+# the tool returned. A reply too large to read at all is already refused by the transport
+# (stdio_transport.MAX_MESSAGE_BYTES, remote_http's cap) as an error observation.
+MAX_RESULT_CHARS = TOOL_RESULT_LIMIT_CHARS
 REDACTED = "[REDACTED]"
 INTERRUPTED = (
     "ERROR: {tool}: tool call may have run before a crash; not retried (non-idempotent). "

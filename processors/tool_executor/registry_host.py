@@ -23,7 +23,8 @@ from agentstream.registry.entry import ToolEntry
 from agentstream.sandbox import SandboxPolicy, egress_allowed
 from agentstream.tooling import ToolHost, ToolResult
 from processors.tool_executor.call_policy import CallPolicy
-from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
+from processors.tool_executor.mcp_config import McpServerConfig
+from processors.tool_executor.mcp_host import McpToolHost
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,16 @@ from typing import Any
 
 import orjson
 
+from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, RESPONSE_TOO_LARGE
 from agentstream.llm import ChatRequest, ChatResult, ProviderError, ToolCall, Usage
-from processors.model_invoker.providers.http1 import HttpClient, HttpError, Response, Target, render_headers
+from processors.model_invoker.providers.http1 import (
+    HttpClient,
+    HttpError,
+    Response,
+    ResponseTooLarge,
+    Target,
+    render_headers,
+)
 
 _STATUS_TYPES = {
     401: "authentication",
@@ -101,6 +109,18 @@ def bad_response(provider: str, detail: str, secret: str | None = None) -> Provi
     )
 
 
+def response_too_large(provider: str, what: str, limit: int) -> ProviderError:
+    """Terminal: the same request would be answered as largely again, by this provider or another,
+    and the answer could not be journaled (see agentstream/journal_limits.py). `what` states the
+    size, never the contents."""
+    return ProviderError(
+        f"{provider}: {what} is over the {limit}-byte limit for a model answer "
+        "(the journal's record limit less room for the event)",
+        retryable=False,
+        error_type=RESPONSE_TOO_LARGE,
+    )
+
+
 def error_from_transport(provider: str, exc: BaseException, timeout_s: float) -> ProviderError:
     # Only the exception class is reported (and our own HttpError's text, which never quotes the
     # request): OS and TLS messages can name hosts and paths.
@@ -176,8 +196,11 @@ class HttpProvider:
         fixed = {"content-type": "application/json", "accept": "application/json", **self._headers()}
         if stream:
             fixed["accept"] = "text/event-stream"
+        # A body read whole is capped at what one answer may journal; a stream is read as it comes
+        # (the client's own cap bounds it) and what it carried is checked once it is assembled.
+        max_body = None if stream else MODEL_OUTPUT_LIMIT_BYTES
         try:
-            self._target: Target | None = self._client.target(self._url, fixed)
+            self._target: Target | None = self._client.target(self._url, fixed, max_body=max_body)
             self._target_problem = ""
         except ValueError as exc:
             # A lane built at run time (a pinned replica) must not raise out of the router: every
@@ -214,12 +237,18 @@ class HttpProvider:
                     return await self._exchange(response, request)
                 finally:
                     response.close()
+        except ResponseTooLarge as exc:
+            size = f"{exc.size} bytes" if exc.declared else f"more than {exc.limit} bytes (cut after {exc.size})"
+            raise response_too_large(self.name, f"a response body of {size}", exc.limit) from None
         except (HttpError, OSError) as exc:  # TimeoutError is an OSError
             raise error_from_transport(self.name, exc, self._timeout_s) from None
 
     async def _exchange(self, response: Response, request: ChatRequest) -> ChatResult:
         if not 200 <= response.status < 300:
-            raw = await response.read()
+            try:
+                raw = await response.read()
+            except ResponseTooLarge:
+                raw = b""  # an error page too large to read: its status says what matters
             raise error_from_status(self.name, response.status, response.headers, raw, self._api_key)
         request_id = response.headers.get(self._request_id_header)
         try:

@@ -20,9 +20,9 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from processors.model_invoker.providers.http1_conn import Connection, HttpError, Response
+from processors.model_invoker.providers.http1_conn import Connection, HttpError, Response, ResponseTooLarge
 
-__all__ = ["HttpClient", "HttpError", "Response", "Target"]
+__all__ = ["HttpClient", "HttpError", "Response", "ResponseTooLarge", "Target"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -57,6 +57,7 @@ class Target:
     proxy: _Proxy | None
     head: bytes  # request line and the headers every request to this endpoint carries
     origin: tuple[str, str, int]  # the connection pool's key
+    max_body: int  # the most response body bytes accepted (ResponseTooLarge past it)
 
 
 def _proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
@@ -154,7 +155,7 @@ class HttpClient:
         *,
         max_connections: int = 256,
         keepalive_s: float = 5.0,
-        max_response_bytes: int = 64 << 20,
+        max_response_bytes: int = 64 << 20,  # for targets that set no limit of their own
         ssl_context: ssl.SSLContext | None = None,
         trust_env: bool = True,
         user_agent: str = "agentstream",
@@ -173,8 +174,9 @@ class HttpClient:
         self._open: set[Connection] = set()
         self.closed = False
 
-    def target(self, url: str, headers: dict[str, str], *, method: str = "POST") -> Target:
-        """Resolves `url` once (its proxy included) with the headers sent on every request."""
+    def target(self, url: str, headers: dict[str, str], *, method: str = "POST", max_body: int | None = None) -> Target:
+        """Resolves `url` once (its proxy included) with the headers sent on every request.
+        `max_body`: the most response body bytes accepted, else the client's `max_response_bytes`."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -190,7 +192,8 @@ class HttpClient:
         head = f"{method} {path} HTTP/1.1\r\n".encode("latin-1") + render_headers(fixed)
         if proxy is not None and parts.scheme == "http":
             head += proxy.auth
-        return Target(parts.scheme, parts.hostname, port, proxy, head, (parts.scheme, parts.hostname, port))
+        limit = self._max_response_bytes if max_body is None else max_body
+        return Target(parts.scheme, parts.hostname, port, proxy, head, (parts.scheme, parts.hostname, port), limit)
 
     async def request(self, target: Target, headers: bytes, body: bytes) -> Response:
         """Sends one request and returns once the response's headers are in; the caller must
@@ -208,7 +211,7 @@ class HttpClient:
             slots.release()
             raise
         head = b"%scontent-length: %d\r\n%s\r\n" % (target.head, len(body), headers)
-        return await conn.send(head + body, slots.release, self._done)
+        return await conn.send(head + body, target.max_body, slots.release, self._done)
 
     def _reuse(self, target: Target) -> Connection | None:
         idle = self._idle.get(target.origin)
@@ -230,7 +233,7 @@ class HttpClient:
 
     async def _connect(self, target: Target) -> Connection:
         loop = asyncio.get_running_loop()
-        conn = Connection(target.origin, self._max_response_bytes, self._open.discard)
+        conn = Connection(target.origin, self._open.discard)
         tls = target.scheme == "https"
         if tls and self._ssl is None:
             self._ssl = default_ssl_context()  # ~50 ms: built on first use, then shared

@@ -16,6 +16,18 @@ class HttpError(Exception):
     """A transport-level failure: no usable response. Messages never quote request contents."""
 
 
+class ResponseTooLarge(HttpError):
+    """The response body is over the request's limit: declared so (`content-length`), or cut
+    once more than `limit` bytes arrived. Nothing of the body is quoted."""
+
+    def __init__(self, size: int, limit: int, *, declared: bool) -> None:
+        how = "declared by its content-length" if declared else "read before it was cut"
+        super().__init__(f"response body over {limit} bytes ({size} bytes {how})")
+        self.size = size
+        self.limit = limit
+        self.declared = declared
+
+
 class Response:
     """A response whose headers are in and whose body arrives as the connection reads it."""
 
@@ -30,6 +42,7 @@ class Response:
         "complete",
         "headers",
         "headers_in",
+        "limit",
         "received",
         "reusable",
         "status",
@@ -37,8 +50,9 @@ class Response:
         "until_eof",
     )
 
-    def __init__(self, conn: Connection, on_close: Callable[[], None]) -> None:
+    def __init__(self, conn: Connection, on_close: Callable[[], None], limit: int) -> None:
         self._conn = conn
+        self.limit = limit  # body bytes at most; past it the response fails with ResponseTooLarge
         self._on_close = on_close
         self._chunks: list[bytes] = []
         self._buffered = 0
@@ -65,8 +79,8 @@ class Response:
         self._chunks.append(chunk)
         self._buffered += len(chunk)
         self.received += len(chunk)
-        if self.received > self._conn.max_bytes:
-            self._fail(HttpError(f"response body over {self._conn.max_bytes} bytes"))
+        if self.received > self.limit:
+            self._fail(ResponseTooLarge(self.received, self.limit, declared=False))
             self._conn.abort()
             return
         if self.streaming and self._buffered > _PAUSE_AT:
@@ -136,14 +150,8 @@ class Response:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(
-        self,
-        origin: tuple[str, str, int],
-        max_bytes: int,
-        on_lost: Callable[[Connection], None],
-    ) -> None:
+    def __init__(self, origin: tuple[str, str, int], on_lost: Callable[[Connection], None]) -> None:
         self.origin = origin
-        self.max_bytes = max_bytes
         self.closed = False
         self.transport: asyncio.Transport | None = None
         self._on_lost = on_lost
@@ -152,10 +160,13 @@ class Connection(asyncio.Protocol):
         self._response: Response | None = None
         self._paused = False
 
-    async def send(self, data: bytes, on_close: Callable[[], None], on_done: Callable[[Connection], None]) -> Response:
-        """Writes a request and waits for its response's headers. `on_close` runs exactly once,
-        when the response is closed or the request fails; `on_done` gets the connection back."""
-        response = self._response = Response(self, on_close)
+    async def send(
+        self, data: bytes, limit: int, on_close: Callable[[], None], on_done: Callable[[Connection], None]
+    ) -> Response:
+        """Writes a request and waits for its response's headers. `limit`: the most body bytes
+        accepted. `on_close` runs exactly once, when the response is closed or the request fails;
+        `on_done` gets the connection back."""
+        response = self._response = Response(self, on_close, limit)
         self._on_done = on_done
         try:
             if self.closed or self.transport is None:
@@ -246,6 +257,12 @@ class Connection(asyncio.Protocol):
             and status not in (204, 304)
         )
         response.headers_in = True
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > response.limit:
+            # Refused before a byte of the body is read; the status and headers stay readable.
+            response._fail(ResponseTooLarge(int(declared), response.limit, declared=True))
+            self.abort()
+            return
         response._wake()
 
     def on_body(self, body: bytes) -> None:
