@@ -53,6 +53,7 @@ class ModelSettings:
     stream: bool = False
     timeout_s: float = 60.0
     max_attempts: int = 4
+    retry_base_s: float = 1.0  # the first retry waits 0.5-1 s, each later one twice as long
     max_concurrency: int = 32
 
 
@@ -117,6 +118,7 @@ class Settings:
                 stream=_env("AGENTSTREAM_MODEL_STREAM", "0") in ("1", "true", "yes"),
                 timeout_s=float(_env("AGENTSTREAM_MODEL_TIMEOUT_S", "60")),
                 max_attempts=int(_env("AGENTSTREAM_MODEL_MAX_ATTEMPTS", "4")),
+                retry_base_s=float(_env("AGENTSTREAM_MODEL_RETRY_BASE_S", "1.0")),
                 max_concurrency=int(_env("AGENTSTREAM_MODEL_CONCURRENCY", "32")),
             ),
             kafka_extra=extra,

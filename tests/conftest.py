@@ -18,6 +18,10 @@ from agentstream.kafka.auth import ADMIN, CREDENTIALS_DIR_ENV, SASL_FILE_ENV
 from agentstream.localkafka import LocalKafka, free_port
 from agentstream.stack import ensure_topics
 
+# Model-call retries at a fifth of the production wait: the tests check what retries do, not how
+# long a provider blip lasts (a process started by a test inherits this).
+os.environ.setdefault("AGENTSTREAM_MODEL_RETRY_BASE_S", "0.2")
+
 
 @dataclass(frozen=True)
 class TestBroker:

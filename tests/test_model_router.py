@@ -15,12 +15,13 @@ import pytest
 from agentstream.config import ModelSettings
 from agentstream.events import LlmCallCompleted, LlmCallFailed, LlmCallRequested, LlmCallRouted
 from agentstream.llm import Message, ToolCall, messages_to_json
+from agentstream.localkafka import free_port as free_tcp_port
 from agentstream.routing import FRONTIER, LONG_CONTEXT_TOKENS, SMALL, choose_tier
 from agentstream.scripted_model import ScriptedModelServer, running_scripted_model
 from processors.model_invoker.breaker import CircuitBreaker
 from processors.model_invoker.invoke import ModelInvoker
 from processors.model_invoker.providers import RetryPolicy
-from processors.model_invoker.router import BreakerSettings, ModelRouter, RoutedResult
+from processors.model_invoker.router import BreakerSettings, ModelRouter, RoutedResult, chat_request
 from processors.model_invoker.routes import ROUTES_ENV, Route, RouteTable
 
 
@@ -116,6 +117,51 @@ async def test_5xx_retries_then_falls_back_and_every_decision_is_journaled(fleet
     assert isinstance(done, LlmCallCompleted) and events.index(done) == len(events) - 1
     assert (done.provider, done.model, done.text, done.attempts) == ("b", "b-model", "from b", 3)
     assert len(fleet.receipts("a", request.call_id)) == 2 and len(fleet.receipts("b", request.call_id)) == 1
+
+
+async def test_a_failed_attempt_is_journaled_when_its_retry_starts_not_when_the_call_ends(fleet: Fleet) -> None:
+    from agentstream.kafka.progress import progress_to
+
+    router = _router(fleet.table(["a", "b"]))
+    request = fleet.request("down")
+    journaled: list[list[str]] = []
+    receipts_then: list[int] = []
+
+    async def sink(events: list[Any]) -> None:
+        journaled.append([e.event_id for e in events])
+        receipts_then.append(len(fleet.receipts("a", request.call_id)))
+
+    with progress_to(sink):
+        final = await ModelInvoker(router).perform(request)
+    await router.aclose()
+    call = request.call_id
+    # Before the retry on `a` (attempt 2) was sent: attempt 1's decision and failure, non-final.
+    assert journaled == [[f"{call}/routed/a01", f"{call}/failed/a01"]] and receipts_then == [1]
+    # The rest at the end, nothing twice.
+    assert [e.event_id for e in final] == [f"{call}/routed/a02", f"{call}/routed/a03", f"{call}/failed/a02",
+                                           f"{call}/completed"]  # fmt: skip
+    # Outside a work item (no sink) the same call returns everything at the end, as before.
+    router = _router(fleet.table(["a", "b"]))
+    alone = await ModelInvoker(router).perform(fleet.request("down"))
+    await router.aclose()
+    assert len(alone) == 6
+
+
+async def test_a_connection_failure_names_the_endpoint_without_its_credentials() -> None:
+    from agentstream.llm import ProviderError
+    from processors.model_invoker.providers import OpenAIChatProvider
+
+    port = free_tcp_port()
+    provider = OpenAIChatProvider(f"http://user:pw@127.0.0.1:{port}/v1?key=sekrit", "sk-test", timeout_s=2)
+    try:
+        chat = chat_request(Fleet().request("ok"))
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(chat)
+    finally:
+        await provider.aclose()
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}/v1" in message and caught.value.error_type == "connection"
+    assert "sekrit" not in message and "pw" not in message and "sk-test" not in message
 
 
 async def test_breaker_opens_skips_the_provider_and_recovers_half_open(fleet: Fleet) -> None:
@@ -269,3 +315,16 @@ def test_choose_tier_is_pure_and_documented() -> None:
     assert choose_tier(2, hard, "m") == (FRONTIER, "hard reasoning: mentions 'prove'")
     assert choose_tier(3, (*ok, Message("user", "thanks, also book it")), "m")[0] == FRONTIER
     assert choose_tier(1, first, SMALL) == (SMALL, "tier small requested by the run")
+
+
+async def test_a_first_choice_answering_at_once_journals_its_completion_alone(fleet: Fleet) -> None:
+    router = _router(fleet.table(["a", "b"]))
+    events = await ModelInvoker(router).perform(fleet.request("ok"))
+    pinned = await ModelInvoker(router).perform(fleet.request("ok"), pinned_url=fleet.urls["b"])
+    retried = await ModelInvoker(router).perform(fleet.request("down"))
+    await router.aclose()
+    assert [type(e).__name__ for e in events] == ["LlmCallCompleted"]
+    assert isinstance(events[0], LlmCallCompleted) and (events[0].provider, events[0].model) == ("a", "a-model")
+    # A decision the completion does not already tell is still journaled: a pinned replica, a retry.
+    assert [type(e).__name__ for e in pinned] == ["LlmCallRouted", "LlmCallCompleted"]
+    assert sum(isinstance(e, LlmCallRouted) for e in retried) == 3

@@ -29,7 +29,7 @@ from agentstream.journal_limits import JOURNAL_RECORD_LIMIT_BYTES, MODEL_OUTPUT_
 from agentstream.llm import Message, messages_to_json
 from agentstream.registry.admin import register_tool
 from agentstream.scripted_model import ScriptedModelServer, running_scripted_model
-from agentstream.stack import Deployment
+from agentstream.stack import AUTO_APPROVE_DEMO, Deployment
 from processors.model_invoker.invoke import ModelInvoker
 from processors.model_invoker.providers import RetryPolicy
 from processors.model_invoker.router import ModelRouter
@@ -184,7 +184,7 @@ async def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFact
     transport = {"kind": "stdio", "server": "flood", "command": sys.executable, "args": [str(FLOOD_SERVER)]}
     for draft in await discover(transport):
         await register_tool(settings, dataclasses.replace(draft, tier="read_only"))
-    async with Deployment(settings, [scenario_dir]) as d:
+    async with Deployment(settings, [scenario_dir], policies=AUTO_APPROVE_DEMO) as d:
         yield d
 
 

@@ -322,16 +322,19 @@ async def test_invalid_history_arguments_are_wrapped_for_anthropic() -> None:
     assert tool_use["input"] == {"_raw": '{"expression": "6*7"'}
 
 
-def test_backoff_is_full_jitter_bounded_and_floored() -> None:
+def test_backoff_is_jittered_bounded_and_floored() -> None:
     policy = RetryPolicy(max_attempts=8, base_delay_s=0.2, max_delay_s=1.0)
     rng = random.Random(42)
     for attempt in range(1, 8):
         cap = min(1.0, 0.2 * 2 ** (attempt - 1))
         delays = [policy.backoff_s(attempt, rng) for _ in range(200)]
-        assert all(0 <= d <= cap for d in delays)
+        assert all(cap / 2 <= d <= cap for d in delays)  # floored at half the window
         assert max(delays) > cap * 0.8  # jitter spans the whole window, not just its bottom
     assert policy.backoff_s(1, rng, retry_after_s=3.0) == 3.0
     assert [policy.backoff_s(3, random.Random(5)) for _ in range(2)] == [policy.backoff_s(3, random.Random(5))] * 2
+    defaults = RetryPolicy()
+    spans = [sum(defaults.backoff_s(a, random.Random(s)) for a in range(1, defaults.max_attempts)) for s in range(50)]
+    assert all(3.5 <= span <= 7.0 for span in spans)  # four attempts outlast a blip of a few seconds
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)
 

@@ -8,11 +8,13 @@ import logging
 import threading
 import time
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agentstream.events import RunEvent
 from agentstream.kafka.core import WorkItem
 from agentstream.kafka.hosting import HostedCore, Partition
+from agentstream.kafka.progress import progress_to
 
 if TYPE_CHECKING:
     from agentstream.kafka.fetcher import Fetcher
@@ -105,7 +107,8 @@ class SideEffects:
             delay = 0.2
             while True:
                 try:
-                    events = await item.run()
+                    with progress_to(partial(self._journal_work_events, hosted)):
+                        events = await item.run()
                     break
                 except asyncio.CancelledError:
                     raise
@@ -116,8 +119,11 @@ class SideEffects:
                     log.exception("%s work %s failed; retrying in %.1fs", hosted.name, item.key, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
-        # The loop journals the result (it never drops it, broker outage or not) and hands it to the
-        # hosted cores; this returns once it is acknowledged.
+        await self._journal_work_events(hosted, events)
+
+    async def _journal_work_events(self, hosted: HostedCore, events: list[RunEvent]) -> None:
+        # The loop journals them (it never drops them, broker outage or not) and hands them to the
+        # hosted cores; this returns once they are acknowledged.
         assert self._loop is not None and self._wake is not None
         done: asyncio.Future[None] = self._loop.create_future()
         self._inbox.append((hosted, events, done))

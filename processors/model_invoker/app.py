@@ -62,7 +62,11 @@ def _route_table(settings: Settings) -> RouteTable:
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:
     model = settings.model
     pinned = PinnedSettings(model.api_key, model.timeout_s, model.max_concurrency, model.stream)
-    router = ModelRouter(_route_table(settings), RetryPolicy(max_attempts=model.max_attempts), pinned=pinned)
+    router = ModelRouter(
+        _route_table(settings),
+        RetryPolicy(max_attempts=model.max_attempts, base_delay_s=model.retry_base_s),
+        pinned=pinned,
+    )
     invoker = ModelInvoker(router)
     pool = replica_pool()
 

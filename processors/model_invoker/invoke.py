@@ -6,33 +6,50 @@ import orjson
 
 from agentstream import ids
 from agentstream.chaos import crash_point
-from agentstream.events import LlmCallCompleted, LlmCallFailed, LlmCallRequested, RunEvent
+from agentstream.events import LlmCallCompleted, LlmCallFailed, LlmCallRequested, LlmCallRouted, RunEvent
 from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, utf8_size_over
+from agentstream.kafka.progress import journal_progress
 from agentstream.llm import ProviderError
 from processors.model_invoker.providers._http import response_too_large
-from processors.model_invoker.router import ModelRouter
+from processors.model_invoker.router import AttemptFailure, ModelRouter, is_plain_first_choice
 
 
 class ModelInvoker:
     """Routes each call through the `ModelRouter` (tiers, fallbacks, breakers, bulkheads) and
-    journals the routing decisions followed by the call's failed attempts and its outcome."""
+    journals the routing decisions followed by the call's failed attempts and its outcome. A call
+    the route table's first choice answered at its first attempt journals its outcome alone."""
 
     def __init__(self, router: ModelRouter) -> None:
         self.router = router
 
     async def perform(self, request: LlmCallRequested, pinned_url: str | None = None) -> list[RunEvent]:
-        routed = await self.router.complete(request, request.tier, pinned_url=pinned_url)
-        events: list[RunEvent] = list(routed.routed)
+        journaled = [0, 0]  # routing decisions and failures already journaled before a retry
+
+        async def on_retry(routed: tuple[LlmCallRouted, ...], failures: tuple[AttemptFailure, ...]) -> None:
+            # A retry is certain, so every failure so far is not the call's last (final=False).
+            events: list[RunEvent] = [*routed[journaled[0] :]]
+            events += [self._failed(request, f.provider, f.error, n, final=False)
+                       for n, f in enumerate(failures, start=1) if n > journaled[1]]  # fmt: skip
+            if await journal_progress(events):
+                journaled[:] = [len(routed), len(failures)]
+
+        routed = await self.router.complete(request, request.tier, pinned_url=pinned_url, on_retry=on_retry)
+        events: list[RunEvent] = list(routed.routed[journaled[0] :])
         failures = routed.failures
         result = routed.result
         if result is None:
             events += [
                 self._failed(request, f.provider, f.error, n, final=n == len(failures))
                 for n, f in enumerate(failures, start=1)
+                if n > journaled[1]
             ]
             return events
         crash_point("model_after_reply")
-        events += [self._failed(request, f.provider, f.error, n, final=False) for n, f in enumerate(failures, start=1)]
+        if len(routed.routed) == 1 and not failures and is_plain_first_choice(routed.routed[0]):
+            # The common case journals no routing decision: one event less on every step.
+            events = []
+        events += [self._failed(request, f.provider, f.error, n, final=False)
+                   for n, f in enumerate(failures, start=1) if n > journaled[1]]  # fmt: skip
         tool_calls_json = orjson.dumps([c.to_dict() for c in result.tool_calls]).decode()
         # What the answer carries can outgrow its body (a streamed answer, tool input escaped once
         # more): checked exactly here, since an event the journal refuses would stall the invoker.

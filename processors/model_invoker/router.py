@@ -65,6 +65,19 @@ class AttemptFailure:
     error: ProviderError
 
 
+FIRST_CHOICE = "first choice for tier "
+
+
+def is_plain_first_choice(decision: LlmCallRouted) -> bool:
+    """The route table's first choice, taken at the first attempt: nothing the completion that
+    follows does not already say (its provider and model; the tier is the request's)."""
+    return decision.attempt == 1 and decision.reason == f"{FIRST_CHOICE}{decision.tier}"
+
+
+# Called before a retry with the routing decisions and the failures so far (see ModelRouter.complete).
+RetryHook = Callable[[tuple[LlmCallRouted, ...], tuple[AttemptFailure, ...]], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class RoutedResult:
     routed: tuple[LlmCallRouted, ...]
@@ -97,6 +110,7 @@ class _Call:
     notes: list[str] = field(default_factory=list)  # why the next candidate is being tried
     started: float | None = None
     last: tuple[str, str] = ("", "")  # (provider, model) of the latest attempt
+    on_retry: RetryHook | None = None
 
 
 def chat_request(request: LlmCallRequested, conversations: ConversationMemo | None = None) -> ChatRequest:
@@ -162,13 +176,18 @@ class ModelRouter:
         for lane in [*self._lanes.values(), *self._pinned_lanes.values()]:
             await lane.provider.aclose()
 
-    async def complete(self, request: LlmCallRequested, tier: str, *, pinned_url: str | None = None) -> RoutedResult:
+    async def complete(
+        self, request: LlmCallRequested, tier: str, *, pinned_url: str | None = None, on_retry: RetryHook | None = None
+    ) -> RoutedResult:
+        """Routes and runs the call. `on_retry` is called with the routing decisions and failures
+        so far each time a lane is about to be retried after a backoff: the failures before it
+        are then certainly not the call's last, and can be journaled as they happen."""
         tier = tier or DEFAULT_TIER
         routes = self.table.candidates(tier)
         candidates = [(self._lanes[r.provider], r.model or request.model) for r in routes]
         if pinned_url:
             candidates.insert(0, (self.pinned_lane(pinned_url), routes[0].model or request.model))
-        call = _Call(request, chat_request(request, self._conversations), tier)
+        call = _Call(request, chat_request(request, self._conversations), tier, on_retry=on_retry)
         deferred: list[tuple[Lane, str]] = []
         for index, (lane, model) in enumerate(candidates):
             if lane.slots.locked() and index < len(candidates) - 1:
@@ -202,9 +221,7 @@ class ModelRouter:
             call.notes.append(f"circuit open: {lane.name}")
             return None
         if not call.notes:
-            call.notes.append(
-                "pinned replica" if lane.name.startswith("pinned:") else f"first choice for tier {call.tier}"
-            )
+            call.notes.append("pinned replica" if lane.name.startswith("pinned:") else f"{FIRST_CHOICE}{call.tier}")
         async with lane.slots:
             attempt = 1
             while True:
@@ -224,6 +241,8 @@ class ModelRouter:
                     return None
                 call.notes = [f"retry after {error.error_type}"]
                 attempt += 1
+                if call.on_retry is not None:
+                    await call.on_retry(tuple(call.routed), tuple(call.failures))
 
     async def _attempt(self, call: _Call, lane: Lane, model: str) -> ChatResult | None:
         started = time.perf_counter()

@@ -12,6 +12,7 @@ import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -121,17 +122,27 @@ def response_too_large(provider: str, what: str, limit: int) -> ProviderError:
     )
 
 
-def error_from_transport(provider: str, exc: BaseException, timeout_s: float) -> ProviderError:
+def error_from_transport(provider: str, exc: BaseException, timeout_s: float, where: str = "") -> ProviderError:
     # Only the exception class is reported (and our own HttpError's text, which never quotes the
-    # request): OS and TLS messages can name hosts and paths.
+    # request): OS and TLS messages can name hosts and paths. `where` is the endpoint as configured,
+    # without credentials or query (`safe_location`), so an operator can tell which URL is down.
+    at = f" to {where}" if where else ""
     if isinstance(exc, TimeoutError):
         return ProviderError(
-            f"{provider}: no complete response within {timeout_s:g}s ({type(exc).__name__})",
+            f"{provider}: no complete response{at} within {timeout_s:g}s ({type(exc).__name__})",
             retryable=True,
             error_type="timeout",
         )
     detail = str(exc) if isinstance(exc, HttpError) else type(exc).__name__
-    return ProviderError(f"{provider}: connection failed ({detail})", retryable=True, error_type="connection")
+    return ProviderError(f"{provider}: connection{at} failed ({detail})", retryable=True, error_type="connection")
+
+
+def safe_location(url: str) -> str:
+    """`scheme://host:port/path` of `url`: no user info, query or fragment (where keys may hide)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 async def iter_sse(response: Response) -> AsyncIterator[tuple[str | None, str]]:
@@ -241,7 +252,7 @@ class HttpProvider:
             size = f"{exc.size} bytes" if exc.declared else f"more than {exc.limit} bytes (cut after {exc.size})"
             raise response_too_large(self.name, f"a response body of {size}", exc.limit) from None
         except (HttpError, OSError) as exc:  # TimeoutError is an OSError
-            raise error_from_transport(self.name, exc, self._timeout_s) from None
+            raise error_from_transport(self.name, exc, self._timeout_s, safe_location(self._url)) from None
 
     async def _exchange(self, response: Response, request: ChatRequest) -> ChatResult:
         if not 200 <= response.status < 300:

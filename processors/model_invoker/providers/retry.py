@@ -13,8 +13,9 @@ from agentstream.llm import ChatRequest, ChatResult, ModelProvider, ProviderErro
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int = 4
-    base_delay_s: float = 0.2
-    max_delay_s: float = 10.0
+    # A provider blip lasts seconds: four attempts at these defaults span about 3.5 to 7 s.
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -23,9 +24,12 @@ class RetryPolicy:
             raise ValueError("delays must be non-negative")
 
     def backoff_s(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
-        """Delay after failed attempt `attempt` (1-based). Full jitter spreads a burst of clients
-        that failed together; the provider's Retry-After, when given, is never undercut."""
-        delay = rng.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+        """Delay after failed attempt `attempt` (1-based): between half and all of the doubling
+        window. The jitter spreads a burst of clients that failed together; the floor keeps the
+        retries from all landing in the first instants of an outage. The provider's Retry-After,
+        when given, is never undercut."""
+        window = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        delay = rng.uniform(window / 2, window)
         if retry_after_s is not None:
             delay = max(delay, retry_after_s)
         return delay
