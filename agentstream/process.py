@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -144,6 +145,11 @@ async def serve_cores(
         cleanup.extend(built.cleanup)
         before_batch.extend(built.before_batch)
     group = name or hosted[0].name
+    # What is built by now (modules, catalogs, compiled schemas, clients) lives as long as the
+    # process: frozen out of the collector's scans, a full collection later costs what the live runs
+    # hold (a few ms) instead of every object of the imports (about 200 ms, a step's p99 outlier).
+    gc.collect()
+    gc.freeze()
     runtime = ProcessorRuntime(
         hosted,
         producer,

@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 from agentstream.client.journal import JournalClient
 from agentstream.config import LOCAL_BOOTSTRAP, Settings
@@ -26,21 +28,36 @@ from agentstream.topics import create_topics, load_topics
 
 # A tenant policy that lets the demo payment tool run without a person (test and bench tenants).
 PAYMENTS_AUTO_APPROVED = TenantPolicy(auto_approve=("transfer_funds",))
+# `Deployment(policies=AUTO_APPROVE_DEMO)`: tenant `default` pays without a person. Never the
+# default, so a test of the approval gate cannot be silently waved through by its own harness.
+AUTO_APPROVE_DEMO: Mapping[str, TenantPolicy] = MappingProxyType({"default": PAYMENTS_AUTO_APPROVED})
 # How `dev` and Deployment run the processors: "separate" (one OS process each: isolation, and a
 # crash takes down one processor) or "engine" (all cores in one process: no hop between them).
 LAYOUT_ENV = "AGENTSTREAM_LAYOUT"
 PROCESSORS = ("orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor")
 
 
-async def ensure_broker(settings: Settings) -> LocalKafka | LocalCluster | None:
+def local_broker_at(settings: Settings, port: int) -> LocalKafka:
+    """The embedded broker `dev --kafka-port PORT` runs: its controller on PORT+1 and its data in
+    `<home>/kafka-PORT`, so a second deployment on other ports never shares the first one's log dir."""
+    return LocalKafka(settings.home / f"kafka-{port}", port=port, controller_port=port + 1,
+                      credentials_dir=settings.kafka_credentials_dir)  # fmt: skip
+
+
+async def ensure_broker(settings: Settings, port: int | None = None) -> LocalKafka | LocalCluster | None:
     """Starts the embedded broker unless KAFKA_BOOTSTRAP_SERVERS points elsewhere: the local cluster
     where `agentstream kafka start --brokers N` made one and a node of it runs, else the single
-    broker. A cluster's clients need all its nodes: use `with_local_bootstrap` on the settings."""
-    if not settings.uses_local_broker or settings.bootstrap_servers != LOCAL_BOOTSTRAP:
+    broker (on `port` when given). A cluster's clients need all its nodes: use `with_local_bootstrap`."""
+    if port is not None and not settings.uses_local_broker:
+        raise ValueError("a Kafka port starts a local broker, but KAFKA_BOOTSTRAP_SERVERS names a broker to use: "
+                         "give one or the other")  # fmt: skip
+    if not settings.uses_local_broker or (port is None and settings.bootstrap_servers != LOCAL_BOOTSTRAP):
         return None
     cluster = LocalCluster.existing(cluster_dir(settings.home), settings.kafka_credentials_dir)
     kafka: LocalKafka | LocalCluster
-    if cluster is not None and any(cluster.running()):
+    if port is not None:
+        kafka = local_broker_at(settings, port)
+    elif cluster is not None and any(cluster.running()):
         kafka = cluster
     else:
         kafka = LocalKafka(settings.home / "kafka", credentials_dir=settings.kafka_credentials_dir)
@@ -121,6 +138,8 @@ class ProcessorProcesses:
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
 
     def issue_keys(self) -> None:
         # The parent holds the signing roots; each child reads only its own key bundle.
@@ -136,7 +155,10 @@ class ProcessorProcesses:
         )  # fmt: skip
         log.close()
 
-    def start_gateway(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def start_gateway(self, host: str | None = None, port: int | None = None) -> None:
+        # Remembered, so a restarted gateway comes back where clients were told it is.
+        self.gateway_host = host = host or self.gateway_host
+        self.gateway_port = port = self.gateway_port if port is None else port
         self.issue_keys()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / "gateway-0.log", "ab")  # noqa: SIM115 - owned by the child
@@ -229,14 +251,14 @@ class Deployment:
         default_scenario: str = "demo",
         extra_env: dict[str, str] | None = None,
         wait_tools: tuple[str, ...] = ("calculator", "get_current_time", "convert_time", "transfer_funds"),
-        policies: dict[str, TenantPolicy] | None = None,
+        policies: Mapping[str, TenantPolicy] | None = None,
         wait_tools_s: float = 60.0,
     ) -> None:
         self.settings = settings
         self.wait_tools_s = wait_tools_s
-        # Test and benchmark deployments let their tenants' runs pay without a person unless told
-        # otherwise: the approval flow has its own tests, and a chaos run has nobody to click.
-        self.policies = policies if policies is not None else {"default": PAYMENTS_AUTO_APPROVED}
+        # Tenant policies written before anything starts; none by default, so every irreversible
+        # call waits for a person unless the caller opts out on purpose (AUTO_APPROVE_DEMO).
+        self.policies = dict(policies or {})
         self.model = ScriptedModel(list(scenario_dirs or []), default_scenario)
         self.extra_env = extra_env or {}
         self.wait_tools = wait_tools

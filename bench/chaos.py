@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/chaos.py --runs 100 --kills 20
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 3 --broker-kills 5 --instances 2 --add-remove 1
+    .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 3 --broker-kills 5 --instances 2 --add-remove 1 --layout engine
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 1 --broker-kills 3 --broker-down-s 5,120,5
 
 Each processor is its own OS process. A killer SIGKILLs a random processor at random moments and
 restarts it; on top of that the tool executor and model invoker kill themselves, with a small
 probability, right after a side effect or a model reply and before its result is journaled (the
-narrowest crash window). The last line printed is one JSON object.
+narrowest crash window). With --layout engine every processor core runs in one `engine` process
+instead, and the killer, the extra instances and the added one are whole engines. The last line
+printed is one JSON object.
 
   lost                    runs with no terminal event when the deadline passed
   duplicate_side_effects  transfers applied more than once for one logical call, or applied for a
@@ -44,7 +47,7 @@ from agentstream.client.scan import read_journal
 from agentstream.events import LlmCallCompleted, ToolCallRequested
 from agentstream.localcluster import LocalCluster, leader_of_most
 from agentstream.localkafka import LocalKafka
-from agentstream.stack import PROCESSORS, Deployment, ProcessorProcesses
+from agentstream.stack import AUTO_APPROVE_DEMO, LAYOUT_ENV, PROCESSORS, Deployment, ProcessorProcesses
 from agentstream.topics import JOURNAL, load_topics
 from agentstream.trajectory import summarize
 from bench.common import bench_settings, cluster_bench_settings, comparable_trajectory
@@ -148,7 +151,8 @@ async def broker_killer(brokers: Brokers, topic: str, kills: int, downs: list[fl
         log.append(f"{time.monotonic():.2f} broker {index + 1} back in {time.monotonic() - t0:.1f}s")
 
 
-async def churn(procs: ProcessorProcesses, cycles: int, rng: random.Random, stop: asyncio.Event, log: list[str]) -> int:
+async def churn(procs: ProcessorProcesses, names: tuple[str, ...], cycles: int, rng: random.Random,
+                stop: asyncio.Event, log: list[str]) -> int:  # fmt: skip
     """`cycles` times: start one more instance of a random processor, let it join its group and
     take partitions, then stop it gracefully (its partitions move back). Returns the changes made."""
     changes = 0
@@ -156,7 +160,7 @@ async def churn(procs: ProcessorProcesses, cycles: int, rng: random.Random, stop
         await asyncio.sleep(rng.uniform(2.0, 5.0))
         if stop.is_set():
             break
-        name, instance = rng.choice(PROCESSORS), str(90 + cycle)
+        name, instance = rng.choice(names), str(90 + cycle)
         procs.start(name, instance)
         changes += 1
         log.append(f"{time.monotonic():.2f} added {name}-{instance}")
@@ -201,12 +205,17 @@ async def main() -> None:
     parser.add_argument("--broker-down-s", default="5", help="outage lengths, cycled over the kills (e.g. 5,120)")
     parser.add_argument("--instances", type=int, default=1, help="instances of every processor")
     parser.add_argument("--add-remove", type=int, default=0, help="times an instance is added, then removed")
+    parser.add_argument("--layout", choices=("separate", "engine"), default="separate",
+                        help="one OS process per processor, or every core in one `engine` process")  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(args.seed)
     t_start = time.monotonic()
     if args.broker_kills and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         raise SystemExit("--broker-kills needs the bench's own local broker(s): unset KAFKA_BOOTSTRAP_SERVERS")
     downs = [float(x) for x in args.broker_down_s.split(",")]
+    # What the killer, the extra instances and the churn pick from: a processor, or the engine.
+    names = ("engine",) if args.layout == "engine" else PROCESSORS
+    layout_env = {LAYOUT_ENV: args.layout}
     context = cluster_bench_settings("chaos", args.brokers) if args.brokers > 1 else bench_settings("chaos")
     async with context as (settings, kafka):
         scen_dir = settings.home / "scenarios"
@@ -216,19 +225,24 @@ async def main() -> None:
             print(f"reference: {args.scenarios} crash-free runs", file=sys.stderr)
             # Every tool the scenarios call must be registered before the first run starts: a run
             # pins the tools it may use when it starts, and an unknown one fails it.
-            async with Deployment(settings, [scen_dir], wait_tools=tuple(TOOLS)) as calm:
+            async with Deployment(
+                settings, [scen_dir], extra_env=layout_env, wait_tools=tuple(TOOLS), policies=AUTO_APPROVE_DEMO
+            ) as calm:
                 reference_runs = await submit(calm, args.scenarios, args.scenarios, args.steps, "reference")
                 assert not await watcher.wait(set(reference_runs), args.timeout), "reference runs did not finish"
 
             chaos_env = {
-                "AGENTSTREAM_CHAOS": f"tool_after_effect={args.effect_crash_rate},model_after_reply={args.reply_crash_rate}"
+                **layout_env,
+                "AGENTSTREAM_CHAOS": f"tool_after_effect={args.effect_crash_rate},model_after_reply={args.reply_crash_rate}",
             }
             log: list[str] = []
             exits: list[str] = []
             in_flight: list[int] = []
-            async with Deployment(settings, [scen_dir], extra_env=chaos_env, wait_tools=tuple(TOOLS)) as chaotic:
+            async with Deployment(
+                settings, [scen_dir], extra_env=chaos_env, wait_tools=tuple(TOOLS), policies=AUTO_APPROVE_DEMO
+            ) as chaotic:
                 assert chaotic.procs is not None
-                for name in PROCESSORS:
+                for name in names:
                     for instance in range(1, args.instances):
                         chaotic.procs.start(name, str(instance))
                 async with httpx.AsyncClient() as http:
@@ -238,7 +252,7 @@ async def main() -> None:
                 t_chaos = time.monotonic()
                 stop = asyncio.Event()
                 kill_task = asyncio.create_task(killer(chaotic, args.kills, rng, stop, log, exits))
-                churn_task = asyncio.create_task(churn(chaotic.procs, args.add_remove, rng, stop, log))
+                churn_task = asyncio.create_task(churn(chaotic.procs, names, args.add_remove, rng, stop, log))
                 chaos_runs = await submit(chaotic, args.scenarios, args.runs, args.steps, "chaos")
                 journal_topic = load_topics(settings.topic_prefix)[JOURNAL].name
 
@@ -315,6 +329,7 @@ async def main() -> None:
         "broker_kills": len(in_flight),
         "broker_down_s": downs,
         "runs_in_flight_at_broker_kills": in_flight,
+        "layout": args.layout,
         "instances": args.instances,
         "rebalances": rebalances,
         "processor_exits": len(exits),

@@ -40,7 +40,7 @@ from agentstream.events import (
 )
 from agentstream.registry.admin import read_catalog, register_tool
 from agentstream.security.signing import platform_signers, sign_capability
-from agentstream.stack import Deployment, ensure_topics
+from agentstream.stack import AUTO_APPROVE_DEMO, Deployment, ensure_topics
 from agentstream.trajectory import summarize
 from bench.common import comparable_trajectory
 from processors.tool_executor.builtin import bank_stats, bank_transfers
@@ -79,7 +79,7 @@ async def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFact
                  "args": ["-m", "mcp_server_git", "--repository", str(repo)], "env": GIT_SAFE_ENV}  # fmt: skip
     for draft in await discover(transport):
         await register_tool(settings, dataclasses.replace(draft, tier="read_only"))
-    async with Deployment(settings, [scen]) as d:
+    async with Deployment(settings, [scen], policies=AUTO_APPROVE_DEMO) as d:
         yield d
 
 
@@ -255,7 +255,7 @@ async def test_anthropic_streaming_provider_end_to_end(kafka_bootstrap: str, tmp
     settings.home.mkdir()
     await ensure_topics(settings)
     env = {"AGENTSTREAM_MODEL_PROVIDER": "anthropic", "AGENTSTREAM_MODEL_STREAM": "1"}
-    async with Deployment(settings, extra_env=env) as d:
+    async with Deployment(settings, extra_env=env, policies=AUTO_APPROVE_DEMO) as d:
         entries = await run_to_end(d, "[scenario:demo] via the Messages API, streamed")
         async with httpx.AsyncClient() as http:
             stats = (await http.get(f"{d.model_url}/_scripted/stats")).json()

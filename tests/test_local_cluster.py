@@ -21,7 +21,7 @@ from agentstream.config import ModelSettings, Settings
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.localcluster import LocalCluster, cluster_dir
-from agentstream.stack import Deployment, ensure_topics
+from agentstream.stack import AUTO_APPROVE_DEMO, Deployment, ensure_topics
 from agentstream.topics import JOURNAL, load_topics, verify_topics
 from agentstream.trajectory import summarize
 from bench.scenarios import chaos_scenario, write_scenarios
@@ -133,7 +133,9 @@ async def test_runs_complete_while_the_journal_leader_is_killed_and_restarted(
     topic = load_topics(on_cluster.topic_prefix)[JOURNAL].name
     watcher = TerminalWatcher(on_cluster)
     try:
-        async with Deployment(on_cluster, [scenarios], wait_tools=TOOLS, wait_tools_s=120) as deployment:
+        async with Deployment(
+            on_cluster, [scenarios], wait_tools=TOOLS, wait_tools_s=120, policies=AUTO_APPROVE_DEMO
+        ) as deployment:
             runs = [
                 await deployment.client.request_run(
                     RunRequest(task=f"[scenario:chaos{i % 4}] run {i}", tools=list(TOOLS), max_steps=12)

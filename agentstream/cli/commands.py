@@ -12,7 +12,14 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from agentstream.client.http import ApiError, NotFound, RunsClient
-from agentstream.client.journal import JournalClient, JournalEntry, RunBudget, RunRequest, read_run_once
+from agentstream.client.journal import (
+    JournalClient,
+    JournalEntry,
+    RunBudget,
+    RunRequest,
+    read_run_once,
+    waiting_halt,
+)
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES, ResumeRequested, RunEvent, RunHalted
 from agentstream.process import wait_for_kafka
@@ -133,7 +140,22 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         await client.aclose()
 
 
+# Exit codes of a followed run (`run --follow`): documented in `agentstream run --help`.
+EXIT_COMPLETED, EXIT_ENDED_OTHERWISE, EXIT_HALTED = 0, 1, 3
+FOLLOW_EXIT_CODES = (
+    "exit codes with --follow: 0 the run completed; 1 it failed or was cancelled (or the request was "
+    "refused); 2 bad arguments; 3 it halted at a limit and waits for `agentstream runs resume`"
+)
+# What raises each limit a run can halt at: the resume flag to print (or another command first).
+_RESUME_HINTS = {
+    "budget_usd": "--add-usd 1.0",
+    "budget_tokens": "--add-tokens 100000",
+    "wall_clock": "--add-wall-s 300",
+}
+
+
 async def follow_and_print(client: JournalClient, run_id: str, timeout_s: float | None = None) -> int:
+    """Prints the run live until it settles: it ends, or halts and waits for a resume."""
     entries = []
     started = time.monotonic()
     async for entry in client.follow(run_id, timeout_s=timeout_s):
@@ -141,9 +163,37 @@ async def follow_and_print(client: JournalClient, run_id: str, timeout_s: float 
         line = describe(entry.event)
         if line:
             print(f"  [{time.monotonic() - started:6.2f}s] {line}", flush=True)
-    summary = summarize(entries)
-    _print_summary(summary.to_dict())
-    return 0 if summary.status == "completed" else 1
+    return _settled(entries)
+
+
+def _settled(entries: list[JournalEntry]) -> int:
+    summary = summarize(entries).to_dict()
+    halt: RunHalted | None = None
+    for entry in entries:
+        halt = waiting_halt(halt, entry.event)
+    if halt is not None:
+        summary["status"], summary["reason"] = "halted", f"{halt.limit}: {halt.reason}"
+    _print_summary(summary)
+    if halt is not None:
+        print(resume_hint(halt), file=sys.stderr)
+        return EXIT_HALTED
+    return EXIT_COMPLETED if summary["status"] == "completed" else EXIT_ENDED_OTHERWISE
+
+
+def resume_hint(halt: RunHalted) -> str:
+    """What to do about a halted run, as commands to copy."""
+    run = halt.run_id
+    head = f"\nrun {run} halted at step {halt.steps} ({halt.limit}: {halt.reason})"
+    cancel = f"  or end it:  agentstream runs cancel {run}"
+    if not halt.resumable:
+        return f"{head}; it cannot be resumed.\n{cancel}"
+    first = ""
+    if halt.limit == "kill_switch":
+        first = "  release the kill switch first:  agentstream kill <scope> <target> --release\n"
+    elif halt.limit.startswith("tenant_"):
+        first = "  raise the tenant's cap first:  agentstream budgets <tenant> --usd-per-day N\n"
+    more = _RESUME_HINTS.get(halt.limit, "--add-steps 10")
+    return f"{head}; it waits for a resume:\n{first}  agentstream runs resume {run} {more}\n{cancel}"
 
 
 def _print_summary(summary: dict[str, object]) -> None:
@@ -264,9 +314,8 @@ async def _run_via_api(client: RunsClient, args: argparse.Namespace) -> int:
     print(run.id)
     if not args.follow:
         return 0
-    summary = summarize(await _api_entries(client, run.id, started=time.monotonic()))
-    _print_summary(summary.to_dict())
-    return 0 if summary.status == "completed" else 1
+    # The server closes the event stream at a halt, as the journal path stops there.
+    return _settled(await _api_entries(client, run.id, started=time.monotonic()))
 
 
 async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> int:

@@ -44,6 +44,10 @@ def add_cost_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     kill.set_defaults(handler=run_kill_command)
 
 
+# Grouped by one kind of call, the other kind's cost is in the total but in no row.
+UNGROUPED = {"model": "(tool calls, no model)", "tool": "(model calls, no tool)"}
+
+
 def _print(body: Any, as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
@@ -52,6 +56,11 @@ def _print(body: Any, as_json: bool) -> None:
         print(f"{'key':<40} {'usd':>14} {'runs':>6} {'calls':>7}")
         for row in body["data"]:
             print(f"{row['key']:<40} {row['usd']:>14.6f} {row['runs']:>6} {row['calls']:>7}")
+        # Grouped by model (or tool), the rows hold only model (or tool) calls while the total holds
+        # every call: what no row shows gets a line of its own, so the lines add up to the total.
+        rest = round(body["total_usd"] - sum(row["usd"] for row in body["data"]), 9)
+        if body.get("group_by") in UNGROUPED and abs(rest) >= 5e-7:
+            print(f"{UNGROUPED[body['group_by']]:<40} {rest:>14.6f}")
         print(f"{'total':<40} {body['total_usd']:>14.6f}")
     else:
         for key, value in body.items():

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
+
+import httpx
 
 from agentstream.approvals import record_decision
 from agentstream.cli.commands import follow_and_print
@@ -26,6 +31,7 @@ from agentstream.stack import (
     child_env,
     ensure_broker,
     ensure_topics,
+    local_broker_at,
     wait_for_tools,
     with_local_bootstrap,
 )
@@ -48,15 +54,17 @@ async def _stage(n: int, total: int, what: str, action: Callable[[], Awaitable[T
     return result
 
 
-async def _up(settings: Settings) -> tuple[Settings, ScriptedModel | None, ProcessorProcesses, LocalBroker | None]:
-    total = 4
-    kafka = await _stage(1, total, f"Kafka ({settings.bootstrap_servers})", lambda: ensure_broker(settings))
+async def _up(
+    settings: Settings, total: int = 4, kafka_port: int | None = None, scenario_dirs: Sequence[Path] = ()
+) -> tuple[Settings, ScriptedModel | None, ProcessorProcesses, LocalBroker | None]:
+    where = settings.bootstrap_servers if kafka_port is None else f"127.0.0.1:{kafka_port}"
+    kafka = await _stage(1, total, f"Kafka ({where})", lambda: ensure_broker(settings, kafka_port))
     settings = with_local_bootstrap(settings, kafka)
     await _stage(2, total, "topics from topics.yaml", lambda: ensure_topics(settings))
     model: ScriptedModel | None = None
     url = settings.model.base_url
     if not url:
-        model = ScriptedModel()
+        model = ScriptedModel(list(scenario_dirs))
         url = await _stage(3, total, "scripted model server (offline stand-in for a provider)", model.start)
     procs = ProcessorProcesses(child_env(settings, url), settings.home / "logs")
     procs.start_all()
@@ -65,15 +73,84 @@ async def _up(settings: Settings) -> tuple[Settings, ScriptedModel | None, Proce
     return settings, model, procs, kafka
 
 
-async def dev(settings: Settings) -> int:
+async def dev_command(args: argparse.Namespace) -> int:
+    """`agentstream dev` with its options (main.py routes here)."""
+    dirs = [Path(d) for d in args.scenarios]
+    for d in dirs:
+        if not d.is_dir():
+            print(f"agentstream dev: --scenarios {d}: not a directory of scenario files", file=sys.stderr)
+            return 2
+    settings = Settings.from_env()
+    if args.kafka_port is not None and not settings.uses_local_broker:
+        print("agentstream dev: --kafka-port starts a local broker, but KAFKA_BOOTSTRAP_SERVERS names a broker "
+              "to use: give one or the other", file=sys.stderr)  # fmt: skip
+        return 2
+    return await dev(settings, gateway_port=args.gateway_port, kafka_port=args.kafka_port,
+                     scenario_dirs=dirs)  # fmt: skip
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def _gateway_answers(procs: ProcessorProcesses, url: str, timeout_s: float = 300.0) -> None:
+    """Until the gateway answers its health check (it serves only once it has read the journal and
+    the registry) and every processor is still running; a child that exits ends the wait with its log."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        while True:
+            if crashed := procs.crashed():
+                key = crashed[0]
+                log = procs.log_dir / f"{key}.log"
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"{key} exited while starting:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the gateway did not answer at {url} within {timeout_s:.0f}s")
+            await asyncio.sleep(0.2)
+
+
+async def dev(
+    settings: Settings,
+    *,
+    gateway_port: int = 8080,
+    kafka_port: int | None = None,
+    scenario_dirs: Sequence[Path] = (),
+) -> int:
     # Every processor core in one process unless told otherwise: no hop between them.
     os.environ.setdefault(LAYOUT_ENV, "engine")
-    settings, model, procs, kafka = await _up(settings)
-    procs.start_gateway()
-    print(
-        f"agentstream dev: up; run API at http://127.0.0.1:8080 (OpenAPI at /openapi.json); logs in {settings.home / 'logs'}"
-    )
-    print('try: agentstream run "[scenario:demo] hi" --follow')
+    # Said before anything starts: a second deployment on the same ports would otherwise come up
+    # half-way and fail in a log file.
+    # (A broker left running by an earlier `dev` on this home and port is reused, not a clash.)
+    ours = kafka_port is not None and local_broker_at(settings, kafka_port).running_pid() is not None
+    for port, option in ((gateway_port, "--gateway-port"), (None if ours else kafka_port, "--kafka-port")):
+        if port is not None and _port_taken(port):
+            print(f"agentstream dev: port {port} is in use (another `agentstream dev`?): choose another with "
+                  f"{option}, and give the second deployment its own AGENTSTREAM_HOME", file=sys.stderr)  # fmt: skip
+            return 2
+    settings, model, procs, kafka = await _up(settings, 5, kafka_port, scenario_dirs)
+    url = f"http://127.0.0.1:{gateway_port}"
+    procs.start_gateway(port=gateway_port)
+    try:
+        await _stage(5, 5, f"gateway ({url})", lambda: _gateway_answers(procs, url))
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"\nagentstream dev: {exc}", file=sys.stderr)
+        await procs.stop_all()
+        if model is not None:
+            model.stop()
+        return 1
+    print(f"agentstream dev: up; run API at {url} (OpenAPI at /openapi.json); Kafka at {settings.bootstrap_servers}; "
+          f"logs in {settings.home / 'logs'}", flush=True)  # fmt: skip
+    # The CLI finds a broker on another port only if told where it is.
+    prefix = "" if kafka_port is None else f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers} "
+    print(f'try: {prefix}agentstream run "[scenario:demo] hi" --follow', flush=True)
     stop = asyncio.Event()
     stop_on_signals(stop)
     # The broker dev uses is supervised like the processors: a dead one is restarted (its clients

@@ -7,7 +7,9 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from agentstream.cli import args as bounded
 from agentstream.cli import commands
+from agentstream.cli.approvals import add_approvals_parser
 from agentstream.cli.costs import add_cost_parsers
 from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.signing import add_parser as add_signing_parser
@@ -19,20 +21,38 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentstream", description="Durable AI-agent runs on Kafka.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("dev", help="local Kafka + scripted model + all processors; blocks until Ctrl-C")
+    dev = sub.add_parser("dev", help="local Kafka + scripted model + all processors; blocks until Ctrl-C")
+    dev.add_argument("--gateway-port", type=int, default=8080, help="the run API's port (default: 8080)")
+    dev.add_argument(
+        "--kafka-port", type=int, default=None,
+        help="start the local broker on this port (its controller on the next; data in <home>/kafka-PORT) "
+        "instead of 19092, so two deployments (each with its own AGENTSTREAM_HOME) can run side by side",
+    )  # fmt: skip
+    dev.add_argument("--scenarios", action="append", default=[], metavar="DIR",
+                     help="a folder of scenario files for the scripted model (repeatable)")  # fmt: skip
+    dev.set_defaults(handler=_dev)
     demo = sub.add_parser("demo", help="run a sample multi-step, multi-tool task offline, end to end")
     demo.add_argument("--keep-broker", action="store_true", help="leave the local broker running afterwards")
 
-    run = sub.add_parser("run", help="request a run (the stack must be running: `agentstream dev`)")
+    run = sub.add_parser(
+        "run", help="request a run (the stack must be running: `agentstream dev`)", epilog=commands.FOLLOW_EXIT_CODES
+    )
     run.add_argument("task")
     run.add_argument("--model", default="scripted")
     run.add_argument("--tool", action="append", default=[], help="allowed tool (repeatable; default: all)")
-    run.add_argument("--max-steps", type=int, default=20)
+    run.add_argument("--max-steps", type=bounded.max_steps, default=20, help="model calls before the run halts")
     run.add_argument("--tenant", default="default")
-    run.add_argument("--follow", action="store_true", help="print the trajectory live until the run ends")
-    run.add_argument("--budget-usd", type=float, default=0.0, help="hard dollar cap (default: none)")
-    run.add_argument("--budget-tokens", type=int, default=0, help="hard model-token cap (default: none)")
-    run.add_argument("--budget-wall-s", type=float, default=0.0, help="hard wall-clock cap in seconds (default: none)")
+    run.add_argument("--follow", action="store_true", help="print the trajectory live until the run ends or halts")
+    run.add_argument("--budget-usd", type=bounded.budget_usd, default=0.0, help="hard dollar cap (default: none)")
+    run.add_argument(
+        "--budget-tokens", type=bounded.budget_tokens, default=0, help="hard model-token cap (default: none)"
+    )
+    run.add_argument(
+        "--budget-wall-s",
+        type=bounded.budget_wall_s,
+        default=0.0,
+        help="hard wall-clock cap in seconds (default: none)",
+    )
     run.add_argument("--on-loop", choices=["halt", "warn"], default="halt", help="what a detected loop does")
 
     runs = sub.add_parser("runs", help="inspect runs")
@@ -45,10 +65,14 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", default="cancelled from the CLI")
     resume = runs_sub.add_parser("resume", help="resume a run halted at a resumable limit, with more steps")
     resume.add_argument("run_id")
-    resume.add_argument("--add-steps", type=int, default=10)
-    resume.add_argument("--add-usd", type=float, default=0.0, help="raise the run's dollar cap by this much")
-    resume.add_argument("--add-tokens", type=int, default=0, help="raise the run's token cap by this much")
-    resume.add_argument("--add-wall-s", type=float, default=0.0, help="raise the run's wall-clock cap by this much")
+    resume.add_argument("--add-steps", type=bounded.add_steps, default=10)
+    resume.add_argument("--add-usd", type=bounded.add_usd, default=0.0, help="raise the run's dollar cap by this much")
+    resume.add_argument(
+        "--add-tokens", type=bounded.add_tokens, default=0, help="raise the run's token cap by this much"
+    )
+    resume.add_argument(
+        "--add-wall-s", type=bounded.add_wall_s, default=0.0, help="raise the run's wall-clock cap by this much"
+    )
     resume.add_argument("--reason", default="resumed from the CLI")
 
     replay = sub.add_parser("replay", help="re-drive the orchestrator over a recorded journal and diff")
@@ -73,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
     add_secrets_parser(sub)
     add_tools_parser(sub)
     add_cost_parsers(sub)
+    add_approvals_parser(sub)
     add_signing_parser(sub)
 
     proc = sub.add_parser(
@@ -85,6 +110,12 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     proc.add_argument("--instance", default="0")
     return p
+
+
+async def _dev(args: argparse.Namespace) -> int:
+    from agentstream.cli.local import dev_command  # brings up a deployment: imported only for `dev`
+
+    return await dev_command(args)
 
 
 def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

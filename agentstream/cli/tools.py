@@ -8,7 +8,10 @@ import dataclasses
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from agentstream.config import Settings
 from agentstream.registry import admin
@@ -37,9 +40,17 @@ def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                      help="seconds a person has to decide on a call needing approval (capped by the tenant's "
                           "policy; default: the tenant's policy alone)")  # fmt: skip
     reg.add_argument("--owner", default="", help="owning tenant (default: platform-wide)")
-    disc = tsub.add_parser("discover", help="ask an MCP stdio server for its tools; optionally register them")
+    disc = tsub.add_parser(
+        "discover",
+        help="ask an MCP stdio server for its tools (one JSON object a line); optionally register them",
+        epilog="A tiers file maps each tool to its tier, or to {tier, scopes, egress, secrets, timeout_s, "
+        "approval_timeout_s}, in YAML or JSON, e.g. `git_status: read_only` and "
+        "`git_commit: {tier: irreversible, scopes: [repo:write]}`. Every tool the server lists needs an "
+        "entry unless --register-as gives the rest a tier; a name the server does not list is refused.",
+    )
     disc.add_argument("--command", required=True, help="the server's command line (shell-quoted)")
-    disc.add_argument("--register-as", choices=TIERS, help="register every tool found, at this tier")
+    disc.add_argument("--register-as", choices=TIERS, help="register every tool found (but those --tiers names) at it")
+    disc.add_argument("--tiers", metavar="FILE", help="register the tools found with per-tool tiers and scopes")
     disc.add_argument("--owner", default="")
     lst = tsub.add_parser("list", help="tools a tenant sees (latest versions)")
     lst.add_argument("--tenant", default="default")
@@ -107,14 +118,16 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
         case "discover":
             from processors.tool_executor.discovery import discover
 
+            # The file is read before the server starts: a mistake in it costs nothing.
+            tiers = read_tiers(args.tiers) if args.tiers else None
             drafts = await discover(_transport(args.command))
-            for draft in drafts:
-                if args.register_as:
-                    draft = dataclasses.replace(draft, tier=args.register_as, owner=args.owner)
-                    done = await admin.register_tool(settings, draft)
-                    print(f"registered {done.name} v{done.version} ({done.tier})")
-                else:
-                    print(json.dumps(draft.describe(), indent=2))
+            if tiers is None and not args.register_as:
+                for draft in drafts:  # JSON lines: one object a line, for jq or a script
+                    print(json.dumps(draft.describe()))
+                return 0
+            ready = apply_tiers(drafts, tiers or {}, args.register_as, args.owner)
+            for done in await admin.register_tools(settings, ready):  # one catalog read, one producer
+                print(f"registered {done.name} v{done.version} ({done.tier})")
         case "list":
             catalog = await admin.read_catalog(settings)
             for name, entry in sorted(catalog.visible(args.tenant).items()):
@@ -147,3 +160,60 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             await admin.set_policy(settings, args.tenant, policy, by="cli")
             print(f"policy for {args.tenant}: {policy.to_json()}")
     return 0
+
+
+# What a tiers file may set for one tool, and the registration field each becomes.
+_TIER_FIELDS = {"tier", "scopes", "egress", "secrets", "timeout_s", "approval_timeout_s"}
+
+
+def read_tiers(path: str) -> dict[str, dict[str, Any]]:
+    """A tiers file: tool name -> tier, or -> a mapping of `_TIER_FIELDS` (YAML, or JSON)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"--tiers {path}: {exc}") from exc
+    if not isinstance(loaded, dict) or not loaded:
+        raise RegistryError(f"--tiers {path}: expected a mapping of tool name to tier, e.g. `git_status: read_only`")
+    tiers: dict[str, dict[str, Any]] = {}
+    for name, spec in loaded.items():
+        spec = {"tier": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict) or "tier" not in spec:
+            raise RegistryError(f"--tiers {path}: {name}: give a tier ({', '.join(TIERS)}) or a mapping with one")
+        unknown = set(spec) - _TIER_FIELDS
+        if unknown:
+            raise RegistryError(f"--tiers {path}: {name}: unknown field(s) {', '.join(sorted(unknown))} "
+                                f"(known: {', '.join(sorted(_TIER_FIELDS))})")  # fmt: skip
+        if spec["tier"] not in TIERS:
+            raise RegistryError(f"--tiers {path}: {name}: tier must be one of {', '.join(TIERS)}, not {spec['tier']!r}")
+        for many in ("scopes", "egress", "secrets"):
+            if not isinstance(spec.get(many, []), list):
+                raise RegistryError(f"--tiers {path}: {name}: {many} must be a list")
+        tiers[str(name)] = spec
+    return tiers
+
+
+def apply_tiers(
+    drafts: list[ToolEntry], tiers: dict[str, dict[str, Any]], default_tier: str | None, owner: str
+) -> list[ToolEntry]:
+    """The drafts with their tiers and scopes, all checked before anything is registered."""
+    found = {d.name for d in drafts}
+    stray = sorted(set(tiers) - found)
+    if stray:
+        raise RegistryError(f"the tiers file names tools the server does not list: {', '.join(stray)} "
+                            f"(it lists: {', '.join(sorted(found))})")  # fmt: skip
+    missing = sorted(found - set(tiers))
+    if missing and default_tier is None:
+        raise RegistryError(f"no tier for {', '.join(missing)}: add them to the tiers file, "
+                            "or give --register-as for the tools it does not name")  # fmt: skip
+    ready = []
+    for draft in drafts:
+        spec = tiers.get(draft.name, {"tier": default_tier})
+        entry = dataclasses.replace(
+            draft, tier=spec["tier"], owner=owner, scopes=tuple(spec.get("scopes", ())),
+            egress=tuple(spec.get("egress", ())), secrets=tuple(spec.get("secrets", ())),
+            timeout_ms=int(float(spec.get("timeout_s", draft.timeout_ms / 1000)) * 1000),
+            approval_timeout_s=spec.get("approval_timeout_s"),
+        )  # fmt: skip
+        admin.validate_entry(entry)
+        ready.append(entry)
+    return ready

@@ -4,6 +4,7 @@ survives dropped connections by resuming from the last event it delivered."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -256,6 +257,18 @@ class RunsClient:
         """The tenant's spend grouped by run, tool or model."""
         params: dict[str, str | int] = {"group_by": group_by, "since_ms": since_ms}
         return dict(_json(await self._http.get("/v1/costs", params=params)))
+
+    # -- approvals -------------------------------------------------------------------------------
+
+    async def approvals(self, status: str | None = None) -> builtins.list[dict[str, Any]]:
+        """The tenant's approval requests (`pending`, `approved`, `denied`, `expired`; all without)."""
+        params = {"status": status} if status is not None else None
+        return list(_json(await self._http.get("/v1/approvals", params=params))["data"])
+
+    async def decide(self, approval_id: str, approve: bool, reason: str = "") -> dict[str, Any]:
+        """Approves or denies one pending request; the decider on record is this client's API key."""
+        body = {"decision": "approve" if approve else "deny", "reason": reason}
+        return dict(_json(await self._http.post(f"/v1/approvals/{approval_id}", json=body)))
 
     # -- events ----------------------------------------------------------------------------------
 

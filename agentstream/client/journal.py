@@ -15,7 +15,14 @@ from agentstream.client.locate import lookup_index, read_span, span_stop
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.credentials.signing_keys import component_keyring
-from agentstream.events import TERMINAL_TYPES, CancelRequested, ResumeRequested, RunEvent, RunRequested
+from agentstream.events import (
+    TERMINAL_TYPES,
+    CancelRequested,
+    ResumeRequested,
+    RunEvent,
+    RunHalted,
+    RunRequested,
+)
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, producer_config
@@ -62,6 +69,18 @@ class RunBudget:
 
 def is_terminal(event: RunEvent) -> bool:
     return event.type_name in TERMINAL_TYPES
+
+
+def waiting_halt(halt: RunHalted | None, event: RunEvent) -> RunHalted | None:
+    """The halt a run waits at after `event`, given the one it waited at before: a RunHalted
+    waits until its resume or a cancel request (after which the run moves on by itself)."""
+    if isinstance(event, RunHalted):
+        return event
+    if isinstance(event, CancelRequested) or event.type_name in TERMINAL_TYPES:
+        return None
+    if isinstance(event, ResumeRequested) and halt is not None and event.halt == halt.halt:
+        return None
+    return halt
 
 
 class JournalClient:
@@ -209,11 +228,15 @@ class JournalClient:
         return await asyncio.to_thread(read)
 
     async def follow(
-        self, run_id: str, timeout_s: float | None = None, until: Callable[[RunEvent], bool] = is_terminal
+        self, run_id: str, timeout_s: float | None = None, until: Callable[[RunEvent], bool] | None = None
     ) -> AsyncIterator[JournalEntry]:
-        """The run's events from the beginning, then live, until `until` holds for one (by
-        default: its terminal event)."""
-        async for entry in self._scan(run_id, follow=True, timeout_s=timeout_s, until=until):
+        """The run's events from the beginning, then live, until `until` holds for one. By default
+        until the run settles: its terminal event, or a RunHalted that nothing after it in the
+        journal has resumed or cancelled (the run waits for a person there; a follower that kept
+        waiting would never return). A halt already resumed when it is read is followed past."""
+        settle = until is None
+        async for entry in self._scan(run_id, follow=True, timeout_s=timeout_s, until=until or is_terminal,
+                                      settle=settle):  # fmt: skip
             yield entry
 
     async def _scan(
@@ -223,6 +246,7 @@ class JournalClient:
         follow: bool,
         timeout_s: float | None = None,
         until: Callable[[RunEvent], bool] = is_terminal,
+        settle: bool = False,
     ) -> AsyncIterator[JournalEntry]:
         _, records = await self._ready()
         partition = records.journal_partition(run_id)
@@ -238,6 +262,7 @@ class JournalClient:
         consumer.assign([tp])
         seen: set[str] = set()
         last: list[str] = []
+        halted: RunHalted | None = None
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         try:
@@ -267,6 +292,15 @@ class JournalClient:
                     last.append(event.event_id)
                     yield JournalEntry(event, position - 1, msg.timestamp()[1])
                     if follow and until(event):
+                        return
+                    halted = waiting_halt(halted, event) if settle else None
+                if halted is not None:
+                    # Settled only if nothing was appended after the halt: the end is read afresh,
+                    # so a resume already in the partition is followed, not missed.
+                    end = max(end, (await asyncio.to_thread(watermarks, consumer, tp))[1])
+                    if not msgs:  # position() also counts what carries no record (as below)
+                        position = max(position, (await asyncio.to_thread(consumer.position, [tp]))[0].offset)
+                    if position >= end:
                         return
                 if not msgs and not follow:
                     # Compaction can leave the end offset unreachable; position() is authoritative.

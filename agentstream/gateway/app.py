@@ -165,6 +165,8 @@ class Gateway:
         # The run id is a function of (tenant, key): concurrent identical requests all name the
         # same run, and the journal's dedupe makes them one.
         run_id = "run_" + hashlib.sha256(f"{caller.tenant_id}\x00{key}".encode()).hexdigest()[:24]
+        if self.tools is not None and body.tools:
+            await self.tools.check_run_tools(caller.tenant_id, body.tools)
         existing = await self.index.find(caller.tenant_id, run_id)
         status = 200
         if existing is None:

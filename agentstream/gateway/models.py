@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 # Shared by the handlers and the OpenAPI document, so the document says exactly what is accepted.
@@ -91,8 +92,9 @@ _HOST = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Z
 _PORT = r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
 EGRESS_ENTRY_PATTERN = rf"^(\*\.)?{_HOST}{_PORT}$"
 # A remote server's URL names its host the way an allowlist entry does (a DNS name, no literal
-# IPv6, no user info), so the document says what registration accepts.
-REMOTE_URL_PATTERN = rf"^https?://{_HOST}{_PORT}(/[^\s]*)?$"
+# IPv6, no user info; a path of printable ASCII, which an HTTP client sends as is), so the document
+# says what registration accepts.
+REMOTE_URL_PATTERN = rf"^https?://{_HOST}{_PORT}(/[!-~]*)?$"
 
 
 def _one_of_command_or_url(schema: dict[str, Any]) -> None:
@@ -142,6 +144,13 @@ class RegisterTool(BaseModel):
             raise ValueError("give exactly one of command (an MCP stdio server) and url (a remote MCP server)")
         if self.url is not None and not self.egress:
             raise ValueError("a remote tool's egress allowlist must name its server's host")
+        if self.url is not None:
+            try:
+                host = httpx.URL(self.url).host
+            except httpx.InvalidURL as exc:
+                raise ValueError(f"url is not a URL this platform can call ({exc})") from None
+            if not host:
+                raise ValueError("url must name a host")
         if self.input_schema.get("type", "object") != "object":
             raise ValueError("input_schema must describe a JSON object")
         return self

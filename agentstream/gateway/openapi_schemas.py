@@ -12,7 +12,14 @@ ERROR_SCHEMA = {
         "error": {
             "type": "object",
             "required": ["type", "message"],
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+                # Only on `unknown_tool`: the requested names the tenant has no tool of, and those it has.
+                "unknown": {"type": "array", "items": {"type": "string"}},
+                "available": {"type": "array", "items": {"type": "string"}},
+            },
         }
     },
 }

@@ -3,8 +3,11 @@ the tenant's own tools, and the kill switch for them. Platform tools are adminis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import httpx
+from confluent_kafka import KafkaException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -16,14 +19,53 @@ from agentstream.registry.admin import RegistryError
 from agentstream.registry.entry import ToolEntry
 from agentstream.registry.reader import CatalogReader
 
+# How long a run request naming a tool this gateway has not seen waits for the registry to be read
+# to its end before it is refused: normally milliseconds; a broker outage lets the request through.
+UNKNOWN_TOOL_CATCH_UP_S = 5.0
+# An `unknown_tool` refusal's message names at most this many of the tools the tenant has.
+_NAMED_IN_MESSAGE = 30
+
 
 class ToolsApi:
-    def __init__(self, settings: Settings, reader: CatalogReader) -> None:
+    def __init__(self, settings: Settings, reader: CatalogReader, *, follows_topics: bool = True) -> None:
+        """`follows_topics=False`: a catalog fed directly (in-process tests), nothing to catch up on."""
         self.settings = settings
         self.reader = reader
+        self.follows_topics = follows_topics
 
     def _fresh(self) -> None:
         self.reader.refresh()
+
+    async def check_run_tools(self, tenant_id: str, names: Sequence[str]) -> None:
+        """Refuses (422 `unknown_tool`) a run that names a tool the tenant cannot use, as the
+        orchestrator would a moment later (it resolves names with the same `visible`), so the
+        caller learns at once which names are wrong and which it may use."""
+        self._fresh()
+        if not (missing := self._missing(tenant_id, names)):
+            return
+        if self.follows_topics:
+            # The name may be a tool registered a moment ago (by the CLI, or through another
+            # gateway) that this reader has not reached yet: read the registry to its end first.
+            # Only requests that would be refused pay for it.
+            try:
+                await self.reader.catch_up(UNKNOWN_TOOL_CATCH_UP_S)
+            except (TimeoutError, KafkaException):
+                return  # the registry cannot be read now: let the orchestrator decide, as before
+            if not (missing := self._missing(tenant_id, names)):
+                return
+        available = sorted(self.reader.catalog.visible(tenant_id))
+        shown = ", ".join(available[:_NAMED_IN_MESSAGE]) + (", ..." if len(available) > _NAMED_IN_MESSAGE else "")
+        raise ApiError(
+            422,
+            "unknown_tool",
+            f"unknown tool(s): {', '.join(missing)}; this tenant's tools: {shown or 'none'} (GET /v1/tools)",
+            field="tools",
+            details={"unknown": missing, "available": available},
+        )
+
+    def _missing(self, tenant_id: str, names: Sequence[str]) -> list[str]:
+        visible = self.reader.catalog.visible(tenant_id)
+        return sorted({n for n in names if n not in visible})
 
     async def list(self, tenant_id: str) -> Response:
         self._fresh()
@@ -40,7 +82,7 @@ class ToolsApi:
         self._fresh()
         draft = ToolEntry(
             name=body.name, description=body.description, input_schema=body.input_schema, tier=body.tier,
-            transport=_transport(body),
+            transport=transport_of(body),
             owner=tenant_id, scopes=tuple(body.scopes), egress=tuple(body.egress), secrets=tuple(body.secrets),
             timeout_ms=int(body.timeout_s * 1000), approval_timeout_s=body.approval_timeout_s,
         )  # fmt: skip
@@ -76,7 +118,13 @@ class ToolsApi:
         return entry
 
 
-def _transport(body: RegisterTool) -> dict[str, Any]:
+def transport_of(body: RegisterTool) -> dict[str, Any]:
+    """The registration's transport, named by the server, never by the tool: the executor runs one
+    process (or connection) per distinct transport (and tenant and egress; `server_key`), so the
+    tools of one MCP server registered one by one share its state, and shape for shape what
+    `agentstream tools register --command` writes (cli/tools.py), so either path reaches the same process."""
     if body.command is not None:
-        return {"kind": "stdio", "server": body.name, "command": body.command[0], "args": body.command[1:]}
-    return {"kind": "http", "server": body.name, "url": body.url}
+        command = body.command[0]
+        return {"kind": "stdio", "server": command.rsplit("/", 1)[-1], "command": command, "args": body.command[1:]}
+    assert body.url is not None  # the model's validator: exactly one of command and url
+    return {"kind": "http", "server": httpx.URL(body.url).host, "url": body.url}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -89,6 +90,9 @@ class TableReader:
         self._topic = topic
         self._apply = apply
         self._assigned = False
+        # A catch-up drains on a worker thread while the loop may poll: one drain at a time, so
+        # batches are applied in the order they were fetched (a table is last-write-wins).
+        self._draining = threading.Lock()
 
     def _assign(self) -> list[TopicPartition]:
         md = self._consumer.list_topics(self._topic, timeout=10)
@@ -98,6 +102,10 @@ class TableReader:
         return partitions
 
     def _drain(self, timeout: float) -> int:
+        with self._draining:
+            return self._drain_held(timeout)
+
+    def _drain_held(self, timeout: float) -> int:
         count = 0
         for msg in fetch_batch(self._consumer, 500, timeout):
             if msg.error() is None:
@@ -123,7 +131,13 @@ class TableReader:
         await asyncio.to_thread(run)
 
     def poll_nowait(self) -> int:
-        return self._drain(0) if self._assigned else 0
+        # Never waits on a catch-up's drain (the loop must not block): that drain applies what is there.
+        if not self._assigned or not self._draining.acquire(blocking=False):
+            return 0
+        try:
+            return self._drain_held(0)
+        finally:
+            self._draining.release()
 
     def close(self) -> None:
         self._consumer.close()

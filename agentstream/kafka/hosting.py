@@ -8,16 +8,21 @@ it already applied, instead of all cores trusting the slowest one's offset.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
 from agentstream.events import Event
+from agentstream.kafka.consumer import watermarks
 from agentstream.kafka.core import Outcome, ProcessorCore
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.state import PartitionStore
 
 Tick = Callable[[PartitionStore, int], Outcome]
+log = logging.getLogger("agentstream.runtime")
 
 
 @dataclass
@@ -72,3 +77,46 @@ class Partition:
 
 def store_path(state_dir: Path, core: str, instance: str, partition: int) -> Path:
     return state_dir / f"{core}-{instance}" / f"p{partition:03d}"
+
+
+@dataclass
+class Assigned:
+    """A partition just assigned: its slots, and the offset reading starts from (the lowest of its
+    cores' offsets)."""
+
+    partition: Partition
+    begin: int
+
+
+def assign_partitions(
+    consumer: Consumer,
+    partitions: list[TopicPartition],
+    cores: list[str],
+    stores: dict[tuple[str, int], PartitionStore],
+) -> tuple[dict[int, Assigned], int]:
+    """Each assigned partition's slots from its cores' opened stores and the broker's watermarks,
+    with `tp.offset` set where the consumer starts; and how many events are to read before acting.
+    A watermark query that fails (the broker gone mid-assign) closes every store given and
+    re-raises: the consumer that is then replaced gives up only what was assigned before, so stores
+    left open would fail every later assign of their partitions on RocksDB's lock, for good."""
+    assigned: dict[int, Assigned] = {}
+    behind = 0
+    try:
+        for tp in partitions:
+            low, high = watermarks(consumer, tp)
+            slots: dict[str, CoreSlot] = {}
+            for core in cores:
+                store = stores[(core, tp.partition)]
+                stored = store.offset()
+                slots[core] = CoreSlot(store, stored if stored is not None else low)
+                log.debug("%s assigned p%d from %s (end %d)", core, tp.partition,
+                          "beginning (rebuild)" if stored is None else stored, high)  # fmt: skip
+            begin = min(slot.next_offset for slot in slots.values())
+            behind += max(0, high - begin)
+            tp.offset = begin if begin > low else OFFSET_BEGINNING
+            assigned[tp.partition] = Assigned(Partition(slots, high, recovering=begin < high), begin)
+    except BaseException:
+        for store in stores.values():
+            store.close()
+        raise
+    return assigned, behind

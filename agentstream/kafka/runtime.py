@@ -40,16 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.admission import admit
 from agentstream.kafka.changelogs import StateChangelogs
-from agentstream.kafka.consumer import consumer_config, watermarks
+from agentstream.kafka.consumer import consumer_config
 from agentstream.kafka.core import Outcome, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
 from agentstream.kafka.fetcher import Fetcher
-from agentstream.kafka.hosting import CoreSlot, HostedCore, Partition, store_path
+from agentstream.kafka.hosting import HostedCore, Partition, assign_partitions, store_path
 from agentstream.kafka.journal import TYPE_HEADER, Record, header_pairs
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.kafka.runtime_io import Counters, JournalWriter, publish_status_forever
@@ -155,23 +155,12 @@ class ProcessorRuntime(SideEffects):
                 [tp.partition for tp in partitions], [h.name for h in self.cores],
                 lambda core, p: store_path(self.config.state_dir, core, self.config.instance, p),
             )  # fmt: skip
-            behind = 0
-            for tp in partitions:
-                low, high = watermarks(consumer, tp)
-                slots: dict[str, CoreSlot] = {}
-                for hosted in self.cores:
-                    store = stores[(hosted.name, tp.partition)]
-                    stored = store.offset()
-                    slots[hosted.name] = CoreSlot(store, stored if stored is not None else low)
-                    log.debug("%s assigned p%d from %s (end %d)", hosted.name, tp.partition,
-                              "beginning (rebuild)" if stored is None else stored, high)  # fmt: skip
-                begin = min(slot.next_offset for slot in slots.values())
-                behind += max(0, high - begin)
-                tp.offset = begin if begin > low else OFFSET_BEGINNING
-                self._partitions[tp.partition] = Partition(slots, high, recovering=begin < high)
+            assigned, behind = assign_partitions(consumer, partitions, [h.name for h in self.cores], stores)
+            for p, fresh in assigned.items():
+                self._partitions[p] = fresh.partition
                 # What the stores reflect counts as applied: a read barrier on a partition with
                 # nothing new to read must not wait for an event that never comes.
-                self._applied_next[tp.partition] = begin
+                self._applied_next[p] = fresh.begin
             log.info("%s assigned partitions %s: %d events to read before acting", self.name,
                      ",".join(str(tp.partition) for tp in partitions) or "none", behind)  # fmt: skip
             consumer.assign(partitions)

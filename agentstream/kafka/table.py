@@ -127,11 +127,14 @@ class TopicTable:
         """Records are removed by later events by default; tables whose keys name an entry drop it."""
 
 
-async def put_record(settings: Settings, topic: str, event: Event) -> None:
-    """Writes one event to a table topic, keyed by its `event_id`, and waits for the ack."""
+async def put_record(settings: Settings, topic: str, event: Event, producer: AsyncProducer | None = None) -> None:
+    """Writes one event to a table topic, keyed by its `event_id`, and waits for the ack; with
+    `producer`, through it (a caller writing many records opens one), else through one of its own."""
     record = RecordFactory(AvroCodec(), topic, 1).keyed(topic, event)
-    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
+    own = producer is None
+    producer = producer or AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
     try:
         await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
     finally:
-        await producer.aclose()
+        if own:
+            await producer.aclose()

@@ -9,6 +9,7 @@ import time
 
 from agentstream.config import Settings
 from agentstream.events import Event, TenantPolicySet, ToolSwitched
+from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.table import put_record
 from agentstream.netguard import EgressRefused
 from agentstream.registry.catalog import ToolCatalog
@@ -39,8 +40,8 @@ async def read_catalog(settings: Settings) -> ToolCatalog:
         return reader.catalog
 
 
-async def _publish(settings: Settings, topic_name: str, event: Event) -> None:
-    await put_record(settings, load_topics(settings.topic_prefix)[topic_name].name, event)
+async def _publish(settings: Settings, topic_name: str, event: Event, producer: AsyncProducer | None = None) -> None:
+    await put_record(settings, load_topics(settings.topic_prefix)[topic_name].name, event, producer)
 
 
 def validate_entry(entry: ToolEntry) -> None:
@@ -85,7 +86,9 @@ def _check_approval_timeout(seconds: float) -> None:
         )
 
 
-async def register_tool(settings: Settings, draft: ToolEntry, catalog: ToolCatalog | None = None) -> ToolEntry:
+async def register_tool(
+    settings: Settings, draft: ToolEntry, catalog: ToolCatalog | None = None, producer: AsyncProducer | None = None
+) -> ToolEntry:
     """Registers `draft` as a new version when its contract differs from the latest one, and
     returns the latest one unchanged otherwise (registering is idempotent)."""
     validate_entry(draft)
@@ -103,9 +106,20 @@ async def register_tool(settings: Settings, draft: ToolEntry, catalog: ToolCatal
     version = str(int(latest.version) + 1) if latest is not None and latest.version.isdigit() else "1"
     entry = dataclasses.replace(draft, version=version, registered_ms=int(time.time() * 1000))
     event = entry.to_event()
-    await _publish(settings, CATALOG, event)
+    await _publish(settings, CATALOG, event, producer)
     catalog.apply(event)
     return entry
+
+
+async def register_tools(settings: Settings, drafts: list[ToolEntry]) -> list[ToolEntry]:
+    """Registers a server's tools in one go (`tools discover --tiers`): one catalog read and one
+    producer for them all, each draft as `register_tool` would, in order."""
+    catalog = await read_catalog(settings)
+    producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
+    try:
+        return [await register_tool(settings, draft, catalog, producer) for draft in drafts]
+    finally:
+        await producer.aclose()
 
 
 async def switch_tool(settings: Settings, owner: str, name: str, *, disabled: bool, reason: str, by: str) -> None:

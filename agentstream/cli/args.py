@@ -1,0 +1,54 @@
+"""Argument types for numbers the run API bounds: the CLI refuses at parsing what the API would
+refuse with a 422 (a negative budget, zero steps), naming the flag, instead of starting a run that
+halts at once. The bounds are read from the API's own request models, so the two cannot drift."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from agentstream.gateway.models import Budget, CreateRun, ResumeRun
+
+
+def _bounds(model: type[BaseModel], field: str) -> tuple[float | None, float | None]:
+    low = high = None
+    for rule in model.model_fields[field].metadata:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+    return low, high
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _bounded(model: type[BaseModel], field: str, kind: type[int] | type[float], note: str) -> Callable[[str], float]:
+    low, high = _bounds(model, field)
+    span = f"between {_num(low)} and {_num(high)}" if low is not None and high is not None else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {span}{note}, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+NO_CAP = " (0: no cap)"
+budget_usd = _bounded(Budget, "usd", float, NO_CAP)
+budget_tokens = _bounded(Budget, "tokens", int, NO_CAP)
+budget_wall_s = _bounded(Budget, "wall_s", float, NO_CAP)
+max_steps = _bounded(CreateRun, "max_steps", int, "")
+add_steps = _bounded(ResumeRun, "add_steps", int, "")
+add_usd = _bounded(ResumeRun, "add_usd", float, "")
+add_tokens = _bounded(ResumeRun, "add_tokens", int, "")
+add_wall_s = _bounded(ResumeRun, "add_wall_s", float, "")
