@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from agentstream.localkafka import free_port
-from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
+from agentstream.stack import LAYOUT_ENV, PAYMENTS_AUTO_APPROVED, Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
 from bench.common import CpuMeter, bench_settings, cpu_seconds, percentile
 
@@ -119,7 +119,10 @@ async def main() -> None:
     parser.add_argument("--creates", type=int, default=300)
     parser.add_argument("--processor-nice", type=int, default=10,
                         help="niceness of the processors (background work) relative to the gateway and broker")  # fmt: skip
+    parser.add_argument("--layout", choices=("engine", "separate"), default="engine",
+                        help="engine: every processor core in one process (what `dev` runs); separate: one each")  # fmt: skip
     args = parser.parse_args()
+    os.environ[LAYOUT_ENV] = args.layout
     async with bench_settings("gateway") as (settings, _kafka):
         scen = settings.home / "scenarios"
         scen.mkdir()
@@ -177,6 +180,7 @@ async def main() -> None:
                 "turn_ms": args.turn_ms,
                 "lockstep": args.lockstep,
                 "processor_nice": args.processor_nice,
+                "layout": args.layout,
                 "sse_events_delivered_live": live,
                 "sse_deliveries_per_s": round(live / stream_s, 1),
                 "gateway_cpu_share": round(gateway_cpu / stream_s, 2),
