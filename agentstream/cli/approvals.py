@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from agentstream.approvals import record_decision
-from agentstream.client.http import ApiError, NotFound, RunsClient
+from agentstream.cli.api import api_configured, via_api
+from agentstream.client.http import RunsClient
 from agentstream.client.journal import JournalClient
 from agentstream.client.scan import read_journal
 from agentstream.config import Settings
@@ -43,17 +44,9 @@ def add_approvals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 async def run_approvals_command(args: argparse.Namespace) -> int:
-    key = os.environ.get("AGENTSTREAM_API_KEY")
-    if key:
-        url = os.environ.get("AGENTSTREAM_API_URL") or "http://127.0.0.1:8080"
-        async with RunsClient(url, key) as client:
-            try:
-                return await _via_api(client, args)
-            except NotFound:
-                print(f"no approval {args.approval_id} for this API key's tenant", file=sys.stderr)
-            except ApiError as exc:
-                print(f"refused: {exc}", file=sys.stderr)
-            return 1
+    if api_configured():
+        not_found = f"no approval {getattr(args, 'approval_id', '')} for this API key's tenant"
+        return await via_api(lambda client: _via_api(client, args), not_found=not_found)
     return await _as_operator(Settings.from_env(), args)
 
 

@@ -7,11 +7,11 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
 
-from agentstream.client.http import ApiError, NotFound, RunsClient
+from agentstream.cli.api import api_configured, via_api
+from agentstream.client.http import RunsClient
 from agentstream.client.journal import (
     JournalClient,
     JournalEntry,
@@ -41,15 +41,15 @@ async def dispatch(args: argparse.Namespace) -> int:
             return await _run(settings, args)
         case "runs":
             if args.runs_command == "show":
-                if _api_configured():
-                    return await _via_api(lambda c: _show_via_api(c, args.run_id, as_json=args.json))
+                if api_configured():
+                    return await via_api(lambda c: _show_via_api(c, args.run_id, as_json=args.json))
                 return await show_run(settings, args.run_id, as_json=args.json)
             if args.runs_command == "resume":
-                if _api_configured():
-                    return await _via_api(lambda c: _resume_via_api(c, args))
+                if api_configured():
+                    return await via_api(lambda c: _resume_via_api(c, args))
                 return await _resume(settings, args)
-            if _api_configured():
-                return await _via_api(lambda c: _cancel_via_api(c, args.run_id, args.reason))
+            if api_configured():
+                return await via_api(lambda c: _cancel_via_api(c, args.run_id, args.reason))
             return await _cancel(settings, args.run_id, args.reason)
         case "replay":
             from tools.replay import replay_command
@@ -118,8 +118,8 @@ async def _process(settings: Settings, name: str, instance: str) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    if _api_configured():
-        return await _via_api(lambda c: _run_via_api(c, args))
+    if api_configured():
+        return await via_api(lambda c: _run_via_api(c, args))
     client = JournalClient(settings)
     try:
         run_id = await client.request_run(
@@ -274,22 +274,6 @@ async def _resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # -- through the run API: used when AGENTSTREAM_API_KEY is set ------------------------------------
-
-
-def _api_configured() -> bool:
-    return bool(os.environ.get("AGENTSTREAM_API_KEY"))
-
-
-async def _via_api(command: Callable[[RunsClient], Awaitable[int]]) -> int:
-    url = os.environ.get("AGENTSTREAM_API_URL") or "http://127.0.0.1:8080"
-    async with RunsClient(url, os.environ["AGENTSTREAM_API_KEY"]) as client:
-        try:
-            return await command(client)
-        except NotFound:
-            print("no such run for this API key's tenant", file=sys.stderr)
-        except ApiError as exc:
-            print(f"refused: {exc}", file=sys.stderr)
-        return 1
 
 
 async def _api_entries(client: RunsClient, run_id: str, started: float | None = None) -> list[JournalEntry]:

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 
 from agentstream.budgets.controls import KILL_SCOPES, set_kill_switch, set_tenant_budget
-from agentstream.client.http import ApiError, RunsClient
+from agentstream.cli.api import api_configured, via_api
+from agentstream.client.http import RunsClient
 from agentstream.client.scan import read_journal
 from agentstream.config import Settings
 from agentstream.costs import GROUPS, costs_from_journal, group_costs
@@ -67,18 +68,14 @@ def _print(body: Any, as_json: bool) -> None:
             print(f"{key:>20}: {value}")
 
 
+async def _costs_via_api(client: RunsClient, args: argparse.Namespace) -> int:
+    _print(await client.cost(args.run) if args.run else await client.costs(args.by), args.json)
+    return 0
+
+
 async def run_costs_command(args: argparse.Namespace) -> int:
-    key = os.environ.get("AGENTSTREAM_API_KEY")
-    if key:
-        url = os.environ.get("AGENTSTREAM_API_URL") or "http://127.0.0.1:8080"
-        async with RunsClient(url, key) as client:
-            try:
-                body = await client.cost(args.run) if args.run else await client.costs(args.by)
-            except ApiError as exc:
-                print(f"refused: {exc}", file=sys.stderr)
-                return 1
-        _print(body, args.json)
-        return 0
+    if api_configured():
+        return await via_api(lambda client: _costs_via_api(client, args))
     journal = await read_journal(Settings.from_env())
     settled = [
         (e.event, e.timestamp_ms) for entries in journal.values() for e in entries if isinstance(e.event, BudgetSettled)
