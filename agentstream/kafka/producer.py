@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,22 @@ class AsyncProducer:
             else:
                 loop.call_soon_threadsafe(_set_result, future, msg)
 
+        refused = self._produce(topic, value, key, partition, headers, on_delivery)
+        if refused is not None:
+            future.set_exception(refused)
+        return future
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> DeliveryError | None:
+        """Queues one record; the error when librdkafka refuses it outright (its delivery report
+        then never comes). A full local queue is waited out, not refused."""
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
@@ -107,17 +123,17 @@ class AsyncProducer:
         while True:
             try:
                 self._producer.produce(topic, **kwargs)
-                break
+                return None
             except BufferError:
                 # Local queue full: let the poll thread drain deliveries, then retry.
                 self._producer.poll(0.01)
             except KafkaException as exc:
-                if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
-                    self._fatal.set()
                 error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                future.set_exception(delivery_error(error) if error is not None else DeliveryError(str(exc)))
-                break
-        return future
+                if error is None:
+                    return DeliveryError(str(exc))
+                if error.fatal():
+                    self._fatal.set()
+                return delivery_error(error)
 
     def send_batch(self, records: Sequence[Record]) -> asyncio.Future[list[Message | DeliveryError]]:
         """Writes `records` (in this order within each partition) and resolves once every one is
@@ -151,28 +167,10 @@ class AsyncProducer:
                 self._fatal.set()
             settle(index, delivery_error(err))
 
-        for index, record in enumerate(records):
-            kwargs: dict[str, Any] = {
-                "key": record.key,
-                "value": record.value,
-                "on_delivery": partial(on_delivery, index),
-            }
-            if record.partition is not None:
-                kwargs["partition"] = record.partition
-            if record.headers:
-                kwargs["headers"] = record.headers
-            while True:
-                try:
-                    self._producer.produce(record.topic, **kwargs)
-                    break
-                except BufferError:
-                    self._producer.poll(0.01)  # local queue full: serve deliveries, then retry
-                except KafkaException as exc:
-                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].fatal():
-                        self._fatal.set()
-                    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                    settle(index, delivery_error(error) if error is not None else DeliveryError(str(exc)))
-                    break
+        for index, r in enumerate(records):
+            refused = self._produce(r.topic, r.value, r.key, r.partition, r.headers, partial(on_delivery, index))
+            if refused is not None:
+                settle(index, refused)
         return future
 
     def _replace(self) -> None:

@@ -119,7 +119,7 @@ def restore(
 ) -> int | None:
     """Restores `store` from changelog `topic`'s `partition`; returns the journal offset to resume
     from, or None to replay the journal from its beginning. See `restore_all`."""
-    return restore_all(bootstrap, kafka_extra, topic, {partition: store}, stall_s=stall_s)[partition].offset
+    return restore_partition(bootstrap, kafka_extra, topic, partition, store, stall_s=stall_s).offset
 
 
 def restore_partition(
