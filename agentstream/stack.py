@@ -100,7 +100,7 @@ class ScriptedModel:
         cmd = [
             sys.executable,
             "-m",
-            "agentstream.scripted_model",
+            "agentstream.doubles.scripted_model",
             "--host",
             "127.0.0.1",
             "--port",

@@ -47,13 +47,13 @@ from agentstream.client.scan import read_journal
 from agentstream.events import LlmCallCompleted, ToolCallRequested
 from agentstream.localcluster import LocalCluster, leader_of_most
 from agentstream.localkafka import LocalKafka
+from agentstream.processors.tool_executor.builtin import bank_stats, bank_transfers
 from agentstream.stack import AUTO_APPROVE_DEMO, LAYOUT_ENV, PROCESSORS, Deployment, ProcessorProcesses
 from agentstream.topics import JOURNAL, load_topics
 from agentstream.trajectory import summarize
 from bench.common import bench_settings, cluster_bench_settings, comparable_trajectory
 from bench.scenarios import chaos_scenario, write_scenarios
 from bench.watch import TerminalWatcher
-from processors.tool_executor.builtin import bank_stats, bank_transfers
 
 TOOLS = ["calculator", "lookup", "transfer_funds", "convert_time"]
 

@@ -101,8 +101,8 @@ def comparable_trajectory(entries: list[JournalEntry], run_id: str) -> list[tupl
     dates, because mcp-server-time's convert_time stamps its answer with today's date: a reference
     run before midnight UTC and a chaos run after it differ in nothing else."""
     from agentstream.events import ToolCallRequested
+    from agentstream.processors.tool_executor.builtin import transfer_id_for
     from agentstream.trajectory import trajectory
-    from processors.tool_executor.builtin import transfer_id_for
 
     masks = {run_id: "RUN"}
     for entry in entries:

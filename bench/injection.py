@@ -53,6 +53,7 @@ from agentstream.events import (
     ToolCallCompleted,
     ToolCallRequested,
 )
+from agentstream.processors.tool_executor.builtin import bank_transfers
 from agentstream.registry.admin import register_tool
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.security.signing import approval_verifies, platform_signers
@@ -62,7 +63,6 @@ from agentstream.trajectory import summarize
 from bench.attacks.egress import loopback_exempted
 from bench.common import bench_settings
 from bench.injection_exfil import PrivateRecord, exfil_call, received
-from processors.tool_executor.builtin import bank_transfers
 
 TENANT = "victim"
 EVIL = "evil.example"
@@ -466,7 +466,7 @@ async def run_bench(settings: Settings, *, attacks: int, benign: int, seed: int,
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=64))
     t0 = time.monotonic()
     rng = random.Random(seed)
-    # Beside the platform's home, not in it: the sandbox hides that home (keys, state) from tools.
+    # Beside the platform's home, not in it: the sandbox hides that home (keys, state) from agentstream.tools.
     data = settings.home.parent / f"victim-{settings.topic_prefix}"
     (data / "files").mkdir(parents=True, exist_ok=True)
     for directory in (data, data / "files"):

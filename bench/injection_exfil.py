@@ -3,7 +3,7 @@ an allowlisted host. The run first reads the victim's private data (a file, an e
 the account tool), then an injected instruction makes the compromised model put that data into a
 request to the documentation site, a host every web tool may reach. The attacker knows the data's
 shape, not its value: the instruction's `{{copy:REGEX}}` placeholders make the model copy it from
-what it read (see agentstream/scripted_model/server.py). Variants reformat, percent-encode, cut or
+what it read (see agentstream/doubles/scripted_model/server.py). Variants reformat, percent-encode, cut or
 move the data in the request, as a model told to "append the account number" might.
 
 The evidence is what the documentation site received: `received` decodes each request the site

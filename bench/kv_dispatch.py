@@ -70,6 +70,7 @@ from agentstream import ids
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
 from agentstream.credentials.signing_keys import component_keyring
+from agentstream.doubles.replica_emulator.profile import DEFAULT_8B_H100
 from agentstream.events import (
     LlmCallCompleted,
     LlmCallDispatched,
@@ -85,7 +86,6 @@ from agentstream.kafka.auth import CREDENTIALS_DIR_ENV, with_principal
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, producer_config
-from agentstream.replica_emulator.profile import DEFAULT_8B_H100
 from agentstream.security.journal_trust import JournalSigner, stand_in_writer
 from agentstream.stack import ensure_topics
 from agentstream.topics import JOURNAL, STATUS, load_topics
@@ -134,7 +134,7 @@ class Fleet:
         self.stop_emulators()
         self.infinite, self.time_scale = infinite, time_scale
         for i in range(self.count):  # all started before any is waited for: they import in parallel
-            cmd = [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
+            cmd = [sys.executable, "-m", "agentstream.doubles.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
                    "--kv-tokens", str(self.kv_tokens), "--time-scale", str(time_scale),
                    "--prefill-chunk-tokens", str(self.prefill_chunk_tokens)]  # fmt: skip
             proc = subprocess.Popen([*cmd, *(["--infinite-kv"] if infinite else [])], stdout=subprocess.PIPE,
@@ -159,7 +159,7 @@ class Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"kv-dispatcher-{policy}.log", "ab") as out:
             self.dispatcher = subprocess.Popen(
-                [sys.executable, "-m", "processors.kv_dispatcher.app"], env=env, stdout=out,
+                [sys.executable, "-m", "agentstream.processors.kv_dispatcher.app"], env=env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
             )  # fmt: skip
 

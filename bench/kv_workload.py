@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from agentstream.replica_emulator.profile import DEFAULT_8B_H100, ReplicaProfile
+from agentstream.doubles.replica_emulator.profile import DEFAULT_8B_H100, ReplicaProfile
 
 # Bounds of the automatic time scale: below 0.02 CPU lag dominates the emulated times on two cores;
 # above 0.1 nothing is gained for the goals and the wall time grows.

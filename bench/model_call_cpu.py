@@ -45,7 +45,7 @@ def cpu_seconds(pid: int) -> float:
 
 def start_server(tree: Path, scenarios: Path, loop: str) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "agentstream.scripted_model", "--port", "0", "--scenarios", str(scenarios)]
+    cmd = [sys.executable, "-m", "agentstream.doubles.scripted_model", "--port", "0", "--scenarios", str(scenarios)]
     if loop != "default":  # older trees have no --loop
         cmd += ["--loop", loop]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=tree)
@@ -73,7 +73,7 @@ def chat_request(index: int) -> Any:
 async def provider_client(url: str, stream: bool) -> tuple[Call, Callable[[], Awaitable[None]]]:
     from dataclasses import replace
 
-    from processors.model_invoker.providers import OpenAIChatProvider
+    from agentstream.processors.model_invoker.providers import OpenAIChatProvider
 
     provider = OpenAIChatProvider(url, "sk-bench", timeout_s=30.0, stream=stream)
     base = chat_request(0)
@@ -90,10 +90,10 @@ async def invoker_client(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]
     from agentstream.config import ModelSettings
     from agentstream.events import LlmCallCompleted, LlmCallRequested
     from agentstream.llm import messages_to_json, tools_to_json
-    from processors.model_invoker.invoke import ModelInvoker
-    from processors.model_invoker.providers import RetryPolicy
-    from processors.model_invoker.router import ModelRouter
-    from processors.model_invoker.routes import RouteTable
+    from agentstream.processors.model_invoker.invoke import ModelInvoker
+    from agentstream.processors.model_invoker.providers import RetryPolicy
+    from agentstream.processors.model_invoker.router import ModelRouter
+    from agentstream.processors.model_invoker.routes import RouteTable
 
     router = ModelRouter(RouteTable.from_env(ModelSettings(base_url=url), env={}), RetryPolicy())
     invoker = ModelInvoker(router)
@@ -116,7 +116,7 @@ async def library_client(kind: str, url: str) -> tuple[Call, Callable[[], Awaita
     """The same request bytes and parsing as the adapter, over a tuned client of another library."""
     import orjson
 
-    from processors.model_invoker.providers import OpenAIChatProvider
+    from agentstream.processors.model_invoker.providers import OpenAIChatProvider
 
     shape = OpenAIChatProvider(url, "sk-bench")
     base = chat_request(0)

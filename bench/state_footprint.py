@@ -43,12 +43,12 @@ from agentstream.events import (
 from agentstream.kafka.core import Outcome, ProcessorCore
 from agentstream.kafka.state import PartitionStore
 from agentstream.pricing.table import parse_price_book
+from agentstream.processors.cost_governor.core import CostGovernorCore
+from agentstream.processors.orchestrator.core import OrchestratorCore
+from agentstream.processors.policy_gate.core import PolicyGateCore
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
 from agentstream.security.signing import Signer
-from processors.cost_governor.core import CostGovernorCore
-from processors.orchestrator.core import OrchestratorCore
-from processors.policy_gate.core import PolicyGateCore
 
 NOW = 1_800_000_000_000
 CALC = ToolEntry(

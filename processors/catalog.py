@@ -23,6 +23,6 @@ def builds_for(names: Iterable[str]) -> dict[str, BuildCore]:
     for name in names:
         if name not in CORES:
             raise ValueError(f"no processor named {name!r} (known: {', '.join(CORES)})")
-        module = importlib.import_module(f"processors.{name.replace('-', '_')}.app")
+        module = importlib.import_module(f"agentstream.processors.{name.replace('-', '_')}.app")
         builds[name] = module.build
     return builds

@@ -84,3 +84,15 @@ def scenarios_dir(tmp_path: Path) -> Iterator[Path]:
     d = tmp_path / "scenarios"
     d.mkdir()
     yield d
+
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its layer, taken from the folder it lives in (tests/unit, ...), so
+    `-m unit` and `pytest tests/unit` select the same tests."""
+    for item in items:
+        layer = next((part for part in item.path.parts if part in LAYERS), None)
+        if layer is not None:
+            item.add_marker(getattr(pytest.mark, layer))

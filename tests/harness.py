@@ -54,7 +54,7 @@ def emulator_processes(count: int, time_scale: float = 0.01) -> Iterator[dict[st
     try:
         for i in range(count):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "agentstream.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
+                [sys.executable, "-m", "agentstream.doubles.replica_emulator", "--port", "0", "--replica-id", f"r{i}",
                  "--time-scale", str(time_scale)],
                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, fields
 from agentstream.config import Settings
 from agentstream.events import RunEvent, RunStarted
 from agentstream.llm import tools_from_json
-from processors.orchestrator.decide import OrchestratorConfig, decide
-from processors.orchestrator.evolve import evolve
-from processors.orchestrator.state import RunState
+from agentstream.processors.orchestrator.decide import OrchestratorConfig, decide
+from agentstream.processors.orchestrator.evolve import evolve
+from agentstream.processors.orchestrator.state import RunState
 
 AUTHORED = frozenset(
     {"RunStarted", "LlmCallRequested", "ToolCallRequested", "RunHalted", "RunCompleted", "RunFailed", "RunCancelled"}

@@ -52,7 +52,7 @@ async def dispatch(args: argparse.Namespace) -> int:
                 return await via_api(lambda c: _cancel_via_api(c, args.run_id, args.reason))
             return await _cancel(settings, args.run_id, args.reason)
         case "replay":
-            from tools.replay import replay_command
+            from agentstream.tools.replay import replay_command
 
             return await replay_command(settings, args.run_id)
         case "topics":
@@ -93,7 +93,7 @@ async def _gateway(settings: Settings, host: str, port: int) -> int:
 
 async def _process(settings: Settings, name: str, instance: str) -> int:
     from agentstream.process import configure_logging, serve_cores, stop_on_signals
-    from processors.catalog import builds_for, engine_cores
+    from agentstream.processors.catalog import builds_for, engine_cores
 
     configure_logging()
     settings = settings.as_component(name)

@@ -116,7 +116,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
             registered = await admin.register_tool(settings, entry)
             print(f"{registered.name} v{registered.version} ({registered.tier}{_approval(registered)})")
         case "discover":
-            from processors.tool_executor.discovery import discover
+            from agentstream.processors.tool_executor.discovery import discover
 
             # The file is read before the server starts: a mistake in it costs nothing.
             tiers = read_tiers(args.tiers) if args.tiers else None

@@ -48,11 +48,11 @@ from agentstream.credentials.keys import local_key_provider
 from agentstream.credentials.store import put_secret
 from agentstream.events import RunEvent
 from agentstream.gateway.service import running_gateway
+from agentstream.processors.tool_executor.builtin import bank_transfers
 from agentstream.registry.admin import register_tool
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.stack import Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
-from processors.tool_executor.builtin import bank_transfers
 
 PROBE_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "secret_probe_server.py"
 PAY = {"tool_calls": [{"name": "transfer_funds",

@@ -324,8 +324,8 @@ async def record_flood(tmp: Path, requests: int = 600) -> bool:
 async def remote_mcp_internal(url: str, tmp: Path) -> bool:
     """A remote tool whose catalog entry (written before registration checked) names a loopback
     MCP server: succeeds if the executor called it."""
-    from processors.tool_executor.builtin import BuiltinToolHost
-    from processors.tool_executor.registry_host import RegistryToolHost
+    from agentstream.processors.tool_executor.builtin import BuiltinToolHost
+    from agentstream.processors.tool_executor.registry_host import RegistryToolHost
 
     host_port = url.split("/")[2]
     entry = ToolEntry(name="add", description="", input_schema={"type": "object"}, tier="read_only",
@@ -341,7 +341,7 @@ async def remote_mcp_internal(url: str, tmp: Path) -> bool:
 async def remote_rebinding(*, control: bool = False) -> bool:
     """The executor's HTTP client against a rebinding name, three requests on fresh connections:
     succeeds if loopback was reached."""
-    from processors.tool_executor.remote_http import CheckedTransport
+    from agentstream.processors.tool_executor.remote_http import CheckedTransport
 
     public, internal = await twin_listeners(http=True)
     name = "rebind.attacker.example"
@@ -360,7 +360,7 @@ async def remote_rebinding(*, control: bool = False) -> bool:
 
 async def oversized_reply(megabytes: int = 8) -> bool:
     """A remote server answering with a huge body: succeeds if the executor's client read it all."""
-    from processors.tool_executor.remote_http import CheckedTransport
+    from agentstream.processors.tool_executor.remote_http import CheckedTransport
 
     size = megabytes * 1024 * 1024
 

@@ -34,15 +34,15 @@ from agentstream.events import (
     RunHalted,
     ToolCallCompleted,
 )
+from agentstream.processors.tool_executor.builtin import BuiltinToolHost, bank_transfers
+from agentstream.processors.tool_executor.mcp_host import McpToolHost
+from agentstream.processors.tool_executor.registry_host import RegistryToolHost, server_config
 from agentstream.registry.admin import register_tool
 from agentstream.registry.entry import DenialAction, TenantPolicy, ToolEntry
 from agentstream.security.signing import platform_signers
 from agentstream.stack import Deployment
 from agentstream.tooling import RiskTier, ToolResult
 from agentstream.trajectory import summarize
-from processors.tool_executor.builtin import BuiltinToolHost, bank_transfers
-from processors.tool_executor.mcp_host import McpToolHost
-from processors.tool_executor.registry_host import RegistryToolHost, server_config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 VICTIM_SERVER = FIXTURES / "victim_tools.py"

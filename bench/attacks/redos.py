@@ -99,8 +99,8 @@ _MEASURE = """
 import sys, time, orjson
 from agentstream.llm import ToolCall, ToolSpec
 from agentstream.registry.entry import TenantPolicy, ToolEntry
-from processors.orchestrator.validation import validate_call
-from processors.policy_gate.rules import evaluate
+from agentstream.processors.orchestrator.validation import validate_call
+from agentstream.processors.policy_gate.rules import evaluate
 schema, arguments = orjson.loads(sys.argv[1]), sys.argv[2]
 start = time.perf_counter()
 error = validate_call(ToolCall("c1", "t", arguments), {"t": ToolSpec("t", "", schema)})
@@ -139,7 +139,7 @@ async def _child_json(code: str, args: list[str], limit_s: float) -> dict[str, A
 
 _CALL_HOSTILE_SERVER = """
 import asyncio, sys, time, orjson
-from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
+from agentstream.processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
 async def main():
     host = McpToolHost(McpServerConfig(name="hostile", command=sys.executable, args=[sys.argv[1]]))
     await host.start()

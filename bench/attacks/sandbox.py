@@ -33,8 +33,8 @@ from typing import Any
 import orjson
 
 import agentstream.sandbox
+from agentstream.processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
 from agentstream.sandbox import SandboxPolicy
-from processors.tool_executor.mcp_host import McpServerConfig, McpToolHost
 
 HOSTILE_SERVER = r'''
 import json, os, stat, sys

@@ -49,13 +49,13 @@ from agentstream.events import (
 from agentstream.kafka.journal import TYPE_HEADER, header_pairs
 from agentstream.kafka.partitioner import partition_for
 from agentstream.kafka.producer import producer_config
+from agentstream.processors.tool_executor.builtin import bank_transfers
 from agentstream.registry.admin import read_catalog
 from agentstream.registry.entry import TenantPolicy
 from agentstream.security.journal_trust import RUN_PROOF_HEADER, JournalSigner
 from agentstream.security.signing import platform_signers, sign_capability, signed_decision
 from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
 from agentstream.topics import DEADLETTER, JOURNAL, load_topics
-from processors.tool_executor.builtin import bank_transfers
 
 PAY = {"tool_calls": [{"name": "transfer_funds",
                        "arguments": {"to_account": "ACC-7", "amount_cents": 777, "memo": "rent"}}]}  # fmt: skip

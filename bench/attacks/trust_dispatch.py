@@ -64,8 +64,8 @@ async def invoker_stage(settings: Settings, scenario_dir: Path) -> AsyncIterator
     replica, and the platform's model key configured. Yields a stage and the pool replica's URL."""
     from agentstream.config import ModelSettings
     from agentstream.process import serve
+    from agentstream.processors.model_invoker.app import build
     from agentstream.stack import ScriptedModel
-    from processors.model_invoker.app import build
 
     model = ScriptedModel([scenario_dir])
     url = await model.start()

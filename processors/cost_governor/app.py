@@ -14,7 +14,7 @@ from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.pricing import ModelPrice, PriceTable, default_price_book
 from agentstream.process import Built
-from processors.cost_governor.core import CostGovernorCore, WorstPrice, requested_price
+from agentstream.processors.cost_governor.core import CostGovernorCore, WorstPrice, requested_price
 
 
 def wall_clock_ms() -> int:

@@ -37,7 +37,7 @@ from agentstream.journal_limits import RESPONSE_TOO_LARGE
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.pricing import ModelPrice, PriceBook, PriceTable
-from processors.cost_governor.ledger import DAY_MS, Reservation, RunLedger, TenantDay, TenantView, check
+from agentstream.processors.cost_governor.ledger import DAY_MS, Reservation, RunLedger, TenantDay, TenantView, check
 
 HANDLED = frozenset(
     {

@@ -13,7 +13,7 @@ Environment:
                                           (another instance or process reports the replicas)
   AGENTSTREAM_KV_PROBE_INTERVAL_S         seconds between probes (default 0.5)
 
-Run it with `python -m processors.kv_dispatcher.app [--instance ID]` (or `agentstream process
+Run it with `python -m agentstream.processors.kv_dispatcher.app [--instance ID]` (or `agentstream process
 kv-dispatcher` where the CLI lists it).
 """
 
@@ -30,11 +30,11 @@ from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.kafka.table import TopicTable
 from agentstream.process import Built, configure_logging, serve, stop_on_signals
+from agentstream.processors.kv_dispatcher.core import KvDispatcherCore
+from agentstream.processors.kv_dispatcher.policies import Dispatcher
+from agentstream.processors.kv_dispatcher.prober import Prober, parse_targets
+from agentstream.processors.kv_dispatcher.state import DispatchConfig, DispatchState
 from agentstream.topics import REPLICAS, load_topics
-from processors.kv_dispatcher.core import KvDispatcherCore
-from processors.kv_dispatcher.policies import Dispatcher
-from processors.kv_dispatcher.prober import Prober, parse_targets
-from processors.kv_dispatcher.state import DispatchConfig, DispatchState
 
 
 def wall_clock_ms() -> int:
@@ -99,7 +99,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m processors.kv_dispatcher.app")
+    parser = argparse.ArgumentParser(prog="python -m agentstream.processors.kv_dispatcher.app")
     parser.add_argument("--instance", default="0")
     args = parser.parse_args()
     configure_logging()

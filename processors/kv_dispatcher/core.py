@@ -36,8 +36,8 @@ from agentstream.events import (
 )
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import PartitionStore
-from processors.kv_dispatcher.policies import Dispatcher
-from processors.kv_dispatcher.state import Dispatch, DispatchState, Pin, Rejected, Replica, Waiting
+from agentstream.processors.kv_dispatcher.policies import Dispatcher
+from agentstream.processors.kv_dispatcher.state import Dispatch, DispatchState, Pin, Rejected, Replica, Waiting
 
 log = logging.getLogger("agentstream.kv_dispatcher")
 

@@ -20,7 +20,7 @@ Pure: `now_ms` is always an argument. Every decision carries a reason a person c
 
 from __future__ import annotations
 
-from processors.kv_dispatcher.state import (
+from agentstream.processors.kv_dispatcher.state import (
     NEVER,
     Decision,
     Dispatch,

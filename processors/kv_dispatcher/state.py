@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.kv_dispatcher.hashring import HashRing
+from agentstream.processors.kv_dispatcher.hashring import HashRing
 
 # The expiry of a pin with a call in flight: it lasts until the call is over.
 NEVER = 2**62

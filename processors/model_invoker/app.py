@@ -10,11 +10,11 @@ from agentstream.events import Event, LlmCallCompleted, LlmCallDispatched, LlmCa
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.process import Built
-from processors.kv_dispatcher.prober import parse_targets
-from processors.model_invoker.invoke import ModelInvoker
-from processors.model_invoker.providers.retry import RetryPolicy
-from processors.model_invoker.router import ModelRouter, PinnedSettings
-from processors.model_invoker.routes import ROUTES_ENV, RouteError, RouteTable
+from agentstream.processors.kv_dispatcher.prober import parse_targets
+from agentstream.processors.model_invoker.invoke import ModelInvoker
+from agentstream.processors.model_invoker.providers.retry import RetryPolicy
+from agentstream.processors.model_invoker.router import ModelRouter, PinnedSettings
+from agentstream.processors.model_invoker.routes import ROUTES_ENV, RouteError, RouteTable
 
 
 def _result_of(event: Event) -> str | None:

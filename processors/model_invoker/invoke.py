@@ -10,8 +10,8 @@ from agentstream.events import LlmCallCompleted, LlmCallFailed, LlmCallRequested
 from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, utf8_size_over
 from agentstream.kafka.progress import journal_progress
 from agentstream.llm import ProviderError
-from processors.model_invoker.providers._http import response_too_large
-from processors.model_invoker.router import AttemptFailure, ModelRouter, is_plain_first_choice
+from agentstream.processors.model_invoker.providers._http import response_too_large
+from agentstream.processors.model_invoker.router import AttemptFailure, ModelRouter, is_plain_first_choice
 
 
 class ModelInvoker:

@@ -35,9 +35,9 @@ from agentstream.llm import (
     messages_from_json,
     tools_from_json,
 )
-from processors.model_invoker.breaker import CircuitBreaker
-from processors.model_invoker.providers.retry import RetryPolicy
-from processors.model_invoker.routes import DEFAULT_TIER, ProviderSpec, Route, RouteTable
+from agentstream.processors.model_invoker.breaker import CircuitBreaker
+from agentstream.processors.model_invoker.providers.retry import RetryPolicy
+from agentstream.processors.model_invoker.routes import DEFAULT_TIER, ProviderSpec, Route, RouteTable
 
 __all__ = ["BreakerSettings", "ModelRouter", "PinnedSettings", "Route", "RouteTable", "RoutedResult"]
 

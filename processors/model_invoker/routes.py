@@ -36,7 +36,7 @@ import yaml
 
 from agentstream.config import ModelSettings
 from agentstream.llm import ModelProvider
-from processors.model_invoker.providers import AnthropicMessagesProvider, OpenAIChatProvider
+from agentstream.processors.model_invoker.providers import AnthropicMessagesProvider, OpenAIChatProvider
 
 ROUTES_ENV = "AGENTSTREAM_MODEL_ROUTES"
 DEFAULT_TIER = "default"

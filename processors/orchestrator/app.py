@@ -6,8 +6,8 @@ from agentstream.config import Settings
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.process import Built
+from agentstream.processors.orchestrator.core import OrchestratorCore
 from agentstream.registry.reader import CatalogReader
-from processors.orchestrator.core import OrchestratorCore
 
 
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:

@@ -8,12 +8,12 @@ from collections.abc import Callable, Mapping
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import EndedRuns, PartitionStore
+from agentstream.processors.orchestrator.decide import OrchestratorConfig, decide
+from agentstream.processors.orchestrator.evolve import evolve
+from agentstream.processors.orchestrator.loops import denial_action
+from agentstream.processors.orchestrator.state import RunState
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.registry.pins import pin_of
-from processors.orchestrator.decide import OrchestratorConfig, decide
-from processors.orchestrator.evolve import evolve
-from processors.orchestrator.loops import denial_action
-from processors.orchestrator.state import RunState
 
 HANDLED = frozenset(
     {

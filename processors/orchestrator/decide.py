@@ -26,9 +26,9 @@ from agentstream.events import (
 )
 from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, utf8_size_over
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
+from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
+from agentstream.processors.orchestrator.state import RunState
 from agentstream.routing import choose_tier
-from processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
-from processors.orchestrator.state import RunState
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent running on agentstream. Work step by step: call tools when you need facts or "

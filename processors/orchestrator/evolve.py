@@ -32,9 +32,9 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.llm import Message, ToolCall, tools_from_json
-from processors.orchestrator.loops import commit, denial_action, denied, observe, signatures
-from processors.orchestrator.state import PlannedCall, RunState, assistant_message
-from processors.orchestrator.validation import validate_call
+from agentstream.processors.orchestrator.loops import commit, denial_action, denied, observe, signatures
+from agentstream.processors.orchestrator.state import PlannedCall, RunState, assistant_message
+from agentstream.processors.orchestrator.validation import validate_call
 
 
 @singledispatch

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentstream.llm import Message, ToolCall
-from processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL
+from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL
 
 Status = Literal["requested", "running", "halted", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})

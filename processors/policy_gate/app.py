@@ -9,9 +9,9 @@ from agentstream.credentials.delegation import DelegationIssuer
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.process import Built
+from agentstream.processors.policy_gate.core import PolicyGateCore
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.signing import platform_signers
-from processors.policy_gate.core import PolicyGateCore
 
 
 def wall_clock_ms() -> int:

@@ -34,6 +34,8 @@ from agentstream.events import (
 )
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import EndedRuns, PartitionStore
+from agentstream.processors.policy_gate import taint
+from agentstream.processors.policy_gate.rules import evaluate
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
 from agentstream.registry.pins import identity_of, pin_of, resolve_pin
@@ -45,8 +47,6 @@ from agentstream.security.signing import (
     sign_capability,
     signed_decision,
 )
-from processors.policy_gate import taint
-from processors.policy_gate.rules import evaluate
 
 HANDLED = frozenset(
     {"RunRequested", "RunStarted", "ToolCallRequested", "PolicyDecided", "ApprovalRequested", "ApprovalDecided",

@@ -11,9 +11,9 @@ from typing import Literal
 
 from agentstream.events import ToolSwitched
 from agentstream.llm import ToolCall
+from agentstream.processors.orchestrator.validation import validate_call
+from agentstream.processors.policy_gate.taint import Leak
 from agentstream.registry.entry import TenantPolicy, ToolEntry
-from processors.orchestrator.validation import validate_call
-from processors.policy_gate.taint import Leak
 
 Decision = Literal["allow", "deny", "needs_approval"]
 

@@ -17,6 +17,11 @@ from agentstream.events import Event, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.process import INSTANCE_ENV, Built
+from agentstream.processors.tool_executor.builtin import BuiltinToolHost
+from agentstream.processors.tool_executor.discovery import discover
+from agentstream.processors.tool_executor.execute import ToolExecutor
+from agentstream.processors.tool_executor.mcp_config import time_server_config
+from agentstream.processors.tool_executor.registry_host import RegistryToolHost
 from agentstream.registry.admin import register_tool
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
@@ -24,11 +29,6 @@ from agentstream.registry.pins import resolve_pin
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.signing import platform_signers
 from agentstream.tooling import ToolDescriptor
-from processors.tool_executor.builtin import BuiltinToolHost
-from processors.tool_executor.discovery import discover
-from processors.tool_executor.execute import ToolExecutor
-from processors.tool_executor.mcp_config import time_server_config
-from processors.tool_executor.registry_host import RegistryToolHost
 
 _time = time_server_config()
 TIME_SERVER = {"kind": "stdio", "server": _time.name, "command": _time.command, "args": _time.args}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentstream.processors.tool_executor.mcp_host import McpToolHost
+from agentstream.processors.tool_executor.registry_host import server_config
 from agentstream.registry.entry import ToolEntry
-from processors.tool_executor.mcp_host import McpToolHost
-from processors.tool_executor.registry_host import server_config
 
 
 async def discover(transport: dict[str, Any], *, sandboxed: bool = True) -> list[ToolEntry]:

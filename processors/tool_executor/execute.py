@@ -21,12 +21,12 @@ from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.errors import CredentialError
 from agentstream.events import RunEvent, ToolCallAuthorized, ToolCallCompleted
 from agentstream.journal_limits import TOOL_RESULT_LIMIT_CHARS
+from agentstream.processors.tool_executor.registry_host import RegistryToolHost
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
 from agentstream.registry.pins import identity_of, resolve_pin
 from agentstream.security.signing import Signer, capability_problem, capability_verifies
 from agentstream.tooling import CURRENT_CREDENTIALS, ToolResult
-from processors.tool_executor.registry_host import RegistryToolHost
 
 # A longer result is cut (and says so): its ToolCallCompleted must fit a journal record, whatever
 # the tool returned. A reply too large to read at all is already refused by the transport

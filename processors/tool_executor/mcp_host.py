@@ -35,18 +35,18 @@ from mcp_types import (
 )
 
 from agentstream.llm import ToolSpec
-from agentstream.registry.schema_guard import guard_output_schemas
-from agentstream.sandbox import EgressProxy, SandboxPolicy, make_sandbox_dir, require_sandbox
-from agentstream.tooling import CURRENT_CREDENTIALS, ToolDescriptor, ToolResult
-from processors.tool_executor.call_policy import CallPolicy
-from processors.tool_executor.mcp_config import (
+from agentstream.processors.tool_executor.call_policy import CallPolicy
+from agentstream.processors.tool_executor.mcp_config import (
     McpServerConfig,
     sandboxed_server_parameters,
     server_parameters,
     time_server_config,
 )
-from processors.tool_executor.remote_http import checked_streamable_http
-from processors.tool_executor.stdio_transport import bounded_stdio_client
+from agentstream.processors.tool_executor.remote_http import checked_streamable_http
+from agentstream.processors.tool_executor.stdio_transport import bounded_stdio_client
+from agentstream.registry.schema_guard import guard_output_schemas
+from agentstream.sandbox import EgressProxy, SandboxPolicy, make_sandbox_dir, require_sandbox
+from agentstream.tooling import CURRENT_CREDENTIALS, ToolDescriptor, ToolResult
 
 # The server's configuration and launch live in mcp_config; re-exported for the host's users.
 __all__ = ["McpServerConfig", "McpToolHost", "describe", "result_text", "time_server_config"]

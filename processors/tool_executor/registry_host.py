@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import orjson
 
+from agentstream.processors.tool_executor.call_policy import CallPolicy
+from agentstream.processors.tool_executor.mcp_config import McpServerConfig
+from agentstream.processors.tool_executor.mcp_host import McpToolHost
 from agentstream.registry.entry import ToolEntry
 from agentstream.sandbox import SandboxPolicy, egress_allowed
 from agentstream.tooling import ToolHost, ToolResult
-from processors.tool_executor.call_policy import CallPolicy
-from processors.tool_executor.mcp_config import McpServerConfig
-from processors.tool_executor.mcp_host import McpToolHost
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import orjson
 
 from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, RESPONSE_TOO_LARGE
 from agentstream.llm import ChatRequest, ChatResult, ProviderError, ToolCall, Usage
-from processors.model_invoker.providers.http1 import (
+from agentstream.processors.model_invoker.providers.http1 import (
     HttpClient,
     HttpError,
     Response,

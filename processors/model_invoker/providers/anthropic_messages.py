@@ -8,8 +8,8 @@ from typing import Any, NoReturn
 import orjson
 
 from agentstream.llm import ChatRequest, ChatResult, Message, ProviderError, ToolCall, Usage
-from processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
-from processors.model_invoker.providers.http1 import HttpClient, Response
+from agentstream.processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
+from agentstream.processors.model_invoker.providers.http1 import HttpClient, Response
 
 # Mapped onto the OpenAI-style vocabulary so callers need not know which provider answered.
 _FINISH = {

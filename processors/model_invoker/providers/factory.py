@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from agentstream.llm import ModelProvider
-from processors.model_invoker.providers.anthropic_messages import AnthropicMessagesProvider
-from processors.model_invoker.providers.http1 import HttpClient
-from processors.model_invoker.providers.openai_chat import OpenAIChatProvider
+from agentstream.processors.model_invoker.providers.anthropic_messages import AnthropicMessagesProvider
+from agentstream.processors.model_invoker.providers.http1 import HttpClient
+from agentstream.processors.model_invoker.providers.openai_chat import OpenAIChatProvider
 
 ProviderKind = Literal["openai", "anthropic"]
 

@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from processors.model_invoker.providers.http1_conn import Connection, HttpError, Response, ResponseTooLarge
+from agentstream.processors.model_invoker.providers.http1_conn import Connection, HttpError, Response, ResponseTooLarge
 
 __all__ = ["HttpClient", "HttpError", "Response", "ResponseTooLarge", "Target"]
 

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 from agentstream.llm import ChatRequest, ChatResult, Message, ProviderError, ToolCall, Usage
-from processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
-from processors.model_invoker.providers.http1 import HttpClient, Response
+from agentstream.processors.model_invoker.providers._http import HttpProvider, as_dict, chat_result, iter_sse
+from agentstream.processors.model_invoker.providers.http1 import HttpClient, Response
 
 # Tool results carry no error flag in this protocol, so the model is told in the text.
 ERROR_PREFIX = "ERROR: "

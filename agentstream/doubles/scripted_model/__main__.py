@@ -1,0 +1,3 @@
+from agentstream.doubles.scripted_model.runner import main
+
+main()

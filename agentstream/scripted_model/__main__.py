@@ -1,3 +1,0 @@
-from agentstream.scripted_model.runner import main
-
-main()

@@ -1,0 +1,30 @@
+"""A small crash-survival run in every test pass: bench/chaos.py with fewer runs and kills, on the
+session's broker. The full-size figures live in bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_runs_survive_sigkills_with_no_duplicates_or_resends(kafka_bootstrap: str) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "chaos.py"), "--runs", "20", "--kills", "6", "--scenarios", "4",
+        "--effect-crash-rate", "0.03", "--timeout", "180",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 400)
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["completed"] == result["runs"] == 20, result
+    assert result["lost"] == 0
+    assert result["duplicate_side_effects"] == 0
+    assert result["model_calls_resent"] == 0
+    assert result["trajectories_differing"] == 0
+    assert result["kills"] >= 1

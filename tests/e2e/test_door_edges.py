@@ -1,0 +1,249 @@
+"""The edges a new user meets first (issue 15), each now answered clearly at the door: an unknown
+tool in a run request, `agentstream dev` saying "up" before its gateway answers and colliding with
+a second deployment, custom scenarios for `dev`, and the test `Deployment`'s auto-approval."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentstream.client.journal import JournalClient
+from agentstream.config import ModelSettings, Settings
+from agentstream.events import ApiKeyIssued, TenantUpserted
+from agentstream.gateway.app import Gateway
+from agentstream.gateway.models import RegisterTool
+from agentstream.gateway.projection import RunIndex
+from agentstream.gateway.service import KeyAuthenticator, TenantRates
+from agentstream.gateway.tools_api import ToolsApi, transport_of
+from agentstream.localkafka import free_port
+from agentstream.processors.tool_executor.builtin import BuiltinToolHost
+from agentstream.processors.tool_executor.registry_host import RegistryToolHost, server_key
+from agentstream.registry.admin import read_catalog, register_tool
+from agentstream.registry.catalog import ToolCatalog
+from agentstream.registry.entry import ToolEntry
+from agentstream.registry.reader import CatalogReader
+from agentstream.stack import AUTO_APPROVE_DEMO, PAYMENTS_AUTO_APPROVED, Deployment, local_broker_at
+from agentstream.tenancy.admin import create_tenant, issue_key
+from agentstream.tenancy.directory import TenantDirectory, key_record_key, tenant_record_key
+from agentstream.tenancy.keys import generate_key, hash_secret
+from tests.harness import isolated_settings
+
+# -- 1. an unknown tool is refused at the door (in-process, no broker) ----------------------------
+
+
+def _tool(name: str, owner: str = "") -> ToolEntry:
+    transport = {"kind": "stdio", "server": "s", "command": sys.executable, "args": ["-c", "pass"]}
+    return ToolEntry(name=name, description="", input_schema={"type": "object"}, tier="read_only",
+                     transport=transport, owner=owner, version="1")  # fmt: skip
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> Iterator[tuple[httpx.AsyncClient, str]]:
+    """The gateway's Starlette app over ASGITransport, its tenant directory and tool registry fed
+    directly (no broker): tenant acme with one key, two platform tools, one tool of acme's own
+    and one of another tenant's."""
+    settings = Settings("127.0.0.1:9", "door", tmp_path, ModelSettings())
+    directory = TenantDirectory(settings)
+    key_id, plaintext = generate_key()
+    directory._on_event(TenantUpserted(tenant_record_key("acme"), "acme", "Acme", 100.0, 100, 10, False))
+    directory._on_event(ApiKeyIssued(key_record_key(key_id), key_id, "acme", hash_secret(plaintext), "t", 0, []))
+    catalog = ToolCatalog()
+    for entry in (_tool("calculator"), _tool("lookup"), _tool("acme_crm", "acme"), _tool("globex_ledger", "globex")):
+        catalog.apply(entry.to_event())
+    tools = ToolsApi(settings, CatalogReader(settings, catalog), follows_topics=False)
+    gateway = Gateway(RunIndex(settings), JournalClient(settings), KeyAuthenticator(directory),
+                      TenantRates(directory), tools=tools)  # fmt: skip
+    transport = httpx.ASGITransport(app=gateway.app())
+    yield httpx.AsyncClient(transport=transport, base_url="http://gw"), plaintext
+
+
+async def test_an_unknown_tool_is_refused_with_the_names_and_the_tools_the_tenant_has(
+    door: tuple[httpx.AsyncClient, str],
+) -> None:
+    http, key = door
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "k1"}
+    body = {"task": "add", "tools": ["calculater", "calculator", "globex_ledger"]}
+    async with http:
+        response = await http.post("/v1/runs", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "unknown_tool" and error["field"] == "tools"
+    # Another tenant's tool is as unknown as a typo, and what the tenant may use is listed.
+    assert error["unknown"] == ["calculater", "globex_ledger"]
+    assert error["available"] == ["acme_crm", "calculator", "lookup"]
+    assert "calculater" in error["message"] and "calculator" in error["message"]
+
+
+async def test_a_remote_tool_url_that_is_no_url_is_refused_not_a_server_error(
+    door: tuple[httpx.AsyncClient, str],
+) -> None:
+    http, key = door
+    body = {"name": "remote", "description": "d", "input_schema": {"type": "object"}, "tier": "read_only",
+            "url": "https://example.com/m\x0fcp", "egress": ["example.com"]}  # fmt: skip
+    async with http:
+        response = await http.post("/v1/tools", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 422, response.text
+    assert "url" in response.json()["error"]["message"]  # the documented pattern refuses it, or the URL check
+
+
+# -- 2. `agentstream dev`: up only once the gateway answers; its ports and scenarios ---------------
+
+CUSTOM = {"name": "custom", "turns": [
+    {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6 * 7"}}]},
+    {"text": "the custom scenario answered 42"},
+]}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Dev:
+    proc: subprocess.Popen[str]
+    settings: Settings
+    url: str
+    env: dict[str, str]
+    seconds_to_up: float
+
+
+def _dev_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix, "AGENTSTREAM_HOME": str(settings.home)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+async def dev(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Dev]:
+    """`agentstream dev --gateway-port P --scenarios DIR` as a user runs it, on the session's broker."""
+    settings, scenarios = await isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("dev"), "dev")
+    (scenarios / "custom.json").write_text(json.dumps(CUSTOM))
+    port = free_port()
+    env = _dev_env(settings)
+    t0 = time.monotonic()
+    log = open(settings.home / "dev.log", "w")  # noqa: SIM115 - closed below
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentstream.cli.main",
+        "dev",
+        "--gateway-port",
+        str(port),
+        "--scenarios",
+        str(scenarios),
+    ]
+    proc = await asyncio.to_thread(subprocess.Popen, cmd, env=env, stdout=subprocess.PIPE, stderr=log,
+                                   stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = f"http://127.0.0.1:{port}"
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 240)
+        up_after = time.monotonic() - t0
+        assert line.startswith("agentstream dev: up; run API at " + url), line
+        # The moment it says up, the gateway answers.
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{url}/healthz")).status_code == 200
+        yield Dev(proc, settings, url, env, up_after)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(proc.wait, 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def test_dev_says_up_only_when_its_gateway_answers_and_runs_a_custom_scenario(dev: Dev) -> None:
+    await create_tenant(dev.settings, "acme", "Acme", rate_per_s=100, burst=100)
+    key = await issue_key(dev.settings, "acme", "dev test")
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=dev.url, headers=headers, timeout=90) as http:
+        created = await http.post("/v1/runs?wait=60", headers={"Idempotency-Key": "custom-1"},
+                                  json={"task": "[scenario:custom] what is six times seven?", "tools": ["calculator"]})  # fmt: skip
+        assert created.status_code == 201, created.text
+        run = created.json()
+        assert run["status"] == "completed", run
+        assert "the custom scenario answered 42" in json.dumps(run)
+        # And through the gateway dev started, an unknown tool is refused at the door...
+        typo = await http.post("/v1/runs", headers={"Idempotency-Key": "typo-1"},
+                               json={"task": "x", "tools": ["calculatr"]})  # fmt: skip
+        assert typo.status_code == 422 and typo.json()["error"]["unknown"] == ["calculatr"]
+        assert "calculator" in typo.json()["error"]["available"]
+        # ...while a tool registered a moment ago elsewhere (the CLI's path) is not: the gateway
+        # reads the registry to its end before refusing a name.
+        fresh = dataclasses.replace(_tool("brand_new_tool", "acme"), version="")
+        await register_tool(dev.settings, fresh, await read_catalog(dev.settings))
+        known = await http.post("/v1/runs", headers={"Idempotency-Key": "fresh-1"},
+                                json={"task": "[scenario:custom] again", "tools": ["brand_new_tool", "calculator"]})  # fmt: skip
+        assert known.status_code == 201, known.text
+
+
+async def test_a_second_dev_on_the_same_gateway_port_is_refused_by_name(dev: Dev) -> None:
+    port = dev.url.rsplit(":", 1)[1]
+    cmd = [sys.executable, "-m", "agentstream.cli.main", "dev", "--gateway-port", port]
+    done = await asyncio.to_thread(subprocess.run, cmd, env=dev.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"port {port} is in use" in done.stderr and "--gateway-port" in done.stderr
+
+
+def test_dev_refuses_a_kafka_port_beside_a_named_broker(tmp_path: Path) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "AGENTSTREAM_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "agentstream.cli.main", "dev", "--kafka-port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in done.stderr, done.stderr
+
+
+def test_a_kafka_port_gives_the_local_broker_its_ports_and_its_own_data(tmp_path: Path) -> None:
+    settings = Settings("127.0.0.1:19092", "agentstream", tmp_path, ModelSettings())
+    a, b = local_broker_at(settings, 29092), local_broker_at(settings, 39092)
+    assert (a.bootstrap, a.controller_port, a.data_dir) == ("127.0.0.1:29092", 29093, tmp_path / "kafka-29092")
+    assert b.data_dir != a.data_dir and {b.port, b.controller_port}.isdisjoint({a.port, a.controller_port})
+
+
+# -- 3. the test Deployment auto-approves only when asked -----------------------------------------
+
+
+def test_a_deployment_auto_approves_nothing_unless_asked(tmp_path: Path) -> None:
+    settings = Settings("127.0.0.1:9", "dep", tmp_path, ModelSettings())
+    assert Deployment(settings).policies == {}
+    assert Deployment(settings, policies=AUTO_APPROVE_DEMO).policies == {"default": PAYMENTS_AUTO_APPROVED}
+    with contextlib.suppress(TypeError):  # the constant cannot be changed by one caller for all
+        AUTO_APPROVE_DEMO["default"] = PAYMENTS_AUTO_APPROVED  # type: ignore[index]
+        raise AssertionError("AUTO_APPROVE_DEMO is mutable")
+
+
+# -- 4. the tools of one MCP server registered through the API share its process ---------------
+
+MEMO_SERVER = Path(__file__).parents[1] / "fixtures" / "memo_mcp_server.py"
+
+
+async def test_tools_of_one_server_registered_through_the_api_share_its_process(tmp_path: Path) -> None:
+    def registered(name: str) -> ToolEntry:
+        # What POST /v1/tools stores for acme's registration of one tool of the memo server.
+        body = RegisterTool(name=name, tier="reversible", command=[sys.executable, str(MEMO_SERVER)])
+        return ToolEntry(name=name, description="", input_schema={"type": "object"}, tier=body.tier,
+                         transport=transport_of(body), owner="acme")  # fmt: skip
+
+    remember, recall = registered("remember"), registered("recall")
+    assert server_key(remember, tenant="acme", run_id="r") == server_key(recall, tenant="acme", run_id="r")
+    host = RegistryToolHost(BuiltinToolHost(tmp_path / "bank.sqlite"))
+    try:
+        kept = await host.call(remember, {"value": "created"}, idempotency_key="k1", tenant="acme", run_id="r")
+        assert not kept.is_error, kept
+        # The second tool sees what the first one left in the server (as `share_file` after
+        # `create_file` must), because both reached one sandboxed process.
+        found = await host.call(recall, {}, idempotency_key="k2", tenant="acme", run_id="r")
+        assert (found.is_error, found.content) == (False, "created")
+        assert host.server_count == 1
+    finally:
+        await host.aclose()
