@@ -28,7 +28,6 @@ would run again (see CLOSED_KEEP).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, TypeVar
 
@@ -46,10 +45,10 @@ R = TypeVar("R", bound=RunEvent)
 CLOSED_KEEP = 10_000
 
 
-def cost_clearance() -> frozenset[str]:
-    """A call runs only once the cost governor reserved its budget. AGENTSTREAM_COST_GOVERNOR=0
-    turns the check off, for a deployment that runs no governor and so has no hard caps."""
-    return frozenset() if os.environ.get("AGENTSTREAM_COST_GOVERNOR", "1") == "0" else frozenset({"BudgetReserved"})
+def cost_clearance(governed: bool) -> frozenset[str]:
+    """A call runs only once the cost governor reserved its budget. Not `governed`
+    (AGENTSTREAM_COST_GOVERNOR=0): a deployment that runs no governor and so has no hard caps."""
+    return frozenset({"BudgetReserved"}) if governed else frozenset()
 
 
 Clearances = Mapping[str, RunEvent]  # clearance type name -> the event that gave it

@@ -11,17 +11,14 @@ import os
 import random
 import signal
 
+from agentstream.settings import ProcessSettings, once
+
 _rates: dict[str, float] | None = None
 _rng = random.Random()
 
 
 def _load() -> dict[str, float]:
-    rates: dict[str, float] = {}
-    for item in os.environ.get("AGENTSTREAM_CHAOS", "").split(","):
-        if "=" in item:
-            name, value = item.split("=", 1)
-            rates[name.strip()] = float(value)
-    return rates
+    return dict(once(ProcessSettings).chaos)
 
 
 def crash_point(name: str) -> None:

@@ -10,32 +10,25 @@ is never chosen from a string in the input: an unknown fingerprint is a decode e
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import to_parsing_canonical_form
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from agentstream.events import EVENT_TYPES, Event
+from agentstream.resources import resource_path
+from agentstream.settings import ResourceSettings, once
 
 MAGIC = b"\xc3\x01"
-_EMPTY = 0xC15D213AA4D7A795
-_CRC_TABLE: list[int] = []
-for _i in range(256):
-    _fp = _i
-    for _ in range(8):
-        _fp = (_fp >> 1) ^ (_EMPTY & -(_fp & 1))
-    _CRC_TABLE.append(_fp)
 
 
-def crc64_avro(data: bytes) -> int:
-    fp = _EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC_TABLE[(fp ^ byte) & 0xFF]
-    return fp
+def schema_fingerprint(parsed: Any) -> bytes:
+    """The 8 bytes after the magic: CRC-64-AVRO of the schema's parsing canonical form, little-endian
+    (fastavro writes it that way), the same bytes every journal record written so far carries."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
 class DecodeError(Exception):
@@ -43,8 +36,7 @@ class DecodeError(Exception):
 
 
 def default_schema_dir() -> Path:
-    override = os.environ.get("AGENTSTREAM_SCHEMAS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "schemas"
+    return once(ResourceSettings).schemas_dir or resource_path("schemas")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +67,7 @@ class AvroCodec:
     def _load(path: Path) -> tuple[str, Any, bytes]:
         raw = orjson.loads(path.read_bytes())
         parsed = parse_schema(raw)
-        canonical = to_parsing_canonical_form(parsed)
-        fingerprint = crc64_avro(canonical.encode()).to_bytes(8, "little")
-        return str(raw["name"]), parsed, fingerprint
+        return str(raw["name"]), parsed, schema_fingerprint(parsed)
 
     def schema(self, type_name: str) -> Any:
         return self._current[type_name]
@@ -92,8 +82,7 @@ class AvroCodec:
             buf.write(self._header[type_name])
             schemaless_writer(buf, self._current[type_name], record)
         else:
-            canonical = to_parsing_canonical_form(writer)
-            buf.write(MAGIC + crc64_avro(canonical.encode()).to_bytes(8, "little"))
+            buf.write(MAGIC + schema_fingerprint(writer))
             schemaless_writer(buf, writer, record)
         return buf.getvalue()
 

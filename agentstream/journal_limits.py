@@ -14,6 +14,8 @@ conversation: a run is stopped once its next model request would pass the budget
 
 from __future__ import annotations
 
+from functools import cache
+
 from agentstream.kafka.producer import producer_config
 from agentstream.topics import load_topics
 
@@ -25,6 +27,16 @@ LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
 ENVELOPE_HEADROOM_BYTES = 64 * 1024
 
 
+# The `error_type` of a model answer over `model_output_limit()` (the cost governor charges it at
+# what was reserved).
+RESPONSE_TOO_LARGE = "response_too_large"
+# A tool's result is cut to this many characters in its ToolCallCompleted (at most 4 bytes each).
+TOOL_RESULT_LIMIT_CHARS = 64_000
+
+
+# Computed on first use, not at import: the topics file is read where the settings name it, and
+# importing a processor module (the registry's test, `--help`) reads no file.
+@cache
 def journal_record_limit() -> int:
     """The largest record (key, value and headers) a processor writes to the journal."""
     producer = int(producer_config("").get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
@@ -32,19 +44,17 @@ def journal_record_limit() -> int:
     return min(JOURNAL_RECORD_BUDGET_BYTES, producer, int(topic) if topic is not None else producer)
 
 
-JOURNAL_RECORD_LIMIT_BYTES = journal_record_limit()
-
-# What one model answer may carry into its LlmCallCompleted (its text and tool calls, UTF-8), and
-# the cap on a non-streamed provider response body (a body is at least as large as what it carries).
-# An answer over it is a terminal `response_too_large` failure: the same call would answer as much again.
-MODEL_OUTPUT_LIMIT_BYTES = JOURNAL_RECORD_LIMIT_BYTES - ENVELOPE_HEADROOM_BYTES
-# The `error_type` of that failure (the cost governor charges it at what was reserved).
-RESPONSE_TOO_LARGE = "response_too_large"
-
-# A tool's result is cut to this many characters in its ToolCallCompleted (at most 4 bytes each).
-TOOL_RESULT_LIMIT_CHARS = 64_000
-if 4 * TOOL_RESULT_LIMIT_CHARS > MODEL_OUTPUT_LIMIT_BYTES:
-    raise ValueError(f"a tool result of {TOOL_RESULT_LIMIT_CHARS} characters may not fit a journal record")
+@cache
+def model_output_limit() -> int:
+    """What one model answer may carry into its LlmCallCompleted (its text and tool calls, UTF-8),
+    and the cap on a non-streamed provider response body (a body is at least as large as what it
+    carries). An answer over it is a terminal `response_too_large` failure: the same call would
+    answer as much again."""
+    limit = journal_record_limit() - ENVELOPE_HEADROOM_BYTES
+    if limit < 4 * TOOL_RESULT_LIMIT_CHARS:
+        raise ValueError(f"a tool result of {TOOL_RESULT_LIMIT_CHARS} characters may not fit a journal record "
+                         f"of {journal_record_limit()} bytes (topics.yaml's runs.journal max.message.bytes)")  # fmt: skip
+    return limit
 
 
 def utf8_size_over(limit: int, *texts: str) -> int | None:

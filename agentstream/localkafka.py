@@ -32,17 +32,12 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from agentstream.kafka.auth import ADMIN, BROKER, COMPONENTS, CredentialStore, Principal, upsert_users
+from agentstream.resources import resource_path
+from agentstream.settings import LocalBrokerSettings, once
 from agentstream.topics import min_insync_for
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
-LOG4J = REPO_ROOT / "infra" / "kafka" / "log4j.properties"
-
-
-# A single-node broker sharing a small machine with its clients: the C1 JIT alone warms up in
-# seconds and, measured here, halved the broker's CPU per journal step against the default tiered
-# C2 compilation, which kept a core busy compiling for the first minute of every benchmark.
-DEFAULT_JVM_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+POM = resource_path("infra", "kafka", "pom.xml")
+LOG4J = resource_path("infra", "kafka", "log4j.properties")
 
 
 class LocalKafkaError(RuntimeError):
@@ -50,9 +45,7 @@ class LocalKafkaError(RuntimeError):
 
 
 def jar_cache_dir() -> Path:
-    base = os.environ.get("AGENTSTREAM_CACHE") or os.path.join(Path.home(), ".cache", "agentstream")
-    version = _pinned_version()
-    return Path(base) / f"kafka-{version}"
+    return once(LocalBrokerSettings).jar_cache() / f"kafka-{_pinned_version()}"
 
 
 def _pinned_version() -> str:
@@ -247,7 +240,7 @@ class LocalKafka:
         props.write_text(self._properties(broker))
         classpath = f"{jars}/*"
         log_opts = [f"-Dlog4j.configuration=file:{LOG4J}", f"-Dkafka.logs.file={self.log_file}"]
-        jvm = os.environ.get("AGENTSTREAM_KAFKA_JVM_OPTS", DEFAULT_JVM_OPTS).split()
+        jvm = once(LocalBrokerSettings).jvm_opts.split()
         cmd = [java, f"-Xms{self.initial_heap}", f"-Xmx{self.heap}", *jvm, "-Djava.awt.headless=true", *log_opts,
                "-cp", classpath, "kafka.Kafka", str(props)]  # fmt: skip
         if not (self.data_dir / "logs" / "meta.properties").exists():

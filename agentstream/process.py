@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -28,19 +28,17 @@ from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.runtime import ProcessorRuntime, RuntimeConfig
 from agentstream.security.journal_trust import JournalSigner, JournalVerifier, journal_auth_enabled
+from agentstream.settings import ProcessSettings, once
 from agentstream.topics import DEADLETTER, JOURNAL, STATUS, load_topics
 
 log = logging.getLogger("agentstream.process")
-# The instance id of the processor process (`agentstream process <name> --instance N`), for the
-# few stores that live outside the partition stores and must not be shared by two instances.
-INSTANCE_ENV = "AGENTSTREAM_INSTANCE"
 
 
 def configure_logging() -> None:
     # `kill -USR1 <pid>` prints every thread's stack: how an operator sees where a stalled processor waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
-        level=os.environ.get("AGENTSTREAM_LOG_LEVEL", "INFO").upper(),
+        level=once(ProcessSettings).log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
         stream=sys.stderr,
     )
@@ -127,7 +125,7 @@ async def serve_cores(
     their events in-process (agentstream/kafka/runtime.py). `name` is the group's name (its
     consumer group, state and instance ids); with one core it is that core's."""
     stop = stop or asyncio.Event()
-    os.environ[INSTANCE_ENV] = instance
+    settings = replace(settings, instance=instance)
     topics = load_topics(settings.topic_prefix)
     partitions = await wait_for_kafka(settings, topics[JOURNAL].name)
     codec = AvroCodec()

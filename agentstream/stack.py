@@ -4,7 +4,6 @@ processor. Used by `agentstream dev` / `demo`, the tests and the benchmarks."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -18,12 +17,14 @@ from agentstream.client.journal import JournalClient
 from agentstream.config import LOCAL_BOOTSTRAP, Settings
 from agentstream.credentials.signing_keys import ensure_key_bundles_in
 from agentstream.kafka.acls import AclError, apply_acls
-from agentstream.kafka.auth import CREDENTIALS_DIR_ENV, with_principal
+from agentstream.kafka.auth import CREDENTIALS_DIR_ENV, ENGINE, with_principal
 from agentstream.localcluster import LocalCluster, cluster_dir
 from agentstream.localkafka import LocalKafka
+from agentstream.processors.catalog import deployed_cores
 from agentstream.registry.admin import set_policy
 from agentstream.registry.entry import TenantPolicy
 from agentstream.registry.reader import CatalogReader
+from agentstream.settings.environ import for_child
 from agentstream.topics import create_topics, load_topics
 
 # A tenant policy that lets the demo payment tool run without a person (test and bench tenants).
@@ -34,7 +35,8 @@ AUTO_APPROVE_DEMO: Mapping[str, TenantPolicy] = MappingProxyType({"default": PAY
 # How `dev` and Deployment run the processors: "separate" (one OS process each: isolation, and a
 # crash takes down one processor) or "engine" (all cores in one process: no hop between them).
 LAYOUT_ENV = "AGENTSTREAM_LAYOUT"
-PROCESSORS = ("orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor")
+# The processes of a deployment without model replicas, one per core (the registry's order).
+PROCESSORS = deployed_cores(with_replicas=False)
 
 
 def local_broker_at(settings: Settings, port: int) -> LocalKafka:
@@ -168,14 +170,15 @@ class ProcessorProcesses:
         )  # fmt: skip
         log.close()
 
+    def cores(self) -> tuple[str, ...]:
+        """The processor cores the children run: with a pool of model replicas (in their
+        environment), the KV-affinity dispatcher too, routing every model call."""
+        return deployed_cores(with_replicas=bool(self.env.get("AGENTSTREAM_REPLICAS", "").strip()))
+
     def start_all(self, names: tuple[str, ...] | None = None) -> None:
         if names is None:
-            if self.env.get(LAYOUT_ENV, "separate") == "engine":
-                names = ("engine",)  # every core in one process, handing events over in-process
-            else:
-                # With a pool of model replicas, the KV-affinity dispatcher routes every model call.
-                replicas = self.env.get("AGENTSTREAM_REPLICAS", "").strip()
-                names = (*PROCESSORS, "kv-dispatcher") if replicas else PROCESSORS
+            # "engine": every core in one process, handing events over in-process.
+            names = (ENGINE,) if self.env.get(LAYOUT_ENV, "separate") == "engine" else self.cores()
         for name in names:
             self.start(name)
 
@@ -209,7 +212,7 @@ class ProcessorProcesses:
 
 
 def child_env(settings: Settings, model_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = for_child()
     env.update(
         {
             "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,

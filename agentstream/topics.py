@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from agentstream.kafka.auth import COMPONENTS
+from agentstream.resources import resource_path
+from agentstream.settings import ResourceSettings, once
 
 JOURNAL = "runs.journal"
 CATALOG = "tools.catalog"
@@ -56,8 +57,7 @@ class TopicSpec:
 
 
 def default_topics_file() -> Path:
-    override = os.environ.get("AGENTSTREAM_TOPICS_FILE")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "topics.yaml"
+    return once(ResourceSettings).topics_file or resource_path("topics.yaml")
 
 
 def load_topics(prefix: str, path: Path | None = None) -> dict[str, TopicSpec]:

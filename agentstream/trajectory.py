@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from agentstream.client.journal import JournalEntry
+from agentstream.client.journal import JournalEntry, waiting_halt
+from agentstream.contract.vocab import ApprovalStatus, RunStatus
 from agentstream.events import (
     ApprovalDecided,
     CancelRequested,
@@ -57,7 +58,7 @@ def describe(event: RunEvent) -> str | None:
         case PolicyDecided() if event.decision != "allow":
             return f"step {event.step:>3}  policy: {event.tool} {event.decision} ({event.rule}): {_short(event.reason, 80)}"
         case ApprovalDecided():
-            verdict = "approved" if event.approved else "denied"
+            verdict = ApprovalStatus.APPROVED if event.approved else ApprovalStatus.DENIED
             return f"approval   {verdict} by {event.decided_by}: {_short(event.reason, 80)}"
         case RunHalted():
             return f"halted     after {event.steps} steps ({event.limit}): {event.reason}"
@@ -109,16 +110,18 @@ class RunSummary:
 
 def summarize(entries: list[JournalEntry]) -> RunSummary:
     s = RunSummary()
+    halt: RunHalted | None = None
     for entry in entries:
         e = entry.event
+        halt = waiting_halt(halt, e)
         s.run_id, s.tenant_id = e.run_id, e.tenant_id
         s.started_ms = s.started_ms or entry.timestamp_ms
         s.ended_ms = entry.timestamp_ms
         match e:
             case RunRequested():
-                s.task, s.status = e.task, "requested"
+                s.task, s.status = e.task, RunStatus.QUEUED  # as the API shows a run not started yet
             case RunStarted():
-                s.status = "running"
+                s.status = RunStatus.RUNNING
             case LlmCallCompleted():
                 s.model_calls += 1
                 s.steps = max(s.steps, e.step)
@@ -131,11 +134,13 @@ def summarize(entries: list[JournalEntry]) -> RunSummary:
                 s.tool_errors += int(e.is_error)
                 s.tools_used[e.tool] = s.tools_used.get(e.tool, 0) + 1
             case RunCompleted():
-                s.status, s.reason, s.final_answer, s.steps = "completed", e.reason, e.final_answer, e.steps
+                s.status, s.reason, s.final_answer, s.steps = RunStatus.COMPLETED, e.reason, e.final_answer, e.steps
             case RunFailed():
-                s.status, s.reason, s.steps = "failed", f"{e.error_type}: {e.reason}", e.steps
+                s.status, s.reason, s.steps = RunStatus.FAILED, f"{e.error_type}: {e.reason}", e.steps
             case RunCancelled():
-                s.status, s.reason, s.steps = "cancelled", e.reason, e.steps
+                s.status, s.reason, s.steps = RunStatus.CANCELLED, e.reason, e.steps
+    if halt is not None:  # halted at a limit and not resumed (nor cancelled) since: it waits for a person
+        s.status, s.reason, s.steps = RunStatus.HALTED, f"{halt.limit}: {halt.reason}", max(s.steps, halt.steps)
     return s
 
 
@@ -159,9 +164,9 @@ def trajectory(entries: list[JournalEntry]) -> list[tuple[str, ...]]:
             case ToolCallCompleted():
                 keyed.append(((e.step, 2, e.call_id), ("observation", str(e.step), e.tool, e.content, str(e.is_error))))
             case RunCompleted():
-                keyed.append(((1 << 30, 0, ""), ("completed", str(e.steps), e.final_answer)))
+                keyed.append(((1 << 30, 0, ""), (RunStatus.COMPLETED, str(e.steps), e.final_answer)))
             case RunFailed():
-                keyed.append(((1 << 30, 0, ""), ("failed", str(e.steps), e.error_type)))
+                keyed.append(((1 << 30, 0, ""), (RunStatus.FAILED, str(e.steps), e.error_type)))
             case RunCancelled():
-                keyed.append(((1 << 30, 0, ""), ("cancelled", str(e.steps))))
+                keyed.append(((1 << 30, 0, ""), (RunStatus.CANCELLED, str(e.steps))))
     return [item for _key, item in sorted(keyed, key=lambda pair: pair[0])]

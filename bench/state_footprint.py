@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -23,8 +22,6 @@ from typing import Any
 
 import orjson
 from rocksdict import Options, Rdict
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentstream import ids
 from agentstream.budgets.controls import CostControls

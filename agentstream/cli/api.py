@@ -4,27 +4,26 @@ acting as that key's tenant; unset means the operator's direct path (the journal
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Awaitable, Callable
 
 from agentstream.client.http import ApiError, NotFound, RunsClient
-
-API_KEY_ENV = "AGENTSTREAM_API_KEY"
-API_URL_ENV = "AGENTSTREAM_API_URL"
-DEFAULT_API_URL = "http://127.0.0.1:8080"
+from agentstream.settings import CliSettings, load
 
 
 def api_configured() -> bool:
-    return bool(os.environ.get(API_KEY_ENV))
+    # Read per command, not once per process: a test runs many commands with different keys.
+    return load(CliSettings).api_key is not None
 
 
 async def via_api(
     command: Callable[[RunsClient], Awaitable[int]], *, not_found: str = "no such run for this API key's tenant"
 ) -> int:
     """Runs `command` with a client of the configured API; a refusal is printed, exit status 1."""
-    url = os.environ.get(API_URL_ENV) or DEFAULT_API_URL
-    async with RunsClient(url, os.environ[API_KEY_ENV]) as client:
+    cli = load(CliSettings)
+    if cli.api_key is None:
+        raise RuntimeError("via_api needs AGENTSTREAM_API_KEY: check api_configured() first")
+    async with RunsClient(cli.api_url, cli.api_key) as client:
         try:
             return await command(client)
         except NotFound:

@@ -9,11 +9,9 @@ platform's approval key, as the gateway signs it, and recorded as `cli:<user>`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import orjson
 
@@ -23,10 +21,12 @@ from agentstream.client.http import RunsClient
 from agentstream.client.journal import JournalClient
 from agentstream.client.scan import read_journal
 from agentstream.config import Settings
+from agentstream.contract.resources import Approval
+from agentstream.contract.vocab import ApprovalDecision, ApprovalStatus
 from agentstream.events import ApprovalDecided, ApprovalRequested, RunEvent
-from agentstream.gateway.approvals_api import APPROVAL_STATUSES
-from agentstream.gateway.views import ApprovalView
-from agentstream.security.signing import TIMEOUT, Signer, approval_verifies, platform_signers
+from agentstream.gateway.views import ApprovalView, approval_outcome
+from agentstream.security.signing import Signer, approval_verifies, platform_signers
+from agentstream.settings import CliSettings, load
 
 
 def add_approvals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,10 +34,13 @@ def add_approvals_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     approvals.set_defaults(handler=run_approvals_command)
     asub = approvals.add_subparsers(dest="approvals_command", required=True)
     lst = asub.add_parser("list", help="approval requests (default: the pending ones)")
-    lst.add_argument("--status", choices=[*APPROVAL_STATUSES, "all"], default="pending")
+    lst.add_argument("--status", choices=[*ApprovalStatus, "all"], default=ApprovalStatus.PENDING.value)
     lst.add_argument("--tenant", help="only this tenant (operator path only; the API shows the key's tenant)")
     lst.add_argument("--json", action="store_true")
-    for verb, what in (("approve", "the call runs"), ("deny", "the model sees an error observation instead")):
+    for verb, what in (
+        (ApprovalDecision.APPROVE, "the call runs"),
+        (ApprovalDecision.DENY, "the model sees an error observation instead"),
+    ):
         p = asub.add_parser(verb, help=f"{verb} one pending request: {what}")
         p.add_argument("approval_id", help="the id `approvals list` shows")
         p.add_argument("--reason", default="", help="recorded with the decision")
@@ -54,7 +57,7 @@ async def _via_api(client: RunsClient, args: argparse.Namespace) -> int:
     if args.approvals_command == "list":
         _print(await client.approvals(None if args.status == "all" else args.status), args.json)
         return 0
-    decided = await client.decide(args.approval_id, args.approvals_command == "approve", args.reason)
+    decided = await client.decide(args.approval_id, args.approvals_command == ApprovalDecision.APPROVE, args.reason)
     _print_decided(args, decided)
     return 0
 
@@ -74,14 +77,14 @@ async def _as_operator(settings: Settings, args: argparse.Namespace) -> int:
     if approval is None:
         print(f"no approval {args.approval_id} in the journal (see `agentstream approvals list`)", file=sys.stderr)
         return 1
-    if approval.status != "pending":
+    if approval.status != ApprovalStatus.PENDING:
         print(f"approval {args.approval_id} is already {approval.status} ({approval.decided_by})", file=sys.stderr)
         return 1
-    approve = args.approvals_command == "approve"
+    approve = args.approvals_command == ApprovalDecision.APPROVE
     client = JournalClient(settings)
     try:
         await record_decision(
-            client, signer, approval.request, approved=approve, decided_by=f"cli:{os.environ.get('USER', 'operator')}",
+            client, signer, approval.request, approved=approve, decided_by=f"cli:{load(CliSettings).user}",
             reason=args.reason or args.approvals_command,
         )  # fmt: skip
     finally:
@@ -99,31 +102,36 @@ def fold_approvals(events: Iterable[RunEvent], signer: Signer) -> dict[str, Appr
             found.setdefault(event.approval_id, ApprovalView(event))
         elif isinstance(event, ApprovalDecided):
             approval = found.get(event.approval_id)
-            if approval is None or approval.status != "pending" or approval.request.call_id != event.call_id:
+            if (
+                approval is None
+                or approval.status != ApprovalStatus.PENDING
+                or approval.request.call_id != event.call_id
+            ):
                 continue
             if not approval_verifies(signer, event):
                 continue
-            approval.status = "approved" if event.approved else "expired" if event.decided_by == TIMEOUT else "denied"
+            approval.status = approval_outcome(event)
             approval.decided_by, approval.reason, approval.decided_ms = event.decided_by, event.reason, event.decided_ms
     return dict(sorted(found.items(), key=lambda item: (item[1].request.requested_ms, item[0])))
 
 
-def _print(approvals: list[dict[str, Any]], as_json: bool) -> None:
+def _print(approvals: list[Approval], as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps({"data": approvals}, option=orjson.OPT_INDENT_2).decode())
+        data = [a.model_dump(mode="json") for a in approvals]
+        print(orjson.dumps({"data": data}, option=orjson.OPT_INDENT_2).decode())
         return
     if not approvals:
         print("no approval requests")
         return
     now_ms = time.time() * 1000
     for a in approvals:
-        left = f"{max(0.0, (a['expires_at_ms'] - now_ms) / 1000):.0f}s left" if a["status"] == "pending" else ""
-        print(f"{a['id']}  {a['status']:<8} {a['tool']} ({a['tier']})  run {a['run_id']}  {left}".rstrip())
-        print(f"    arguments {a['arguments_json']}")
-        if a.get("decided_by"):
-            print(f"    decided by {a['decided_by']}: {a.get('decision_reason') or ''}")
+        left = f"{max(0.0, (a.expires_at_ms - now_ms) / 1000):.0f}s left" if a.status == ApprovalStatus.PENDING else ""
+        print(f"{a.id}  {a.status:<8} {a.tool} ({a.tier})  run {a.run_id}  {left}".rstrip())
+        print(f"    arguments {a.arguments_json}")
+        if a.decided_by:
+            print(f"    decided by {a.decided_by}: {a.decision_reason or ''}")
 
 
-def _print_decided(args: argparse.Namespace, approval: dict[str, Any]) -> None:
-    verb = "approved" if args.approvals_command == "approve" else "denied"
-    print(f"{verb} {approval['id']}: {approval['tool']} {approval['arguments_json']} (run {approval['run_id']})")
+def _print_decided(args: argparse.Namespace, approval: Approval) -> None:
+    verb = ApprovalStatus.APPROVED if args.approvals_command == ApprovalDecision.APPROVE else ApprovalStatus.DENIED
+    print(f"{verb} {approval.id}: {approval.tool} {approval.arguments_json} (run {approval.run_id})")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from agentstream.gateway.models import Budget, CreateRun, ResumeRun
+from agentstream.contract.requests import Budget, CreateRun, ResumeRun
 
 
 def _bounds(model: type[BaseModel], field: str) -> tuple[float | None, float | None]:

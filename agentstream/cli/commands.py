@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 
@@ -21,8 +20,10 @@ from agentstream.client.journal import (
     waiting_halt,
 )
 from agentstream.config import Settings
-from agentstream.events import TERMINAL_TYPES, ResumeRequested, RunEvent, RunHalted
+from agentstream.contract.vocab import RunStatus
+from agentstream.events import TERMINAL_TYPES, ApprovalRequested, ResumeRequested, RunEvent, RunHalted
 from agentstream.process import wait_for_kafka
+from agentstream.settings import ProcessSettings, once
 from agentstream.stack import ensure_broker, ensure_topics, with_local_bootstrap
 from agentstream.topics import load_topics, verify_topics
 from agentstream.trajectory import describe, summarize
@@ -99,8 +100,8 @@ async def _process(settings: Settings, name: str, instance: str) -> int:
     settings = settings.as_component(name)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    cores = engine_cores() if name == "engine" else (name,)
-    profile_to = os.environ.get("AGENTSTREAM_PROFILE_DIR")
+    cores = engine_cores(settings.kv) if name == "engine" else (name,)
+    profile_to = once(ProcessSettings).profile_dir
     if not profile_to:
         await serve_cores(builds_for(cores), settings, instance, stop, name=name)
         return 0
@@ -113,7 +114,7 @@ async def _process(settings: Settings, name: str, instance: str) -> int:
         await serve_cores(builds_for(cores), settings, instance, stop, name=name)
     finally:
         profiler.disable()
-        profiler.dump_stats(os.path.join(profile_to, f"{name}-{instance}.prof"))
+        profiler.dump_stats(profile_to / f"{name}-{instance}.prof")
     return 0
 
 
@@ -160,24 +161,30 @@ async def follow_and_print(client: JournalClient, run_id: str, timeout_s: float 
     started = time.monotonic()
     async for entry in client.follow(run_id, timeout_s=timeout_s):
         entries.append(entry)
-        line = describe(entry.event)
-        if line:
-            print(f"  [{time.monotonic() - started:6.2f}s] {line}", flush=True)
+        print_followed(entry.event, started)
     return _settled(entries)
 
 
+def print_followed(event: RunEvent, started: float) -> None:
+    """One line of a followed run; a call that waits for a person also gets the commands that decide it."""
+    line = describe(event)
+    if line:
+        print(f"  [{time.monotonic() - started:6.2f}s] {line}", flush=True)
+    if isinstance(event, ApprovalRequested):
+        print(f"  {event.tool} waits for approval: agentstream approvals approve {event.approval_id}"
+              f"  (or: agentstream approvals deny {event.approval_id} --reason ...)", file=sys.stderr, flush=True)  # fmt: skip
+
+
 def _settled(entries: list[JournalEntry]) -> int:
-    summary = summarize(entries).to_dict()
+    summary = summarize(entries).to_dict()  # a run that waits at a halt reads as halted
     halt: RunHalted | None = None
     for entry in entries:
         halt = waiting_halt(halt, entry.event)
-    if halt is not None:
-        summary["status"], summary["reason"] = "halted", f"{halt.limit}: {halt.reason}"
     _print_summary(summary)
     if halt is not None:
         print(resume_hint(halt), file=sys.stderr)
         return EXIT_HALTED
-    return EXIT_COMPLETED if summary["status"] == "completed" else EXIT_ENDED_OTHERWISE
+    return EXIT_COMPLETED if summary["status"] == RunStatus.COMPLETED else EXIT_ENDED_OTHERWISE
 
 
 def resume_hint(halt: RunHalted) -> str:
@@ -284,9 +291,8 @@ async def _api_entries(client: RunsClient, run_id: str, started: float | None = 
         if not isinstance(event, RunEvent):
             continue
         entries.append(JournalEntry(event, message.id, message.timestamp_ms))
-        line = describe(event)
-        if started is not None and line:
-            print(f"  [{time.monotonic() - started:6.2f}s] {line}", flush=True)
+        if started is not None:
+            print_followed(event, started)
     return entries
 
 
@@ -306,9 +312,10 @@ async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> in
     run = await client.get(run_id)
     # The event stream follows a live run until it ends; `show` is a snapshot, so only a finished
     # run's events are read.
-    entries = await _api_entries(client, run_id) if run.terminal else []
+    entries = await _api_entries(client, run_id) if run.status.terminal else []
     if as_json:
-        print(orjson.dumps({"run": run, "events": _event_dicts(entries)}, option=orjson.OPT_INDENT_2).decode())
+        shown = {"run": run.model_dump(mode="json"), "events": _event_dicts(entries)}
+        print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"run {run.id} ({run.status}, {run.steps} steps): {run.task!r}")
     _print_trajectory(entries)

@@ -8,7 +8,6 @@ commands writing to the control topic, which the cost governor follows within a 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -21,6 +20,7 @@ from agentstream.client.scan import read_journal
 from agentstream.config import Settings
 from agentstream.costs import GROUPS, costs_from_journal, group_costs
 from agentstream.events import BudgetSettled
+from agentstream.settings import CliSettings, load
 
 
 def add_cost_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,7 +69,8 @@ def _print(body: Any, as_json: bool) -> None:
 
 
 async def _costs_via_api(client: RunsClient, args: argparse.Namespace) -> int:
-    _print(await client.cost(args.run) if args.run else await client.costs(args.by), args.json)
+    answer = await client.cost(args.run) if args.run else await client.costs(args.by)
+    _print(answer.model_dump(mode="json"), args.json)
     return 0
 
 
@@ -99,7 +100,7 @@ async def run_budgets_command(args: argparse.Namespace) -> int:
     try:
         event = await set_tenant_budget(
             Settings.from_env(), args.tenant, usd_per_day=args.usd_per_day, max_active_runs=args.max_active_runs,
-            set_by=f"cli:{os.environ.get('USER', 'operator')}",
+            set_by=f"cli:{load(CliSettings).user}",
         )  # fmt: skip
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)
@@ -112,7 +113,7 @@ async def run_kill_command(args: argparse.Namespace) -> int:
     try:
         event = await set_kill_switch(
             Settings.from_env(), args.scope, args.target, engaged=not args.release, reason=args.reason,
-            set_by=f"cli:{os.environ.get('USER', 'operator')}",
+            set_by=f"cli:{load(CliSettings).user}",
         )  # fmt: skip
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import socket
 import sys
 import time
@@ -24,6 +23,7 @@ from agentstream.localcluster import LocalCluster, supervise
 from agentstream.localkafka import LocalKafka
 from agentstream.process import stop_on_signals
 from agentstream.security.signing import platform_signers
+from agentstream.settings import ProcessSettings, once
 from agentstream.stack import (
     LAYOUT_ENV,
     ProcessorProcesses,
@@ -66,10 +66,11 @@ async def _up(
     if not url:
         model = ScriptedModel(list(scenario_dirs))
         url = await _stage(3, total, "scripted model server (offline stand-in for a provider)", model.start)
-    procs = ProcessorProcesses(child_env(settings, url), settings.home / "logs")
+    # Every processor core in one process unless AGENTSTREAM_LAYOUT says otherwise: no hop between them.
+    layout = once(ProcessSettings).layout or "engine"
+    procs = ProcessorProcesses(child_env(settings, url, {LAYOUT_ENV: layout}), settings.home / "logs")
     procs.start_all()
-    await _stage(4, total, "processors (orchestrator, policy-gate, cost-governor, model-invoker, tool-executor)",
-                 lambda: wait_for_tools(settings, DEMO_TOOLS))  # fmt: skip
+    await _stage(4, total, f"processors ({', '.join(procs.cores())})", lambda: wait_for_tools(settings, DEMO_TOOLS))
     return settings, model, procs, kafka
 
 
@@ -124,8 +125,6 @@ async def dev(
     kafka_port: int | None = None,
     scenario_dirs: Sequence[Path] = (),
 ) -> int:
-    # Every processor core in one process unless told otherwise: no hop between them.
-    os.environ.setdefault(LAYOUT_ENV, "engine")
     # Said before anything starts: a second deployment on the same ports would otherwise come up
     # half-way and fail in a log file.
     # (A broker left running by an earlier `dev` on this home and port is reused, not a clash.)
@@ -211,7 +210,6 @@ async def _approve_as_demo_operator(settings: Settings, run_id: str) -> None:
 
 
 async def demo(settings: Settings, *, keep_broker: bool = False) -> int:
-    os.environ.setdefault(LAYOUT_ENV, "engine")
     settings, model, procs, kafka = await _up(settings)
     client = JournalClient(settings)
     try:

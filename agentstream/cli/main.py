@@ -10,11 +10,15 @@ from collections.abc import Callable, Sequence
 from agentstream.cli import args as bounded
 from agentstream.cli import commands
 from agentstream.cli.approvals import add_approvals_parser
+from agentstream.cli.config import add_config_parser
 from agentstream.cli.costs import add_cost_parsers
 from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.signing import add_parser as add_signing_parser
 from agentstream.cli.tenants import add_parsers as add_tenancy_parsers
 from agentstream.cli.tools import add_tools_parser
+from agentstream.kafka.auth import ENGINE
+from agentstream.processors.catalog import CORES
+from agentstream.settings import SettingsError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,15 +103,12 @@ def parser() -> argparse.ArgumentParser:
     add_cost_parsers(sub)
     add_approvals_parser(sub)
     add_signing_parser(sub)
+    add_config_parser(sub)
 
     proc = sub.add_parser(
         "process", help="run one processor in this process, or `engine`: every processor in one process"
     )
-    proc.add_argument(
-        "name",
-        choices=["orchestrator", "policy-gate", "cost-governor", "model-invoker", "tool-executor", "kv-dispatcher",
-                 "engine"],
-    )  # fmt: skip
+    proc.add_argument("name", choices=[*CORES, ENGINE])
     proc.add_argument("--instance", default="0")
     return p
 
@@ -137,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = runner.run(handler(args) if handler is not None else commands.dispatch(args))
     except KeyboardInterrupt:
         code = 130
+    except SettingsError as exc:
+        # A variable whose value does not fit its type: said once, without a traceback.
+        print(f"agentstream: {exc}", file=sys.stderr)
+        code = 2
     sys.exit(code)
 
 

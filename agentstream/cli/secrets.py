@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -18,6 +17,7 @@ from agentstream.config import Settings
 from agentstream.credentials.errors import CredentialError
 from agentstream.credentials.keys import local_key_provider
 from agentstream.credentials.store import SecretInfo, delete_secret, list_secrets, put_secret
+from agentstream.settings.environ import named
 
 
 def add_secrets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +52,7 @@ def _split(text: str) -> list[str]:
 
 def _read_value(from_env: str | None) -> str:
     if from_env:
-        value = os.environ.get(from_env)
+        value = named(from_env)
         if not value:
             raise CredentialError(f"environment variable {from_env} is not set or empty")
         return value

@@ -9,24 +9,32 @@ from agentstream.client.http import (
     InvalidRequest,
     NotFound,
     RateLimited,
-    Run,
     RunEventMessage,
     RunsClient,
     Unauthenticated,
 )
 from agentstream.client.journal import JournalClient, RunBudget, RunRequest
+from agentstream.contract.resources import Approval, CostReport, Run, RunCost, RunPage
+from agentstream.contract.vocab import ApprovalStatus, CostGroup, RunStatus
 
 __all__ = [
     "ApiError",
+    "Approval",
+    "ApprovalStatus",
     "Conflict",
+    "CostGroup",
+    "CostReport",
     "InvalidRequest",
     "JournalClient",
     "NotFound",
     "RateLimited",
     "Run",
     "RunBudget",
+    "RunCost",
     "RunEventMessage",
+    "RunPage",
     "RunRequest",
+    "RunStatus",
     "RunsClient",
     "Unauthenticated",
 ]

@@ -1,21 +1,32 @@
 """The HTTP client SDK for the run API: typed runs, typed errors, and an SSE event stream that
-survives dropped connections by resuming from the last event it delivered."""
+survives dropped connections by resuming from the last event it delivered.
+
+Requests are built with the contract's request models and answers parsed into its resources
+(agentstream.contract), the same models the gateway validates and answers with."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from agentstream.client.journal import RunBudget
+from agentstream.contract.queries import first_problem
+from agentstream.contract.requests import Budget, CancelRun, CreateRun, DecideApproval, ResumeRun
+from agentstream.contract.resources import Approval, ApprovalPage, CostReport, Error, Run, RunCost, RunPage
+from agentstream.contract.vocab import ApprovalDecision, ApprovalStatus, CostGroup, RunStatus
 from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, Event
+from agentstream.sse import parse_sse
+
+R = TypeVar("R", bound=BaseModel)
 
 DEFAULT_CANCEL_REASON = "cancelled by the client"
 
@@ -35,7 +46,8 @@ class ApiError(Exception):
 
 
 class InvalidRequest(ApiError):
-    """400, 413 or 422: the request was refused as it stands; `field` names what to fix."""
+    """400, 413 or 422: the request was refused as it stands; `field` names what to fix. A request
+    the contract's models refuse is refused here, before it is sent, the same way (422)."""
 
 
 class Unauthenticated(ApiError):
@@ -66,54 +78,6 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 
 
 @dataclass(frozen=True)
-class Run:
-    id: str
-    status: str
-    task: str
-    model: str
-    tools: tuple[str, ...]
-    max_steps: int
-    labels: dict[str, str]
-    steps: int
-    reason: str | None
-    final_answer: str | None
-    created_at_ms: int
-    updated_at_ms: int
-    resumable: bool = False
-    cost_usd: float = 0.0
-    budget: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
-
-    @property
-    def settled(self) -> bool:
-        """Ended, or halted and waiting for a resume."""
-        return self.terminal or self.status == "halted"
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Run:
-        return cls(
-            id=body["id"],
-            status=body["status"],
-            task=body["task"],
-            model=body["model"],
-            tools=tuple(body.get("tools") or ()),
-            max_steps=body["max_steps"],
-            labels=dict(body.get("labels") or {}),
-            steps=body.get("steps", 0),
-            reason=body.get("reason"),
-            final_answer=body.get("final_answer"),
-            created_at_ms=body.get("created_at_ms", 0),
-            updated_at_ms=body.get("updated_at_ms", 0),
-            resumable=bool(body.get("resumable", False)),
-            cost_usd=float(body.get("cost_usd", 0.0)),
-            budget=dict(body.get("budget") or {}),
-        )
-
-
-@dataclass(frozen=True)
 class RunEventMessage:
     """One SSE message: `id` is the event's journal offset, `data` its JSON fields."""
 
@@ -131,9 +95,6 @@ class RunEventMessage:
         `offset`, `timestamp_ms`) and fields a newer server adds are ignored."""
         cls = EVENT_TYPES[self.type]
         return cls(**{f.name: self.data[f.name] for f in fields(cls) if f.name in self.data})
-
-
-RunPage = tuple[list[Run], str | None]
 
 
 class RunsClient:
@@ -186,53 +147,50 @@ class RunsClient:
     ) -> Run:
         """Creates the run (or returns the one this key already made); with `wait_s`, waits up to
         that long for it to end. Retrying with the same `idempotency_key` is always safe."""
-        body: dict[str, Any] = {
-            "task": task, "model": model, "tools": tools or [], "max_steps": max_steps, "labels": labels or {}
-        }  # fmt: skip
+        caps = None
         if budget is not None:
-            body["budget"] = {
-                "usd": budget.usd,
-                "tokens": budget.tokens,
-                "wall_s": budget.wall_s,
-                "on_loop": budget.on_loop,
-            }
+            caps = _request(Budget, usd=budget.usd, tokens=budget.tokens, wall_s=budget.wall_s, on_loop=budget.on_loop)
+        body = _request(CreateRun, task=task, model=model, tools=tools or [], max_steps=max_steps,
+                        labels=labels or {}, budget=caps)  # fmt: skip
         params = {"wait": f"{wait_s:g}"} if wait_s else None
         # The server holds a waiting request open for up to wait_s: the read timeout must outlast it.
         timeout = self._timeout_s + (wait_s or 0.0)
         response = await self._http.post(
             "/v1/runs",
-            content=orjson.dumps(body),
+            content=body.model_dump_json(),
             params=params,
             headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex, "Content-Type": "application/json"},
             timeout=timeout,
         )
-        return Run.from_json(_json(response))
+        return _parse(Run, response)
 
     async def get(self, run_id: str) -> Run:
-        return Run.from_json(_json(await self._http.get(f"/v1/runs/{run_id}")))
+        return _parse(Run, await self._http.get(f"/v1/runs/{run_id}"))
 
-    async def list_page(self, status: str | None = None, cursor: str | None = None, limit: int = 50) -> RunPage:
+    async def list_page(
+        self, status: RunStatus | str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> RunPage:
+        """One page of the tenant's runs; its `next_cursor` (None on the last) fetches the next."""
         params: dict[str, str | int] = {"limit": limit}
         if status is not None:
-            params["status"] = status
+            params["status"] = str(status)
         if cursor is not None:
             params["cursor"] = cursor
-        body = _json(await self._http.get("/v1/runs", params=params))
-        return [Run.from_json(item) for item in body["data"]], body.get("next_cursor")
+        return _parse(RunPage, await self._http.get("/v1/runs", params=params))
 
-    async def list(self, status: str | None = None, limit: int = 50) -> AsyncIterator[Run]:
+    async def list(self, status: RunStatus | str | None = None, limit: int = 50) -> AsyncIterator[Run]:
         """Every run of the tenant, oldest first; `limit` is the page size, pages are fetched lazily."""
         cursor: str | None = None
         while True:
-            page, cursor = await self.list_page(status, cursor, limit)
-            for run in page:
+            page = await self.list_page(status, cursor, limit)
+            for run in page.data:
                 yield run
-            if cursor is None:
+            if (cursor := page.next_cursor) is None:
                 return
 
     async def cancel(self, run_id: str, reason: str = DEFAULT_CANCEL_REASON) -> Run:
         """Requests cancellation; the returned run is as it was when the request was accepted."""
-        return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/cancel", json={"reason": reason})))
+        return await self._post(Run, f"/v1/runs/{run_id}/cancel", _request(CancelRun, reason=reason))
 
     async def resume(
         self,
@@ -245,30 +203,35 @@ class RunsClient:
         budget caps by `raise_budget`; the returned run is as it was when the resume was accepted
         (still `halted`)."""
         more = raise_budget or RunBudget()
-        body = {"add_steps": add_steps, "reason": reason, "add_usd": more.usd, "add_tokens": more.tokens,
-                "add_wall_s": more.wall_s}  # fmt: skip
-        return Run.from_json(_json(await self._http.post(f"/v1/runs/{run_id}/resume", json=body)))
+        body = _request(ResumeRun, add_steps=add_steps, reason=reason, add_usd=more.usd, add_tokens=more.tokens,
+                        add_wall_s=more.wall_s)  # fmt: skip
+        return await self._post(Run, f"/v1/runs/{run_id}/resume", body)
 
-    async def cost(self, run_id: str) -> dict[str, Any]:
+    async def cost(self, run_id: str) -> RunCost:
         """What the run has cost so far: dollars, tokens, and per tool and model."""
-        return dict(_json(await self._http.get(f"/v1/runs/{run_id}/cost")))
+        return _parse(RunCost, await self._http.get(f"/v1/runs/{run_id}/cost"))
 
-    async def costs(self, group_by: str = "run", since_ms: int = 0) -> dict[str, Any]:
+    async def costs(self, group_by: CostGroup | str = CostGroup.RUN, since_ms: int = 0) -> CostReport:
         """The tenant's spend grouped by run, tool or model."""
-        params: dict[str, str | int] = {"group_by": group_by, "since_ms": since_ms}
-        return dict(_json(await self._http.get("/v1/costs", params=params)))
+        params: dict[str, str | int] = {"group_by": str(group_by), "since_ms": since_ms}
+        return _parse(CostReport, await self._http.get("/v1/costs", params=params))
 
     # -- approvals -------------------------------------------------------------------------------
 
-    async def approvals(self, status: str | None = None) -> builtins.list[dict[str, Any]]:
+    async def approvals(self, status: ApprovalStatus | str | None = None) -> builtins.list[Approval]:
         """The tenant's approval requests (`pending`, `approved`, `denied`, `expired`; all without)."""
-        params = {"status": status} if status is not None else None
-        return list(_json(await self._http.get("/v1/approvals", params=params))["data"])
+        params = {"status": str(status)} if status is not None else None
+        return _parse(ApprovalPage, await self._http.get("/v1/approvals", params=params)).data
 
-    async def decide(self, approval_id: str, approve: bool, reason: str = "") -> dict[str, Any]:
+    async def decide(self, approval_id: str, approve: bool, reason: str = "") -> Approval:
         """Approves or denies one pending request; the decider on record is this client's API key."""
-        body = {"decision": "approve" if approve else "deny", "reason": reason}
-        return dict(_json(await self._http.post(f"/v1/approvals/{approval_id}", json=body)))
+        decision = ApprovalDecision.APPROVE if approve else ApprovalDecision.DENY
+        body = _request(DecideApproval, decision=decision, reason=reason)
+        return await self._post(Approval, f"/v1/approvals/{approval_id}", body)
+
+    async def _post(self, answer: type[R], path: str, body: BaseModel) -> R:
+        headers = {"Content-Type": "application/json"}
+        return _parse(answer, await self._http.post(path, content=body.model_dump_json(), headers=headers))
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -289,7 +252,7 @@ class RunsClient:
                     if response.status_code >= 400:
                         await response.aread()
                         raise _error(response)
-                    async for message in _parse_sse(response.aiter_lines()):
+                    async for message in _run_events(response):
                         if last is not None and message.id <= last:
                             continue  # the server resumes after Last-Event-ID; this guards a replay anyway
                         last, failures, latest = message.id, 0, message.type
@@ -307,49 +270,40 @@ class RunsClient:
             await asyncio.sleep(min(self._max_backoff_s, 0.05 * 2**failures))
 
 
-async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[RunEventMessage]:
-    # A message is dispatched only at its blank line: one cut off mid-way is dropped, not half-read.
-    event_id: str | None = None
-    event_type = ""
-    data: list[str] = []
-    async for line in lines:
-        if line == "":
-            if event_id is not None and data:
-                payload = orjson.loads("\n".join(data))
-                yield RunEventMessage(int(event_id), event_type or payload.get("type", ""), payload)
-            event_id, event_type, data = None, "", []
+async def _run_events(response: httpx.Response) -> AsyncIterator[RunEventMessage]:
+    # A message cut off before its blank line is dropped by the parser, not half-read; the stream
+    # is then resumed after the last whole one.
+    async for message in parse_sse(response.aiter_bytes()):
+        if message.id is None or not message.id.isdigit():
             continue
-        if line.startswith(":"):
-            continue  # keep-alive comment
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "id":
-            event_id = value
-        elif name == "event":
-            event_type = value
-        elif name == "data":
-            data.append(value)
+        payload = orjson.loads(message.data)
+        yield RunEventMessage(int(message.id), message.event or payload.get("type", ""), payload)
 
 
-def _json(response: httpx.Response) -> Any:
+def _request(kind: type[R], /, **fields: Any) -> R:
+    """A request body by the contract, refused here as the gateway would refuse it (422)."""
+    try:
+        return kind.model_validate(fields)
+    except ValidationError as exc:
+        where, message = first_problem(exc)
+        raise InvalidRequest(422, "invalid_field", f"{where}: {message}", where) from None
+
+
+def _parse(model: type[R], response: httpx.Response) -> R:
     if response.status_code >= 400:
         raise _error(response)
-    return response.json()
+    return model.model_validate_json(response.content)
 
 
 def _error(response: httpx.Response) -> ApiError:
-    try:
-        body = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        body = {}  # not the API's error shape (a proxy's error page, say)
     cls = _BY_STATUS.get(response.status_code, ApiError)
-    return cls(
-        response.status_code,
-        str(body.get("type", "http_error")),
-        str(body.get("message", response.reason_phrase or "request failed")),
-        body.get("field"),
-        _retry_after(response.headers.get("retry-after")),
-    )
+    retry_after = _retry_after(response.headers.get("retry-after"))
+    try:
+        error = Error.model_validate_json(response.content).error
+    except ValidationError:  # not the API's error shape (a proxy's error page, say)
+        message = response.reason_phrase or "request failed"
+        return cls(response.status_code, "http_error", message, None, retry_after)
+    return cls(response.status_code, error.type, error.message, error.field, retry_after)
 
 
 def _retry_after(raw: str | None) -> float | None:

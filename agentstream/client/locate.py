@@ -15,6 +15,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from agentstream.codec import AvroCodec, DecodeError
+from agentstream.contract.vocab import SETTLED_STATUSES
 from agentstream.events import RunIndexed
 from agentstream.kafka.consumer import fetch_batch, watermarks
 from agentstream.kafka.partitioner import partition_for
@@ -92,8 +93,6 @@ def read_span(consumer: Consumer, tp: TopicPartition, end: int, stop: Callable[[
             position = max(position, int(consumer.position([tp])[0].offset))
     return position, False
 
-
-SETTLED_STATUSES = frozenset({"completed", "failed", "cancelled", "halted"})
 
 
 def span_stop(entry: RunIndexed | None) -> Callable[[Message], bool]:

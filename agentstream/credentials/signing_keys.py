@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agentstream.config import Settings
 from agentstream.credentials.errors import CredentialError
+from agentstream.processors.catalog import CORES
 
 _FORMAT = 1
 _KEY_BYTES = 32
@@ -43,10 +44,7 @@ DEFAULT_RETIRE_AFTER_S = 24 * 3600
 # How often a process looks at its bundle file again (rotation, retirement) at most.
 RELOAD_INTERVAL_S = 2.0
 
-JOURNAL_WRITERS = (
-    "gateway", "admin", "orchestrator", "policy-gate", "cost-governor", "model-invoker", "kv-dispatcher",
-    "tool-executor",
-)  # fmt: skip
+JOURNAL_WRITERS = ("gateway", "admin", *CORES)
 
 
 def journal_purpose(writer: str) -> str:

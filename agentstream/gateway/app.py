@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -14,31 +13,36 @@ from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from agentstream.client.journal import JournalClient, RunBudget, RunRequest
-from agentstream.gateway.approvals_api import ApprovalsApi
-from agentstream.gateway.costs_api import run_cost, tenant_costs
-from agentstream.gateway.errors import ApiError, not_found
-from agentstream.gateway.models import (
+from agentstream.contract.openapi import openapi_json
+from agentstream.contract.queries import (
     CURSOR,
     IDEMPOTENCY_KEY,
-    CancelRun,
-    CreateRun,
-    DecideApproval,
-    RegisterTool,
-    ResumeRun,
-    SwitchTool,
+    LAST_EVENT_ID,
+    CreateRunQuery,
+    ListApprovalsQuery,
+    ListCostsQuery,
+    ListRunsQuery,
+    Query,
+    first_problem,
 )
-from agentstream.gateway.openapi import RUN_STATUSES, openapi_document
+from agentstream.contract.requests import CancelRun, CreateRun, DecideApproval, RegisterTool, ResumeRun, SwitchTool
+from agentstream.contract.resources import Health, RunPage
+from agentstream.contract.routes import OPERATIONS, Operation
+from agentstream.contract.vocab import RunStatus
+from agentstream.gateway.approvals_api import ApprovalsApi
+from agentstream.gateway.costs_api import run_cost, tenant_costs
+from agentstream.gateway.errors import ApiError, model_response, not_found
 from agentstream.gateway.projection import RunIndex, RunView
 from agentstream.gateway.streams import run_events
 from agentstream.gateway.tools_api import ToolsApi
-from agentstream.tenancy.scopes import APPROVALS_DECIDE, RUNS_READ, RUNS_WRITE, TOOLS_WRITE, has_scope
+from agentstream.tenancy.scopes import has_scope
 
-LAST_EVENT_ID = re.compile(r"^[0-9]{0,18}$")
 M = TypeVar("M", bound=BaseModel)
+Q = TypeVar("Q", bound=Query)
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +83,19 @@ class GatewayConfig:
 Handler = Callable[[Request, Caller], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class _Public:
+    """The caller of a public operation: no tenant, no scope."""
+
+    tenant_id: str = ""
+    max_active_runs: int = 0
+    key_id: str = ""
+    scopes: frozenset[str] = frozenset()
+
+
+_NOBODY = _Public()
+
+
 class Gateway:
     def __init__(
         self,
@@ -98,38 +115,35 @@ class Gateway:
         self.rates = rates
         self.config = config or GatewayConfig()
 
+    def handlers(self) -> dict[str, Handler]:
+        """The handler of each operation of the contract's table (agentstream.contract.routes)."""
+        return {
+            "createRun": self.create_run, "listRuns": self.list_runs, "getRun": self.get_run,
+            "cancelRun": self.cancel_run, "resumeRun": self.resume_run, "streamRunEvents": self.stream_events,
+            "getRunCost": self.get_run_cost, "listCosts": self.list_costs, "listApprovals": self.list_approvals,
+            "getApproval": self.get_approval, "decideApproval": self.decide_approval, "listTools": self.list_tools,
+            "registerTool": self.register_tool, "getTool": self.get_tool, "disableTool": self.disable_tool,
+            "enableTool": self.enable_tool, "health": self.health,
+        }  # fmt: skip
+
     def app(self) -> Starlette:
-        # Every route names the scope its key must carry (agentstream.tenancy.scopes).
-        read, write, decide, tools = RUNS_READ, RUNS_WRITE, APPROVALS_DECIDE, TOOLS_WRITE
-        routes = [
-            Route("/v1/runs", self._guard(write, self.create_run, "wait"), methods=["POST"]),
-            Route("/v1/runs", self._guard(read, self.list_runs, "status", "cursor", "limit"), methods=["GET"]),
-            Route("/v1/runs/{run_id}", self._guard(read, self.get_run), methods=["GET"]),
-            Route("/v1/runs/{run_id}/cancel", self._guard(write, self.cancel_run), methods=["POST"]),
-            Route("/v1/runs/{run_id}/resume", self._guard(write, self.resume_run), methods=["POST"]),
-            Route("/v1/runs/{run_id}/events", self._guard(read, self.stream_events), methods=["GET"]),
-            Route("/v1/runs/{run_id}/cost", self._guard(read, self.get_run_cost), methods=["GET"]),
-            Route("/v1/costs", self._guard(read, self.list_costs, "group_by", "since_ms"), methods=["GET"]),
-            Route("/v1/approvals", self._guard(read, self.list_approvals, "status"), methods=["GET"]),
-            Route("/v1/approvals/{approval_id}", self._guard(read, self.get_approval), methods=["GET"]),
-            Route("/v1/approvals/{approval_id}", self._guard(decide, self.decide_approval), methods=["POST"]),
-            Route("/v1/tools", self._guard(read, self.list_tools), methods=["GET"]),
-            Route("/v1/tools", self._guard(tools, self.register_tool), methods=["POST"]),
-            Route("/v1/tools/{name}", self._guard(read, self.get_tool), methods=["GET"]),
-            Route("/v1/tools/{name}/disable", self._guard(tools, self.disable_tool), methods=["POST"]),
-            Route("/v1/tools/{name}/enable", self._guard(tools, self.enable_tool), methods=["POST"]),
-            Route("/openapi.json", lambda _r: JSONResponse(openapi_document(self.config.max_wait_s)), methods=["GET"]),
-            Route("/healthz", lambda _r: JSONResponse({"ok": True}), methods=["GET"]),
-        ]
+        handlers = self.handlers()
+        routes = [Route(op.path, self._guard(op, handlers[op.operation_id]), methods=[op.method]) for op in OPERATIONS]
+        document = openapi_json(self.config.max_wait_s)
+        routes.append(Route("/openapi.json", lambda _r: Response(document, media_type="application/json")))
         # Unknown paths and methods get the same machine-readable error body as every other refusal.
         return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal_error})
 
-    def _guard(self, scope: str, handler: Handler, *query: str) -> Callable[[Request], Awaitable[Response]]:
-        """Authentication, the key's scope for the operation, the tenant's rate, and the
-        operation's query parameters (no others)."""
-        allowed = frozenset(query)
+    def _guard(self, op: Operation, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Authentication, the key's scope for the operation (agentstream.tenancy.scopes), the
+        tenant's rate, and the operation's query parameters (no others). A public operation
+        (no scope: the health check) is answered as is."""
+        allowed, scope = op.query_names, op.scope
 
         async def endpoint(request: Request) -> Response:
+            if scope is None:
+                return await handler(request, _NOBODY)
+
             try:
                 caller = self.auth.authenticate(request.headers.get("authorization"))
                 if caller is None:
@@ -159,7 +173,10 @@ class Gateway:
         if key is None or not IDEMPOTENCY_KEY.fullmatch(key):
             raise ApiError(400, "invalid_header", "Idempotency-Key is required: 1-200 printable ASCII characters",
                            field="Idempotency-Key")  # fmt: skip
-        wait_s = _float_param(request, "wait", 0.0, 0.0, self.config.max_wait_s)
+        wait_s = _query(CreateRunQuery, request).wait
+        if wait_s > self.config.max_wait_s:
+            raise ApiError(400, "invalid_parameter", f"wait must be between 0 and {self.config.max_wait_s:g}",
+                           field="wait")  # fmt: skip
         body = _validate(CreateRun, await self._read_json(request))
         request_hash = hashlib.sha256(orjson.dumps(body.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
         # The run id is a function of (tenant, key): concurrent identical requests all name the
@@ -198,7 +215,7 @@ class Gateway:
             existing = await self.index.wait_for(run_id, wait_s, terminal=True) or existing
             if not existing.settled:
                 status = 202
-        return JSONResponse(existing.resource(), status_code=status, headers={"Location": f"/v1/runs/{run_id}"})
+        return model_response(existing.resource(), status, headers={"Location": f"/v1/runs/{run_id}"})
 
     def _admit(self, caller: Caller) -> None:
         if self.index.active_runs() >= self.config.platform_max_active_runs:
@@ -208,24 +225,19 @@ class Gateway:
                            headers={"Retry-After": "5"})  # fmt: skip
 
     async def get_run(self, request: Request, caller: Caller) -> Response:
-        return JSONResponse((await self._run(request, caller)).resource())
+        return model_response((await self._run(request, caller)).resource())
 
     async def list_runs(self, request: Request, caller: Caller) -> Response:
-        status = request.query_params.get("status")
-        if status is not None and status not in RUN_STATUSES:
-            raise ApiError(
-                400,
-                "invalid_parameter",
-                f"status must be one of: {', '.join(RUN_STATUSES)}",
-                field="status",
-            )
-        limit = _int_param(request, "limit", 50, 1, 500)
-        after = _decode_cursor(request.query_params.get("cursor"))
-        page = self.index.list(caller.tenant_id, status, after, limit + 1)
+        query = _query(ListRunsQuery, request)
+        limit = query.limit
+        page = self.index.list(caller.tenant_id, query.status, _decode_cursor(query.cursor), limit + 1)
         more = len(page) > limit
         page = page[:limit]
         cursor = _encode_cursor(page[-1]) if more and page else None
-        return JSONResponse({"data": [v.resource() for v in page], "next_cursor": cursor})
+        return model_response(RunPage(data=[v.resource() for v in page], next_cursor=cursor))
+
+    async def health(self, _request: Request, _caller: Caller) -> Response:
+        return model_response(Health(ok=True))
 
     async def cancel_run(self, request: Request, caller: Caller) -> Response:
         view = await self._run(request, caller)
@@ -234,14 +246,14 @@ class Gateway:
         if view.terminal:
             raise ApiError(409, "already_ended", f"the run already ended ({view.status})")
         await self.journal.cancel(view.run_id, caller.tenant_id, body.reason, requested_by=f"api:{caller.tenant_id}")
-        return JSONResponse(view.resource(), status_code=202)
+        return model_response(view.resource(), 202)
 
     async def resume_run(self, request: Request, caller: Caller) -> Response:
         view = await self._run(request, caller)
         raw = await self._read_json(request, allow_empty=True)
         body = _validate(ResumeRun, raw if raw is not None else {})
-        if view.status != "halted" or not view.resumable:
-            why = "halted for a reason that cannot be resumed" if view.status == "halted" else f"{view.status}"
+        if view.status != RunStatus.HALTED or not view.resumable:
+            why = "halted for a reason that cannot be resumed" if view.status == RunStatus.HALTED else view.status
             raise ApiError(409, "not_resumable", f"the run is {why}; only runs halted at a resumable limit resume")
         self._admit(caller)  # a resumed run is active again, so it counts against the same quotas
         await self.journal.resume(
@@ -253,7 +265,7 @@ class Gateway:
             requested_by=f"api:{caller.tenant_id}",
             raise_budget=RunBudget(usd=body.add_usd, tokens=body.add_tokens, wall_s=body.add_wall_s),
         )
-        return JSONResponse(view.resource(), status_code=202)
+        return model_response(view.resource(), 202)
 
     async def stream_events(self, request: Request, caller: Caller) -> Response:
         view = await self._run(request, caller)
@@ -275,8 +287,7 @@ class Gateway:
         return await run_cost(self.index, request.path_params["run_id"], caller.tenant_id)
 
     async def list_costs(self, request: Request, caller: Caller) -> Response:
-        since_ms = _int_param(request, "since_ms", 0, 0, 10**15)
-        return tenant_costs(self.index, request, caller.tenant_id, since_ms)
+        return tenant_costs(self.index, caller.tenant_id, _query(ListCostsQuery, request))
 
     # -- approvals --------------------------------------------------------------------------------
 
@@ -286,7 +297,7 @@ class Gateway:
         return self.approvals
 
     async def list_approvals(self, request: Request, caller: Caller) -> Response:
-        return await self._approvals().list(request, caller.tenant_id)
+        return await self._approvals().list(caller.tenant_id, _query(ListApprovalsQuery, request).status)
 
     async def get_approval(self, request: Request, caller: Caller) -> Response:
         return await self._approvals().get(request, caller.tenant_id)
@@ -365,34 +376,17 @@ def _validate(model: type[M], raw: Any) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(422, "invalid_field", f"{where}: {first['msg']}", field=where) from exc
+        where, message = first_problem(exc)
+        raise ApiError(422, "invalid_field", f"{where}: {message}", field=where) from exc
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"[+-]?[0-9]{1,18}", raw):
-        raise ApiError(400, "invalid_parameter", f"{name} must be an integer", field=name)
-    value = int(raw)
-    if not low <= value <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}", field=name)
-    return value
-
-
-def _float_param(request: Request, name: str, default: float, low: float, high: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
+def _query(model: type[Q], request: Request) -> Q:
+    """The operation's query parameters (the last value of a repeated one), by its query model."""
     try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a number", field=name) from exc
-    if not low <= value <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be between {low:g} and {high:g}", field=name)
-    return value
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        where, message = first_problem(exc)
+        raise ApiError(400, "invalid_parameter", f"{where}: {message}", field=where) from exc
 
 
 def _encode_cursor(view: RunView) -> str:

@@ -16,18 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from agentstream.approvals import record_decision
 from agentstream.client.journal import JournalClient
-from agentstream.gateway.errors import ApiError
-from agentstream.gateway.models import DecideApproval
+from agentstream.contract.requests import DecideApproval
+from agentstream.contract.resources import ApprovalPage
+from agentstream.contract.vocab import ApprovalDecision, ApprovalStatus
+from agentstream.gateway.errors import ApiError, model_response
 from agentstream.gateway.projection import ApprovalView, RunIndex
 from agentstream.registry.entry import TenantPolicy
 from agentstream.security.signing import Signer
 from agentstream.tenancy.directory import ApiKey, Tenant
 
-APPROVAL_STATUSES = ["pending", "approved", "denied", "expired"]
 # An Authorization header -> the tenant and key it proves, or None (TenantDirectory.identify).
 Identify = Callable[[str | None], tuple[Tenant, ApiKey] | None]
 # A tenant id -> its current tool policy (read fresh for every decision).
@@ -54,15 +55,11 @@ class ApprovalsApi:
         self.identify = identify
         self.policy_of = policy_of or (lambda _tenant: TenantPolicy())
 
-    async def list(self, request: Request, tenant_id: str) -> Response:
-        status = request.query_params.get("status")
-        if status is not None and status not in APPROVAL_STATUSES:
-            raise ApiError(400, "invalid_parameter", f"status must be one of: {', '.join(APPROVAL_STATUSES)}",
-                           field="status")  # fmt: skip
-        return JSONResponse({"data": [a.resource() for a in self.index.approvals_of(tenant_id, status)]})
+    async def list(self, tenant_id: str, status: ApprovalStatus | None) -> Response:
+        return model_response(ApprovalPage(data=[a.resource() for a in self.index.approvals_of(tenant_id, status)]))
 
     async def get(self, request: Request, tenant_id: str) -> Response:
-        return JSONResponse(self._find(request, tenant_id).resource())
+        return model_response(self._find(request, tenant_id).resource())
 
     async def decide(self, request: Request, tenant_id: str, body: DecideApproval, caller_key_id: str) -> Response:
         # The gateway authenticated this very header (and checked its scope) before calling here;
@@ -72,17 +69,17 @@ class ApprovalsApi:
             raise ApiError(401, "unauthenticated", "a valid API key is required: Authorization: Bearer <key>",
                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         approval = self._find(request, tenant_id)
-        if approval.status != "pending":
+        if approval.status != ApprovalStatus.PENDING:
             raise ApiError(409, "already_decided", f"the approval is already {approval.status}")
         self._refuse_self_approval(tenant_id, approval, found[1])
         reason = body.reason or body.decision
         if body.decided_by:
             reason = f"{reason} (decider's note: {body.decided_by})"
         await record_decision(
-            self.journal, self.signer, approval.request, approved=body.decision == "approve",
+            self.journal, self.signer, approval.request, approved=body.decision == ApprovalDecision.APPROVE,
             decided_by=decider(tenant_id, found[1]), reason=reason,
         )  # fmt: skip
-        return JSONResponse(approval.resource(), status_code=202)
+        return model_response(approval.resource(), 202)
 
     def _refuse_self_approval(self, tenant_id: str, approval: ApprovalView, key: ApiKey) -> None:
         run = self.index.get(tenant_id, approval.request.run_id)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from agentstream.contract.resources import Error, ErrorDetail
+
+
+def model_response(body: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A response body built from the contract's model (agentstream.contract.resources)."""
+    return Response(body.model_dump_json(), status_code=status, headers=headers, media_type="application/json")
 
 
 class ApiError(Exception):
@@ -14,7 +24,7 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
-        details: dict[str, object] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -26,12 +36,11 @@ class ApiError(Exception):
         # client can act on a refusal without parsing its prose.
         self.details = details or {}
 
-    def response(self) -> JSONResponse:
-        body: dict[str, object] = {"type": self.type, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        body.update(self.details)
-        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
+    def response(self) -> Response:
+        detail = ErrorDetail(type=self.type, message=self.message, field=self.field, **self.details)
+        # Absent, not null: `field` and the details appear only where they say something.
+        body = Error(error=detail).model_dump_json(exclude_none=True)
+        return Response(body, status_code=self.status, headers=self.headers, media_type="application/json")
 
 
 def not_found() -> ApiError:

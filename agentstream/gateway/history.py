@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
-from agentstream.client.locate import SETTLED_STATUSES, index_key, index_partition, read_span
+from agentstream.client.locate import index_key, index_partition, read_span
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
+from agentstream.contract.vocab import SETTLED_STATUSES, RunStatus
 from agentstream.events import ProjectionCheckpoint, RunIndexed
 from agentstream.gateway.views import RunView
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
@@ -51,7 +52,8 @@ class Location:
 
     def entry(self, run_id: str) -> RunIndexed:
         """As an index entry, for the span reader (client/locate.py)."""
-        status = "completed" if self.settled else "running"
+        status = RunStatus.COMPLETED if self.settled else RunStatus.RUNNING
+
         return RunIndexed("", run_id, "", self.partition, self.first_offset, self.last_offset, self.last_ms, status, 0)
 
 

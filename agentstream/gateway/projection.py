@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections import ChainMap, OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
+from agentstream.contract.vocab import ApprovalStatus, RunStatus
 from agentstream.costs import RunCost
 from agentstream.events import (
     ApprovalDecided,
@@ -46,10 +46,11 @@ from agentstream.gateway.views import (
     RunView,
     StoredEvent,
     _summarise,
+    approval_outcome,
     sse_message,
 )
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
-from agentstream.security.signing import TIMEOUT
+from agentstream.settings import GatewaySettings
 from agentstream.topics import JOURNAL, load_topics
 
 __all__ = ["WITHHELD", "WITHHELD_FIELDS", "ApprovalView", "HistoryLimits", "Mailbox", "RunIndex", "RunView",
@@ -67,18 +68,8 @@ class HistoryLimits:
     checkpoint_s: float = 5.0
 
     @staticmethod
-    def from_env() -> HistoryLimits:
-        def number(name: str, default: float) -> float:
-            raw = os.environ.get(f"AGENTSTREAM_GATEWAY_{name}", "").strip()
-            return float(raw) if raw else default
-
-        d = HistoryLimits()
-        return HistoryLimits(
-            recent_runs=int(number("RECENT_RUNS", d.recent_runs)),
-            recent_events=int(number("RECENT_EVENTS", d.recent_events)),
-            window_events=int(number("WINDOW_EVENTS", d.window_events)),
-            checkpoint_s=number("CHECKPOINT_S", d.checkpoint_s),
-        )
+    def of(gateway: GatewaySettings) -> HistoryLimits:
+        return HistoryLimits(gateway.recent_runs, gateway.recent_events, gateway.window_events, gateway.checkpoint_s)
 
 
 class RunIndex:
@@ -297,13 +288,15 @@ class RunIndex:
                 # The first decision wins, as in the policy gate; unsigned ones are the gate's to
                 # ignore, and a timeout is shown as expired.
                 approval = self.approvals.get(event.approval_id)
-                if approval is None or approval.status != "pending" or approval.request.call_id != event.call_id:
+                if (
+                    approval is None
+                    or approval.status != ApprovalStatus.PENDING
+                    or approval.request.call_id != event.call_id
+                ):
                     return
                 if not self.approval_verifies(event):
                     return
-                approval.status = (
-                    "approved" if event.approved else "expired" if event.decided_by == TIMEOUT else "denied"
-                )
+                approval.status = approval_outcome(event)
                 approval.decided_by, approval.reason, approval.decided_ms = (
                     event.decided_by,
                     event.reason,
@@ -311,7 +304,7 @@ class RunIndex:
                 )
                 view.pending_approvals = max(0, view.pending_approvals - 1)
 
-    def approvals_of(self, tenant_id: str, status: str | None) -> list[ApprovalView]:
+    def approvals_of(self, tenant_id: str, status: ApprovalStatus | None) -> list[ApprovalView]:
         found = [
             a for a in self.approvals.values()
             if a.request.tenant_id == tenant_id and (status is None or a.status == status)
@@ -346,7 +339,10 @@ class RunIndex:
         # A halted run holds no model or tool capacity until it is resumed.
         return sum(1 for v in self.live.values() if not v.settled and (tenant_id is None or v.tenant_id == tenant_id))
 
-    def list(self, tenant_id: str, status: str | None, after: tuple[int, str] | None, limit: int) -> list[RunView]:
+    def list(
+        self, tenant_id: str, status: RunStatus | None, after: tuple[int, str] | None, limit: int
+    ) -> list[RunView]:
+
         views = [
             v for v in self.runs.values() if v.tenant_id == tenant_id and (status is None or v.public_status == status)
         ]

@@ -85,7 +85,7 @@ async def running_gateway(
     # The run index and checkpoint: a start reads what is live and recent, older runs on demand.
     history = RunHistory(settings)
     index = RunIndex(
-        settings, lambda event: approval_verifies(approval, event), checks, history, HistoryLimits.from_env()
+        settings, lambda event: approval_verifies(approval, event), checks, history, HistoryLimits.of(settings.gateway)
     )
     directory = TenantDirectory(settings)
     await directory.start()

@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 from confluent_kafka import KafkaException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from agentstream.config import Settings
-from agentstream.gateway.errors import ApiError
-from agentstream.gateway.models import RegisterTool, SwitchTool
+from agentstream.contract.requests import RegisterTool, SwitchTool
+from agentstream.contract.resources import Tool, ToolDetail, ToolPage
+from agentstream.gateway.errors import ApiError, model_response
 from agentstream.registry import admin
 from agentstream.registry.admin import RegistryError
 from agentstream.registry.entry import ToolEntry
@@ -70,13 +71,13 @@ class ToolsApi:
     async def list(self, tenant_id: str) -> Response:
         self._fresh()
         catalog = self.reader.catalog
-        data = [self._resource(tenant_id, entry) for _, entry in sorted(catalog.visible(tenant_id).items())]
-        return JSONResponse({"data": data})
+        data = [Tool(**self._resource(tenant_id, entry)) for _, entry in sorted(catalog.visible(tenant_id).items())]
+        return model_response(ToolPage(data=data))
 
     async def get(self, request: Request, tenant_id: str) -> Response:
         entry = self._visible(request, tenant_id)
         versions = self.reader.catalog.versions.get((entry.owner, entry.name), {})
-        return JSONResponse({**self._resource(tenant_id, entry), "versions": sorted(versions)})
+        return model_response(ToolDetail(**self._resource(tenant_id, entry), versions=sorted(versions)))
 
     async def register(self, tenant_id: str, body: RegisterTool) -> Response:
         self._fresh()
@@ -90,7 +91,7 @@ class ToolsApi:
             entry = await admin.register_tool(self.settings, draft, self.reader.catalog)
         except RegistryError as exc:
             raise ApiError(422, "invalid_tool", str(exc), field="body") from exc
-        return JSONResponse(self._resource(tenant_id, entry), status_code=201)
+        return model_response(Tool(**self._resource(tenant_id, entry)), 201)
 
     async def switch(self, request: Request, tenant_id: str, body: SwitchTool, *, disabled: bool) -> Response:
         entry = self._visible(request, tenant_id)
@@ -98,7 +99,7 @@ class ToolsApi:
             raise ApiError(403, "platform_tool", "platform tools are switched by the platform's operators")
         await admin.switch_tool(self.settings, tenant_id, entry.name, disabled=disabled, reason=body.reason,
                                 by=f"api:{tenant_id}")  # fmt: skip
-        return JSONResponse({**self._resource(tenant_id, entry), "disabled": disabled}, status_code=202)
+        return model_response(Tool(**{**self._resource(tenant_id, entry), "disabled": disabled}), 202)
 
     def _resource(self, tenant_id: str, entry: ToolEntry) -> dict[str, Any]:
         catalog = self.reader.catalog

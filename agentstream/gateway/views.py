@@ -12,9 +12,12 @@ from typing import Any
 
 import orjson
 
+from agentstream.contract.resources import Approval, BudgetCaps, Run, RunFlag
+from agentstream.contract.vocab import ApprovalStatus, RunStatus
 from agentstream.costs import RunCost
 from agentstream.events import (
     TERMINAL_TYPES,
+    ApprovalDecided,
     ApprovalRequested,
     LlmCallCompleted,
     ResumeRequested,
@@ -26,6 +29,7 @@ from agentstream.events import (
     RunHalted,
     RunStarted,
 )
+from agentstream.security.signing import TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,30 +103,26 @@ class ApprovalView:
     """One approval request and its outcome, as the approvals API shows it."""
 
     request: ApprovalRequested
-    status: str = "pending"  # pending, approved, denied, expired
+    status: ApprovalStatus = ApprovalStatus.PENDING
     decided_by: str = ""
     reason: str = ""
     decided_ms: int = 0
 
-    def resource(self) -> dict[str, Any]:
+    def resource(self) -> Approval:
         r = self.request
-        return {
-            "id": r.approval_id,
-            "run_id": r.run_id,
-            "status": self.status,
-            "tool": r.tool,
-            "tool_version": r.tool_version,
-            "tier": r.tier,
-            "arguments_json": r.arguments_json,
-            "reason": r.reason,
-            "requested_at_ms": r.requested_ms,
-            "expires_at_ms": r.expires_ms,
-            "decided_by": self.decided_by or None,
+        same = ("run_id", "tool", "tool_version", "tier", "arguments_json", "reason")  # named alike in both
+        return Approval(
+            **{name: getattr(r, name) for name in same},
+            id=r.approval_id,
+            status=self.status,
+            requested_at_ms=r.requested_ms,
+            expires_at_ms=r.expires_ms,
+            decided_by=self.decided_by or None,
             # The deciding key's id alone (also the tail of `decided_by`): who to ask about it.
-            "decided_by_key_id": self.decided_by.rpartition(":key/")[2] if ":key/" in self.decided_by else None,
-            "decision_reason": self.reason or None,
-            "decided_at_ms": self.decided_ms or None,
-        }
+            decided_by_key_id=self.decided_by.rpartition(":key/")[2] if ":key/" in self.decided_by else None,
+            decision_reason=self.reason or None,
+            decided_at_ms=self.decided_ms or None,
+        )
 
 
 @dataclass
@@ -137,7 +137,7 @@ class RunView:
     request_hash: str
     created_ms: int
     api_key_id: str = ""  # the key that created the run: it may not approve the run's calls
-    status: str = "queued"
+    status: RunStatus = RunStatus.QUEUED
     updated_ms: int = 0
     steps: int = 0
     reason: str = ""
@@ -164,66 +164,70 @@ class RunView:
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
+        return self.status.terminal
 
     @property
-    def public_status(self) -> str:
+    def public_status(self) -> RunStatus:
         # Paused on a person: no model call is made until every approval of the step is decided.
-        return "awaiting_approval" if self.pending_approvals and not self.settled else self.status
+        return RunStatus.AWAITING_APPROVAL if self.pending_approvals and not self.settled else self.status
 
     @property
     def settled(self) -> bool:
         """Ended, or waiting for someone: nothing will happen until a client acts."""
-        return self.terminal or self.status == "halted"
+        return self.status.settled
 
-    def resource(self) -> dict[str, Any]:
-        return {
-            "id": self.run_id,
-            "status": self.public_status,
-            "task": self.task,
-            "model": self.model,
-            "tools": self.tools,
-            "max_steps": self.max_steps,
-            "labels": self.labels,
-            "steps": self.steps,
-            "reason": self.reason or None,
-            "final_answer": self.final_answer or None,
-            "resumable": self.status == "halted" and self.resumable,
-            "flags": self.flags,
-            "budget": self.budget,
-            "cost_usd": round(self.cost.usd, 9) if self.cost is not None else 0.0,
-            "created_at_ms": self.created_ms,
-            "updated_at_ms": self.updated_ms,
-            "events_url": f"/v1/runs/{self.run_id}/events",
-        }
+    def resource(self) -> Run:
+        same = ("task", "model", "tools", "max_steps", "labels", "steps")  # named alike in both
+        return Run(
+            **{name: getattr(self, name) for name in same},
+            id=self.run_id,
+            status=self.public_status,
+            reason=self.reason or None,
+            final_answer=self.final_answer or None,
+            resumable=self.status == RunStatus.HALTED and self.resumable,
+            flags=[RunFlag(**flag) for flag in self.flags],
+            budget=BudgetCaps(**self.budget),
+            cost_usd=round(self.cost.usd, 9) if self.cost is not None else 0.0,
+            created_at_ms=self.created_ms,
+            updated_at_ms=self.updated_ms,
+            events_url=f"/v1/runs/{self.run_id}/events",
+        )
+
+
+def approval_outcome(event: ApprovalDecided) -> ApprovalStatus:
+    """What a (verified, first) decision makes of an approval: a timeout's denial shows as expired."""
+    if event.approved:
+        return ApprovalStatus.APPROVED
+    return ApprovalStatus.EXPIRED if event.decided_by == TIMEOUT else ApprovalStatus.DENIED
 
 
 def _summarise(view: RunView, event: RunEvent) -> None:
     match event:
         case RunStarted():
-            view.status = "running"
+            view.status = RunStatus.RUNNING
         case RunFlagged():
             view.flags.append({"kind": event.kind, "step": event.step, "reason": event.reason, "count": event.count})
         case LlmCallCompleted():
             view.steps = max(view.steps, event.step)
         case RunCompleted():
             view.status, view.reason, view.final_answer, view.steps = (
-                "completed",
+                RunStatus.COMPLETED,
                 event.reason,
                 event.final_answer,
                 event.steps,
             )
         case RunHalted():
-            view.status, view.reason, view.steps = "halted", f"{event.limit}: {event.reason}", event.steps
+            view.status, view.reason, view.steps = RunStatus.HALTED, f"{event.limit}: {event.reason}", event.steps
             view.halts, view.resumable = event.halt, event.resumable
-        case ResumeRequested() if view.status == "halted" and event.halt == view.halts:
-            view.status, view.reason = "running", ""
+        case ResumeRequested() if view.status == RunStatus.HALTED and event.halt == view.halts:
+            view.status, view.reason = RunStatus.RUNNING, ""
             for name, added in (("usd", event.add_usd), ("tokens", event.add_tokens), ("wall_s", event.add_wall_s)):
                 if view.budget.get(name):
                     view.budget[name] += added
         case RunFailed():
-            view.status, view.reason, view.steps = "failed", f"{event.error_type}: {event.reason}", event.steps
+            view.status, view.reason, view.steps = RunStatus.FAILED, f"{event.error_type}: {event.reason}", event.steps
         case RunCancelled():
-            view.status, view.reason, view.steps = "cancelled", event.reason, event.steps
+            view.status, view.reason, view.steps = RunStatus.CANCELLED, event.reason, event.steps
+
     if event.type_name in TERMINAL_TYPES:
         view.seen_ids.clear()  # nothing after the end changes the run; keep memory small

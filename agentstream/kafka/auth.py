@@ -26,6 +26,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialUpsertion,
 )
 
+from agentstream.processors.catalog import CORES
+
 MECHANISM = "SCRAM-SHA-512"
 # Kafka's default and minimum: the cost is paid once per connection, never per record.
 SCRAM_ITERATIONS = 4096
@@ -34,7 +36,7 @@ SCRAM_ITERATIONS = 4096
 ADMIN = "admin-cli"
 # The broker's own identity on its controller listener and for inter-broker requests.
 BROKER = "kafka-broker"
-PROCESSORS = ("orchestrator", "policy-gate", "cost-governor", "kv-dispatcher", "model-invoker", "tool-executor")
+PROCESSORS = CORES  # one principal per processor core of the registry
 # Every processor core in one process (`agentstream process engine`): one principal, granted the
 # union of what its cores are granted.
 ENGINE = "engine"

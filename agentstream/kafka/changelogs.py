@@ -17,7 +17,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from confluent_kafka import Consumer
+
 from agentstream.kafka.changelog import ChangelogWriter
+from agentstream.kafka.consumer import ConsumerFactory
 from agentstream.kafka.journal import Record
 from agentstream.kafka.recovery import RestoreError, restore_topics
 from agentstream.kafka.state import PartitionStore
@@ -27,13 +30,22 @@ log = logging.getLogger("agentstream.runtime")
 
 class StateChangelogs:
     def __init__(
-        self, topics: Mapping[str, str], bootstrap: str, kafka_extra: Mapping[str, str], interval_s: float
+        self,
+        topics: Mapping[str, str],
+        bootstrap: str,
+        kafka_extra: Mapping[str, str],
+        interval_s: float,
+        *,
+        consumers: ConsumerFactory = Consumer,
+        open_store: Callable[[Path], PartitionStore] = PartitionStore,
     ) -> None:
         self._writers = {core: ChangelogWriter(topic) for core, topic in topics.items()}
         self._bootstrap = bootstrap
         self._extra = dict(kafka_extra)
         self._interval_s = interval_s
         self._next_flush = time.monotonic() + interval_s
+        self._consumers = consumers
+        self._open_store = open_store
         self._seeds: list[Record] = []  # whole stores older than their changelog, for the next flush
 
     def open_stores(
@@ -41,7 +53,7 @@ class StateChangelogs:
     ) -> dict[tuple[str, int], PartitionStore]:
         """Every core's store of every partition; a store without an offset is restored from its
         core's changelog first (one consumer for all of them)."""
-        stores = {(core, p): PartitionStore(path(core, p)) for p in partitions for core in cores}
+        stores = {(core, p): self._open_store(path(core, p)) for p in partitions for core in cores}
         wanted: dict[str, dict[int, PartitionStore]] = {}
         for (core, p), store in stores.items():
             if core in self._writers:
@@ -49,7 +61,7 @@ class StateChangelogs:
         if not wanted:
             return stores
         try:
-            restored = restore_topics(self._bootstrap, self._extra, wanted)
+            restored = restore_topics(self._bootstrap, self._extra, wanted, consumers=self._consumers)
         except RestoreError as exc:  # the stores stay without offsets: they are replayed from the journal
             log.warning("state restore failed: %s; replaying the journal instead", exc)
             return stores

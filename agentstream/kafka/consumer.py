@@ -12,6 +12,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from agentstream.kafka.logs import kafka_logger
 
+# Makes a consumer from its configuration: `Consumer` itself, or the in-memory twin that drives the
+# same shell code without a broker in the unit test of the commit order (tests/kafka_twin.py).
+ConsumerFactory = Callable[[dict[str, Any]], Consumer]
+
 
 def consumer_config(
     bootstrap: str, extra: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None

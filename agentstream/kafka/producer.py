@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -57,6 +57,16 @@ def producer_config(
         **(extra or {}),
         **(overrides or {}),
     }
+
+
+class RecordProducer(Protocol):
+    """What the processor shell writes through (agentstream/kafka/runtime_io.py): AsyncProducer
+    against the broker, or the in-memory twin that drives the same shell code in the unit test of
+    the commit order (tests/kafka_twin.py)."""
+
+    def send_batch(self, records: Sequence[Record]) -> Awaitable[list[Message | DeliveryError]]: ...
+
+    async def flush(self, timeout_s: float = 30.0) -> None: ...
 
 
 class AsyncProducer:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from agentstream.kafka.changelog import MARKER_KEY, decode_marker
-from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
+from agentstream.kafka.consumer import ConsumerFactory, consumer_config, fetch_batch, watermarks
 from agentstream.kafka.state import PartitionStore
 
 log = logging.getLogger("agentstream.recovery")
@@ -153,6 +153,7 @@ def restore_topics(
     stores: Mapping[str, Mapping[int, PartitionStore]],
     *,
     stall_s: float = 30.0,
+    consumers: ConsumerFactory = Consumer,
 ) -> dict[str, dict[int, Restored]]:
     """Restores `stores[topic][p]` from partition p of changelog `topic`, for every topic and p,
     with one consumer (a process hosting several cores restores them all at once). A store that
@@ -173,7 +174,7 @@ def restore_topics(
                 store.clear()
                 lost[(topic, partition)] = store
     progress: dict[tuple[str, int], _Progress] = {}
-    consumer = Consumer(consumer_config(bootstrap, kafka_extra, {"group.id": _GROUP, "fetch.wait.max.ms": 100}))
+    consumer = consumers(consumer_config(bootstrap, kafka_extra, {"group.id": _GROUP, "fetch.wait.max.ms": 100}))
     try:
         present = {topic: _partitions(consumer, topic, min(15.0, stall_s)) for topic in stores}
         for (topic, partition), existing in kept.items():

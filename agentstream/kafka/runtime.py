@@ -26,6 +26,7 @@ again with the same ids and recognised as duplicates. A store that is missing is
 changelog (agentstream/kafka/recovery.py) to the offset it reflects, or, with no changelog, rebuilt
 from the beginning of the topic; either way the partition is read with `live=False` (evolve only)
 until it reaches the end it had at assignment; only then does each core act (`resume`).
+tests/unit/test_commit_order.py kills a process at each of these steps and checks what is replayed.
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.admission import admit
 from agentstream.kafka.changelogs import StateChangelogs
-from agentstream.kafka.consumer import consumer_config
+from agentstream.kafka.consumer import ConsumerFactory, consumer_config
 from agentstream.kafka.core import Outcome, WorkItem
 from agentstream.kafka.deadletter import dead_letter_record
 from agentstream.kafka.fetcher import Fetcher
 from agentstream.kafka.hosting import HostedCore, Partition, assign_partitions, store_path
 from agentstream.kafka.journal import TYPE_HEADER, Record, header_pairs
-from agentstream.kafka.producer import AsyncProducer
+from agentstream.kafka.producer import RecordProducer
 from agentstream.kafka.runtime_io import Counters, JournalWriter, publish_status_forever
 from agentstream.kafka.runtime_work import SideEffects
+from agentstream.kafka.state import PartitionStore
 from agentstream.security.journal_trust import JournalVerifier
 
 log = logging.getLogger("agentstream.runtime")
@@ -94,7 +96,12 @@ class _Pending:
 
 
 class ProcessorRuntime(SideEffects):
-    def __init__(self, cores: list[HostedCore], producer: AsyncProducer, config: RuntimeConfig, name: str) -> None:
+    def __init__(
+        self, cores: list[HostedCore], producer: RecordProducer, config: RuntimeConfig, name: str, *,
+        consumers: ConsumerFactory = Consumer, open_store: Callable[[Path], PartitionStore] = PartitionStore,
+    ) -> None:  # fmt: skip
+        # `consumers` and `open_store`: the broker and RocksDB, or the twin of tests/kafka_twin.py
+        self._consumers = consumers
         self.cores = cores
         self.name = name  # the consumer group's and the instance's name: one core's, or the group's
         self.records = cores[0].records  # codec and partitioning, shared by every hosted core
@@ -121,14 +128,15 @@ class ProcessorRuntime(SideEffects):
         self._last_group_commit = 0.0
         self._next_tick = 0.0
         self.changelogs = StateChangelogs(config.changelogs, config.bootstrap, config.kafka_extra,
-                                          config.changelog_interval_s)  # fmt: skip
+                                          config.changelog_interval_s, consumers=consumers,
+                                          open_store=open_store)  # fmt: skip
         self.fetcher = Fetcher(
             self._new_consumer, self._offsets_reader, config.input_topic, on_assign=self._on_assign, on_revoke=self._on_revoke,
             batch_size=config.batch_size, name=f"{name} consumer",
         )  # fmt: skip
 
     def _new_consumer(self) -> Consumer:
-        return Consumer(
+        return self._consumers(
             consumer_config(
                 self.config.bootstrap,
                 self.config.kafka_extra,
@@ -144,7 +152,7 @@ class ProcessorRuntime(SideEffects):
 
     def _offsets_reader(self) -> Consumer:
         # Never subscribes, joins or commits: it only asks for watermarks, under an assign-only group id.
-        return Consumer(consumer_config(self.config.bootstrap, self.config.kafka_extra,
+        return self._consumers(consumer_config(self.config.bootstrap, self.config.kafka_extra,
                                         {"group.id": "agentstream-table-reader"}))  # fmt: skip
 
     # -- rebalance callbacks: on the fetch thread, inside consume(), under the guard --------------

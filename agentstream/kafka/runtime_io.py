@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from agentstream.events import ProcessorStatus
 from agentstream.kafka.deadletter import refused_record
 from agentstream.kafka.journal import Record
 from agentstream.kafka.logs import StateLog
-from agentstream.kafka.producer import AsyncProducer, DeliveryError
+from agentstream.kafka.producer import DeliveryError, RecordProducer
 
 if TYPE_CHECKING:
     from agentstream.kafka.runtime import ProcessorRuntime
@@ -44,7 +45,7 @@ class Counters:
 
 
 class JournalWriter:
-    def __init__(self, producer: AsyncProducer, name: str, deadletter_topic: str | None = None) -> None:
+    def __init__(self, producer: RecordProducer, name: str, deadletter_topic: str | None = None) -> None:
         self.producer = producer
         self.name = name
         self.deadletter_topic = deadletter_topic
@@ -93,7 +94,7 @@ class JournalWriter:
         must come after the changes it covers)."""
         delay = 0.2
         while records:
-            batches: list[asyncio.Future[list[Message | DeliveryError]]] = []
+            batches: list[Awaitable[list[Message | DeliveryError]]] = []
             for start in range(0, len(records), 500):
                 batches.append(self.producer.send_batch(records[start : start + 500]))
                 await asyncio.sleep(0)  # a large flush must not hold the loop for its whole length
@@ -106,11 +107,6 @@ class JournalWriter:
                             "writing the batch again until the broker takes it")  # fmt: skip
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-    def _send(self, record: Record) -> asyncio.Future[Message]:
-        return self.producer.send(
-            record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers
-        )
 
     async def flush(self) -> None:
         try:
@@ -125,7 +121,7 @@ async def publish_status_forever(runtime: ProcessorRuntime, topic: str, interval
         try:
             runtime.counters.lag = await asyncio.to_thread(lag_of, runtime)
             records = [runtime.records.keyed(topic, status) for status in statuses(runtime)]
-            await asyncio.gather(*(runtime.writer._send(r) for r in records))
+            await runtime.writer.producer.send_batch(records)  # best effort: a failed write is skipped
         except Exception as exc:
             log.debug("status not published: %s", exc)
 

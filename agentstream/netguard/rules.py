@@ -14,13 +14,14 @@ platform-level setting for tests and air-gapped installs, never anything a tenan
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Protocol
+
+from agentstream.settings import EgressSettings, load
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -122,7 +123,10 @@ class AddressRules:
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> AddressRules:
-        raw = (os.environ if env is None else env).get(ALLOW_PRIVATE_ENV, "")
+        """The exemptions of `env`, by default this process's (read when the rules are built)."""
+        if env is None:
+            return AddressRules(tuple(load(EgressSettings).allow_private))
+        raw = env.get(ALLOW_PRIVATE_ENV, "")
         return AddressRules.exempting(part for part in raw.split(",") if part.strip())
 
     @staticmethod

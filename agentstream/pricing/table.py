@@ -6,7 +6,6 @@ records the version it used, so replaying a journal never re-prices a past call.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +103,6 @@ def load_price_book(path: Path) -> PriceBook:
     return parse_price_book(orjson.loads(path.read_bytes()))
 
 
-def default_price_book() -> PriceBook:
-    override = os.environ.get("AGENTSTREAM_PRICES")
-    return load_price_book(Path(override) if override else Path(__file__).with_name("prices.json"))
+def default_price_book(override: Path | None = None) -> PriceBook:
+    """The table at `override` (the cost governor's AGENTSTREAM_PRICES), else the packaged one."""
+    return load_price_book(override if override else Path(__file__).with_name("prices.json"))

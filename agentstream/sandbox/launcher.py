@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from agentstream.config import Settings
 from agentstream.sandbox.policy import SandboxPolicy
+from agentstream.settings.environ import inherited
 
 log = logging.getLogger(__name__)
 
@@ -186,5 +187,5 @@ def sandboxed_argv(
 
 def scrubbed_environment(extra: Mapping[str, str], *, home: str) -> dict[str, str]:
     """All a sandboxed tool inherits: PATH, a private HOME, a UTF-8 locale, and its own `extra`."""
-    env = {"PATH": os.environ.get("PATH") or _FALLBACK_PATH, "HOME": home, "LANG": "C.UTF-8"}
+    env = {"PATH": inherited(["PATH"]).get("PATH") or _FALLBACK_PATH, "HOME": home, "LANG": "C.UTF-8"}
     return env | dict(extra)

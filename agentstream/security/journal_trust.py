@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import time
 from dataclasses import dataclass
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Message
 
 from agentstream.credentials.signing_keys import Keyring, journal_purpose
+from agentstream.settings import ProcessSettings, once
 
 WRITER_HEADER = "writer"
 SIG_HEADER = "writer-sig"
@@ -82,7 +82,7 @@ def stand_in_writer(type_name: str) -> str:
 def journal_auth_enabled() -> bool:
     """`AGENTSTREAM_JOURNAL_AUTH=0` turns the checks off: for a throwaway deployment that shows an
     attack succeeding without them (the security bench's control run), never for a real one."""
-    return os.environ.get("AGENTSTREAM_JOURNAL_AUTH", "1") != "0"
+    return once(ProcessSettings).journal_auth
 
 
 _BASES: dict[bytes, hmac.HMAC] = {}

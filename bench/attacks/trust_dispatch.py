@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -65,13 +64,15 @@ async def invoker_stage(settings: Settings, scenario_dir: Path) -> AsyncIterator
     from agentstream.config import ModelSettings
     from agentstream.process import serve
     from agentstream.processors.model_invoker.app import build
+    from agentstream.settings import CostSettings, KvSettings
     from agentstream.stack import ScriptedModel
 
     model = ScriptedModel([scenario_dir])
     url = await model.start()
-    saved = {k: os.environ.get(k) for k in ("AGENTSTREAM_REPLICAS", "AGENTSTREAM_COST_GOVERNOR")}
-    os.environ.update(AGENTSTREAM_REPLICAS=f"r0={url}", AGENTSTREAM_COST_GOVERNOR="0")
-    invoker_settings = replace(settings, model=ModelSettings(base_url=url, api_key=PLATFORM_MODEL_KEY))
+    invoker_settings = replace(
+        settings, model=ModelSettings(base_url=url, api_key=PLATFORM_MODEL_KEY),
+        kv=KvSettings(replicas={"r0": url}), cost=CostSettings(governor=False),
+    )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(serve(build, invoker_settings, "trust", stop))
     client = JournalClient(settings)
@@ -81,11 +82,6 @@ async def invoker_stage(settings: Settings, scenario_dir: Path) -> AsyncIterator
         stop.set()
         await asyncio.wait_for(task, 30)
         await client.aclose()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         model.stop()
 
 

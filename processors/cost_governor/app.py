@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -21,14 +20,14 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
-def routed_models(routes_file: str) -> list[str]:
+def routed_models(routes_file: Path) -> list[str]:
     """Every model the model router may pick: with routing on, a call may be answered by any of
     them, so its worst case is priced at the most expensive."""
     raw = yaml.safe_load(Path(routes_file).read_text()) or {}
     return sorted({str(r["model"]) for routes in (raw.get("tiers") or {}).values() for r in routes if "model" in r})
 
 
-def worst_price_for(routes_file: str | None) -> WorstPrice:
+def worst_price_for(routes_file: Path | None) -> WorstPrice:
     if not routes_file:
         return requested_price
     models = routed_models(routes_file)
@@ -43,11 +42,11 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     reader = ControlReader(settings)
     await reader.start()
     core = CostGovernorCore(
-        default_price_book(),
+        default_price_book(settings.cost.prices),
         reader.controls,
         wall_clock_ms,
-        worst_price=worst_price_for(os.environ.get("AGENTSTREAM_MODEL_ROUTES")),
-        bytes_per_token=float(os.environ.get("AGENTSTREAM_BUDGET_BYTES_PER_TOKEN", "1.0")),
+        worst_price=worst_price_for(settings.model.routes),
+        bytes_per_token=settings.cost.bytes_per_token,
     )
 
     async def close() -> None:

@@ -1,17 +1,9 @@
 """The KV-affinity dispatcher process: the core, a live view of `replicas.status`, and the prober
 that writes it.
 
-Environment:
-  AGENTSTREAM_KV_POLICY                   round_robin | least_loaded | session_hash | agentstream
-                                          (default) | oracle
-  AGENTSTREAM_KV_PIN_TTL_S                how long a session's pin outlives its turn (default 30)
-  AGENTSTREAM_KV_HIGH_WATERMARK           new sessions only while estimated KV < this x capacity (0.95)
-  AGENTSTREAM_KV_SESSION_WATERMARK        ... and sessions x the mean session size < this x capacity (0.8)
-  AGENTSTREAM_KV_MAX_QUEUE_WAIT_S         if set, a new session waits for KV room at most this long (default: until room)
-  AGENTSTREAM_KV_LOOKAHEAD_TURNS          a session counts for its context + this many turns' growth (1)
-  AGENTSTREAM_REPLICAS                    "r0=http://host:port,r1=..." to probe; empty: probe nothing
-                                          (another instance or process reports the replicas)
-  AGENTSTREAM_KV_PROBE_INTERVAL_S         seconds between probes (default 0.5)
+Its settings are `KvSettings` (agentstream/settings/processors.py; AGENTSTREAM_KV_* and
+AGENTSTREAM_REPLICAS, in docs/configuration.md). With no replicas it probes nothing (another
+instance or process reports them).
 
 Run it with `python -m agentstream.processors.kv_dispatcher.app [--instance ID]` (or `agentstream process
 kv-dispatcher` where the CLI lists it).
@@ -21,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 
 from agentstream.config import Settings
@@ -32,8 +23,9 @@ from agentstream.kafka.table import TopicTable
 from agentstream.process import Built, configure_logging, serve, stop_on_signals
 from agentstream.processors.kv_dispatcher.core import KvDispatcherCore
 from agentstream.processors.kv_dispatcher.policies import Dispatcher
-from agentstream.processors.kv_dispatcher.prober import Prober, parse_targets
+from agentstream.processors.kv_dispatcher.prober import Prober, Target
 from agentstream.processors.kv_dispatcher.state import DispatchConfig, DispatchState
+from agentstream.settings import KvSettings
 from agentstream.topics import REPLICAS, load_topics
 
 
@@ -54,22 +46,18 @@ class ReplicaTable(TopicTable):
             self.replicas = {**self.replicas, event.replica: event}
 
 
-def config_from_env() -> tuple[str, DispatchConfig]:
-    policy = os.environ.get("AGENTSTREAM_KV_POLICY") or "agentstream"
-    defaults = DispatchConfig()
-    config = DispatchConfig(
-        pin_ttl_ms=int(float(os.environ.get("AGENTSTREAM_KV_PIN_TTL_S") or 30) * 1000),
-        high_watermark=float(os.environ.get("AGENTSTREAM_KV_HIGH_WATERMARK") or defaults.high_watermark),
-        session_watermark=float(os.environ.get("AGENTSTREAM_KV_SESSION_WATERMARK") or defaults.session_watermark),
-        max_queue_wait_ms=int(float(os.environ.get("AGENTSTREAM_KV_MAX_QUEUE_WAIT_S") or 0) * 1000),
-        lookahead_turns=float(os.environ.get("AGENTSTREAM_KV_LOOKAHEAD_TURNS") or defaults.lookahead_turns),
+def dispatch_config(kv: KvSettings) -> DispatchConfig:
+    return DispatchConfig(
+        pin_ttl_ms=int(kv.pin_ttl_s * 1000),
+        high_watermark=kv.high_watermark,
+        session_watermark=kv.session_watermark,
+        max_queue_wait_ms=int((kv.max_queue_wait_s or 0) * 1000),  # 0: until there is room
+        lookahead_turns=kv.lookahead_turns,
     )
-    return policy, config
 
 
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:
-    policy, config = config_from_env()
-    dispatcher = Dispatcher(policy, DispatchState(config))  # an unknown policy fails here, at start-up
+    dispatcher = Dispatcher(settings.kv.policy, DispatchState(dispatch_config(settings.kv)))  # an unknown policy fails here, at start-up
     table = ReplicaTable(settings)
     await table.start()
     topic = load_topics(settings.topic_prefix)[REPLICAS].name
@@ -78,9 +66,8 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         record = records.keyed(topic, status)
         await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
 
-    targets = parse_targets(os.environ.get("AGENTSTREAM_REPLICAS", ""))
-    interval = float(os.environ.get("AGENTSTREAM_KV_PROBE_INTERVAL_S") or 0.5)
-    prober = Prober(targets, publish, wall_clock_ms, interval_s=interval)
+    targets = [Target(name, url) for name, url in settings.kv.replicas.items()]
+    prober = Prober(targets, publish, wall_clock_ms, interval_s=settings.kv.probe_interval_s)
     if targets:
         # One round before the first call is read, so nothing waits for a replica that is up.
         await prober.probe_all()

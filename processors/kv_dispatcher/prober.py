@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import httpx
 
 from agentstream.events import ReplicaStatus
+from agentstream.settings.processors import parse_replicas
 
 log = logging.getLogger("agentstream.kv_dispatcher.prober")
 
@@ -50,16 +51,7 @@ class Target:
 
 def parse_targets(spec: str) -> list[Target]:
     """`"r0=http://127.0.0.1:9001,r1=http://..."` (the AGENTSTREAM_REPLICAS format)."""
-    targets = []
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, url = item.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            raise ValueError(f"replica {item!r} is not NAME=URL")
-        targets.append(Target(name.strip(), url.strip().rstrip("/")))
-    return targets
+    return [Target(name, url) for name, url in parse_replicas(spec).items()]
 
 
 def parse_exposition(text: str) -> list[Sample]:

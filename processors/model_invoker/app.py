@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 from agentstream.calls import CallLedgerCore, Clearances, cost_clearance
 from agentstream.config import Settings
 from agentstream.events import Event, LlmCallCompleted, LlmCallDispatched, LlmCallFailed, LlmCallRequested, RunEvent
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.process import Built
-from agentstream.processors.kv_dispatcher.prober import parse_targets
 from agentstream.processors.model_invoker.invoke import ModelInvoker
 from agentstream.processors.model_invoker.providers.retry import RetryPolicy
 from agentstream.processors.model_invoker.router import ModelRouter, PinnedSettings
 from agentstream.processors.model_invoker.routes import ROUTES_ENV, RouteError, RouteTable
+from agentstream.settings import KvSettings
 
 
 def _result_of(event: Event) -> str | None:
@@ -23,15 +21,10 @@ def _result_of(event: Event) -> str | None:
     return None
 
 
-def dispatch_clearance() -> frozenset[str]:
+def dispatch_clearance(kv: KvSettings) -> frozenset[str]:
     """With a pool of replicas behind the KV-affinity dispatcher (AGENTSTREAM_REPLICAS), every call
     waits for the dispatcher's choice of replica, which holds the run's KV cache."""
-    return frozenset({"LlmCallDispatched"}) if os.environ.get("AGENTSTREAM_REPLICAS", "").strip() else frozenset()
-
-
-def replica_pool() -> dict[str, str]:
-    """The configured replicas, name -> URL: the only places a dispatched call may be sent."""
-    return {t.replica: t.url for t in parse_targets(os.environ.get("AGENTSTREAM_REPLICAS", ""))}
+    return frozenset({"LlmCallDispatched"}) if kv.replicas else frozenset()
 
 
 def pool_problem(pool: dict[str, str], event: Event) -> str | None:
@@ -48,13 +41,13 @@ def pool_problem(pool: dict[str, str], event: Event) -> str | None:
 
 def _route_table(settings: Settings) -> RouteTable:
     model = settings.model
-    if not os.environ.get(ROUTES_ENV, "").strip() and not model.base_url:
+    if model.routes is None and not model.base_url:
         raise SystemExit(
             "AGENTSTREAM_MODEL_BASE_URL is not set: point it at an OpenAI-compatible or Anthropic endpoint"
             f" (or name a routes file in {ROUTES_ENV})"
         )
     try:
-        return RouteTable.from_env(model)
+        return RouteTable.from_model(model)
     except RouteError as exc:
         raise SystemExit(str(exc)) from None
 
@@ -68,7 +61,8 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         pinned=pinned,
     )
     invoker = ModelInvoker(router)
-    pool = replica_pool()
+    # The configured replicas, name -> URL: the only places a dispatched call may be sent.
+    pool = dict(settings.kv.replicas)
 
     async def perform(request: LlmCallRequested, clearances: Clearances) -> list[RunEvent]:
         # A replica chosen by the KV dispatcher, when one is deployed and this call requires it.
@@ -84,6 +78,6 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         _result_of,
         perform,
         frozenset({"LlmCallCompleted", "LlmCallFailed"}),
-        requires=cost_clearance() | dispatch_clearance(),
+        requires=cost_clearance(settings.cost.governor) | dispatch_clearance(settings.kv),
     )
     return Built(core=core, cleanup=[router.aclose], vet=[lambda event: pool_problem(pool, event)])

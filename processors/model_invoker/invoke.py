@@ -7,7 +7,7 @@ import orjson
 from agentstream import ids
 from agentstream.chaos import crash_point
 from agentstream.events import LlmCallCompleted, LlmCallFailed, LlmCallRequested, LlmCallRouted, RunEvent
-from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, utf8_size_over
+from agentstream.journal_limits import model_output_limit, utf8_size_over
 from agentstream.kafka.progress import journal_progress
 from agentstream.llm import ProviderError
 from agentstream.processors.model_invoker.providers._http import response_too_large
@@ -27,9 +27,7 @@ class ModelInvoker:
 
         async def on_retry(routed: tuple[LlmCallRouted, ...], failures: tuple[AttemptFailure, ...]) -> None:
             # A retry is certain, so every failure so far is not the call's last (final=False).
-            events: list[RunEvent] = [*routed[journaled[0] :]]
-            events += [self._failed(request, f.provider, f.error, n, final=False)
-                       for n, f in enumerate(failures, start=1) if n > journaled[1]]  # fmt: skip
+            events: list[RunEvent] = [*routed[journaled[0] :], *self._failures(request, failures, journaled[1])]
             if await journal_progress(events):
                 journaled[:] = [len(routed), len(failures)]
 
@@ -38,24 +36,18 @@ class ModelInvoker:
         failures = routed.failures
         result = routed.result
         if result is None:
-            events += [
-                self._failed(request, f.provider, f.error, n, final=n == len(failures))
-                for n, f in enumerate(failures, start=1)
-                if n > journaled[1]
-            ]
-            return events
+            return events + self._failures(request, failures, journaled[1], last_final=True)
         crash_point("model_after_reply")
         if len(routed.routed) == 1 and not failures and is_plain_first_choice(routed.routed[0]):
             # The common case journals no routing decision: one event less on every step.
             events = []
-        events += [self._failed(request, f.provider, f.error, n, final=False)
-                   for n, f in enumerate(failures, start=1) if n > journaled[1]]  # fmt: skip
+        events += self._failures(request, failures, journaled[1])
         tool_calls_json = orjson.dumps([c.to_dict() for c in result.tool_calls]).decode()
         # What the answer carries can outgrow its body (a streamed answer, tool input escaped once
         # more): checked exactly here, since an event the journal refuses would stall the invoker.
-        size = utf8_size_over(MODEL_OUTPUT_LIMIT_BYTES, result.text, tool_calls_json)
+        size = utf8_size_over(limit := model_output_limit(), result.text, tool_calls_json)
         if size is not None:
-            error = response_too_large(routed.provider, f"an answer of {size} bytes", MODEL_OUTPUT_LIMIT_BYTES)
+            error = response_too_large(routed.provider, f"an answer of {size} bytes", limit)
             events.append(self._failed(request, routed.provider, error, len(failures) + 1, final=True))
             return events
         events.append(
@@ -78,6 +70,23 @@ class ModelInvoker:
             )
         )
         return events
+
+    @classmethod
+    def _failures(
+        cls,
+        request: LlmCallRequested,
+        failures: tuple[AttemptFailure, ...],
+        journaled: int,
+        *,
+        last_final: bool = False,
+    ) -> list[RunEvent]:
+        """An LlmCallFailed per failed attempt after the first `journaled` (a retry journaled those
+        already); `last_final`: the last attempt ended the call."""
+        return [
+            cls._failed(request, f.provider, f.error, n, final=last_final and n == len(failures))
+            for n, f in enumerate(failures, start=1)
+            if n > journaled
+        ]
 
     @staticmethod
     def _failed(

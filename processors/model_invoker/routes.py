@@ -26,8 +26,7 @@ from `ModelSettings` serves every tier with the request's own model (the behavio
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ import yaml
 from agentstream.config import ModelSettings
 from agentstream.llm import ModelProvider
 from agentstream.processors.model_invoker.providers import AnthropicMessagesProvider, OpenAIChatProvider
+from agentstream.settings.environ import named
 
 ROUTES_ENV = "AGENTSTREAM_MODEL_ROUTES"
 DEFAULT_TIER = "default"
@@ -80,7 +80,7 @@ def _positive(value: Any, what: str, default: float) -> float:
     return float(value)
 
 
-def _provider(name: str, d: Any, env: Mapping[str, str]) -> ProviderSpec:
+def _provider(name: str, d: Any, lookup: Callable[[str], str | None]) -> ProviderSpec:
     if not isinstance(d, Mapping):
         raise RouteError(f"providers.{name} must be a mapping")
     kind = d.get("kind")
@@ -96,7 +96,7 @@ def _provider(name: str, d: Any, env: Mapping[str, str]) -> ProviderSpec:
         name=name,
         kind=kind,
         base_url=base_url,
-        api_key=env.get(key_env) if key_env else None,
+        api_key=lookup(key_env) if key_env else None,
         timeout_s=_positive(d.get("timeout_s"), f"providers.{name}.timeout_s", 60.0),
         max_concurrency=int(_positive(d.get("max_concurrency"), f"providers.{name}.max_concurrency", 32)),
         stream=bool(d.get("stream", False)),
@@ -127,7 +127,8 @@ class RouteTable:
 
     @staticmethod
     def from_mapping(d: Any, env: Mapping[str, str] | None = None) -> RouteTable:
-        env = os.environ if env is None else env
+        """`env`: where the providers' `api_key_env` variables are looked up (default: this process's)."""
+        lookup = named if env is None else env.get
         if not isinstance(d, Mapping):
             raise RouteError("the routes file must be a mapping with `providers` and `tiers`")
         raw_providers, raw_tiers = d.get("providers"), d.get("tiers")
@@ -135,7 +136,7 @@ class RouteTable:
             raise RouteError("`providers` must be a non-empty mapping")
         if not isinstance(raw_tiers, Mapping) or not raw_tiers:
             raise RouteError("`tiers` must be a non-empty mapping")
-        providers = {str(n): _provider(str(n), p, env) for n, p in raw_providers.items()}
+        providers = {str(n): _provider(str(n), p, lookup) for n, p in raw_providers.items()}
         tiers = {str(t): _routes(str(t), items, providers) for t, items in raw_tiers.items()}
         tiers.setdefault(DEFAULT_TIER, next(iter(tiers.values())))
         return RouteTable(providers, tiers)
@@ -160,7 +161,12 @@ class RouteTable:
         return RouteTable({kind: spec}, {DEFAULT_TIER: (Route(kind),)})
 
     @staticmethod
-    def from_env(model: ModelSettings, env: Mapping[str, str] | None = None) -> RouteTable:
-        env = os.environ if env is None else env
+    def from_model(model: ModelSettings) -> RouteTable:
+        """The routes file `model.routes` (AGENTSTREAM_MODEL_ROUTES) names, else one provider from `model`."""
+        return RouteTable.load(model.routes) if model.routes is not None else RouteTable.from_settings(model)
+
+    @staticmethod
+    def from_env(model: ModelSettings, env: Mapping[str, str]) -> RouteTable:
+        """As `from_model`, with the routes file and the keys it names looked up in `env` instead."""
         path = env.get(ROUTES_ENV, "").strip()
         return RouteTable.load(path, env) if path else RouteTable.from_settings(model)

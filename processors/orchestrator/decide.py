@@ -24,7 +24,7 @@ from agentstream.events import (
     RunStarted,
     ToolCallRequested,
 )
-from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, utf8_size_over
+from agentstream.journal_limits import model_output_limit, utf8_size_over
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
 from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
 from agentstream.processors.orchestrator.state import RunState
@@ -108,11 +108,12 @@ def decide(
         halt = state.halts + 1
         return [RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, "step_cap", reason, True)]
     messages_json = messages_to_json(state.messages)
-    if (size := utf8_size_over(MODEL_OUTPUT_LIMIT_BYTES, messages_json, state.tools_json)) is not None:
+    limit = model_output_limit()
+    if (size := utf8_size_over(limit, messages_json, state.tools_json)) is not None:
         # A request the journal cannot hold would stall the run's writer for good; the conversation
         # only grows, so no retry or resume could bring it back under the limit.
         reason = (f"the conversation and tools are {size} bytes; a model request may carry at most "
-                  f"{MODEL_OUTPUT_LIMIT_BYTES} (the journal's record limit less room for the event)")  # fmt: skip
+                  f"{limit} (the journal's record limit less room for the event)")  # fmt: skip
         return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "context_too_large", reason)]
     step = state.step + 1
     call_id = ids.llm_call_id(run, step)

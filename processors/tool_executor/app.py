@@ -4,7 +4,6 @@ performs the calls the policy gate authorized (ToolCallAuthorized), and nothing 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 from agentstream.calls import CallLedgerCore, cost_clearance
@@ -16,7 +15,7 @@ from agentstream.credentials.used import RocksUsedTokens
 from agentstream.events import Event, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
-from agentstream.process import INSTANCE_ENV, Built
+from agentstream.process import Built
 from agentstream.processors.tool_executor.builtin import BuiltinToolHost
 from agentstream.processors.tool_executor.discovery import discover
 from agentstream.processors.tool_executor.execute import ToolExecutor
@@ -75,8 +74,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     secrets = SecretDirectory(settings)
     await secrets.start()
     # One store per instance on a host (RocksDB locks its directory); the instance is the process's.
-    instance = os.environ.get(INSTANCE_ENV, "0")
-    used = RocksUsedTokens(settings.state_dir / f"used-delegations-{instance}")
+    used = RocksUsedTokens(settings.state_dir / f"used-delegations-{settings.instance}")
     broker = CredentialBroker(secrets, local_key_provider(settings), signers.delegation, used)
     # The platform's home (keys, state, every tenant's data) is hidden from every sandboxed tool.
     host = RegistryToolHost(builtin, hidden_paths=(settings.home,))
@@ -96,7 +94,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         frozenset({"ToolCallCompleted"}),
         barrier=needs_barrier,
         admit=executor.admits,
-        requires=cost_clearance(),
+        requires=cost_clearance(settings.cost.governor),
         # A non-idempotent tool's call that a crash interrupted is reported, never run again.
         at_most_once=executor.at_most_once,
         interrupted=executor.interrupted,

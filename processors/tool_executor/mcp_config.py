@@ -4,7 +4,6 @@ and, for a sandboxed server, the bootstrap that confines it. Used by `mcp_host.M
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 
 from agentstream.sandbox import SandboxPolicy, sandboxed_argv, scrubbed_environment
+from agentstream.settings.environ import inherited
 from agentstream.tooling import RiskTier
 
 __all__ = [
@@ -59,7 +59,7 @@ def time_server_config() -> McpServerConfig:
 
 
 def server_environment(config: McpServerConfig) -> dict[str, str]:
-    env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+    env = inherited(INHERITED_ENV)
     # Without a UTF-8 locale a Python server would coerce one and read stdio in a guessed encoding.
     env.setdefault("LANG", "C.UTF-8")
     return env | config.env

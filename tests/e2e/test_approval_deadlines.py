@@ -6,7 +6,6 @@ passes while every process is dead and every local state store is gone, and a to
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import shutil
@@ -29,12 +28,10 @@ from agentstream.events import (
     RunStarted,
     ToolCallAuthorized,
     ToolCallCompleted,
-    ToolRegistered,
 )
 from agentstream.localkafka import free_port
 from agentstream.processors.tool_executor.builtin import bank_stats
-from agentstream.registry.admin import RegistryError, validate_entry
-from agentstream.registry.entry import TenantPolicy, ToolEntry
+from agentstream.registry.entry import TenantPolicy
 from agentstream.stack import Deployment, ProcessorProcesses
 from agentstream.tenancy.admin import create_tenant, issue_key
 from tests.e2e.test_approvals import PAY, pending_approval, wait_status
@@ -228,21 +225,3 @@ async def test_the_cli_registers_lists_and_shows_a_tools_approval_timeout(
     stored = json.loads(out.split(": ", 1)[1])
     assert code == 0 and stored["private_tools"] == ["read_file"] and stored["egress_tools"] == ["send_email"]
     assert stored["taint_action"] == "deny"
-
-
-def test_a_deadline_stored_inside_an_older_registrations_transport_is_still_honoured() -> None:
-    """Registrations from before the field carried the deadline in their transport; they read as
-    the field, and re-registering the same tool with the field is the same contract."""
-    old = ToolRegistered("tool/globex/w/1", "w", "1", "", '{"type":"object"}', "stdio:w", "irreversible", False,
-                         30_000, "globex", [], [], '{"approval_timeout_s":4,"command":"x","kind":"stdio"}')  # fmt: skip
-    entry = ToolEntry.from_event(old)
-    assert entry.approval_timeout_s == 4 and "approval_timeout_s" not in entry.transport
-    assert TenantPolicy(approval_timeout_s=600).approval_timeout_for(entry) == 4
-    assert TenantPolicy(approval_timeout_s=2).approval_timeout_for(entry) == 2
-    again = ToolEntry("w", "", {"type": "object"}, "irreversible", {"kind": "stdio", "command": "x"}, owner="globex",
-                      approval_timeout_s=4.0)  # fmt: skip
-    assert entry.same_contract(again)
-    assert ToolEntry.from_event(again.to_event()).approval_timeout_s == 4
-    # New registrations name it only as the field.
-    with pytest.raises(RegistryError, match="a field of the registration"):
-        validate_entry(dataclasses.replace(again, transport={**again.transport, "approval_timeout_s": 4}))

@@ -21,9 +21,9 @@ import pytest
 
 from agentstream.client.journal import JournalClient
 from agentstream.config import ModelSettings, Settings
+from agentstream.contract.requests import RegisterTool
 from agentstream.events import ApiKeyIssued, TenantUpserted
 from agentstream.gateway.app import Gateway
-from agentstream.gateway.models import RegisterTool
 from agentstream.gateway.projection import RunIndex
 from agentstream.gateway.service import KeyAuthenticator, TenantRates
 from agentstream.gateway.tools_api import ToolsApi, transport_of

@@ -14,6 +14,7 @@ import pytest
 
 from agentstream.gateway.service import running_gateway
 from agentstream.processors.tool_executor.builtin import bank_transfers
+from agentstream.sse import parse_sse
 from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
 from tests.harness import isolated_settings
@@ -65,18 +66,13 @@ async def create(
 
 
 async def read_sse(response: httpx.Response, limit: int | None = None) -> list[dict[str, str]]:
+    """The stream's messages (as `{id, event, data}`), read with the platform's one SSE parser."""
     events: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    async for line in response.aiter_lines():
-        if line == "":
-            if "id" in current:
-                events.append(current)
-                if limit is not None and len(events) >= limit:
-                    return events
-            current = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            current[name] = value
+    async for message in parse_sse(response.aiter_bytes()):
+        if message.id is not None:
+            events.append({"id": message.id, "event": message.event or "", "data": message.data})
+            if limit is not None and len(events) >= limit:
+                return events
     return events
 
 

@@ -58,14 +58,6 @@ async def on_cluster(cluster: LocalCluster, tmp_path: Path) -> Settings:
     return settings
 
 
-def test_every_declared_topic_is_replicated_three_ways_with_two_in_sync() -> None:
-    for spec in load_topics("x").values():
-        assert spec.replication_factor == 3, spec.name
-        assert (spec.replicas_on(1), spec.replicas_on(3), spec.replicas_on(5)) == (1, 3, 3)
-        assert spec.config_at(3)["min.insync.replicas"] == "2"
-        assert spec.config_at(1)["min.insync.replicas"] == "1"
-
-
 @pytest.mark.cluster
 async def test_topics_get_three_replicas_and_min_insync_two(on_cluster: Settings) -> None:
     specs = list(load_topics(on_cluster.topic_prefix).values())

@@ -26,7 +26,7 @@ from agentstream.events import (
     RunFailed,
     ToolCallCompleted,
 )
-from agentstream.journal_limits import JOURNAL_RECORD_LIMIT_BYTES, MODEL_OUTPUT_LIMIT_BYTES
+from agentstream.journal_limits import journal_record_limit, model_output_limit
 from agentstream.llm import Message, messages_to_json
 from agentstream.processors.model_invoker.invoke import ModelInvoker
 from agentstream.processors.model_invoker.providers import RetryPolicy
@@ -39,7 +39,7 @@ from agentstream.registry.admin import register_tool
 from agentstream.stack import AUTO_APPROVE_DEMO, Deployment
 from tests.harness import isolated_settings
 
-LIMIT = MODEL_OUTPUT_LIMIT_BYTES
+LIMIT = model_output_limit()
 FLOOD_SERVER = Path(__file__).parents[1] / "fixtures" / "big_result_mcp_server.py"
 # Quotes are escaped once in an Anthropic tool call's input and once more in the journaled
 # tool_calls_json: about 2 bytes each on the wire, 4 in the event.
@@ -49,12 +49,6 @@ SCENARIOS: list[dict[str, Any]] = [
     {"name": "fits", "turns": [{"text": "z" * (LIMIT - 1000)}], "repeat_last": True},
     {"name": "quoted", "turns": [{"tool_calls": [{"name": "calculator", "arguments": {"expression": '"' * QUOTES}}]}]},
 ]
-
-
-def test_the_limits_follow_the_journal() -> None:
-    assert JOURNAL_RECORD_LIMIT_BYTES == 1_000_000  # the journal budget, below the 8 MiB the producer and topics allow
-    assert LIMIT == JOURNAL_RECORD_LIMIT_BYTES - 64 * 1024
-    assert 4 * MAX_RESULT_CHARS < LIMIT
 
 
 # --- the invoker alone, against the scripted model over HTTP ---------------------------------------
@@ -176,7 +170,7 @@ async def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFact
         {"text": "read both"},
     ]
     # Past the journal's own record limit, not only the invoker's: journaled, it would stall the writer.
-    huge = {"turns": [{"text": "z" * (JOURNAL_RECORD_LIMIT_BYTES + 500_000)}]}
+    huge = {"turns": [{"text": "z" * (journal_record_limit() + 500_000)}]}
     scenarios: dict[str, dict[str, Any]] = {"huge": huge, "flood": {"turns": flood}}
     settings, scenario_dir = await isolated_settings(
         kafka_bootstrap, tmp_path_factory.mktemp("oversize"), "big", scenarios

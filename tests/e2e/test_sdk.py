@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import threading
 import uuid
@@ -24,6 +23,7 @@ from agentstream.client import (
     Run,
     RunEventMessage,
     RunsClient,
+    RunStatus,
 )
 from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.config import Settings
@@ -72,7 +72,7 @@ async def sdk(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
 async def wait_until_ended(client: RunsClient, run_id: str, timeout_s: float = 30) -> Run:
     for _ in range(int(timeout_s * 10)):
         run = await client.get(run_id)
-        if run.terminal:
+        if run.status.terminal:
             return run
         await asyncio.sleep(0.1)
     raise AssertionError(f"{run_id} did not end")
@@ -87,7 +87,7 @@ async def test_create_wait_and_get(sdk: Sdk) -> None:
         # The last call is settled by the cost governor just after the run ends: its cost may
         # arrive between the two reads, and only grows.
         assert again.cost_usd >= run.cost_usd > 0
-        assert dataclasses.replace(again, cost_usd=run.cost_usd) == run
+        assert again.model_copy(update={"cost_usd": run.cost_usd}) == run
         key = uuid.uuid4().hex
         first = await c.create("[scenario:demo] once", idempotency_key=key, max_steps=10)
         assert (await c.create("[scenario:demo] once", idempotency_key=key, max_steps=10)).id == first.id
@@ -99,8 +99,8 @@ async def test_create_wait_and_get(sdk: Sdk) -> None:
 async def test_list_follows_cursors(sdk: Sdk) -> None:
     async with RunsClient(sdk.url, sdk.key_b) as c:
         made = [(await c.create(f"[scenario:demo] p{i}", max_steps=10, wait_s=30)).id for i in range(5)]
-        page, cursor = await c.list_page(status="completed", limit=2)
-        assert len(page) == 2 and cursor is not None
+        page = await c.list_page(status=RunStatus.COMPLETED, limit=2)
+        assert len(page.data) == 2 and page.next_cursor is not None
         seen = [run.id async for run in c.list(status="completed", limit=2)]
         assert set(made) <= set(seen) and len(seen) == len(set(seen))
         assert all(run.status == "completed" for run in [r async for r in c.list(status="completed", limit=3)])

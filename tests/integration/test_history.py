@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from agentstream.gateway.history import RunHistory
 from agentstream.gateway.projection import HistoryLimits, RunIndex
 from agentstream.gateway.service import running_gateway
 from agentstream.kafka.partitioner import partition_for
+from agentstream.settings import GatewaySettings
+from agentstream.sse import parse_sse_bytes
 from agentstream.stack import ensure_topics
 from agentstream.tenancy.admin import create_tenant, issue_key
 
@@ -148,11 +151,10 @@ async def test_runs_show_reads_an_old_run_by_its_index_entry(journaled: tuple[Se
 
 
 async def test_the_api_serves_old_runs_and_resumes_their_streams(
-    journaled: tuple[Settings, JournalClient], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    journaled: tuple[Settings, JournalClient], tmp_path: Path
 ) -> None:
     settings, client = journaled
-    monkeypatch.setenv("AGENTSTREAM_GATEWAY_RECENT_RUNS", "2")
-    monkeypatch.setenv("AGENTSTREAM_GATEWAY_CHECKPOINT_S", "0.2")
+    settings = dataclasses.replace(settings, gateway=GatewaySettings(recent_runs=2, checkpoint_s=0.2))
     await create_tenant(settings, TENANT, "Acme", rate_per_s=100, burst=100, max_active_runs=10)
     key = await issue_key(settings, TENANT, "test")
     runs = run_ids("api", 6)
@@ -172,7 +174,7 @@ async def test_the_api_serves_old_runs_and_resumes_their_streams(
                 assert cost.status_code == 200
                 # SSE resume of an old run: everything after Last-Event-ID, then the stream ends.
                 events = await http.get(f"/v1/runs/{runs[0]}/events", headers={"Last-Event-ID": str(journal[0].offset)})
-                ids_sent = [int(line[4:]) for line in events.text.splitlines() if line.startswith("id: ")]
+                ids_sent = [int(m.id) for m in parse_sse_bytes(events.content) if m.id is not None]
                 assert ids_sent == [e.offset for e in journal[1:]], (restart, events.text)
                 assert (await http.get("/v1/runs/run_missing")).status_code == 404
                 await asyncio.sleep(0.5)  # a checkpoint, so the restart starts past these runs

@@ -405,21 +405,3 @@ async def test_no_proxy_bypasses_the_proxy(proxy: Proxy, monkeypatch: pytest.Mon
     finally:
         await client.aclose()
         server.close()
-
-
-def test_unsupported_proxy_schemes_and_urls_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
-    with pytest.raises(ValueError, match="socks5"):
-        HttpClient().target("https://api.example.com/v1/messages", {})
-    with pytest.raises(ValueError, match="not an http"):
-        HttpClient().target("ftp://example.com/", {})
-
-
-async def test_a_provider_with_an_unusable_url_fails_each_call_without_raising_at_build() -> None:
-    provider = OpenAIChatProvider("localhost:9001", None)  # no scheme: a typo in AGENTSTREAM_REPLICAS
-    with pytest.raises(ProviderError) as info:
-        await provider.complete(chat())
-    assert info.value.retryable and info.value.error_type == "connection" and "not an http" in str(info.value)
-    await provider.aclose()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
-import pytest
 
 from agentstream.config import Settings
 from agentstream.kafka.acls import acl_drift
@@ -40,19 +37,6 @@ async def test_verify_reports_config_drift_and_missing_topics(settings: Settings
     other = load_topics("never-created")
     missing = await verify_topics(settings.bootstrap_servers, list(other.values()), settings.kafka_extra)
     assert {d.what for d in missing} == {"existence"} and len(missing) == len(other)
-
-
-def test_every_topic_declares_its_settings() -> None:
-    for spec in load_topics("x").values():
-        assert spec.partitions >= 1 and spec.writers
-        assert "cleanup.policy" in spec.config and "retention.ms" in spec.config
-
-
-def test_writers_and_readers_must_be_components(tmp_path: Path) -> None:
-    bad = tmp_path / "topics.yaml"
-    bad.write_text("topics:\n  x:\n    partitions: 1\n    config: {}\n    writers: [orchestratr]\n")
-    with pytest.raises(ValueError, match="orchestratr"):
-        load_topics("x", bad)
 
 
 async def test_the_acls_topics_yaml_implies_are_on_the_broker(settings: Settings) -> None:

@@ -328,3 +328,23 @@ async def test_a_first_choice_answering_at_once_journals_its_completion_alone(fl
     # A decision the completion does not already tell is still journaled: a pinned replica, a retry.
     assert [type(e).__name__ for e in pinned] == ["LlmCallRouted", "LlmCallCompleted"]
     assert sum(isinstance(e, LlmCallRouted) for e in retried) == 3
+
+
+async def test_a_call_that_gives_up_journals_each_failure_once_the_last_one_final(fleet: Fleet) -> None:
+    from agentstream.kafka.progress import progress_to
+
+    router = _router(fleet.table(["a"]), policy=RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.002))
+    request = fleet.request("down")
+    journaled: list[str] = []
+
+    async def sink(events: list[Any]) -> None:
+        journaled.extend(e.event_id for e in events)
+
+    with progress_to(sink):
+        final = await ModelInvoker(router).perform(request)
+    await router.aclose()
+    call = request.call_id
+    failed = [e for e in final if isinstance(e, LlmCallFailed)]
+    # Attempts 1 and 2 went out as their retries started; the call's end adds only attempt 3, final.
+    assert [i for i in journaled if "/failed/" in i] == [f"{call}/failed/a01", f"{call}/failed/a02"]
+    assert [(e.event_id, e.final) for e in failed] == [(f"{call}/failed/a03", True)]

@@ -251,19 +251,19 @@ def test_replay_detects_a_tampered_model_output() -> None:
 
 def test_a_conversation_past_the_journals_budget_ends_the_run_instead_of_a_request_it_cannot_hold() -> None:
     from agentstream.events import RunFailed
-    from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES
+    from agentstream.journal_limits import model_output_limit
 
     loop = Loop()
     big = "w" * 600_000  # each answer fits a record; two of them in one request do not
     out = loop.feed(completion(1, big, [("calculator", '{"expression": "1"}')]))
     (request,) = [e for e in out if isinstance(e, ToolCallRequested)]
     (llm,) = [e for e in loop.tool_result(request, "1") if isinstance(e, LlmCallRequested)]
-    assert len(llm.messages_json) < MODEL_OUTPUT_LIMIT_BYTES
+    assert len(llm.messages_json) < model_output_limit()
     out = loop.feed(completion(2, big, [("calculator", '{"expression": "2"}')]))
     (request,) = [e for e in out if isinstance(e, ToolCallRequested)]
     out = loop.tool_result(request, "2")
     assert not any(isinstance(e, LlmCallRequested) for e in out)
     (failed,) = [e for e in out if isinstance(e, RunFailed)]
     assert failed.error_type == "context_too_large"
-    assert str(MODEL_OUTPUT_LIMIT_BYTES) in failed.reason and "w" * 100 not in failed.reason
+    assert str(model_output_limit()) in failed.reason and "w" * 100 not in failed.reason
     assert loop.state is not None and loop.state.terminal

@@ -22,6 +22,7 @@ from agentstream.doubles.scripted_model import (
     running_scripted_model,
 )
 from agentstream.doubles.scripted_model.server import injected_call
+from agentstream.sse import parse_sse_bytes
 
 EXTRA_SCENARIOS: list[dict[str, Any]] = [
     {"name": "loop", "turns": [{"text": "first"}, {"text": "again", "tool_calls": []}], "repeat_last": True},
@@ -57,17 +58,9 @@ def _anthropic_body(text: str, *, history: int = 0, **extra: Any) -> dict[str, A
 
 
 def _sse(raw: str) -> list[tuple[str | None, Any]]:
-    events: list[tuple[str | None, Any]] = []
-    for frame in raw.strip().split("\n\n"):
-        event = None
-        data = ""
-        for line in frame.splitlines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                data = line[6:]
-        events.append((event, data if data == "[DONE]" else orjson.loads(data)))
-    return events
+    # Read with the platform's one SSE parser (agentstream.sse), as the model invoker reads it.
+    messages = parse_sse_bytes(raw.encode())
+    return [(m.event, m.data if m.data == "[DONE]" else orjson.loads(m.data)) for m in messages]
 
 
 def test_bundled_scenarios_are_well_formed() -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from agentstream.journal_limits import MODEL_OUTPUT_LIMIT_BYTES, RESPONSE_TOO_LARGE
+from agentstream.journal_limits import RESPONSE_TOO_LARGE, model_output_limit
 from agentstream.llm import ChatRequest, ChatResult, ProviderError, ToolCall, Usage
 from agentstream.processors.model_invoker.providers.http1 import (
     HttpClient,
@@ -26,6 +26,7 @@ from agentstream.processors.model_invoker.providers.http1 import (
     Target,
     render_headers,
 )
+from agentstream.sse import parse_sse
 
 _STATUS_TYPES = {
     401: "authentication",
@@ -146,30 +147,10 @@ def safe_location(url: str) -> str:
 
 
 async def iter_sse(response: Response) -> AsyncIterator[tuple[str | None, str]]:
-    """Yields (event name, data) per server-sent event; comments and ids are skipped."""
-    event: str | None = None
-    data: list[str] = []
-    rest = b""
-    async for chunk in response.chunks():
-        lines = (rest + chunk).splitlines(keepends=True)
-        # A last line without its newline (or with a CR whose LF may follow) waits for more bytes.
-        rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
-        for raw in lines:
-            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-            if not line:
-                if data:
-                    yield event, "\n".join(data)
-                event, data = None, []
-            elif line.startswith("data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(" ") else value)
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-    line = rest.rstrip(b"\r\n").decode("utf-8", "replace")
-    if line.startswith("data:"):
-        data.append(line[5:].removeprefix(" "))
-    if data:
-        yield event, "\n".join(data)
+    """Yields (event name, data) per server-sent event (agentstream.sse); a provider's last event
+    may end with the connection instead of a blank line, so it is kept."""
+    async for message in parse_sse(response.chunks(), keep_unterminated=True):
+        yield message.event, message.data
 
 
 def as_dict(value: Any, what: str) -> dict[str, Any]:
@@ -209,7 +190,7 @@ class HttpProvider:
             fixed["accept"] = "text/event-stream"
         # A body read whole is capped at what one answer may journal; a stream is read as it comes
         # (the client's own cap bounds it) and what it carried is checked once it is assembled.
-        max_body = None if stream else MODEL_OUTPUT_LIMIT_BYTES
+        max_body = None if stream else model_output_limit()
         try:
             self._target: Target | None = self._client.target(self._url, fixed, max_body=max_body)
             self._target_problem = ""

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import os
 import ssl
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
 from agentstream.processors.model_invoker.providers.http1_conn import Connection, HttpError, Response, ResponseTooLarge
+from agentstream.settings import TlsSettings, once
 
 __all__ = ["HttpClient", "HttpError", "Response", "ResponseTooLarge", "Target"]
 
@@ -78,10 +78,11 @@ def _proxy_for(scheme: str, host: str, port: int) -> _Proxy | None:
 
 def default_ssl_context() -> ssl.SSLContext:
     """As httpx builds it: SSL_CERT_FILE / SSL_CERT_DIR when set, else certifi's roots."""
-    if os.environ.get("SSL_CERT_FILE"):
-        ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    elif os.environ.get("SSL_CERT_DIR"):
-        ctx = ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    tls = once(TlsSettings)
+    if tls.cert_file is not None:
+        ctx = ssl.create_default_context(cafile=tls.cert_file)
+    elif tls.cert_dir is not None:
+        ctx = ssl.create_default_context(capath=tls.cert_dir)
     else:
         try:
             import certifi

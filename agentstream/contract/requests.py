@@ -1,4 +1,7 @@
-"""Request bodies, validated strictly: unknown fields and out-of-range values are refused by name."""
+"""Request bodies, validated strictly: unknown fields and out-of-range values are refused by name.
+
+The gateway validates with these, the SDK and the CLI build their requests with them, and the
+OpenAPI document is generated from them (agentstream.contract.openapi)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from agentstream.contract.vocab import ApprovalDecision
 
 # Shared by the handlers and the OpenAPI document, so the document says exactly what is accepted.
 # (JSON Schema `pattern` and `re.fullmatch` agree on these: no `$`-before-newline ambiguity.)
@@ -76,8 +81,9 @@ class ResumeRun(BaseModel):
 class DecideApproval(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    decision: Literal["approve", "deny"] = Field(
-        description="approve runs the call; deny returns an error observation."
+    # Not strict: JSON gives the decision as a string, which names the enum member.
+    decision: ApprovalDecision = Field(
+        strict=False, description="approve runs the call; deny returns an error observation."
     )
     decided_by: str = Field(
         default="", max_length=200,

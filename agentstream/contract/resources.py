@@ -1,0 +1,195 @@
+"""What the run API answers with: the gateway builds every response body from these models and
+the SDK parses every response into them.
+
+Responses ignore fields they do not know, so a client keeps working against a newer gateway
+that adds one; they are frozen, as values read from the server. The gateway always sends every
+field (null where there is nothing to say), so the document lists them all as required; defaults
+only help a client reading an older gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentstream.contract.vocab import ApprovalStatus, CostGroup, RunStatus
+
+
+class Resource(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_serialization_defaults_required=True)
+
+
+class RunFlag(Resource):
+    """A mark for a person's review (RunFlagged): the run went on, but something in it looked wrong."""
+
+    kind: str
+    step: int
+    reason: str
+    count: int
+
+
+class BudgetCaps(Resource):
+    """A run's hard caps as they stand (a resume raises them); 0: no cap."""
+
+    usd: float = 0.0
+    tokens: int = 0
+    wall_s: float = 0.0
+    on_loop: str = "halt"
+
+
+class Run(Resource):
+    id: str
+    status: RunStatus
+    task: str
+    model: str
+    tools: list[str]
+    max_steps: int
+    labels: dict[str, str]
+    steps: int
+    reason: str | None = None
+    final_answer: str | None = None
+    resumable: bool = Field(default=False, description="halted at a limit that a resume can raise")
+    flags: list[RunFlag] = Field(
+        default_factory=list, description="marks for review: e.g. the model kept asking for a denied call"
+    )
+    budget: BudgetCaps = Field(default_factory=BudgetCaps)
+    cost_usd: float = Field(default=0.0, description="settled cost so far, in US dollars")
+    created_at_ms: int
+    updated_at_ms: int
+    events_url: str  # `run.status.terminal`, `run.status.settled`: whether it has ended, or halted
+
+
+class RunPage(Resource):
+    data: list[Run]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: the last page")
+
+
+class Approval(Resource):
+    id: str
+    run_id: str
+    status: ApprovalStatus
+    tool: str
+    tool_version: str = ""
+    tier: str
+    arguments_json: str
+    reason: str = ""
+    requested_at_ms: int
+    expires_at_ms: int = Field(description="past this, the call is denied, never approved")
+    decided_by: str | None = Field(
+        default=None,
+        description="`api:<tenant>:key/<key id>`: the API key that decided; `timeout`: the deadline passed",
+    )
+    decided_by_key_id: str | None = Field(default=None, description="the deciding key's id alone")
+    decision_reason: str | None = None
+    decided_at_ms: int | None = None
+
+
+class ApprovalPage(Resource):
+    data: list[Approval]
+
+
+class Tool(Resource):
+    name: str
+    version: str
+    owner: str | None = Field(default=None, description="the owning tenant; null: platform-wide")
+    description: str = ""
+    input_schema: dict[str, Any]
+    tier: Literal["read_only", "reversible", "irreversible"]
+    scopes: list[str] = Field(default_factory=list)
+    egress: list[str] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+    timeout_ms: int = 0
+    approval_timeout_s: float | None = Field(
+        description="the registration's approval deadline in seconds; null: the tenant's policy alone"
+    )
+    effective_approval_timeout_s: float = Field(
+        description="the deadline this tenant's calls get: the tool's, capped by the tenant's policy"
+    )
+    transport: Literal["builtin", "stdio", "http"]
+    registered_at_ms: int = 0
+    disabled: bool = False
+
+
+class ToolDetail(Tool):
+    versions: list[str] = Field(description="every version registered under this name, oldest first")
+
+
+class ToolPage(Resource):
+    data: list[Tool]
+
+
+class RunCost(Resource):
+    run_id: str
+    usd: float = Field(description="settled cost in US dollars (reservations not included)")
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    model_calls: int
+    tool_calls: int
+    by_tool: dict[str, float]
+    by_model: dict[str, float]
+    price_versions: list[str]
+    status: RunStatus
+    budget: BudgetCaps = Field(default_factory=BudgetCaps)
+
+
+class CostRow(Resource):
+    key: str
+    usd: float
+    runs: int
+    calls: int
+
+
+class CostReport(Resource):
+    group_by: CostGroup
+    since_ms: int = 0
+    total_usd: float = Field(description="every call's cost, including calls no row of this grouping shows")
+    data: list[CostRow]
+
+
+class ErrorDetail(Resource):
+    # Sent without its null fields: `field` and the details appear only where they say something.
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_serialization_defaults_required=False)
+
+    type: str = Field(description="machine-readable: e.g. invalid_field, not_found, unknown_tool")
+    message: str
+    field: str | None = Field(default=None, description="the parameter, header or body field to fix")
+    # Only on `unknown_tool`: the requested names the tenant has no tool of, and those it has.
+    unknown: list[str] | None = None
+    available: list[str] | None = None
+
+
+class Error(Resource):
+    """Every refusal: a 4xx (or 5xx) with this body."""
+
+    error: ErrorDetail
+
+
+class Health(Resource):
+    ok: bool
+
+
+class RunEventData(Resource):
+    """The JSON record of one event of the stream: its envelope, then the event's own fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = Field(description="the event type, as in the message's `event` line")
+    offset: int = Field(ge=0, description="the event's journal offset: its SSE id")
+    timestamp_ms: int
+    run_id: str
+
+
+class RunEventFrame(Resource):
+    """One Server-Sent Events message: `id` is the journal offset, `event` the event type, `data`
+    the JSON record (RunEventData). Resume a stream with `Last-Event-ID: <id>`."""
+
+    id: str = Field(pattern=r"^[0-9]+$")
+    event: str = Field(min_length=1)
+    data: str = Field(
+        json_schema_extra={
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/RunEventData"},
+        }
+    )

@@ -1,0 +1,17 @@
+"""Event types: one frozen dataclass per Avro record under `schemas/`, in modules by where they are
+written; every name is importable from `agentstream.events` itself.
+
+- base: `Event`, `RunEvent`, the registry the codec maps records through (`EVENT_TYPES`), `event_key`
+- run: a run's own journal (request, start, model and tool calls, its ending), `TERMINAL_TYPES`
+- gates: what stands between a run and its calls (policy, approvals, authorization, budgets, loops,
+  model routing)
+- tables: the compacted tables beside the journal (tools, tenants and keys, secrets, control, status)
+"""
+
+from __future__ import annotations
+
+# Each module's `__all__` is the package's: one list of names per module, not a second one here.
+from agentstream.events.base import *  # noqa: F403
+from agentstream.events.gates import *  # noqa: F403
+from agentstream.events.run import *  # noqa: F403
+from agentstream.events.tables import *  # noqa: F403

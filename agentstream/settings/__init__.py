@@ -1,0 +1,58 @@
+"""The settings model: every environment variable the platform reads, one class per component
+(`platform.py`, `processors.py`), composed by `agentstream.config.Settings`. Nothing outside this
+package reads the environment (tests/unit/test_settings_reads.py holds the line)."""
+
+from agentstream.settings.base import ComponentSettings, SettingsError, env_name, forget_loaded, load, once
+from agentstream.settings.platform import (
+    DEFAULT_JVM_OPTS,
+    LOCAL_BOOTSTRAP,
+    CliSettings,
+    EgressSettings,
+    HomeSettings,
+    KafkaSettings,
+    LocalBrokerSettings,
+    ProcessSettings,
+    ResourceSettings,
+)
+from agentstream.settings.processors import CostSettings, GatewaySettings, KvSettings, ModelSettings, TlsSettings
+
+# Every settings class, in the order a reader meets them in the configuration table: where Kafka
+# is, where the platform keeps its files, how each process runs, each processor's knobs, the CLI's.
+COMPONENTS: tuple[type[ComponentSettings], ...] = (
+    KafkaSettings,
+    HomeSettings,
+    ProcessSettings,
+    ResourceSettings,
+    LocalBrokerSettings,
+    EgressSettings,
+    ModelSettings,
+    TlsSettings,
+    GatewaySettings,
+    CostSettings,
+    KvSettings,
+    CliSettings,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_JVM_OPTS",
+    "LOCAL_BOOTSTRAP",
+    "CliSettings",
+    "ComponentSettings",
+    "CostSettings",
+    "EgressSettings",
+    "GatewaySettings",
+    "HomeSettings",
+    "KafkaSettings",
+    "KvSettings",
+    "LocalBrokerSettings",
+    "ModelSettings",
+    "ProcessSettings",
+    "ResourceSettings",
+    "SettingsError",
+    "TlsSettings",
+    "env_name",
+    "forget_loaded",
+    "load",
+    "once",
+]
