@@ -28,6 +28,7 @@ from agentstream.kafka.journal import Record
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.recovery import restore_all
 from agentstream.kafka.state import PartitionStore
+from agentstream.processors.catalog import CORES
 from agentstream.topics import JOURNAL, load_topics
 from bench.common import bench_settings
 
@@ -55,8 +56,7 @@ async def main(sizes: list[int], value_bytes: int, batch: int) -> dict[str, Any]
         value = orjson.dumps({"pad": "x" * max(0, value_bytes - 10)})
         for n, keys in enumerate(sizes):
             # One processor's changelog per size, so each restore reads exactly `keys` changes.
-            topic = changelog_topic(settings.topic_prefix, ("orchestrator", "policy-gate", "cost-governor",
-                                                             "kv-dispatcher", "model-invoker", "tool-executor")[n])  # fmt: skip
+            topic = changelog_topic(settings.topic_prefix, CORES[n])
             writer = ChangelogWriter(topic)
             await _fill(producer, writer, partitions, keys, value, batch, f"s{n}")
             with tempfile.TemporaryDirectory(prefix="restore-") as tmp:
