@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +30,9 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from agentstream.jvm import JarFetchError, fetch_jars
+from agentstream.jvm import is_zombie as _is_zombie
+from agentstream.jvm import spawn_daemon as _spawn_daemon
 from agentstream.kafka.auth import ADMIN, BROKER, COMPONENTS, CredentialStore, Principal, upsert_users
 from agentstream.resources import resource_path
 from agentstream.settings import LocalBrokerSettings, once
@@ -62,33 +64,11 @@ def free_port() -> int:
 
 async def ensure_jars(progress: bool = True) -> Path:
     """Fetches the broker jars once; later calls return the cached folder."""
-    target = jar_cache_dir()
-    marker = target / ".complete"
-    if marker.exists():
-        return target
-    if shutil.which("mvn") is None:
-        raise LocalKafkaError(
-            "Maven (mvn) is needed once to fetch the Kafka jars; install it or set KAFKA_BOOTSTRAP_SERVERS"
-        )
-    if progress:
-        print(
-            f"fetching Apache Kafka {_pinned_version()} jars from Maven Central into {target} (once) ...",
-            file=sys.stderr,
-        )
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    proc = await asyncio.create_subprocess_exec(
-        "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise LocalKafkaError(f"mvn failed to fetch the Kafka jars:\n{out.decode(errors='replace')[-2000:]}")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    marker.write_text("ok\n")
-    return target
+    try:
+        return await fetch_jars(POM, jar_cache_dir(), f"Apache Kafka {_pinned_version()}", progress=progress,
+                                hint=" or set KAFKA_BOOTSTRAP_SERVERS")  # fmt: skip
+    except JarFetchError as exc:
+        raise LocalKafkaError(str(exc)) from None
 
 
 @dataclass
@@ -379,23 +359,6 @@ class LocalKafka:
         if self._proc is not None and self._proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(5)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _spawn_daemon(cmd: list[str], output: Path) -> subprocess.Popen[bytes]:
-    # Popen, not asyncio's subprocess: the broker must outlive the event loop (and the CLI) that
-    # started it, and asyncio kills its child processes when the loop closes.
-    with open(output, "ab") as stdout:
-        return subprocess.Popen(
-            cmd, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
 
 
 def new_cluster_id() -> str:

@@ -11,6 +11,7 @@ from agentstream.cli import args as bounded
 from agentstream.cli import commands
 from agentstream.cli.approvals import add_approvals_parser
 from agentstream.cli.config import add_config_parser
+from agentstream.cli.connect import add_connect_parser
 from agentstream.cli.costs import add_cost_parsers
 from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.signing import add_parser as add_signing_parser
@@ -104,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     add_approvals_parser(sub)
     add_signing_parser(sub)
     add_config_parser(sub)
+    add_connect_parser(sub)
 
     proc = sub.add_parser(
         "process", help="run one processor in this process, or `engine`: every processor in one process"

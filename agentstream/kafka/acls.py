@@ -27,7 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from agentstream.kafka.auth import ADMIN, ENGINE, PROCESSORS
+from agentstream.kafka.auth import ADMIN, CONNECT, ENGINE, PROCESSORS
 from agentstream.topics import JOURNAL, TopicSpec
 
 SECURITY_DISABLED = 54  # the broker runs without an authorizer
@@ -79,7 +79,19 @@ def expected_grants(specs: Mapping[str, TopicSpec]) -> set[Grant]:
     # coordinator (which needs DESCRIBE on the group); they never join or commit, so no READ.
     for component in {*PROCESSORS, ENGINE, "gateway"}:
         grants |= {Grant(component, "GROUP", "LITERAL", group, "DESCRIBE") for group in ASSIGN_ONLY_GROUPS}
-    return grants
+    return grants | connect_grants(specs)
+
+
+def connect_prefix(specs: Mapping[str, TopicSpec]) -> str:
+    """What the Connect worker names its groups (the worker's own, each sink's, the Iceberg control
+    group) and its transactional ids (the Iceberg sink's commits) with: `<prefix>.connect`."""
+    return specs[JOURNAL].name.removesuffix(JOURNAL) + CONNECT
+
+
+def connect_grants(specs: Mapping[str, TopicSpec]) -> set[Grant]:
+    prefix = connect_prefix(specs)
+    groups = {Grant(CONNECT, "GROUP", "PREFIXED", prefix, op) for op in ("READ", "DESCRIBE")}
+    return groups | {Grant(CONNECT, "TRANSACTIONAL_ID", "PREFIXED", prefix, op) for op in ("WRITE", "DESCRIBE")}
 
 
 def _grant_of(binding: AclBinding) -> Grant | None:

@@ -40,7 +40,10 @@ PROCESSORS = CORES  # one principal per processor core of the registry
 # Every processor core in one process (`agentstream process engine`): one principal, granted the
 # union of what its cores are granted.
 ENGINE = "engine"
-COMPONENTS = (*PROCESSORS, ENGINE, "gateway", ADMIN)
+# The Kafka Connect worker that feeds the audit warehouse (agentstream/connect): its own topics, its
+# groups and transactional ids under `<prefix>.connect`, and read access to the topics it sinks.
+CONNECT = "connect"
+COMPONENTS = (*PROCESSORS, ENGINE, "gateway", CONNECT, ADMIN)
 # A process's own credentials file (set by whoever spawns it; read by Settings.from_env).
 SASL_FILE_ENV = "AGENTSTREAM_KAFKA_SASL_FILE"
 # Where a spawner finds the per-component files; removed from the environment before any spawn.

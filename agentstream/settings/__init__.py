@@ -15,6 +15,7 @@ from agentstream.settings.platform import (
     ResourceSettings,
 )
 from agentstream.settings.processors import CostSettings, GatewaySettings, KvSettings, ModelSettings, TlsSettings
+from agentstream.settings.warehouse import WarehouseSettings
 
 # Every settings class, in the order a reader meets them in the configuration table: where Kafka
 # is, where the platform keeps its files, how each process runs, each processor's knobs, the CLI's.
@@ -30,6 +31,7 @@ COMPONENTS: tuple[type[ComponentSettings], ...] = (
     GatewaySettings,
     CostSettings,
     KvSettings,
+    WarehouseSettings,
     CliSettings,
 )
 
@@ -51,6 +53,7 @@ __all__ = [
     "ResourceSettings",
     "SettingsError",
     "TlsSettings",
+    "WarehouseSettings",
     "env_name",
     "forget_loaded",
     "load",

@@ -1,0 +1,54 @@
+"""The Connect worker's jars and the Iceberg sink's plugin folder, fetched once from Maven Central
+by the project's own build files (infra/connect/pom.xml, infra/connect/iceberg/pom.xml) into the
+jar cache, beside the broker's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentstream.jvm import fetch_jars, run_mvn
+from agentstream.resources import resource_path
+from agentstream.settings import LocalBrokerSettings, once
+
+WORKER_POM = resource_path("infra", "connect", "pom.xml")
+PLUGIN_POM = resource_path("infra", "connect", "iceberg", "pom.xml")
+LOG4J = resource_path("infra", "connect", "log4j.properties")
+# The plugin's folder name under plugin.path: Connect gives each folder its own class loader.
+PLUGIN_NAME = "iceberg-sink"
+
+
+def pinned(pom: Path, prop: str) -> str:
+    text = pom.read_text()
+    start = text.index(f"<{prop}>") + len(prop) + 2
+    return text[start : text.index(f"</{prop}>")]
+
+
+def worker_dir() -> Path:
+    return once(LocalBrokerSettings).jar_cache() / f"connect-{pinned(WORKER_POM, 'kafka.version')}"
+
+
+def plugin_path() -> Path:
+    """The worker's plugin.path: one folder holding the Iceberg sink's folder."""
+    return once(LocalBrokerSettings).jar_cache() / f"connect-plugins-iceberg-{pinned(PLUGIN_POM, 'iceberg.version')}"
+
+
+async def build_converter(source: Path, plugin_root: Path) -> Path:
+    """The journal's converter (connectors/, Java) built and tested by Maven, its runtime jars in
+    `<plugin_root>/agentstream-converter`: a plugin.path folder for the worker."""
+    target = plugin_root / "agentstream-converter"
+    await run_mvn(source / "pom.xml", "package", "dependency:copy-dependencies", "-DincludeScope=runtime",
+                  f"-DoutputDirectory={target}", what="the journal's converter")  # fmt: skip
+    jar = next((source / "target").glob("agentstream-connectors-*.jar"))
+    (target / jar.name).write_bytes(jar.read_bytes())
+    return plugin_root
+
+
+async def ensure_worker_jars() -> Path:
+    return await fetch_jars(WORKER_POM, worker_dir(), "the Kafka Connect worker")
+
+
+async def ensure_plugin() -> Path:
+    """The plugin.path folder, its Iceberg sink folder fetched if missing."""
+    root = plugin_path()
+    await fetch_jars(PLUGIN_POM, root / PLUGIN_NAME, "the Iceberg Kafka Connect sink")
+    return root

@@ -1,0 +1,34 @@
+"""Settings of the audit warehouse: the Kafka Connect worker the platform starts and the Iceberg
+sink it registers (agentstream/connect)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentstream.settings.base import ComponentSettings, variable
+
+
+class WarehouseSettings(ComponentSettings):
+    COMPONENT = "warehouse"
+
+    enabled: bool = variable(
+        False,
+        "AGENTSTREAM_WAREHOUSE",
+        "run the audit warehouse with the platform (read by `agentstream dev` once the journal's sink lands; "
+        "`agentstream connect start` starts the worker regardless)",
+    )
+    connect_port: int = variable(
+        18083, "AGENTSTREAM_CONNECT_PORT", "the local Connect worker's REST port (loopback only)", ge=1, le=65535
+    )
+    warehouse_dir: Path | None = variable(
+        None, "AGENTSTREAM_WAREHOUSE_DIR", "the Iceberg tables' files and their SQLite JDBC catalog",
+        shown_default="`<home>/warehouse`",
+    )  # fmt: skip
+    commit_interval_s: float = variable(
+        10.0, "AGENTSTREAM_WAREHOUSE_COMMIT_INTERVAL_S",
+        "how often the Iceberg sink commits what it wrote (rows become visible then)", gt=0,
+    )  # fmt: skip
+    connect_heap: str = variable("512m", "AGENTSTREAM_CONNECT_HEAP", "the Connect worker JVM's maximum heap")
+
+    def resolved_warehouse(self, home: Path) -> Path:
+        return (self.warehouse_dir or home / "warehouse").resolve()

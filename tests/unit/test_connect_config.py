@@ -1,0 +1,111 @@
+"""The Connect worker's and the Iceberg sink's configuration, without a broker: every client of the
+worker authenticates as its principal, every group and transactional id it uses falls under the
+ACL prefix topics.yaml grants it, the pins match the broker's, and the warehouse settings parse."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from agentstream import resources
+from agentstream.connect.jars import LOG4J, PLUGIN_POM, WORKER_POM, pinned
+from agentstream.connect.sink import IcebergSink
+from agentstream.connect.worker import ConnectWorker
+from agentstream.kafka.acls import Grant, connect_prefix, expected_grants
+from agentstream.kafka.auth import CONNECT, Principal
+from agentstream.localkafka import POM as BROKER_POM
+from agentstream.settings import SettingsError, WarehouseSettings, load
+from agentstream.topics import load_topics
+
+PRINCIPAL = Principal(CONNECT, "s3cret-pw")
+
+
+def _props(worker: ConnectWorker) -> dict[str, str]:
+    text = worker.properties(Path("/plugins"))
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def test_the_worker_and_every_client_it_makes_authenticate_as_its_principal() -> None:
+    props = _props(ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", PRINCIPAL, port=18099))
+    for prefix in ("", "producer.", "consumer.", "admin."):
+        assert props[f"{prefix}security.protocol"] == "SASL_PLAINTEXT"
+        assert props[f"{prefix}sasl.mechanism"] == "SCRAM-SHA-512"
+        assert 'username="connect" password="s3cret-pw"' in props[f"{prefix}sasl.jaas.config"]
+    assert props["listeners"] == "http://127.0.0.1:18099"  # the REST API on loopback only
+    assert props["group.id"] == "acme.connect"
+    internal = {props[f"{k}.storage.topic"] for k in ("config", "offset", "status")}
+    assert internal == {"acme.connect.configs", "acme.connect.offsets", "acme.connect.status"}
+
+
+def test_more_plugin_folders_join_the_plugin_path() -> None:
+    worker = ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", None, plugin_dirs=(Path("/conv"),))
+    assert _props(worker)["plugin.path"] == "/plugins,/conv"
+
+
+def test_a_broker_without_sasl_gets_no_credentials() -> None:
+    props = _props(ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", None))
+    assert not any("sasl" in key or "security" in key for key in props)
+
+
+def test_the_worker_topics_and_prefixes_are_what_topics_yaml_grants() -> None:
+    specs = load_topics("acme")
+    worker = ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", PRINCIPAL)
+    assert connect_prefix(specs) == worker.group
+    props = _props(worker)
+    for key in ("config", "offset", "status"):
+        spec = next(s for s in specs.values() if s.name == props[f"{key}.storage.topic"])
+        assert spec.writers == spec.readers == (CONNECT,) and spec.config["cleanup.policy"] == "compact"
+    assert next(s for s in specs.values() if s.name == props["config.storage.topic"]).partitions == 1
+    grants = expected_grants(specs)
+    config = IcebergSink("audit", ("acme.x",), "audit.events", Path("/wh")).config(worker)
+    # Every group and transactional id the sink uses starts with a PREFIXED grant's name.
+    for key, resource in (("consumer.override.group.id", "GROUP"), ("iceberg.connect.group-id", "GROUP"),
+                          ("iceberg.control.group-id-prefix", "GROUP"),
+                          ("iceberg.coordinator.transactional.prefix", "TRANSACTIONAL_ID")):  # fmt: skip
+        assert config[key].startswith(worker.group)
+        assert Grant(CONNECT, resource, "PREFIXED", worker.group, "DESCRIBE") in grants
+    control = next(s for s in specs.values() if s.name == config["iceberg.control.topic"])
+    assert control.writers == control.readers == (CONNECT,)
+    # Nothing wider: no other principal gets the connect prefix, and connect no other prefix.
+    assert {g.name for g in grants if g.principal == CONNECT and g.pattern == "PREFIXED"} == {worker.group}
+
+
+def test_the_sink_catalogs_in_sqlite_under_the_warehouse() -> None:
+    worker = ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", PRINCIPAL)
+    config = IcebergSink("audit", ("a", "b"), "audit.events", Path("/wh"), commit_interval_s=2.5).config(worker)
+    assert config["topics"] == "a,b"
+    assert config["iceberg.catalog.catalog-impl"] == "org.apache.iceberg.jdbc.JdbcCatalog"
+    assert config["iceberg.catalog.uri"] == "jdbc:sqlite:/wh/catalog.db"
+    assert config["iceberg.control.commit.interval-ms"] == "2500"
+    assert "s3cret" not in str(config)  # the REST API shows a connector's config: no password in it
+
+
+def test_the_worker_runs_the_brokers_kafka_version_and_every_version_is_pinned() -> None:
+    assert pinned(WORKER_POM, "kafka.version") == pinned(BROKER_POM, "kafka.version")
+    for pom in (WORKER_POM, PLUGIN_POM):
+        text = pom.read_text()
+        assert text.count("<dependency>") == text.count("<version>") - 1  # the project's own <version>
+
+
+def test_the_connect_build_files_ship_in_the_wheel() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["agentstream.resources"]
+    root = Path(resources.__file__).parent
+    for path in (WORKER_POM, PLUGIN_POM, LOG4J):
+        assert str(path.relative_to(root)) in shipped
+
+
+def test_warehouse_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AGENTSTREAM_WAREHOUSE", "AGENTSTREAM_CONNECT_PORT", "AGENTSTREAM_WAREHOUSE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    wh = load(WarehouseSettings)
+    assert (wh.enabled, wh.connect_port, wh.resolved_warehouse(tmp_path)) == (False, 18083, tmp_path / "warehouse")
+    monkeypatch.setenv("AGENTSTREAM_WAREHOUSE", "true")
+    monkeypatch.setenv("AGENTSTREAM_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    wh = load(WarehouseSettings)
+    assert wh.enabled and wh.resolved_warehouse(Path("/elsewhere")) == tmp_path / "wh"
+    monkeypatch.setenv("AGENTSTREAM_CONNECT_PORT", "0")
+    with pytest.raises(SettingsError, match="AGENTSTREAM_CONNECT_PORT"):
+        load(WarehouseSettings)
