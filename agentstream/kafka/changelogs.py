@@ -1,5 +1,5 @@
 """The hosted cores' state changelogs, as the runtime uses them: restore lost stores on assignment,
-and write the coalesced changes about once a second (see agentstream/kafka/changelog.py for the
+and write the coalesced changes every few seconds (see agentstream/kafka/changelog.py for the
 record format and agentstream/kafka/recovery.py for the restore).
 
 Writing per batch would cost several changelog records per journal event (a run's state key is

@@ -144,6 +144,7 @@ class World:
     )
     calls: Counter[str] = field(default_factory=Counter)
     began: dict[int, int] = field(default_factory=dict)  # per partition: where the last life's reading began
+    changelog_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         records = RecordFactory(CODEC, JOURNAL, PARTITIONS)
@@ -162,7 +163,7 @@ class World:
         records = RecordFactory(CODEC, JOURNAL, PARTITIONS)
         config = RuntimeConfig(bootstrap="twin", input_topic=JOURNAL, deadletter_topic="twin.dlq",
                                status_topic="twin.status", state_dir=self.state_dir, instance="0", batch_size=3,
-                               changelogs=CHANGELOGS, changelog_interval_s=0.0)  # fmt: skip
+                               changelogs=CHANGELOGS, changelog_interval_s=self.changelog_interval_s)  # fmt: skip
         cores = [HostedCore(Planner(self.calls, plan), records), HostedCore(Finisher(), records)]
         return ProcessorRuntime(cores, self.broker.producer(), config, "shell", consumers=self.broker.consumer,
                                 open_store=crashing_stores(plan))  # fmt: skip
@@ -170,27 +171,8 @@ class World:
     async def live(self, plan: CrashPlan) -> bool:
         """One process's life: until nothing is left to do (False) or the planned crash (True)."""
         runtime = self.runtime(plan)
-        # What `run` sets up before its loop; the steps below are its loop and the fetch thread's.
-        runtime._loop, runtime._wake = asyncio.get_running_loop(), asyncio.Event()
-        consumer = runtime.fetcher.consumer
-        assert isinstance(consumer, TwinConsumer)
         try:
-            consumer.rebalance(list(range(PARTITIONS)))
-            self.began = runtime.applied_offsets()
-            quiet = 0
-            while quiet < 3:
-                fetched = runtime.fetcher._fetch()
-                if fetched:
-                    runtime._deliver(fetched)
-                await runtime._step()
-                runtime.fetcher._commit_queued()
-                for _ in range(5):  # side effects run, and hand their results to the next step
-                    await asyncio.sleep(0)
-                if runtime._flushing is not None:
-                    await asyncio.wait({runtime._flushing})
-                if plan.fired:  # in a side effect or the changelog flush: tasks of the same process
-                    raise Crash(plan.point)
-                quiet = 0 if fetched or runtime._inbox or runtime._running else quiet + 1
+            await self.drive(runtime, plan)
         except Crash:
             # SIGKILL: what reached the twin stays; staged state and running tasks are gone.
             for task in [*runtime._running.values(), runtime._flushing]:
@@ -201,6 +183,29 @@ class World:
             return True
         runtime._close_consumer()
         return False
+
+    async def drive(self, runtime: ProcessorRuntime, plan: CrashPlan) -> None:
+        """Runs `runtime` until nothing is left to do, or raises the planned Crash."""
+        # What `run` sets up before its loop; the steps below are its loop and the fetch thread's.
+        runtime._loop, runtime._wake = asyncio.get_running_loop(), asyncio.Event()
+        consumer = runtime.fetcher.consumer
+        assert isinstance(consumer, TwinConsumer)
+        consumer.rebalance(list(range(PARTITIONS)))
+        self.began = runtime.applied_offsets()
+        quiet = 0
+        while quiet < 3:
+            fetched = runtime.fetcher._fetch()
+            if fetched:
+                runtime._deliver(fetched)
+            await runtime._step()
+            runtime.fetcher._commit_queued()
+            for _ in range(5):  # side effects run, and hand their results to the next step
+                await asyncio.sleep(0)
+            if runtime._flushing is not None:
+                await asyncio.wait({runtime._flushing})
+            if plan.fired:  # in a side effect or the changelog flush: tasks of the same process
+                raise Crash(plan.point)
+            quiet = 0 if fetched or runtime._inbox or runtime._running else quiet + 1
 
     def journal(self) -> list[tuple[str, bytes]]:
         return [((m.key() or b"").decode(), m.value() or b"") for m in self.broker.records(JOURNAL)]
