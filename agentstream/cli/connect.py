@@ -9,9 +9,12 @@ from typing import Any
 import orjson
 
 from agentstream.config import Settings
-from agentstream.connect.local import ensure_principal, local_worker
+from agentstream.connect.journal import JOURNAL_CONNECTOR, dead_letters, dlq_topic
+from agentstream.connect.local import ensure_principal, local_worker, register_journal, warehouse_plugins
 from agentstream.connect.worker import ConnectWorkerError
 from agentstream.jvm import JarFetchError
+from agentstream.resources import ResourceError
+from agentstream.settings import WarehouseSettings, load
 from agentstream.stack import ensure_topics
 
 
@@ -26,16 +29,22 @@ def add_connect_parser(sub: Any) -> None:
 
 async def connect_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    warehouse = load(WarehouseSettings)
     try:
-        worker = local_worker(settings)
         if args.connect_command == "start":
+            plugins = await warehouse_plugins(settings) if warehouse.enabled else ()
+            worker = local_worker(settings, warehouse, plugins)
             await ensure_topics(settings)
             await ensure_principal(settings, worker)
             took = await worker.start()
             print(
                 f"Connect worker answering at {worker.url} (group {worker.group}; {took:.1f}s; log {worker.log_file})"
             )
+            if warehouse.enabled:
+                sink = await register_journal(settings, worker, warehouse)
+                print(f"journal sink {sink.name} running: {sink.topics[0]} -> {sink.table} in {sink.warehouse}")
             return 0
+        worker = local_worker(settings, warehouse)
         if args.connect_command == "stop":
             print("Connect worker stopped" if await worker.stop() else "no Connect worker running")
             return 0
@@ -43,9 +52,15 @@ async def connect_command(args: argparse.Namespace) -> int:
             print(f"no Connect worker answering at {worker.url}", file=sys.stderr)
             return 1
         names = await worker.request("GET", "/connectors")
-        report = {name: await worker.request("GET", f"/connectors/{name}/status") for name in names}
-        print(orjson.dumps({"worker": worker.url, "connectors": report}, option=orjson.OPT_INDENT_2).decode())
+        report: dict[str, Any] = {"worker": worker.url, "connectors": {
+            name: await worker.request("GET", f"/connectors/{name}/status") for name in names
+        }}  # fmt: skip
+        if JOURNAL_CONNECTOR in names:
+            # Journal records the converter could not read: set aside, reasons in their headers.
+            report["journal_dead_letters"] = {"topic": dlq_topic(settings.topic_prefix),
+                                              "records": await dead_letters(settings)}  # fmt: skip
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
-    except (ConnectWorkerError, JarFetchError) as exc:
+    except (ConnectWorkerError, JarFetchError, ResourceError) as exc:
         print(f"agentstream connect: {exc}", file=sys.stderr)
         return 1

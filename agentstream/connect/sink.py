@@ -45,6 +45,11 @@ class IcebergSink:
             "iceberg.control.group-id-prefix": f"{worker.group}.control-",
             "iceberg.coordinator.transactional.prefix": f"{worker.group}.",
             "iceberg.control.commit.interval-ms": str(int(self.commit_interval_s * 1000)),
+            # A round no task answers in time (the first after a start can be sent before a task's
+            # control consumer is assigned, and is then never seen) commits what it has when this
+            # expires; late answers are kept for the next round. Iceberg's 30 s default made the
+            # first rows after every start wait that long.
+            "iceberg.control.commit.timeout-ms": str(int(max(5.0, self.commit_interval_s) * 1000)),
             "iceberg.tables": self.table,
             "iceberg.tables.auto-create-enabled": "true",
             "iceberg.tables.evolve-schema-enabled": "true",

@@ -4,6 +4,7 @@ sink it registers (agentstream/connect)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from agentstream.settings.base import ComponentSettings, variable
 
@@ -14,8 +15,8 @@ class WarehouseSettings(ComponentSettings):
     enabled: bool = variable(
         False,
         "AGENTSTREAM_WAREHOUSE",
-        "run the audit warehouse with the platform (read by `agentstream dev` once the journal's sink lands; "
-        "`agentstream connect start` starts the worker regardless)",
+        "feed the audit warehouse: `agentstream connect start` then builds the journal's converter "
+        "(connectors/, Maven) and registers the journal's Iceberg sink (without it, the worker runs with no connector)",
     )
     connect_port: int = variable(
         18083, "AGENTSTREAM_CONNECT_PORT", "the local Connect worker's REST port (loopback only)", ge=1, le=65535
@@ -29,6 +30,10 @@ class WarehouseSettings(ComponentSettings):
         "how often the Iceberg sink commits what it wrote (rows become visible then)", gt=0,
     )  # fmt: skip
     connect_heap: str = variable("512m", "AGENTSTREAM_CONNECT_HEAP", "the Connect worker JVM's maximum heap")
+    file_format: Literal["parquet", "avro"] = variable(
+        "parquet", "AGENTSTREAM_WAREHOUSE_FORMAT",
+        "the data files of the tables the journal's sink creates (avro: readable without a Parquet reader)",
+    )  # fmt: skip
 
     def resolved_warehouse(self, home: Path) -> Path:
         return (self.warehouse_dir or home / "warehouse").resolve()

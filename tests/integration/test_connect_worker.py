@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 from agentstream.codec import AvroCodec
 from agentstream.connect.jars import build_converter
 from agentstream.connect.sink import IcebergSink
+from agentstream.connect.tables import data_files, table_rows
 from agentstream.connect.worker import ConnectWorker
 from agentstream.kafka.acls import Grant
 from agentstream.kafka.auth import ADMIN, CONNECT, CREDENTIALS_DIR_ENV, SASL_FILE_ENV, CredentialStore
@@ -30,7 +31,6 @@ from agentstream.resources import resource_path
 from agentstream.topics import TopicSpec, create_topics
 from tests import conftest
 from tests.harness import isolated_settings
-from tests.integration.iceberg_files import data_files, table_rows
 
 pytestmark = pytest.mark.timeout(600)
 Record = dict[str, object]

@@ -11,6 +11,7 @@ import pytest
 
 from agentstream import resources
 from agentstream.connect.jars import LOG4J, PLUGIN_POM, WORKER_POM, pinned
+from agentstream.connect.journal import dlq_topic, journal_sink
 from agentstream.connect.sink import IcebergSink
 from agentstream.connect.worker import ConnectWorker
 from agentstream.kafka.acls import Grant, connect_prefix, expected_grants
@@ -109,3 +110,22 @@ def test_warehouse_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("AGENTSTREAM_CONNECT_PORT", "0")
     with pytest.raises(SettingsError, match="AGENTSTREAM_CONNECT_PORT"):
         load(WarehouseSettings)
+
+
+def test_the_journal_sink_reads_the_journal_and_sets_poison_aside_on_granted_topics() -> None:
+    specs = {s.name: s for s in load_topics("acme").values()}
+    worker = ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", PRINCIPAL)
+    config = journal_sink("acme", Path("/wh"), 3.0).config(worker)
+    assert config["topics"] == "acme.runs.journal" and CONNECT in specs["acme.runs.journal"].readers
+    assert config["iceberg.tables"] == "audit.events"  # one events table for every event type
+    assert config["iceberg.tables.default-partition-by"] == "day(journal_time),tenant_id"
+    assert config["transforms.time.timestamp.field"] == "journal_time"
+    # Credentials are dropped by the converter, before a record reaches the sink.
+    assert set(config["value.converter.drop.fields"].split(",")) >= {"capability", "delegation"}
+    assert config["errors.tolerance"] == "all" and config["errors.deadletterqueue.context.headers.enable"] == "true"
+    dlq = specs[config["errors.deadletterqueue.topic.name"]]
+    assert dlq.name == dlq_topic("acme") and CONNECT in dlq.writers and dlq.config["cleanup.policy"] == "delete"
+
+
+def test_the_converter_ships_in_the_package() -> None:
+    assert (resources.resource_path("connectors") / "pom.xml").is_file()

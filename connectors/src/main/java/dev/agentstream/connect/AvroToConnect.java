@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import org.apache.avro.generic.GenericData;
 import org.apache.avro.generic.GenericRecord;
 import org.apache.kafka.connect.data.Schema;
@@ -24,20 +25,28 @@ final class AvroToConnect {
       Struct fields = (Struct) value(inner, record);
       Struct typed = new Struct(schema);
       for (var field : inner.fields()) {
-        typed.put(field.name(), fields.get(field));
+        if (schema.field(field.name()) != null) { // a dropped field is decoded, never copied
+          typed.put(field.name(), fields.get(field));
+        }
       }
       return typed.put(EVENT_TYPE, eventType);
     }
   }
 
-  static Mapped map(org.apache.avro.Schema avro) {
+  /**
+   * The event's Connect schema without its {@code dropped} top-level fields: each named either
+   * bare ({@code capability}: in every event type) or by type ({@code ApprovalDecided.signature}).
+   */
+  static Mapped map(org.apache.avro.Schema avro, Set<String> dropped) {
     if (avro.getType() != org.apache.avro.Schema.Type.RECORD) {
       throw new DataException("a journal event's schema must be a record, not " + avro.getType());
     }
     Schema inner = schema(avro);
     SchemaBuilder top = SchemaBuilder.struct().name(avro.getFullName());
     for (var field : inner.fields()) {
-      top.field(field.name(), field.schema());
+      if (!dropped.contains(field.name()) && !dropped.contains(avro.getName() + "." + field.name())) {
+        top.field(field.name(), field.schema());
+      }
     }
     return new Mapped(avro.getName(), inner, top.field(EVENT_TYPE, Schema.STRING_SCHEMA).build());
   }

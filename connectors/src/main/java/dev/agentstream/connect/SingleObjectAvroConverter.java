@@ -5,9 +5,12 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.stream.Collectors;
 import java.util.stream.Stream;
 import org.apache.avro.Schema;
 import org.apache.avro.SchemaNormalization;
@@ -30,15 +33,27 @@ import org.apache.kafka.connect.storage.Converter;
  */
 public final class SingleObjectAvroConverter implements Converter {
   public static final String SCHEMA_DIRS = "schemas.dirs";
+  /**
+   * Fields that never leave the journal: the credentials a run carries. Comma-separated, bare
+   * ({@code capability}) or by type ({@code ApprovalDecided.signature}); replaces the default.
+   */
+  public static final String DROP_FIELDS = "drop.fields";
+  /** Capability tokens and secret delegations (ToolCallAuthorized), approvals' HMACs, sealed secrets. */
+  public static final String DEFAULT_DROP_FIELDS = "capability,delegation,ApprovalDecided.signature,"
+      + "SecretStored.wrapped_key,SecretStored.nonce,SecretStored.ciphertext";
   static final byte[] MAGIC = {(byte) 0xC3, (byte) 0x01};
   private static final int HEADER = MAGIC.length + 8;
 
   private final Map<Long, Schema> writers = new HashMap<>();
   private final Map<Long, AvroToConnect.Mapped> mapped = new HashMap<>();
   private final DecoderFactory decoders = DecoderFactory.get();
+  private Set<String> dropped = Set.of();
 
   @Override
   public void configure(Map<String, ?> configs, boolean isKey) {
+    Object drop = configs.get(DROP_FIELDS);
+    dropped = Arrays.stream((drop == null ? DEFAULT_DROP_FIELDS : drop.toString()).split(","))
+        .map(String::trim).filter(f -> !f.isEmpty()).collect(Collectors.toUnmodifiableSet());
     Object dirs = configs.get(SCHEMA_DIRS);
     if (dirs == null || dirs.toString().isBlank()) {
       throw new DataException(SCHEMA_DIRS + " must name the folders of the journal's .avsc files");
@@ -107,7 +122,7 @@ public final class SingleObjectAvroConverter implements Converter {
       }
       throw new DataException(topic + ": truncated or corrupt " + writer.getName() + " (" + e + ")", e);
     }
-    AvroToConnect.Mapped m = mapped.computeIfAbsent(fingerprint, f -> AvroToConnect.map(writer));
+    AvroToConnect.Mapped m = mapped.computeIfAbsent(fingerprint, f -> AvroToConnect.map(writer, dropped));
     return new SchemaAndValue(m.schema(), m.struct(record));
   }
 }

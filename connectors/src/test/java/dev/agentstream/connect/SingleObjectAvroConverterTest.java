@@ -175,6 +175,40 @@ class SingleObjectAvroConverterTest {
     }
   }
 
+  static GenericRecord filled(String file) throws IOException {
+    GenericRecord r = new GenericData.Record(load(file));
+    for (Schema.Field f : r.getSchema().getFields()) {
+      r.put(f.name(), dummy(f.schema()));
+    }
+    return r;
+  }
+
+  @Test
+  void credentialsNeverLeaveTheConverter() throws IOException {
+    GenericRecord authorized = filled("ToolCallAuthorized.avsc");
+    authorized.put("capability", "cap-token-SECRET");
+    authorized.put("delegation", "delegation-SECRET");
+    SchemaAndValue out = converter.toConnectData("t", encode(authorized));
+    assertNull(out.schema().field("capability"));
+    assertNull(out.schema().field("delegation"));
+    assertEquals("v", ((Struct) out.value()).getString("tool"));
+    assertTrue(!out.value().toString().contains("SECRET"), out.value().toString());
+    // By type: an approval's HMAC is dropped, a loop's call signature (a hash of the call) is kept.
+    assertNull(converter.toConnectData("t", encode(filled("ApprovalDecided.avsc"))).schema().field("signature"));
+    SchemaAndValue loop = converter.toConnectData("t", encode(filled("LoopDetected.avsc")));
+    assertEquals("v", ((Struct) loop.value()).getString("signature"));
+  }
+
+  @Test
+  void theDroppedFieldsAreConfigurable() throws IOException {
+    SingleObjectAvroConverter keepAll = new SingleObjectAvroConverter();
+    keepAll.configure(Map.of(SingleObjectAvroConverter.SCHEMA_DIRS, SCHEMAS.toString(),
+        SingleObjectAvroConverter.DROP_FIELDS, " ToolCallAuthorized.tool , "), false);
+    SchemaAndValue out = keepAll.toConnectData("t", encode(filled("ToolCallAuthorized.avsc")));
+    assertEquals("v", ((Struct) out.value()).getString("capability"));
+    assertNull(out.schema().field("tool"));
+  }
+
   @Test
   void bytesSurviveAsBytes() {
     Object v = AvroToConnect.value(org.apache.kafka.connect.data.Schema.BYTES_SCHEMA, ByteBuffer.wrap(new byte[] {7, 8}));

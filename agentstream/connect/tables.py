@@ -1,7 +1,7 @@
-"""A minimal read-only Iceberg reader for the tests: the SQLite JDBC catalog (stdlib sqlite3) gives
-a table's metadata file, the metadata its current snapshot, and the snapshot's manifest list,
-manifests and data files are Avro (fastavro) when the table writes Avro data files. No query
-engine: enough to prove what landed, row by row."""
+"""A minimal read-only Iceberg reader (until a query engine lands): the SQLite JDBC catalog (stdlib
+sqlite3) gives a table's metadata file, the metadata its current snapshot, and the snapshot's
+manifest list, manifests and data files are Avro (fastavro) when the table writes Avro data files.
+Enough for the tests and the benchmark to prove what landed, row by row."""
 
 from __future__ import annotations
 
@@ -55,10 +55,17 @@ def data_files(catalog_db: Path, namespace: str, table: str) -> list[dict[str, A
     ]
 
 
+class TableReadError(RuntimeError):
+    """A table this reader cannot read (its data files are not Avro)."""
+
+
+def file_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one data file (an entry of `data_files`)."""
+    if data["file_format"] != "AVRO":
+        raise TableReadError(f"this reader reads Avro data files only, not {data['file_format']}")
+    return _avro(_local(data["file_path"]))
+
+
 def table_rows(catalog_db: Path, namespace: str, table: str) -> list[dict[str, Any]]:
     """Every row of the table's current snapshot; the table must write Avro data files."""
-    rows: list[dict[str, Any]] = []
-    for data in data_files(catalog_db, namespace, table):
-        assert data["file_format"] == "AVRO", f"this reader reads Avro data files only, not {data['file_format']}"
-        rows += _avro(_local(data["file_path"]))
-    return rows
+    return [row for data in data_files(catalog_db, namespace, table) for row in file_rows(data)]
