@@ -17,6 +17,7 @@ from agentstream.doubles.replica_emulator import (
     running_emulator,
 )
 from agentstream.doubles.replica_emulator.metrics import parse_metrics
+from agentstream.sse import parse_sse
 
 # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -43,10 +44,10 @@ async def _stream(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[floa
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        async for message in parse_sse(response.aiter_bytes()):
+            if message.data == "[DONE]":
                 continue
-            chunk = orjson.loads(line[6:])
+            chunk = orjson.loads(message.data)
             if chunk["choices"]:
                 if not ttft:
                     ttft = time.monotonic() - start
