@@ -5,8 +5,9 @@ converter and Iceberg's sink into one events table.
     .venv/bin/python bench/warehouse.py --runs 1000
 
 Lag is per event: from the journal's append time (LogAppendTime, the row's journal_time) to the
-moment the event is first visible to a reader of the table (the SQLite catalog polled every
-0.25 s, new data files read as they appear; Avro data files, which this reader reads).
+moment the event is first visible to a reader of the table (the audit reader, pyiceberg on the
+SQLite catalog, polled every 0.25 s; each poll plans the current snapshot and reads only the Parquet
+data files it has not read yet).
 Throughput is the events landed over the time from the first append to the last visible event.
 The last line is one JSON object.
 """
@@ -23,10 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agentstream.audit import WarehouseUnavailable
+from agentstream.audit.warehouse import Warehouse
 from agentstream.client.journal import RunRequest
 from agentstream.connect.journal import EVENTS_TABLE, read_topic
 from agentstream.connect.local import ensure_principal, local_worker, register_journal, warehouse_plugins
-from agentstream.connect.tables import data_files, file_rows
 from agentstream.settings import WarehouseSettings, load
 from agentstream.stack import AUTO_APPROVE_DEMO, LAYOUT_ENV, Deployment
 from bench.common import bench_settings, percentile
@@ -37,9 +39,10 @@ TOOLS = ["calculator", "get_current_time", "transfer_funds"]
 class Watcher:
     """The table's rows as they become visible: each event id's first-seen wall time."""
 
-    def __init__(self, catalog: Path) -> None:
-        self.catalog = catalog
-        self.namespace, self.table = EVENTS_TABLE.split(".")
+    def __init__(self, warehouse: Path) -> None:
+        self.warehouse = warehouse
+        self.tables: Warehouse | None = None
+        self.table = EVENTS_TABLE.split(".")[1]
         self.read: set[str] = set()
         self.ids: Counter[str] = Counter()
         self.lags: list[float] = []
@@ -47,14 +50,20 @@ class Watcher:
 
     def poll(self) -> None:
         now = time.time()
-        for data in data_files(self.catalog, self.namespace, self.table):
-            if data["file_path"] in self.read:
-                continue
-            self.read.add(data["file_path"])
-            for row in file_rows(data):
-                self.ids[str(row["event_id"])] += 1
-                self.lags.append(now - row["journal_time"].timestamp())
-                self.last_seen = now
+        try:
+            self.tables = self.tables or Warehouse(self.warehouse)
+            table = self.tables.table(self.table, reload=True)
+        except WarehouseUnavailable:
+            return  # no catalog or no table before the first commit
+        tasks = [t for t in table.scan().plan_files() if t.file.file_path not in self.read]
+        if not tasks:
+            return
+        rows = self.tables.read(self.table, tasks).select(["event_id", "journal_time"]).to_pylist()
+        self.read.update(t.file.file_path for t in tasks)
+        for row in rows:
+            self.ids[str(row["event_id"])] += 1
+            self.lags.append(now - row["journal_time"].timestamp())
+            self.last_seen = now
 
     async def until(self, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -66,14 +75,14 @@ class Watcher:
 async def main(args: argparse.Namespace) -> dict[str, object]:
     async with bench_settings("warehouse") as (settings, _):
         update = {"enabled": True, "connect_port": args.port, "commit_interval_s": args.commit_interval,
-                  "file_format": "avro"}  # fmt: skip
+                  "file_format": "parquet"}  # fmt: skip
         wh = load(WarehouseSettings).model_copy(update=update)
         worker = local_worker(settings, wh, await warehouse_plugins(settings))
         await ensure_principal(settings, worker)
         await worker.start()
         try:
             sink = await register_journal(settings, worker, wh)
-            watcher = Watcher(sink.warehouse / "catalog.db")
+            watcher = Watcher(sink.warehouse)
             poller = asyncio.create_task(watcher.until(10**9, timeout_s=10**6))
             async with Deployment(settings, policies=AUTO_APPROVE_DEMO, extra_env={LAYOUT_ENV: "engine"}) as d:
                 began = time.time()

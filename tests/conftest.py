@@ -17,6 +17,7 @@ from agentstream.config import ModelSettings, Settings, process_kafka_extra
 from agentstream.kafka.auth import ADMIN, CREDENTIALS_DIR_ENV, SASL_FILE_ENV
 from agentstream.localkafka import LocalKafka, free_port
 from agentstream.stack import ensure_topics
+from tests.blobs_fixture import seaweed_s3  # noqa: F401  (registers the session's S3 server fixture)
 
 # Model-call retries at a fifth of the production wait: the tests check what retries do, not how
 # long a provider blip lasts (a process started by a test inherits this).

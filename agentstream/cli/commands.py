@@ -19,11 +19,12 @@ from agentstream.client.journal import (
     read_run_once,
     waiting_halt,
 )
+from agentstream.client.warehouse import warehouse_entries
 from agentstream.config import Settings
 from agentstream.contract.vocab import RunStatus
-from agentstream.events import TERMINAL_TYPES, ApprovalRequested, ResumeRequested, RunEvent, RunHalted
+from agentstream.events import TERMINAL_TYPES, ApprovalRequested, ResumeRequested, RunEvent, RunHalted, RunRequested
 from agentstream.process import wait_for_kafka
-from agentstream.settings import ProcessSettings, once
+from agentstream.settings import ProcessSettings, WarehouseSettings, load, once
 from agentstream.stack import ensure_broker, ensure_topics, with_local_bootstrap
 from agentstream.topics import load_topics, verify_topics
 from agentstream.trajectory import describe, summarize
@@ -223,18 +224,26 @@ def _print_trajectory(entries: list[JournalEntry]) -> None:
 
 async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) -> int:
     entries = await read_run_once(settings, run_id)
+    source = "journal"
+    if not entries or not isinstance(entries[0].event, RunRequested):
+        # Gone from the hot journal (retention, a deleted segment): the audit warehouse keeps it.
+        warehouse = load(WarehouseSettings).resolved_warehouse(settings.home)
+        archived = await warehouse_entries(warehouse, run_id, tenant_id=None)
+        if archived:
+            entries, source = archived, "audit warehouse"
     if not entries:
-        print(f"no run {run_id} in the journal", file=sys.stderr)
+        print(f"no run {run_id} in the journal or the audit warehouse", file=sys.stderr)
         return 1
     summary = summarize(entries)
     if as_json:
         print(
             orjson.dumps(
-                {"summary": summary.to_dict(), "events": _event_dicts(entries)}, option=orjson.OPT_INDENT_2
+                {"summary": summary.to_dict(), "events": _event_dicts(entries), "source": source},
+                option=orjson.OPT_INDENT_2,
             ).decode()
         )
         return 0
-    print(f"run {run_id} (tenant {summary.tenant_id}): {summary.task!r}")
+    print(f"run {run_id} (tenant {summary.tenant_id}, from the {source}): {summary.task!r}")
     _print_trajectory(entries)
     _print_summary(summary.to_dict())
     return 0

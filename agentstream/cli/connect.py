@@ -9,8 +9,11 @@ from typing import Any
 import orjson
 
 from agentstream.config import Settings
-from agentstream.connect.journal import JOURNAL_CONNECTOR, dead_letters, dlq_topic
-from agentstream.connect.local import ensure_principal, local_worker, register_journal, warehouse_plugins
+from agentstream.connect.journal import JOURNAL_CONNECTOR, dead_letters
+from agentstream.connect.journal import dlq_topic as journal_dlq
+from agentstream.connect.local import ensure_principal, local_worker, start_warehouse
+from agentstream.connect.registry import REGISTRY_CONNECTOR
+from agentstream.connect.registry import dlq_topic as registry_dlq
 from agentstream.connect.worker import ConnectWorkerError
 from agentstream.jvm import JarFetchError
 from agentstream.resources import ResourceError
@@ -32,17 +35,20 @@ async def connect_command(args: argparse.Namespace) -> int:
     warehouse = load(WarehouseSettings)
     try:
         if args.connect_command == "start":
-            plugins = await warehouse_plugins(settings) if warehouse.enabled else ()
-            worker = local_worker(settings, warehouse, plugins)
+            # The topics and their ACLs first: a broker that predates a grant (connect reading a
+            # topic it now sinks) gets it here.
             await ensure_topics(settings)
-            await ensure_principal(settings, worker)
-            took = await worker.start()
+            if warehouse.enabled:
+                worker, took, sinks = await start_warehouse(settings, warehouse)
+            else:
+                worker, sinks = local_worker(settings, warehouse), []
+                await ensure_principal(settings, worker)
+                took = await worker.start()
             print(
                 f"Connect worker answering at {worker.url} (group {worker.group}; {took:.1f}s; log {worker.log_file})"
             )
-            if warehouse.enabled:
-                sink = await register_journal(settings, worker, warehouse)
-                print(f"journal sink {sink.name} running: {sink.topics[0]} -> {sink.table} in {sink.warehouse}")
+            for sink in sinks:
+                print(f"{sink.name} sink running: {','.join(sink.topics)} -> {sink.table} in {sink.warehouse}")
             return 0
         worker = local_worker(settings, warehouse)
         if args.connect_command == "stop":
@@ -55,10 +61,11 @@ async def connect_command(args: argparse.Namespace) -> int:
         report: dict[str, Any] = {"worker": worker.url, "connectors": {
             name: await worker.request("GET", f"/connectors/{name}/status") for name in names
         }}  # fmt: skip
-        if JOURNAL_CONNECTOR in names:
-            # Journal records the converter could not read: set aside, reasons in their headers.
-            report["journal_dead_letters"] = {"topic": dlq_topic(settings.topic_prefix),
-                                              "records": await dead_letters(settings)}  # fmt: skip
+        # Per sink, the records the converter could not read: set aside, reasons in their headers.
+        report["dead_letters"] = {name: {"topic": topic, "records": await dead_letters(settings, topic)}
+                                  for name, topic in ((JOURNAL_CONNECTOR, journal_dlq(settings.topic_prefix)),
+                                                      (REGISTRY_CONNECTOR, registry_dlq(settings.topic_prefix)))
+                                  if name in names}  # fmt: skip
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
     except (ConnectWorkerError, JarFetchError, ResourceError) as exc:

@@ -18,12 +18,16 @@ from agentstream.approvals import record_decision
 from agentstream.cli.commands import follow_and_print
 from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.config import Settings
+from agentstream.connect.local import local_worker, start_warehouse, supervise_worker
+from agentstream.connect.worker import ConnectWorker, ConnectWorkerError
 from agentstream.events import ApprovalRequested
+from agentstream.jvm import JarFetchError
 from agentstream.localcluster import LocalCluster, supervise
 from agentstream.localkafka import LocalKafka
 from agentstream.process import stop_on_signals
+from agentstream.resources import ResourceError
 from agentstream.security.signing import platform_signers
-from agentstream.settings import ProcessSettings, once
+from agentstream.settings import ProcessSettings, WarehouseSettings, load, once
 from agentstream.stack import (
     LAYOUT_ENV,
     ProcessorProcesses,
@@ -134,13 +138,24 @@ async def dev(
             print(f"agentstream dev: port {port} is in use (another `agentstream dev`?): choose another with "
                   f"{option}, and give the second deployment its own AGENTSTREAM_HOME", file=sys.stderr)  # fmt: skip
             return 2
-    settings, model, procs, kafka = await _up(settings, 5, kafka_port, scenario_dirs)
+    warehouse = load(WarehouseSettings)
+    total = 6 if warehouse.enabled else 5
+    settings, model, procs, kafka = await _up(settings, total, kafka_port, scenario_dirs)
     url = f"http://127.0.0.1:{gateway_port}"
     procs.start_gateway(port=gateway_port)
+    worker: ConnectWorker | None = None
     try:
-        await _stage(5, 5, f"gateway ({url})", lambda: _gateway_answers(procs, url))
-    except (RuntimeError, TimeoutError) as exc:
+        await _stage(5, total, f"gateway ({url})", lambda: _gateway_answers(procs, url))
+        if warehouse.enabled:
+            started = await _stage(6, total, "Connect worker and the audit warehouse's sinks",
+                                   lambda: start_warehouse(settings, warehouse))  # fmt: skip
+            worker = started[0]
+            print(f"agentstream dev: warehouse sinks running in {warehouse.resolved_warehouse(settings.home)} "
+                  f"(Connect worker at {worker.url}, log {worker.log_file})", file=sys.stderr)  # fmt: skip
+    except (RuntimeError, TimeoutError, ConnectWorkerError, JarFetchError, ResourceError) as exc:
         print(f"\nagentstream dev: {exc}", file=sys.stderr)
+        if warehouse.enabled:  # a worker that started before a sink failed: by its pid file
+            await local_worker(settings, warehouse).stop()
         await procs.stop_all()
         if model is not None:
             model.stop()
@@ -155,9 +170,10 @@ async def dev(
     # The broker dev uses is supervised like the processors: a dead one is restarted (its clients
     # wait for it), with one line per state change.
     nodes = [] if kafka is None else kafka.nodes if isinstance(kafka, LocalCluster) else [kafka]
-    broker_watch = asyncio.create_task(
-        supervise(nodes, stop, lambda line: print(f"agentstream dev: {line}", file=sys.stderr, flush=True))
-    )
+    say: Callable[[str], None] = lambda line: print(f"agentstream dev: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    broker_watch = asyncio.create_task(supervise(nodes, stop, say))
+    # The warehouse's worker likewise, when it runs; stopped with the processors.
+    worker_watch = asyncio.create_task(supervise_worker(worker, stop, say)) if worker is not None else None
     try:
         while not stop.is_set():
             for key in procs.crashed():
@@ -167,10 +183,14 @@ async def dev(
                 await asyncio.wait_for(stop.wait(), 1.0)
     finally:
         # Mid-restart, the supervisor may be waiting on a starting broker: leave that one running.
-        broker_watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await broker_watch
+        for watch in (broker_watch, worker_watch):
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
         await procs.stop_all()
+        if worker is not None:
+            await worker.stop()
         if model is not None:
             model.stop()
     return 0

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from agentstream.cli import args as bounded
 from agentstream.cli import commands
 from agentstream.cli.approvals import add_approvals_parser
+from agentstream.cli.audit import add_audit_parser
+from agentstream.cli.blobs import add_blobs_parser
 from agentstream.cli.config import add_config_parser
 from agentstream.cli.connect import add_connect_parser
 from agentstream.cli.costs import add_cost_parsers
@@ -106,6 +108,8 @@ def parser() -> argparse.ArgumentParser:
     add_signing_parser(sub)
     add_config_parser(sub)
     add_connect_parser(sub)
+    add_blobs_parser(sub)
+    add_audit_parser(sub)
 
     proc = sub.add_parser(
         "process", help="run one processor in this process, or `engine`: every processor in one process"

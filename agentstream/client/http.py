@@ -20,8 +20,17 @@ from pydantic import BaseModel, ValidationError
 
 from agentstream.client.journal import RunBudget
 from agentstream.contract.queries import first_problem
-from agentstream.contract.requests import Budget, CancelRun, CreateRun, DecideApproval, ResumeRun
-from agentstream.contract.resources import Approval, ApprovalPage, CostReport, Error, Run, RunCost, RunPage
+from agentstream.contract.requests import AuditQuery, Budget, CancelRun, CreateRun, DecideApproval, ResumeRun
+from agentstream.contract.resources import (
+    Approval,
+    ApprovalPage,
+    AuditRows,
+    CostReport,
+    Error,
+    Run,
+    RunCost,
+    RunPage,
+)
 from agentstream.contract.vocab import ApprovalDecision, ApprovalStatus, CostGroup, RunStatus
 from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, Event
 from agentstream.sse import parse_sse
@@ -228,6 +237,12 @@ class RunsClient:
         decision = ApprovalDecision.APPROVE if approve else ApprovalDecision.DENY
         body = _request(DecideApproval, decision=decision, reason=reason)
         return await self._post(Approval, f"/v1/approvals/{approval_id}", body)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    async def audit_query(self, sql: str, max_rows: int = 1000) -> AuditRows:
+        """SQL over the tenant's own rows of the audit warehouse (needs a key with `audit:read`)."""
+        return await self._post(AuditRows, "/v1/audit/query", _request(AuditQuery, sql=sql, max_rows=max_rows))
 
     async def _post(self, answer: type[R], path: str, body: BaseModel) -> R:
         headers = {"Content-Type": "application/json"}

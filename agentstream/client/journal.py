@@ -266,8 +266,8 @@ class JournalClient:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         try:
-            _low, end = await asyncio.to_thread(watermarks, consumer, tp)
-            position = 0
+            # From the log's start: retention or deleted records leave nothing below it to read.
+            position, end = await asyncio.to_thread(watermarks, consumer, tp)
             while True:
                 if not follow and position >= end:
                     return

@@ -90,9 +90,11 @@ def read_span(consumer: Consumer, tp: TopicPartition, end: int, stop: Callable[[
             position = offset + 1
         if not msgs:
             # Compaction can leave `end` unreachable by records; the consumer's position is not.
-            position = max(position, int(consumer.position([tp])[0].offset))
+            # Retention or deleted records can put the whole span below the log's start, where no
+            # record is ever consumed and the position stays unset: the log start moves it on.
+            low = watermarks(consumer, TopicPartition(tp.topic, tp.partition))[0]
+            position = max(position, int(consumer.position([tp])[0].offset), low)
     return position, False
-
 
 
 def span_stop(entry: RunIndexed | None) -> Callable[[Message], bool]:

@@ -15,13 +15,12 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from agentstream.config import Settings
 from agentstream.connect.jars import build_converter
-from agentstream.connect.sink import IcebergSink
+from agentstream.connect.sink import IcebergSink, converter_config, dead_letter_config
 from agentstream.kafka.consumer import consumer_config, watermarks
 from agentstream.resources import resource_path
 
 JOURNAL_CONNECTOR = "journal"
 EVENTS_TABLE = "audit.events"
-CONVERTER = "dev.agentstream.connect.SingleObjectAvroConverter"
 # Connect's own SMT: the record's timestamp, the journal's LogAppendTime, as a timestamp column.
 TIME_FIELD = "journal_time"
 PARTITION_BY = f"day({TIME_FIELD}),tenant_id"
@@ -38,22 +37,18 @@ def dlq_topic(topic_prefix: str) -> str:
 def journal_sink(
     topic_prefix: str, warehouse: Path, commit_interval_s: float, extra: dict[str, str] | None = None
 ) -> IcebergSink:
-    schemas = resource_path("schemas")
     config = {
-        "value.converter": CONVERTER,
-        "value.converter.schemas.dirs": f"{schemas},{schemas / 'history'}",
-        "value.converter.drop.fields": ",".join(DROPPED_FIELDS),
+        **converter_config(DROPPED_FIELDS),
         "transforms": "time",
         "transforms.time.type": "org.apache.kafka.connect.transforms.InsertField$Value",
         "transforms.time.timestamp.field": TIME_FIELD,
+        # Where the event lies in the journal: a run's exact order, and the SSE id a reader resumes from.
+        "transforms.time.partition.field": "journal_partition",
+        "transforms.time.offset.field": "journal_offset",
         # One sparse table for every event type: a field another type lacks is null there.
         "iceberg.tables.schema-force-optional": "true",
         "iceberg.tables.default-partition-by": PARTITION_BY,
-        # A record the converter cannot read (unknown schema, truncated) is set aside, not fatal.
-        "errors.tolerance": "all",
-        "errors.log.enable": "true",
-        "errors.deadletterqueue.topic.name": dlq_topic(topic_prefix),
-        "errors.deadletterqueue.context.headers.enable": "true",
+        **dead_letter_config(dlq_topic(topic_prefix)),
     }
     topics = (f"{topic_prefix}.runs.journal",)
     return IcebergSink(
@@ -102,8 +97,7 @@ def read_topic(bootstrap: str, extra: Mapping[str, str], topic: str, timeout_s: 
         consumer.close()
 
 
-def _count_dead_letters(settings: Settings) -> int:
-    topic = dlq_topic(settings.topic_prefix)
+def _count_dead_letters(settings: Settings, topic: str) -> int:
     consumer = Consumer(consumer_config(settings.bootstrap_servers, settings.kafka_extra, {"group.id": topic}))
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -112,7 +106,7 @@ def _count_dead_letters(settings: Settings) -> int:
         consumer.close()
 
 
-async def dead_letters(settings: Settings) -> int:
-    """How many journal records the sink set aside (the dead-letter topic's records; it is kept a
-    month): each with its reason in the `__connect.errors.*` headers."""
-    return await asyncio.to_thread(_count_dead_letters, settings)
+async def dead_letters(settings: Settings, topic: str | None = None) -> int:
+    """How many records a sink set aside (its dead-letter topic's records, by default the
+    journal's; kept a month): each with its reason in the `__connect.errors.*` headers."""
+    return await asyncio.to_thread(_count_dead_letters, settings, topic or dlq_topic(settings.topic_prefix))

@@ -12,21 +12,54 @@ from pathlib import Path
 from typing import Any
 
 from agentstream.connect.worker import ConnectWorker, ConnectWorkerError
+from agentstream.resources import resource_path
 
 CONNECTOR_CLASS = "org.apache.iceberg.connect.IcebergSinkConnector"
 JDBC_CATALOG = "org.apache.iceberg.jdbc.JdbcCatalog"
+# The catalog's name: a JDBC catalog's rows carry it, so every reader and writer of catalog.db
+# (the connectors, pyiceberg) must use the same one.
+CATALOG_NAME = "iceberg"
+# The platform's converter (connectors/): Avro single-object values into typed Connect structs.
+CONVERTER = "dev.agentstream.connect.SingleObjectAvroConverter"
+
+
+def converter_config(dropped: tuple[str, ...]) -> dict[str, str]:
+    """The platform's converter reading every writer schema of schemas/ and schemas/history/, with
+    the `dropped` fields (bare, or `Type.field`) never passed on to the sink."""
+    schemas = resource_path("schemas")
+    return {
+        "value.converter": CONVERTER,
+        "value.converter.schemas.dirs": f"{schemas},{schemas / 'history'}",
+        "value.converter.drop.fields": ",".join(dropped),
+    }
+
+
+def dead_letter_config(topic: str) -> dict[str, str]:
+    """A record the converter cannot read (unknown schema, truncated) is set aside to `topic` as it
+    was, with the reason in its headers, instead of failing the task."""
+    return {
+        "errors.tolerance": "all",
+        "errors.log.enable": "true",
+        "errors.deadletterqueue.topic.name": topic,
+        "errors.deadletterqueue.context.headers.enable": "true",
+    }
 
 
 @dataclass(frozen=True)
 class IcebergSink:
     name: str
     topics: tuple[str, ...]
-    # "namespace.table": one table for every topic (routing by field comes with the journal's converter).
+    # "namespace.table": one table for every topic; or several, comma-separated, that a field routes to.
     table: str
     warehouse: Path
     commit_interval_s: float = 10.0
     # Extra connector settings (e.g. the table properties of auto-created tables).
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def namespaces(self) -> set[str]:
+        """The namespaces of its tables: created up front (connect/catalog.py), never by a task."""
+        return {table.strip().rsplit(".", 1)[0] for table in self.table.split(",")}
 
     @property
     def catalog_uri(self) -> str:
@@ -53,6 +86,7 @@ class IcebergSink:
             "iceberg.tables": self.table,
             "iceberg.tables.auto-create-enabled": "true",
             "iceberg.tables.evolve-schema-enabled": "true",
+            "iceberg.catalog": CATALOG_NAME,
             "iceberg.catalog.catalog-impl": JDBC_CATALOG,
             "iceberg.catalog.uri": self.catalog_uri,
             "iceberg.catalog.warehouse": str(self.warehouse),

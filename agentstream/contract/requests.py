@@ -68,6 +68,17 @@ class CancelRun(BaseModel):
     reason: str = Field(default="cancelled by the client", min_length=1, max_length=1000)
 
 
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sql: str = Field(
+        min_length=1, max_length=20_000,
+        description="One read-only SQL statement (DuckDB dialect) over the audit tables and views: "
+        "events, runs, model_calls, tool_calls, approvals, costs. It sees the calling tenant's rows only.",
+    )  # fmt: skip
+    max_rows: Integer = Field(default=1000, ge=1, le=10_000, description="Rows returned at most; more set `truncated`.")
+
+
 class ResumeRun(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 

@@ -148,6 +148,14 @@ class CostReport(Resource):
     data: list[CostRow]
 
 
+class AuditRows(Resource):
+    """An audit query's answer: the rows of the calling tenant's audit record it selected."""
+
+    columns: list[str]
+    rows: list[list[Any]] = Field(description="JSON values; timestamps as ISO 8601 strings, bytes as base64")
+    truncated: bool = Field(description="more rows matched than `max_rows`")
+
+
 class ErrorDetail(Resource):
     # Sent without its null fields: `field` and the details appear only where they say something.
     model_config = ConfigDict(extra="ignore", frozen=True, json_schema_serialization_defaults_required=False)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from agentstream.contract import queries, requests, resources
 from agentstream.contract.queries import IDEMPOTENCY_KEY_PATTERN, LAST_EVENT_ID_PATTERN
-from agentstream.tenancy.scopes import APPROVALS_DECIDE, RUNS_READ, RUNS_WRITE, TOOLS_WRITE
+from agentstream.tenancy.scopes import APPROVALS_DECIDE, AUDIT_READ, RUNS_READ, RUNS_WRITE, TOOLS_WRITE
 
 
 @dataclass(frozen=True)
@@ -113,5 +113,8 @@ OPERATIONS: tuple[Operation, ...] = (
               _COMMON, path_params=("name",)),
     _switch("disable"),
     _switch("enable"),
+    Operation("POST", "/v1/audit/query", "queryAudit", AUDIT_READ,
+              {200: Answer("the selected rows of the tenant's audit record", resources.AuditRows)},
+              (400, 401, 403, 413, 422, 429, 503), body=requests.AuditQuery, body_required=True),
     Operation("GET", "/healthz", "health", None, {200: Answer("the gateway is serving", resources.Health)}),
 )  # fmt: skip

@@ -10,6 +10,7 @@ from agentstream.events.base import Event, _register
 __all__ = [
     "ApiKeyIssued",
     "ApiKeyRevoked",
+    "AuditRetentionSet",
     "KillSwitchSet",
     "ProcessorStatus",
     "ProjectionCheckpoint",
@@ -94,6 +95,16 @@ class TenantBudgetSet(Event):
     tenant_id: str
     usd_per_day: float  # 0: no daily cap
     max_active_runs: int  # 0: no cap
+    set_by: str
+    set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class AuditRetentionSet(Event):
+    event_id: str  # retention/<tenant>
+    tenant_id: str
+    days: int  # 0: kept forever
     set_by: str
     set_ms: int
 

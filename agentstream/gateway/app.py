@@ -29,11 +29,20 @@ from agentstream.contract.queries import (
     Query,
     first_problem,
 )
-from agentstream.contract.requests import CancelRun, CreateRun, DecideApproval, RegisterTool, ResumeRun, SwitchTool
+from agentstream.contract.requests import (
+    AuditQuery,
+    CancelRun,
+    CreateRun,
+    DecideApproval,
+    RegisterTool,
+    ResumeRun,
+    SwitchTool,
+)
 from agentstream.contract.resources import Health, RunPage
 from agentstream.contract.routes import OPERATIONS, Operation
 from agentstream.contract.vocab import RunStatus
 from agentstream.gateway.approvals_api import ApprovalsApi
+from agentstream.gateway.audit_api import AuditApi
 from agentstream.gateway.costs_api import run_cost, tenant_costs
 from agentstream.gateway.errors import ApiError, model_response, not_found
 from agentstream.gateway.projection import RunIndex, RunView
@@ -62,6 +71,10 @@ class Caller(Protocol):
 
 class Authenticator(Protocol):
     def authenticate(self, authorization: str | None) -> Caller | None: ...
+
+    async def authenticate_fresh(self, authorization: str | None) -> Caller | None:
+        """`authenticate`, after reading the newest keys when this one is unknown yet."""
+        ...
 
 
 class RateCheck(Protocol):
@@ -106,8 +119,10 @@ class Gateway:
         config: GatewayConfig | None = None,
         approvals: ApprovalsApi | None = None,
         tools: ToolsApi | None = None,
+        audit: AuditApi | None = None,
     ) -> None:
         self.index = index
+        self.audit = audit
         self.approvals = approvals
         self.tools = tools
         self.journal = journal
@@ -123,7 +138,7 @@ class Gateway:
             "getRunCost": self.get_run_cost, "listCosts": self.list_costs, "listApprovals": self.list_approvals,
             "getApproval": self.get_approval, "decideApproval": self.decide_approval, "listTools": self.list_tools,
             "registerTool": self.register_tool, "getTool": self.get_tool, "disableTool": self.disable_tool,
-            "enableTool": self.enable_tool, "health": self.health,
+            "enableTool": self.enable_tool, "queryAudit": self.query_audit, "health": self.health,
         }  # fmt: skip
 
     def app(self) -> Starlette:
@@ -145,7 +160,9 @@ class Gateway:
                 return await handler(request, _NOBODY)
 
             try:
-                caller = self.auth.authenticate(request.headers.get("authorization"))
+                header = request.headers.get("authorization")
+                # A key issued a moment ago may not have reached this gateway's directory yet.
+                caller = self.auth.authenticate(header) or await self.auth.authenticate_fresh(header)
                 if caller is None:
                     raise ApiError(401, "unauthenticated", "a valid API key is required: Authorization: Bearer <key>",
                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
@@ -288,6 +305,11 @@ class Gateway:
 
     async def list_costs(self, request: Request, caller: Caller) -> Response:
         return tenant_costs(self.index, caller.tenant_id, _query(ListCostsQuery, request))
+
+    async def query_audit(self, request: Request, caller: Caller) -> Response:
+        if self.audit is None:
+            raise ApiError(503, "warehouse_unavailable", "this gateway serves no audit warehouse")
+        return await self.audit.query(caller.tenant_id, _validate(AuditQuery, await self._read_json(request)))
 
     # -- approvals --------------------------------------------------------------------------------
 

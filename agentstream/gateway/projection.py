@@ -19,11 +19,12 @@ import asyncio
 import contextlib
 import time
 from collections import ChainMap, OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from agentstream.client.journal import JournalEntry
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
 from agentstream.contract.vocab import ApprovalStatus, RunStatus
@@ -104,6 +105,8 @@ class RunIndex:
         self.positions: dict[int, int] = {}
         self.start_offsets: dict[int, int] = {}
         self.recall = Recall(self, settings, record_problem) if history is not None else None
+        # (tenant, run) -> the run's events from the audit warehouse: runs the journal no longer holds.
+        self.archive: Callable[[str, str], Awaitable[list[JournalEntry]]] | None = None
         self._caught_up = asyncio.Event()
         self.dead_letters = 0
         self.evicted = 0
@@ -167,13 +170,15 @@ class RunIndex:
                 await self.recall.aclose()
 
     async def _start_offsets(self, marks: dict[int, tuple[int, int]]) -> dict[int, int]:
-        """From the checkpoint, less a recent window per partition; from 0 without one (a first
-        start: this read builds the run index as it goes)."""
+        """From the checkpoint, less a recent window per partition; from the log's start without
+        one (a first start: this read builds the run index as it goes). Never below the log's
+        start: below it (retention, deleted records) no record is ever read to mark the way."""
+        first = {p: low for p, (low, _high) in marks.items()}
         if self.history is None:
-            return {p: 0 for p in marks}
+            return first
         checkpoint = await self.history.read_checkpoint()
         if checkpoint is None or len(checkpoint) != len(marks):
-            return {p: 0 for p in marks}
+            return first
         window = self.limits.window_events
         return {p: max(low, min(checkpoint[p], high - window)) for p, (low, high) in marks.items()}
 
@@ -330,10 +335,25 @@ class RunIndex:
     async def find(self, tenant_id: str, run_id: str) -> RunView | None:
         """Any run: held, or read back from the journal by its index entry."""
         view = self.get(tenant_id, run_id)
-        if view is not None or self.recall is None or run_id in self.runs:
+        if view is not None or run_id in self.runs:
             return view
-        view = await self.recall.load(run_id)
+        if self.recall is not None:
+            view = await self.recall.load(run_id)
+        if view is None and self.archive is not None:
+            view = await self._from_archive(tenant_id, run_id)
         return view if view is not None and view.tenant_id == tenant_id else None
+
+    async def _from_archive(self, tenant_id: str, run_id: str) -> RunView | None:
+        """A run whose events have left the journal (retention), read back from the audit warehouse."""
+        assert self.archive is not None
+        entries = await self.archive(tenant_id, run_id)
+        first = entries[0] if entries else None
+        if first is None or not isinstance(first.event, RunRequested) or run_id in self.runs:
+            return self.runs.get(run_id)
+        view = new_view(first.event, -1, first.offset, first.timestamp_ms)
+        for entry in entries:
+            self.apply_event(view, entry.offset, entry.timestamp_ms, entry.event)
+        return self.hold(view) if view.settled else view
 
     def active_runs(self, tenant_id: str | None = None) -> int:
         # A halted run holds no model or tool capacity until it is resumed.

@@ -18,6 +18,7 @@ from agentstream.credentials.signing_keys import issue_missing_bundle
 from agentstream.events import RunEvent
 from agentstream.gateway.app import Caller, Gateway, GatewayConfig
 from agentstream.gateway.approvals_api import ApprovalsApi
+from agentstream.gateway.audit_api import AuditApi
 from agentstream.gateway.history import RunHistory
 from agentstream.gateway.projection import HistoryLimits, RunIndex
 from agentstream.gateway.tools_api import ToolsApi
@@ -25,6 +26,7 @@ from agentstream.registry.entry import TenantPolicy
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.journal_trust import ViewVerifier, journal_auth_enabled
 from agentstream.security.signing import approval_verifies, platform_signers
+from agentstream.settings import WarehouseSettings, load
 from agentstream.tenancy.directory import Principal, TenantDirectory
 from agentstream.tenancy.ratelimit import RateLimiter
 
@@ -50,6 +52,10 @@ class KeyAuthenticator:
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         return self._directory.principal(authorization)
+
+    async def authenticate_fresh(self, authorization: str | None) -> Principal | None:
+        found = await self._directory.identify_fresh(authorization)
+        return None if found is None else Principal(*found)
 
 
 def projection_check(checks: ViewVerifier) -> Callable[[Message], str | None]:
@@ -105,7 +111,11 @@ async def running_gateway(
 
     approvals = ApprovalsApi(index, journal, signers.approval, directory.identify, policy_of)
     tools = ToolsApi(settings, registry)
-    gateway = Gateway(index, journal, KeyAuthenticator(directory), TenantRates(directory), config, approvals, tools)
+    audit = _audit(settings)
+    index.archive = audit.run_entries
+    gateway = Gateway(
+        index, journal, KeyAuthenticator(directory), TenantRates(directory), config, approvals, tools, audit
+    )
     # Long-lived by now (modules, the app, what the projection read): frozen out of the collector's
     # scans, so a full collection while serving costs what changes, not a ~200 ms pause on a stream.
     gc.collect()
@@ -130,6 +140,12 @@ async def running_gateway(
         await journal.aclose()
         directory.close()
         registry.close()
+
+
+def _audit(settings: Settings) -> AuditApi:
+    """The audit API over this host's warehouse (the embedded one, or a directory shared with the
+    Connect workers: AGENTSTREAM_WAREHOUSE_DIR); it answers 503 until the warehouse has tables."""
+    return AuditApi(load(WarehouseSettings).resolved_warehouse(settings.home))
 
 
 async def _caught_up(index: RunIndex, tail: asyncio.Task[None]) -> None:

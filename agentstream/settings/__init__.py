@@ -3,6 +3,7 @@
 package reads the environment (tests/unit/test_settings_reads.py holds the line)."""
 
 from agentstream.settings.base import ComponentSettings, SettingsError, env_name, forget_loaded, load, once
+from agentstream.settings.blobs import BlobSettings
 from agentstream.settings.platform import (
     DEFAULT_JVM_OPTS,
     LOCAL_BOOTSTRAP,
@@ -32,6 +33,7 @@ COMPONENTS: tuple[type[ComponentSettings], ...] = (
     CostSettings,
     KvSettings,
     WarehouseSettings,
+    BlobSettings,
     CliSettings,
 )
 
@@ -39,6 +41,7 @@ __all__ = [
     "COMPONENTS",
     "DEFAULT_JVM_OPTS",
     "LOCAL_BOOTSTRAP",
+    "BlobSettings",
     "CliSettings",
     "ComponentSettings",
     "CostSettings",

@@ -16,7 +16,8 @@ class WarehouseSettings(ComponentSettings):
         False,
         "AGENTSTREAM_WAREHOUSE",
         "feed the audit warehouse: `agentstream connect start` then builds the journal's converter "
-        "(connectors/, Maven) and registers the journal's Iceberg sink (without it, the worker runs with no connector)",
+        "(connectors/, Maven) and registers the Iceberg sinks of the journal and of the registry (tenants, tools, "
+        "controls), and `agentstream dev` starts the Connect worker too (without it, the worker runs with no connector)",
     )
     connect_port: int = variable(
         18083, "AGENTSTREAM_CONNECT_PORT", "the local Connect worker's REST port (loopback only)", ge=1, le=65535
@@ -33,6 +34,12 @@ class WarehouseSettings(ComponentSettings):
     file_format: Literal["parquet", "avro"] = variable(
         "parquet", "AGENTSTREAM_WAREHOUSE_FORMAT",
         "the data files of the tables the journal's sink creates (avro: readable without a Parquet reader)",
+    )  # fmt: skip
+
+    retention_days: int = variable(
+        0, "AGENTSTREAM_WAREHOUSE_RETENTION_DAYS",
+        "days the audit warehouse keeps a tenant's rows unless `audit retention set` gave the tenant its own "
+        "(applied by `agentstream audit retention apply`; 0: forever)", ge=0,
     )  # fmt: skip
 
     def resolved_warehouse(self, home: Path) -> Path:

@@ -7,7 +7,12 @@ stops authenticating within one poll of the record reaching the broker.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
 
 from agentstream.config import Settings
 from agentstream.events import ApiKeyIssued, ApiKeyRevoked, Event, TenantUpserted
@@ -18,6 +23,9 @@ from agentstream.topics import load_topics
 
 TENANTS = "tenants"
 _BEARER = "bearer"
+# A fresh key's lookup waits this long at most for the tenants topic (then: 401, as before).
+_FRESH_READ_TIMEOUT_S = 2.0
+log = logging.getLogger(__name__)
 
 
 def tenants_topic(settings: Settings) -> str:
@@ -93,6 +101,8 @@ class TenantDirectory(TopicTable):
         super().__init__(settings, [tenants_topic(settings)])
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, _StoredKey] = {}
+        self._reading: asyncio.Future[None] | None = None
+        self._reading_started = float("-inf")
 
     def authenticate(self, authorization_header: str | None) -> Tenant | None:
         """The tenant of a valid `Bearer <key>`; None for anything else. Never raises on bad input."""
@@ -118,6 +128,33 @@ class TenantDirectory(TopicTable):
         if tenant is None or tenant.disabled:
             return None
         return tenant, stored.info
+
+    async def identify_fresh(self, authorization_header: str | None) -> tuple[Tenant, ApiKey] | None:
+        """`identify`, and for a well-formed key whose id this directory has not read yet (issued a
+        moment ago: `keys issue` returns once the broker has it, the background poll may not have
+        it yet), once more after reading the tenants topic to its end. Waiting callers share one
+        read at a time, so a flood of made-up keys costs one read in flight, not one per request."""
+        found = self.identify(authorization_header)
+        if found is not None or not isinstance(authorization_header, str):
+            return found
+        key_id = parse_key(authorization_header.strip().partition(" ")[2].strip())
+        if key_id is None or key_id in self._keys:
+            return None  # malformed, or known and refused: a read would change nothing
+        asked = time.monotonic()
+        while True:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(self._read_to_end())
+                self._reading_started = time.monotonic()
+            reading, started = self._reading, self._reading_started
+            await asyncio.shield(reading)
+            if started >= asked:  # a read that began after the request: it saw the key if it exists
+                return self.identify(authorization_header)
+
+    async def _read_to_end(self) -> None:
+        try:
+            await self.catch_up(timeout_s=_FRESH_READ_TIMEOUT_S)
+        except (TimeoutError, KafkaException) as exc:
+            log.warning("could not read the tenants topic to its end: %s", exc)
 
     def principal(self, authorization_header: str | None) -> Principal | None:
         """`identify` as one value, the gateway's caller. None for anything but a valid key."""

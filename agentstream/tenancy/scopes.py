@@ -15,8 +15,10 @@ RUNS_READ = "runs:read"
 RUNS_WRITE = "runs:write"
 APPROVALS_DECIDE = "approvals:decide"
 TOOLS_WRITE = "tools:write"
+# Reading the tenant's audit warehouse rows (SQL over the whole history): an auditor's key, not every script's.
+AUDIT_READ = "audit:read"
 ADMIN = "admin"
-SCOPES: tuple[str, ...] = (RUNS_READ, RUNS_WRITE, APPROVALS_DECIDE, TOOLS_WRITE, ADMIN)
+SCOPES: tuple[str, ...] = (RUNS_READ, RUNS_WRITE, APPROVALS_DECIDE, TOOLS_WRITE, AUDIT_READ, ADMIN)
 DEFAULT_SCOPES: tuple[str, ...] = (RUNS_READ, RUNS_WRITE, TOOLS_WRITE)
 
 

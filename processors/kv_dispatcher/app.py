@@ -57,7 +57,9 @@ def dispatch_config(kv: KvSettings) -> DispatchConfig:
 
 
 async def build(settings: Settings, records: RecordFactory, producer: AsyncProducer) -> Built:
-    dispatcher = Dispatcher(settings.kv.policy, DispatchState(dispatch_config(settings.kv)))  # an unknown policy fails here, at start-up
+    dispatcher = Dispatcher(
+        settings.kv.policy, DispatchState(dispatch_config(settings.kv))
+    )  # an unknown policy fails here, at start-up
     table = ReplicaTable(settings)
     await table.start()
     topic = load_topics(settings.topic_prefix)[REPLICAS].name

@@ -192,3 +192,24 @@ async def test_cli_administers_tenants_and_keys(
     assert code == 0 and "acme" in out and "disabled" in out and "ACME" in out
     code, _, err = await cli("tenants", "update", "ghost", "--enable")
     assert code == 1 and "no tenant ghost" in err
+
+
+async def test_a_key_used_the_moment_it_is_issued_authenticates(settings: Settings, directory: TenantDirectory) -> None:
+    """No background poll between the issue and the first request: the directory reads the topic to
+    its end for a well-formed key it has not seen, and many such requests share one read."""
+    await admin.create_tenant(settings, "acme", "ACME")
+    plaintext = await admin.issue_key(settings, "acme", "ci")
+    assert directory.authenticate(f"Bearer {plaintext}") is None  # not read yet: the race the fix closes
+    found = await asyncio.gather(*(directory.identify_fresh(f"Bearer {plaintext}") for _ in range(20)))
+    assert all(f is not None and f[0].tenant_id == "acme" and f[1].key_id == parse_key(plaintext) for f in found)
+    # Made-up keys (well formed, unknown ids) still fail, after a read; malformed ones without one.
+    _, made_up = generate_key()
+    started = time.monotonic()
+    assert await directory.identify_fresh(f"Bearer {made_up}") is None
+    assert await directory.identify_fresh("Bearer not-a-key") is None
+    assert await directory.identify_fresh(None) is None
+    assert time.monotonic() - started < 5
+    # A revoked key stays refused: knowing its id, the directory has nothing newer to read for it.
+    await admin.revoke_key(settings, parse_key(plaintext) or "")
+    await directory.catch_up()
+    assert await directory.identify_fresh(f"Bearer {plaintext}") is None

@@ -4,15 +4,21 @@ ACL prefix topics.yaml grants it, the pins match the broker's, and the warehouse
 
 from __future__ import annotations
 
+import sqlite3
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from agentstream import resources
+from agentstream.config import Settings
+from agentstream.connect.catalog import ensure_catalog
 from agentstream.connect.jars import LOG4J, PLUGIN_POM, WORKER_POM, pinned
-from agentstream.connect.journal import dlq_topic, journal_sink
-from agentstream.connect.sink import IcebergSink
+from agentstream.connect.journal import JOURNAL_CONNECTOR, dlq_topic, journal_sink
+from agentstream.connect.local import warehouse_sinks
+from agentstream.connect.registry import REGISTRY_CONNECTOR, TABLES, TOPIC_FIELD, registry_sink
+from agentstream.connect.registry import dlq_topic as registry_dlq
+from agentstream.connect.sink import CATALOG_NAME, IcebergSink
 from agentstream.connect.worker import ConnectWorker
 from agentstream.kafka.acls import Grant, connect_prefix, expected_grants
 from agentstream.kafka.auth import CONNECT, Principal
@@ -129,3 +135,71 @@ def test_the_journal_sink_reads_the_journal_and_sets_poison_aside_on_granted_top
 
 def test_the_converter_ships_in_the_package() -> None:
     assert (resources.resource_path("connectors") / "pom.xml").is_file()
+
+
+def test_the_registry_sink_routes_each_audited_topic_to_its_own_table() -> None:
+    specs = {s.name: s for s in load_topics("acme").values()}
+    worker = ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", PRINCIPAL)
+    sink = registry_sink("acme", Path("/wh"), 3.0)
+    config = sink.config(worker)
+    topics = config["topics"].split(",")
+    assert topics == ["acme.tenants", "acme.tools.catalog", "acme.control"]
+    assert all(CONNECT in specs[t].readers for t in topics)  # the broker lets the worker read them
+    assert config["iceberg.tables"] == "audit.tenants,audit.tools,audit.controls"
+    # Each row carries its topic and record time; the topic picks the table, exactly (dots literal).
+    assert config["transforms.stamp.topic.field"] == config["iceberg.tables.route-field"] == TOPIC_FIELD
+    assert config["transforms.stamp.timestamp.field"] == "record_time"
+    routes = {t: config[f"iceberg.table.{t}.route-regex"] for t in config["iceberg.tables"].split(",")}
+    assert {t: r.removeprefix("\\Q").removesuffix("\\E") for t, r in routes.items()} == dict(
+        zip(config["iceberg.tables"].split(","), topics, strict=True)
+    )
+    assert all(r.startswith("\\Q") and r.endswith("\\E") for r in routes.values())
+    # Partitioned by day, and by tenant where the topic has one (a tool's owner is its tenant).
+    assert config["iceberg.table.audit.tenants.partition-by"] == "day(record_time),tenant_id"
+    assert config["iceberg.table.audit.tools.partition-by"] == "day(record_time),owner"
+    assert config["iceberg.table.audit.controls.partition-by"] == "day(record_time),tenant_id"
+    # Key hashes and tool transports are dropped before a record reaches the sink; poison aside.
+    assert set(config["value.converter.drop.fields"].split(",")) == {"key_hash", "transport_json"}
+    dlq = specs[config["errors.deadletterqueue.topic.name"]]
+    assert dlq.name == registry_dlq("acme") and CONNECT in dlq.writers and "admin-cli" in dlq.readers
+    assert config["errors.tolerance"] == "all"
+    # The same catalog, by name, as the journal's sink and pyiceberg; its namespace made up front.
+    journal = journal_sink("acme", Path("/wh"), 3.0)
+    assert config["iceberg.catalog"] == journal.config(worker)["iceberg.catalog"] == CATALOG_NAME
+    assert sink.namespaces == journal.namespaces == {"audit"}
+    assert config["iceberg.connect.group-id"] != journal.config(worker)["iceberg.connect.group-id"]
+
+
+def test_the_warehouse_registers_both_sinks_on_one_warehouse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AGENTSTREAM_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    monkeypatch.setenv("AGENTSTREAM_WAREHOUSE_FORMAT", "avro")
+    settings = Settings.from_env()
+    sinks = warehouse_sinks(settings, load(WarehouseSettings))
+    assert [s.name for s in sinks] == [JOURNAL_CONNECTOR, REGISTRY_CONNECTOR]
+    assert {s.warehouse for s in sinks} == {tmp_path / "wh"}
+    worker = ConnectWorker(Path("/w"), "127.0.0.1:9092", "acme", PRINCIPAL)
+    assert {s.config(worker)["iceberg.tables.auto-create-props.write.format.default"] for s in sinks} == {"avro"}
+
+
+async def test_the_namespace_and_the_registry_tables_are_created_up_front_once(tmp_path: Path) -> None:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    tables = tuple(TABLES.values())
+    created = await ensure_catalog(tmp_path / "wh", {"audit"}, tables, {"write.format.default": "avro"})
+    assert created == ["audit", "audit.tenants", "audit.tools", "audit.controls"]
+    assert await ensure_catalog(tmp_path / "wh", {"audit"}, tables) == []  # all there: nothing to do
+    catalog = SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{tmp_path / 'wh' / 'catalog.db'}")
+    assert catalog.list_namespaces() == [("audit",)]
+    controls = catalog.load_table("audit.controls")
+    # Partitioned whatever the first record is (a tool switch has no tenant_id); the sink adds columns.
+    assert [(f.name, str(f.transform)) for f in controls.spec().fields] == [
+        ("record_time_day", "day"), ("tenant_id", "identity")
+    ]  # fmt: skip
+    assert {f.name for f in controls.schema().fields} == {"event_id", "event_type", "topic", "tenant_id", "record_time"}
+    assert str(controls.schema().find_field("record_time").field_type) == "timestamptz"  # as the SMT's timestamp
+    assert controls.properties["write.format.default"] == "avro"
+    assert [f.name for f in catalog.load_table("audit.tools").spec().fields] == ["record_time_day", "owner"]
+    catalog.engine.dispose()
+    # The catalog's table has the layout the Java JdbcCatalog's V1 expects (its iceberg_type column).
+    with sqlite3.connect(tmp_path / "wh" / "catalog.db") as db:
+        assert "iceberg_type" in {row[1] for row in db.execute("PRAGMA table_info(iceberg_tables)")}

@@ -62,6 +62,9 @@ class Keys:
     def authenticate(self, authorization: str | None) -> Principal | None:
         return self.callers.get(authorization or "")
 
+    async def authenticate_fresh(self, authorization: str | None) -> Principal | None:
+        return self.authenticate(authorization)  # a fixed set of keys: nothing newer to read
+
 
 @dataclass
 class Rates:

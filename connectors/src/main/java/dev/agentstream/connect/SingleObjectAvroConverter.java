@@ -38,9 +38,14 @@ public final class SingleObjectAvroConverter implements Converter {
    * ({@code capability}) or by type ({@code ApprovalDecided.signature}); replaces the default.
    */
   public static final String DROP_FIELDS = "drop.fields";
-  /** Capability tokens and secret delegations (ToolCallAuthorized), approvals' HMACs, sealed secrets. */
+  /**
+   * Capability tokens and secret delegations (ToolCallAuthorized), approvals' HMACs, sealed
+   * secrets, API key hashes (ApiKeyIssued, the gateway's verifier of a key) and a tool's transport
+   * (ToolRegistered: a stdio server's env and args, a URL, any of which may hold a secret value).
+   */
   public static final String DEFAULT_DROP_FIELDS = "capability,delegation,ApprovalDecided.signature,"
-      + "SecretStored.wrapped_key,SecretStored.nonce,SecretStored.ciphertext";
+      + "SecretStored.wrapped_key,SecretStored.nonce,SecretStored.ciphertext,"
+      + "ApiKeyIssued.key_hash,ToolRegistered.transport_json";
   static final byte[] MAGIC = {(byte) 0xC3, (byte) 0x01};
   private static final int HEADER = MAGIC.length + 8;
 

@@ -209,6 +209,62 @@ class SingleObjectAvroConverterTest {
     assertNull(out.schema().field("tool"));
   }
 
+  // The registry sink's configuration (agentstream/connect/registry.py): tenants, tools.catalog, control.
+  static SingleObjectAvroConverter registry() {
+    SingleObjectAvroConverter c = new SingleObjectAvroConverter();
+    c.configure(Map.of(SingleObjectAvroConverter.SCHEMA_DIRS, SCHEMAS + "," + SCHEMAS.resolve("history"),
+        SingleObjectAvroConverter.DROP_FIELDS, "key_hash,transport_json"), false);
+    return c;
+  }
+
+  static GenericRecord filledHistory(String file) throws IOException {
+    GenericRecord r = new GenericData.Record(new Schema.Parser().parse(SCHEMAS.resolve("history").resolve(file).toFile()));
+    for (Schema.Field f : r.getSchema().getFields()) {
+      r.put(f.name(), dummy(f.schema()));
+    }
+    return r;
+  }
+
+  @Test
+  void keyHashesAndToolTransportsNeverLeaveTheConverterInAnyVersion() throws IOException {
+    for (SingleObjectAvroConverter c : new SingleObjectAvroConverter[] {registry(), converter}) {
+      for (GenericRecord issued : new GenericRecord[] {filled("ApiKeyIssued.avsc"), filledHistory("ApiKeyIssued.v1.avsc")}) {
+        issued.put("key_hash", "9f86d081884c7d659a2feaa0c55ad015-SECRET");
+        SchemaAndValue out = c.toConnectData("acme.tenants", encode(issued));
+        assertNull(out.schema().field("key_hash"));
+        assertEquals("ApiKeyIssued", ((Struct) out.value()).getString("event_type"));
+        assertEquals("v", ((Struct) out.value()).getString("tenant_id"));
+        assertTrue(!out.value().toString().contains("SECRET"), out.value().toString());
+      }
+      for (GenericRecord tool : new GenericRecord[] {filled("ToolRegistered.avsc"), filledHistory("ToolRegistered.v2.avsc")}) {
+        tool.put("transport_json", "{\"kind\":\"stdio\",\"env\":{\"API_TOKEN\":\"tok-SECRET\"}}");
+        tool.put("secrets", java.util.List.of("crm_token"));
+        SchemaAndValue out = c.toConnectData("acme.tools.catalog", encode(tool));
+        assertNull(out.schema().field("transport_json"));
+        // A tenant secret's NAME is kept (its value is sealed on the secrets topic); where it runs too.
+        assertEquals(java.util.List.of("crm_token"), ((Struct) out.value()).getArray("secrets"));
+        assertEquals("v", ((Struct) out.value()).getString("source"));
+        assertTrue(!out.value().toString().contains("SECRET"), out.value().toString());
+      }
+    }
+  }
+
+  @Test
+  void theRegistryTopicsReadWholeAndTheirTombstonesAreNull() throws IOException {
+    SingleObjectAvroConverter c = registry();
+    for (String file : new String[] {"TenantUpserted.avsc", "ApiKeyRevoked.avsc", "ToolSwitched.avsc",
+        "KillSwitchSet.avsc", "TenantPolicySet.avsc", "TenantBudgetSet.avsc"}) {
+      GenericRecord r = filled(file);
+      SchemaAndValue out = c.toConnectData("acme.control", encode(r));
+      assertEquals(r.getSchema().getFields().size() + 1, out.schema().fields().size(), file);
+      assertEquals(r.getSchema().getName(), ((Struct) out.value()).getString("event_type"));
+    }
+    // A compacted topic's deletion: no schema, no value, no error (the sink writes no row for it).
+    SchemaAndValue tombstone = c.toConnectData("acme.tenants", null);
+    assertNull(tombstone.schema());
+    assertNull(tombstone.value());
+  }
+
   @Test
   void bytesSurviveAsBytes() {
     Object v = AvroToConnect.value(org.apache.kafka.connect.data.Schema.BYTES_SCHEMA, ByteBuffer.wrap(new byte[] {7, 8}));
