@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -169,7 +170,13 @@ class Sandbox:
 
 
 async def run_query(
-    warehouse: Path, sql: str, *, tenant_id: str | None, max_rows: int = 10_000, timeout_s: float = 30.0
+    warehouse: Path,
+    sql: str,
+    *,
+    tenant_id: str | None,
+    max_rows: int = 10_000,
+    timeout_s: float = 30.0,
+    catalog: Mapping[str, str] | None = None,
 ) -> AuditResult:
     """One SELECT over the audit tables and views; tenant_id None: an operator's, every tenant's rows.
     At most `max_rows` rows (`truncated` says more matched); past `timeout_s` it is interrupted."""
@@ -183,7 +190,7 @@ async def run_query(
 
     def work() -> AuditResult:
         try:
-            sandbox = box["s"] = Sandbox(Warehouse(warehouse), tenant_id)
+            sandbox = box["s"] = Sandbox(Warehouse(warehouse, catalog), tenant_id)
             sandbox.load(names)
             if stop.is_set():  # the time ran out during the scan
                 raise late
@@ -222,9 +229,11 @@ async def run_query(
         raise late from None
 
 
-def _history(warehouse: Path, run_id: str, tenant_id: str | None) -> list[dict[str, Any]]:
+def _history(
+    warehouse: Path, run_id: str, tenant_id: str | None, catalog: Mapping[str, str] | None
+) -> list[dict[str, Any]]:
     try:
-        wh = Warehouse(warehouse)
+        wh = Warehouse(warehouse, catalog)
     except WarehouseUnavailable:
         return []
     try:
@@ -241,14 +250,16 @@ def _history(warehouse: Path, run_id: str, tenant_id: str | None) -> list[dict[s
     return [{k: v for k, v in row.items() if v is not None} for row in rows.to_pylist()]
 
 
-async def run_history(warehouse: Path, run_id: str, *, tenant_id: str | None) -> list[dict[str, Any]]:
+async def run_history(
+    warehouse: Path, run_id: str, *, tenant_id: str | None, catalog: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One run's events in journal order, each a row's non-null columns as Python values (timestamps
     as aware datetimes); [] when the warehouse has none of them, or when the run is another tenant's."""
-    return await asyncio.to_thread(_history, warehouse, run_id, tenant_id)
+    return await asyncio.to_thread(_history, warehouse, run_id, tenant_id, catalog)
 
 
-def _describe(warehouse: Path, tenant_id: str | None) -> list[dict[str, Any]]:
-    sandbox = Sandbox(Warehouse(warehouse), tenant_id)
+def _describe(warehouse: Path, tenant_id: str | None, catalog: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    sandbox = Sandbox(Warehouse(warehouse, catalog), tenant_id)
     try:
         known = available(sandbox.wh, tenant_id)
         sandbox.load(set(known))
@@ -261,6 +272,8 @@ def _describe(warehouse: Path, tenant_id: str | None) -> list[dict[str, Any]]:
         sandbox.close()
 
 
-async def describe(warehouse: Path, *, tenant_id: str | None) -> list[dict[str, Any]]:
+async def describe(
+    warehouse: Path, *, tenant_id: str | None, catalog: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Every table and view a query may read, with its row count."""
-    return await asyncio.to_thread(_describe, warehouse, tenant_id)
+    return await asyncio.to_thread(_describe, warehouse, tenant_id, catalog)

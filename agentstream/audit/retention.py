@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,8 +196,16 @@ def expire_and_purge(wh: Warehouse, name: str) -> int:
     _retry(f"expiring snapshots of {name}", expire)
     table = wh.catalog.load_table(ident)
     keep = _files(table, {s.snapshot_id for s in table.metadata.snapshots})
-    root = _local(table.location()).resolve()
     removed = 0
+    if not table.location().startswith("file:") and "://" in table.location():
+        # Object storage (S3): its own FileIO deletes, still only under the table's location.
+        prefix = table.location().rstrip("/") + "/"
+        for location in sorted(candidates - keep):
+            if location.startswith(prefix):
+                table.io.delete(location)
+                removed += 1
+        return removed
+    root = _local(table.location()).resolve()
     for location in sorted(candidates - keep):
         path = _local(location).resolve()
         if root in path.parents and path.is_file():
@@ -245,9 +253,15 @@ def apply_to_table(wh: Warehouse, name: str, policies: dict[str, int], default_d
     return report
 
 
-def apply_retention(warehouse: Path, policies: dict[str, int], default_days: int, now_ms: int) -> list[TableReport]:
+def apply_retention(
+    warehouse: Path,
+    policies: dict[str, int],
+    default_days: int,
+    now_ms: int,
+    catalog: Mapping[str, str] | None = None,
+) -> list[TableReport]:
     """Retention on every audit table. Blocking: call it in a thread."""
-    wh = Warehouse(warehouse)
+    wh = Warehouse(warehouse, catalog)
     try:
         return [apply_to_table(wh, name, policies, default_days, now_ms) for name in wh.table_names()]
     finally:

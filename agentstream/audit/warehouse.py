@@ -5,12 +5,15 @@ partitioned by tenant, so other tenants' files are not even opened). Blocking: c
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
+from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, IsNull, LessThan
@@ -21,6 +24,7 @@ from pyiceberg.table import FileScanTask, Table
 from agentstream.audit.errors import TableFormatError, WarehouseUnavailable
 from agentstream.connect.sink import CATALOG_NAME
 
+log = logging.getLogger(__name__)
 NAMESPACE = "audit"
 TENANT_COLUMN = "tenant_id"
 
@@ -59,12 +63,24 @@ def _catalog_ready(db: Path) -> bool:
     return row is not None
 
 
-def open_catalog(warehouse: Path) -> SqlCatalog:
-    """The connector's catalog; WarehouseUnavailable before the connector created it."""
+def open_catalog(warehouse: Path, properties: Mapping[str, str] | None = None) -> Catalog:
+    """The connectors' catalog; WarehouseUnavailable before the connector created it. `properties`:
+    pyiceberg's, when it is not the embedded one in `warehouse` (connect/location.py: S3 files, a
+    REST catalog)."""
+    if properties and properties.get("type") != "sql":
+        try:
+            return load_catalog(CATALOG_NAME, **properties)
+        except Exception as exc:  # its errors name hosts and paths: the operator's log gets them
+            log.warning("the audit warehouse's catalog cannot be opened: %s", exc)
+            raise WarehouseUnavailable(
+                f"the audit warehouse's catalog cannot be opened ({type(exc).__name__})"
+            ) from None
     db = catalog_file(warehouse)
     if not _catalog_ready(db):
         raise WarehouseUnavailable("the audit warehouse has no catalog yet (is the journal's sink running?)")
     # pyiceberg detects the connector's V1 layout (the views' `iceberg_type` column) by itself.
+    if properties:  # the embedded catalog with its files elsewhere (S3): the same file, more properties
+        return SqlCatalog(CATALOG_NAME, **{**properties, "uri": f"sqlite:///{db}"})
     return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{db}", warehouse=str(warehouse))
 
 
@@ -73,11 +89,12 @@ class Warehouse:
     """The audit tables of one warehouse, loaded at most once each (a query's tables read one snapshot)."""
 
     root: Path
-    catalog: SqlCatalog = field(init=False)
+    properties: Mapping[str, str] | None = None
+    catalog: Catalog = field(init=False)
     _loaded: dict[str, Table] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self.catalog = open_catalog(self.root)
+        self.catalog = open_catalog(self.root, self.properties)
 
     def table_names(self) -> list[str]:
         """Every table of the audit namespace, by its bare name (`events`)."""
@@ -96,7 +113,8 @@ class Warehouse:
         return self._loaded[name]
 
     def close(self) -> None:
-        self.catalog.engine.dispose()
+        if isinstance(self.catalog, SqlCatalog):
+            self.catalog.engine.dispose()
 
     def has_tenant_column(self, name: str) -> bool:
         return TENANT_COLUMN in self.table(name).schema().column_names

@@ -56,6 +56,29 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def ensure_bucket(client: Any, target: S3Target, where: str) -> None:
+    """The target's bucket, created when missing and allowed (BlobStoreUnavailable when not)."""
+    try:
+        client.head_bucket(Bucket=target.bucket)
+        return
+    except ClientError as exc:
+        if _code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
+        if not target.create_bucket:
+            raise BlobStoreUnavailable(
+                f"bucket {target.bucket} does not exist at {where} and creating it is off "
+                "(AGENTSTREAM_BLOB_S3_CREATE_BUCKET)"
+            ) from None
+    kwargs: dict[str, Any] = {"Bucket": target.bucket}
+    if target.region != "us-east-1":  # us-east-1 rejects an explicit location constraint
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": target.region}
+    try:
+        client.create_bucket(**kwargs)
+    except ClientError as exc:
+        if _code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+            raise
+
+
 class S3BlobStore(SealedStore):
     def __init__(self, target: S3Target, provider: KeyProvider, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         super().__init__(provider, max_bytes)
@@ -80,25 +103,7 @@ class S3BlobStore(SealedStore):
         return self._client
 
     def _ensure_bucket(self, client: Any) -> None:
-        try:
-            client.head_bucket(Bucket=self.target.bucket)
-            return
-        except ClientError as exc:
-            if _code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
-                raise
-            if not self.target.create_bucket:
-                raise BlobStoreUnavailable(
-                    f"bucket {self.target.bucket} does not exist at {self.where} and creating it is off "
-                    "(AGENTSTREAM_BLOB_S3_CREATE_BUCKET)"
-                ) from None
-        kwargs: dict[str, Any] = {"Bucket": self.target.bucket}
-        if self.target.region != "us-east-1":  # us-east-1 rejects an explicit location constraint
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.target.region}
-        try:
-            client.create_bucket(**kwargs)
-        except ClientError as exc:
-            if _code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                raise
+        ensure_bucket(client, self.target, self.where)
 
     async def _call(self, fn: Any, *args: Any, key: str = "", **kwargs: Any) -> Any:
         """`fn` in a worker thread, its transport and auth failures as `BlobStoreUnavailable`."""

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from agentstream.config import Settings
+from agentstream.connect.location import reader_catalog
 from agentstream.settings import WarehouseSettings, load
 
 
@@ -55,6 +56,11 @@ def _warehouse() -> Path:
     return load(WarehouseSettings).resolved_warehouse(Settings.from_env().home)
 
 
+def _catalog() -> dict[str, str] | None:
+    """pyiceberg's catalog properties when not the embedded default (S3 files, a REST catalog)."""
+    return reader_catalog(Settings.from_env())
+
+
 def _params(pairs: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
@@ -88,7 +94,8 @@ async def _sql(args: argparse.Namespace) -> int:
         print("agentstream audit sql: give a query or --named NAME (not both)", file=sys.stderr)
         return 2
     sql = render(args.named, _params(args.param)) if args.named else str(args.query)
-    result = await run_query(_warehouse(), sql, tenant_id=args.tenant, max_rows=args.max_rows, timeout_s=args.timeout)
+    result = await run_query(_warehouse(), sql, tenant_id=args.tenant, max_rows=args.max_rows, timeout_s=args.timeout,
+                             catalog=_catalog())  # fmt: skip
     if args.json:
         body = {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
         print(orjson.dumps(body).decode())
@@ -107,7 +114,7 @@ async def _sql(args: argparse.Namespace) -> int:
 async def _tables(args: argparse.Namespace) -> int:
     from agentstream.audit import describe
 
-    listing = await describe(_warehouse(), tenant_id=args.tenant)
+    listing = await describe(_warehouse(), tenant_id=args.tenant, catalog=_catalog())
     if args.json:
         print(orjson.dumps(listing).decode())
     else:
@@ -131,7 +138,7 @@ async def _retention(args: argparse.Namespace) -> int:
             print(f"{tenant}: {days or 'forever'}")
         return 0
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
-    reports = await asyncio.to_thread(apply_retention, _warehouse(), policies, default_days, now_ms)
+    reports = await asyncio.to_thread(apply_retention, _warehouse(), policies, default_days, now_ms, _catalog())
     if args.json:
         print(orjson.dumps([r.__dict__ for r in reports]).decode())
     for r in reports if not args.json else []:

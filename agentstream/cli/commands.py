@@ -21,6 +21,7 @@ from agentstream.client.journal import (
 )
 from agentstream.client.warehouse import warehouse_entries
 from agentstream.config import Settings
+from agentstream.connect.location import reader_catalog
 from agentstream.contract.vocab import RunStatus
 from agentstream.events import TERMINAL_TYPES, ApprovalRequested, ResumeRequested, RunEvent, RunHalted, RunRequested
 from agentstream.process import wait_for_kafka
@@ -228,7 +229,7 @@ async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) ->
     if not entries or not isinstance(entries[0].event, RunRequested):
         # Gone from the hot journal (retention, a deleted segment): the audit warehouse keeps it.
         warehouse = load(WarehouseSettings).resolved_warehouse(settings.home)
-        archived = await warehouse_entries(warehouse, run_id, tenant_id=None)
+        archived = await warehouse_entries(warehouse, run_id, None, reader_catalog(settings))
         if archived:
             entries, source = archived, "audit warehouse"
     if not entries:

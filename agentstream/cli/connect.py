@@ -48,7 +48,7 @@ async def connect_command(args: argparse.Namespace) -> int:
                 f"Connect worker answering at {worker.url} (group {worker.group}; {took:.1f}s; log {worker.log_file})"
             )
             for sink in sinks:
-                print(f"{sink.name} sink running: {','.join(sink.topics)} -> {sink.table} in {sink.warehouse}")
+                print(f"{sink.name} sink running: {','.join(sink.topics)} -> {sink.table} in {sink.location}")
             return 0
         worker = local_worker(settings, warehouse)
         if args.connect_command == "stop":

@@ -150,7 +150,7 @@ async def dev(
             started = await _stage(6, total, "Connect worker and the audit warehouse's sinks",
                                    lambda: start_warehouse(settings, warehouse))  # fmt: skip
             worker = started[0]
-            print(f"agentstream dev: warehouse sinks running in {warehouse.resolved_warehouse(settings.home)} "
+            print(f"agentstream dev: warehouse sinks running in {started[2][0].location} "
                   f"(Connect worker at {worker.url}, log {worker.log_file})", file=sys.stderr)  # fmt: skip
     except (RuntimeError, TimeoutError, ConnectWorkerError, JarFetchError, ResourceError) as exc:
         print(f"\nagentstream dev: {exc}", file=sys.stderr)

@@ -70,13 +70,15 @@ def entries_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[JournalEntry]:
     return entries
 
 
-async def warehouse_entries(warehouse: Path, run_id: str, tenant_id: str | None) -> list[JournalEntry]:
+async def warehouse_entries(
+    warehouse: Path, run_id: str, tenant_id: str | None, catalog: Mapping[str, str] | None = None
+) -> list[JournalEntry]:
     """The run's events from the warehouse ([] when it holds none, or is not there at all); a
-    tenant's read sees only that tenant's rows."""
+    tenant's read sees only that tenant's rows. `catalog`: when not the embedded one (S3, REST)."""
     from agentstream.audit import WarehouseUnavailable, run_history  # pyarrow and DuckDB on demand
 
     try:
-        rows = await run_history(warehouse, run_id, tenant_id=tenant_id)
+        rows = await run_history(warehouse, run_id, tenant_id=tenant_id, catalog=catalog)
     except WarehouseUnavailable:
         return []
     return entries_from_rows(rows)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from agentstream.connect.sink import CATALOG_NAME
 
 if TYPE_CHECKING:
-    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,25 @@ class AuditTable:
     columns: tuple[str, ...] = ("event_id", "event_type")
 
 
-def _catalog(warehouse: Path) -> SqlCatalog:
+def _catalog(warehouse: Path, catalog: Mapping[str, str] | None) -> Catalog:
     # Imported here: pyiceberg takes half a second to import, and only a warehouse start needs it.
+    from pyiceberg.catalog import load_catalog
     from pyiceberg.catalog.sql import SqlCatalog
 
     warehouse.mkdir(parents=True, exist_ok=True)
+    if catalog:  # connect/location.py: S3 files or a REST catalog
+        return load_catalog(CATALOG_NAME, **catalog)
     return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{warehouse / 'catalog.db'}", warehouse=warehouse.as_uri())
 
 
 def _ensure(
-    warehouse: Path, namespaces: set[str], tables: tuple[AuditTable, ...], props: Mapping[str, str]
+    warehouse: Path,
+    namespaces: set[str],
+    tables: tuple[AuditTable, ...],
+    props: Mapping[str, str],
+    catalog_props: Mapping[str, str] | None = None,
 ) -> list[str]:
+    from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
     from pyiceberg.partitioning import PartitionField, PartitionSpec
     from pyiceberg.schema import Schema
@@ -60,7 +68,7 @@ def _ensure(
     from pyiceberg.types import NestedField, StringType, TimestamptzType
 
     created: list[str] = []
-    catalog = _catalog(warehouse)
+    catalog = _catalog(warehouse, catalog_props)
     try:
         for namespace in sorted(namespaces | {t.name.rsplit(".", 1)[0] for t in tables}):
             try:
@@ -84,7 +92,8 @@ def _ensure(
             except TableAlreadyExistsError:
                 pass
     finally:
-        catalog.engine.dispose()
+        if isinstance(catalog, SqlCatalog):
+            catalog.engine.dispose()
     return created
 
 
@@ -93,7 +102,9 @@ async def ensure_catalog(
     namespaces: set[str],
     tables: tuple[AuditTable, ...] = (),
     properties: Mapping[str, str] | None = None,
+    catalog: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Creates the namespaces and tables that do not exist yet (and the catalog's own tables, on a
-    new warehouse); returns what it created. `properties`: the tables' (e.g. their file format)."""
-    return await asyncio.to_thread(_ensure, warehouse, namespaces, tables, properties or {})
+    new warehouse); returns what it created. `properties`: the tables' (e.g. their file format);
+    `catalog`: pyiceberg's catalog properties when not the embedded one (connect/location.py)."""
+    return await asyncio.to_thread(_ensure, warehouse, namespaces, tables, properties or {}, catalog)

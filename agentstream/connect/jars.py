@@ -12,6 +12,7 @@ from agentstream.settings import LocalBrokerSettings, once
 
 WORKER_POM = resource_path("infra", "connect", "pom.xml")
 PLUGIN_POM = resource_path("infra", "connect", "iceberg", "pom.xml")
+AWS_POM = resource_path("infra", "connect", "iceberg-aws", "pom.xml")
 LOG4J = resource_path("infra", "connect", "log4j.properties")
 # The plugin's folder name under plugin.path: Connect gives each folder its own class loader.
 PLUGIN_NAME = "iceberg-sink"
@@ -47,8 +48,16 @@ async def ensure_worker_jars() -> Path:
     return await fetch_jars(WORKER_POM, worker_dir(), "the Kafka Connect worker")
 
 
-async def ensure_plugin() -> Path:
-    """The plugin.path folder, its Iceberg sink folder fetched if missing."""
+async def ensure_plugin(*, aws: bool = False) -> Path:
+    """The plugin.path folder, its Iceberg sink folder fetched if missing; with `aws`, also
+    Iceberg's S3FileIO and the AWS SDK bundle (~70 MB, fetched only for S3 storage), in the sink's
+    folder: Connect gives each plugin folder its own class loader, so they must sit beside it."""
     root = plugin_path()
-    await fetch_jars(PLUGIN_POM, root / PLUGIN_NAME, "the Iceberg Kafka Connect sink")
+    sink = await fetch_jars(PLUGIN_POM, root / PLUGIN_NAME, "the Iceberg Kafka Connect sink")
+    if aws and not (sink / ".aws").exists():
+        jars = await fetch_jars(AWS_POM, plugin_path().with_name(f"{plugin_path().name}-aws"), "Iceberg's S3 support")
+        for jar in jars.glob("*.jar"):
+            if not (sink / jar.name).exists():  # iceberg-aws's own dependencies are the sink's already
+                (sink / jar.name).write_bytes(jar.read_bytes())
+        (sink / ".aws").write_text("ok\n")
     return root

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from agentstream.config import Settings
 from agentstream.connect.catalog import ensure_catalog
 from agentstream.connect.journal import JOURNAL_CONNECTOR, converter_plugins, journal_sink
+from agentstream.connect.location import SECRETS_FILE, warehouse_location
 from agentstream.connect.registry import REGISTRY_CONNECTOR, TABLES, registry_sink
 from agentstream.connect.sink import IcebergSink
 from agentstream.connect.worker import ConnectWorker, ConnectWorkerError
@@ -35,7 +37,22 @@ def local_worker(settings: Settings, warehouse: WarehouseSettings | None = None,
     wh = warehouse or load(WarehouseSettings)
     return ConnectWorker(settings.home / "connect", settings.bootstrap_servers, settings.topic_prefix,
                          _principal(settings), port=wh.connect_port, heap=wh.connect_heap,
-                         plugin_dirs=plugin_dirs)  # fmt: skip
+                         plugin_dirs=plugin_dirs, s3=wh.enabled and wh.storage == "s3")  # fmt: skip
+
+
+def secrets_file(settings: Settings) -> Path:
+    return settings.home / "connect" / SECRETS_FILE
+
+
+def _write_secrets(path: Path, content: str | None) -> None:
+    """The worker's secrets file (0600 before anything is in it), or none when nothing is secret."""
+    if content is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(content)
 
 
 async def warehouse_plugins(settings: Settings) -> tuple[Path, ...]:
@@ -48,8 +65,12 @@ def warehouse_sinks(settings: Settings, warehouse: WarehouseSettings | None = No
     wh = warehouse or load(WarehouseSettings)
     table_props: dict[str, str] = {"iceberg.tables.auto-create-props.write.format.default": wh.file_format}
     where, interval = wh.resolved_warehouse(settings.home), wh.commit_interval_s
-    return [journal_sink(settings.topic_prefix, where, interval, table_props),
-            registry_sink(settings.topic_prefix, where, interval, table_props)]  # fmt: skip
+    sinks = [journal_sink(settings.topic_prefix, where, interval, table_props),
+             registry_sink(settings.topic_prefix, where, interval, table_props)]  # fmt: skip
+    if wh.storage == "local" and wh.rest_catalog is None:
+        return sinks  # the embedded default: nothing to resolve (no S3 client, no bucket)
+    catalog = warehouse_location(settings, wh).connector_catalog(secrets_file(settings))
+    return [dataclasses.replace(sink, catalog=catalog) for sink in sinks]
 
 
 async def register_sinks(settings: Settings, worker: ConnectWorker, warehouse: WarehouseSettings | None = None,
@@ -60,8 +81,11 @@ async def register_sinks(settings: Settings, worker: ConnectWorker, warehouse: W
     wh = warehouse or load(WarehouseSettings)
     sinks = [s for s in warehouse_sinks(settings, wh) if only is None or s.name in only]
     tables = tuple(TABLES.values()) if any(s.name == REGISTRY_CONNECTOR for s in sinks) else ()
+    location = warehouse_location(settings, wh)
+    _write_secrets(secrets_file(settings), location.worker_secrets())
     await ensure_catalog(sinks[0].warehouse, {ns for sink in sinks for ns in sink.namespaces}, tables,
-                         {"write.format.default": wh.file_format, "write.parquet.compression-codec": "zstd"})  # fmt: skip
+                         {"write.format.default": wh.file_format, "write.parquet.compression-codec": "zstd"},
+                         location.reader_catalog())  # fmt: skip
     for sink in sinks:
         await sink.register(worker)
     for sink in sinks:

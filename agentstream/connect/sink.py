@@ -55,6 +55,9 @@ class IcebergSink:
     commit_interval_s: float = 10.0
     # Extra connector settings (e.g. the table properties of auto-created tables).
     extra: dict[str, str] = field(default_factory=dict)
+    # The catalog's properties (connect/location.py) in place of the embedded SQLite JDBC catalog's:
+    # a REST catalog, S3 files. Empty: the embedded default.
+    catalog: dict[str, str] = field(default_factory=dict)
 
     @property
     def namespaces(self) -> set[str]:
@@ -87,13 +90,28 @@ class IcebergSink:
             "iceberg.tables.auto-create-enabled": "true",
             "iceberg.tables.evolve-schema-enabled": "true",
             "iceberg.catalog": CATALOG_NAME,
-            "iceberg.catalog.catalog-impl": JDBC_CATALOG,
-            "iceberg.catalog.uri": self.catalog_uri,
-            "iceberg.catalog.warehouse": str(self.warehouse),
-            # The catalog's own tables created with the views column (Iceberg's current layout).
-            "iceberg.catalog.jdbc.schema-version": "V1",
+            **{f"iceberg.catalog.{key}": value for key, value in self.catalog_properties().items()},
             **self.extra,
         }
+
+    @property
+    def location(self) -> str:
+        """Where its tables' files go, for people: the warehouse directory, a bucket, a REST catalog."""
+        if self.catalog.get("type") == "rest":
+            return f"the REST catalog at {self.catalog.get('uri', '?')}"
+        return self.catalog.get("warehouse", str(self.warehouse))
+
+    def catalog_properties(self) -> dict[str, str]:
+        if "type" in self.catalog or "catalog-impl" in self.catalog:
+            return dict(self.catalog)  # another catalog altogether
+        embedded = {
+            "catalog-impl": JDBC_CATALOG,
+            "uri": self.catalog_uri,
+            "warehouse": str(self.warehouse),
+            # The catalog's own tables created with the views column (Iceberg's current layout).
+            "jdbc.schema-version": "V1",
+        }
+        return {**embedded, **self.catalog}  # e.g. the files in S3, the catalog still embedded
 
     async def register(self, worker: ConnectWorker) -> None:
         """Creates the connector, or updates its configuration (PUT is idempotent)."""

@@ -47,6 +47,8 @@ class ConnectWorker:
     heap: str = "512m"
     # More plugin.path folders beside the Iceberg sink's (e.g. the journal's converter, connectors/).
     plugin_dirs: tuple[Path, ...] = ()
+    # The sink's plugin with Iceberg's S3FileIO and the AWS SDK (the warehouse's files in S3).
+    s3: bool = False
 
     @property
     def url(self) -> str:
@@ -91,6 +93,10 @@ class ConnectWorker:
             # A sink's consumer group is named by the connector (consumer.override.group.id), so it
             # falls under the worker's ACL prefix instead of Connect's default `connect-<name>`.
             "connector.client.config.override.policy=All",
+            # Connectors name secrets (the warehouse's S3 keys) as ${file:<path>:<key>}: the worker
+            # resolves them from a 0600 file, so the REST API shows a connector's references only.
+            "config.providers=file",
+            "config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider",
         ]
         if self.principal is not None:
             # The worker's own clients and, by prefix, every client it makes for a connector.
@@ -104,7 +110,7 @@ class ConnectWorker:
         began = time.monotonic()
         if self.running_pid() is not None and await self.answers():
             return 0.0
-        jars, plugins = await asyncio.gather(ensure_worker_jars(), ensure_plugin())
+        jars, plugins = await asyncio.gather(ensure_worker_jars(), ensure_plugin(aws=self.s3))
         java = shutil.which("java")
         if java is None:
             raise ConnectWorkerError("Java 17+ is needed for the Kafka Connect worker; install it")

@@ -8,6 +8,7 @@ writes can name another tenant's data (agentstream.audit)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 from starlette.responses import Response
@@ -20,8 +21,11 @@ from agentstream.gateway.errors import ApiError, model_response
 
 
 class AuditApi:
-    def __init__(self, warehouse: Path, timeout_s: float = 30.0, concurrent: int = 2) -> None:
+    def __init__(
+        self, warehouse: Path, catalog: Mapping[str, str] | None = None, timeout_s: float = 30.0, concurrent: int = 2
+    ) -> None:
         self.warehouse = warehouse
+        self.catalog = catalog  # pyiceberg's properties when not the embedded catalog (S3, REST)
         self.timeout_s = timeout_s
         # Each query may hold up to its memory cap (agentstream.audit.query): a few at a time, the
         # rest wait their turn, so a burst of queries cannot take the gateway's memory or cores.
@@ -33,7 +37,12 @@ class AuditApi:
         try:
             async with self._running:
                 result = await run_query(
-                    self.warehouse, body.sql, tenant_id=tenant_id, max_rows=body.max_rows, timeout_s=self.timeout_s
+                    self.warehouse,
+                    body.sql,
+                    tenant_id=tenant_id,
+                    max_rows=body.max_rows,
+                    timeout_s=self.timeout_s,
+                    catalog=self.catalog,
                 )
         except AuditQueryError as exc:
             raise ApiError(400, "invalid_query", str(exc), field="sql") from None
@@ -43,7 +52,7 @@ class AuditApi:
 
     async def run_entries(self, tenant_id: str, run_id: str) -> list[JournalEntry]:
         """A run's events from the warehouse, the tenant's own only ([] when it has none)."""
-        if not (self.warehouse / "catalog.db").exists():
+        if self.catalog is None and not (self.warehouse / "catalog.db").exists():
             return []  # no warehouse on this host: an unknown run is simply not found
         async with self._running:
-            return await warehouse_entries(self.warehouse, run_id, tenant_id)
+            return await warehouse_entries(self.warehouse, run_id, tenant_id, self.catalog)

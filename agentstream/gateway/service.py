@@ -14,6 +14,7 @@ from confluent_kafka import Message
 from agentstream.client.journal import JournalClient, type_of
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
+from agentstream.connect.location import reader_catalog
 from agentstream.credentials.signing_keys import issue_missing_bundle
 from agentstream.events import RunEvent
 from agentstream.gateway.app import Caller, Gateway, GatewayConfig
@@ -145,7 +146,7 @@ async def running_gateway(
 def _audit(settings: Settings) -> AuditApi:
     """The audit API over this host's warehouse (the embedded one, or a directory shared with the
     Connect workers: AGENTSTREAM_WAREHOUSE_DIR); it answers 503 until the warehouse has tables."""
-    return AuditApi(load(WarehouseSettings).resolved_warehouse(settings.home))
+    return AuditApi(load(WarehouseSettings).resolved_warehouse(settings.home), reader_catalog(settings))
 
 
 async def _caught_up(index: RunIndex, tail: asyncio.Task[None]) -> None:

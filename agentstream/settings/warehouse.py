@@ -42,5 +42,21 @@ class WarehouseSettings(ComponentSettings):
         "(applied by `agentstream audit retention apply`; 0: forever)", ge=0,
     )  # fmt: skip
 
+    storage: Literal["local", "s3"] = variable(
+        "local", "AGENTSTREAM_WAREHOUSE_STORAGE",
+        "where the tables' data and metadata files go: `local` (the warehouse directory) or `s3` (the blob store's "
+        "S3: the AGENTSTREAM_BLOB_S3_* endpoint and credentials, else the local SeaweedFS of `agentstream blobs "
+        "start`), in the bucket below; the embedded SQLite catalog stays in the warehouse directory",
+    )  # fmt: skip
+    s3_bucket: str = variable(
+        "agentstream-warehouse", "AGENTSTREAM_WAREHOUSE_S3_BUCKET", "the bucket of the tables' files (storage `s3`)",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+    )  # fmt: skip
+    rest_catalog: str | None = variable(
+        None, "AGENTSTREAM_WAREHOUSE_REST_CATALOG",
+        "an Iceberg REST catalog's URL, used by the sinks and the readers instead of the embedded SQLite catalog",
+        shown_default="unset: the embedded SQLite catalog",
+    )  # fmt: skip
+
     def resolved_warehouse(self, home: Path) -> Path:
         return (self.warehouse_dir or home / "warehouse").resolve()

@@ -65,6 +65,14 @@ async def _landed(warehouse: Path, expected: int, timeout_s: float = 120.0) -> t
     return rows, time.monotonic() - began
 
 
+async def _parquet_count(warehouse: Path, expected: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sum(f["record_count"] for f in data_files(warehouse / "catalog.db", "audit_parquet", "events")) >= expected:
+            return
+        await asyncio.sleep(0.5)
+
+
 def _batch(start: int, count: int) -> list[Record]:
     return [{"id": f"e{i}", "tenant": "acme", "kind": "step", "n": i} for i in range(start, start + count)]
 
@@ -106,6 +114,10 @@ async def test_json_topic_lands_once_in_an_iceberg_table(kafka_broker: conftest.
         _produce(kafka_broker, topic, sent[20:])
         rows, steady_s = await _landed(warehouse, len(sent))
         _assert_once(rows, sent)
+        # Both connectors caught up before the stop: a graceful stop that interrupts a coordinator's
+        # commit (Iceberg 1.12.0 fails it with RejectedExecutionException while shutting down) left
+        # that connector's later records unlanded in one run (docs/warehouse.md, Known issues).
+        await _parquet_count(warehouse, len(sent))
 
         # A restart: the connector comes back from the worker's config topic (not registered again)
         # and resumes from the offsets committed with the table, so nothing lands twice.
@@ -117,6 +129,8 @@ async def test_json_topic_lands_once_in_an_iceberg_table(kafka_broker: conftest.
         rows, after_restart_s = await _landed(warehouse, len(sent))
         await asyncio.sleep(4.0)  # two more commit intervals: a duplicate would show by now
         _assert_once(table_rows(warehouse / "catalog.db", "audit", "events"), sent)
+        # The Parquet connector commits on its own schedule (its task restarted too): waited for, not raced.
+        await _parquet_count(warehouse, len(sent))
         files = data_files(warehouse / "catalog.db", "audit_parquet", "events")
         assert {f["file_format"] for f in files} == {"PARQUET"}
         assert sum(f["record_count"] for f in files) == len(sent)
