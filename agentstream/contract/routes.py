@@ -115,6 +115,6 @@ OPERATIONS: tuple[Operation, ...] = (
     _switch("enable"),
     Operation("POST", "/v1/audit/query", "queryAudit", AUDIT_READ,
               {200: Answer("the selected rows of the tenant's audit record", resources.AuditRows)},
-              (400, 401, 403, 413, 422, 429, 503), body=requests.AuditQuery, body_required=True),
+              (400, 401, 403, 404, 413, 422, 429, 503), body=requests.AuditQuery, body_required=True),
     Operation("GET", "/healthz", "health", None, {200: Answer("the gateway is serving", resources.Health)}),
 )  # fmt: skip

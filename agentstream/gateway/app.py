@@ -308,7 +308,7 @@ class Gateway:
 
     async def query_audit(self, request: Request, caller: Caller) -> Response:
         if self.audit is None:
-            raise ApiError(503, "warehouse_unavailable", "this gateway serves no audit warehouse")
+            raise ApiError(404, "no_audit_record", "this gateway serves no audit warehouse")
         return await self.audit.query(caller.tenant_id, _validate(AuditQuery, await self._read_json(request)))
 
     # -- approvals --------------------------------------------------------------------------------

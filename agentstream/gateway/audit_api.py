@@ -34,6 +34,8 @@ class AuditApi:
     async def query(self, tenant_id: str, body: AuditQuery) -> Response:
         from agentstream.audit import AuditQueryError, WarehouseUnavailable, run_query  # pyarrow on demand
 
+        if not self.has_tables():
+            raise ApiError(404, "no_audit_record", "this deployment's audit warehouse holds no tables yet")
         try:
             async with self._running:
                 result = await run_query(
@@ -46,13 +48,18 @@ class AuditApi:
                 )
         except AuditQueryError as exc:
             raise ApiError(400, "invalid_query", str(exc), field="sql") from None
-        except WarehouseUnavailable:
-            raise ApiError(503, "warehouse_unavailable", "the audit warehouse holds no tables yet") from None
+        except WarehouseUnavailable:  # changed under the query, or its storage is unreachable
+            raise ApiError(503, "warehouse_unavailable", "the audit warehouse could not be read; try again",
+                           headers={"Retry-After": "5"}) from None  # fmt: skip
         return model_response(AuditRows(columns=result.columns, rows=result.rows, truncated=result.truncated))
+
+    def has_tables(self) -> bool:
+        """False when this host has no embedded catalog yet (a configured REST or S3 catalog: asked)."""
+        return self.catalog is not None or (self.warehouse / "catalog.db").exists()
 
     async def run_entries(self, tenant_id: str, run_id: str) -> list[JournalEntry]:
         """A run's events from the warehouse, the tenant's own only ([] when it has none)."""
-        if self.catalog is None and not (self.warehouse / "catalog.db").exists():
+        if not self.has_tables():
             return []  # no warehouse on this host: an unknown run is simply not found
         async with self._running:
             return await warehouse_entries(self.warehouse, run_id, tenant_id, self.catalog)
