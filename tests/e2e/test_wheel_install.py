@@ -77,7 +77,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path: Path) 
     assert {n.split("/")[0] for n in names} == {"agentstream", wheel.name.split("-py3")[0] + ".dist-info"}
     for shipped in ("resources/topics.yaml", "resources/schemas/RunRequested.avsc",
                     "resources/schemas/history/RunRequested.v1.avsc", "resources/infra/kafka/pom.xml",
-                    "resources/infra/kafka/log4j.properties", "processors/catalog.py", "tools/replay.py"):  # fmt: skip
+                    "resources/infra/kafka/log4j.properties", "resources/infra/connect/iceberg-aws/pom.xml",
+                    "processors/catalog.py", "tools/replay.py"):  # fmt: skip
         assert f"agentstream/{shipped}" in names, f"{shipped} is not in the wheel"
     built = time.monotonic()
 
