@@ -165,8 +165,9 @@ VALID_SQL = ("SELECT 1", "SELECT count(*) FROM events", "SELECT * FROM runs LIMI
 
 
 def _with_valid_sql(case: Case[Any]) -> Case[Any]:
-    if isinstance(case.body, dict) and isinstance(case.body.get("sql"), str):
-        case.body["sql"] = VALID_SQL[len(case.body["sql"]) % len(VALID_SQL)]
+    sql = case.body.get("sql") if isinstance(case.body, dict) else None
+    if isinstance(case.body, dict) and isinstance(sql, str):
+        case.body["sql"] = VALID_SQL[len(sql) % len(VALID_SQL)]
     return case
 
 
