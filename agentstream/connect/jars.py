@@ -4,6 +4,7 @@ jar cache, beside the broker's."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from agentstream.jvm import fetch_jars, run_mvn
@@ -40,7 +41,7 @@ async def build_converter(source: Path, plugin_root: Path) -> Path:
     await run_mvn(source / "pom.xml", "package", "dependency:copy-dependencies", "-DincludeScope=runtime",
                   f"-DoutputDirectory={target}", what="the journal's converter")  # fmt: skip
     jar = next((source / "target").glob("agentstream-connectors-*.jar"))
-    (target / jar.name).write_bytes(jar.read_bytes())
+    shutil.copyfile(jar, target / jar.name)
     return plugin_root
 
 
@@ -58,6 +59,6 @@ async def ensure_plugin(*, aws: bool = False) -> Path:
         jars = await fetch_jars(AWS_POM, plugin_path().with_name(f"{plugin_path().name}-aws"), "Iceberg's S3 support")
         for jar in jars.glob("*.jar"):
             if not (sink / jar.name).exists():  # iceberg-aws's own dependencies are the sink's already
-                (sink / jar.name).write_bytes(jar.read_bytes())
+                shutil.copyfile(jar, sink / jar.name)  # the AWS bundle is ~70 MB: streamed, not read whole
         (sink / ".aws").write_text("ok\n")
     return root

@@ -13,7 +13,7 @@ from pathlib import Path
 from agentstream.config import Settings
 from agentstream.connect.catalog import ensure_catalog
 from agentstream.connect.journal import JOURNAL_CONNECTOR, converter_plugins, journal_sink
-from agentstream.connect.location import SECRETS_FILE, warehouse_location
+from agentstream.connect.location import SECRETS_FILE, WarehouseLocation, ensure_bucket, warehouse_location
 from agentstream.connect.registry import REGISTRY_CONNECTOR, TABLES, registry_sink
 from agentstream.connect.sink import IcebergSink
 from agentstream.connect.worker import ConnectWorker, ConnectWorkerError
@@ -60,17 +60,16 @@ async def warehouse_plugins(settings: Settings) -> tuple[Path, ...]:
     return (await converter_plugins(settings.home / "connect" / "plugins"),)
 
 
-def warehouse_sinks(settings: Settings, warehouse: WarehouseSettings | None = None) -> list[IcebergSink]:
+def warehouse_sinks(settings: Settings, warehouse: WarehouseSettings | None = None,
+                    location: WarehouseLocation | None = None) -> list[IcebergSink]:  # fmt: skip
     """The journal's sink and the registry's (tenants, tools.catalog, control), as configured."""
     wh = warehouse or load(WarehouseSettings)
     table_props: dict[str, str] = {"iceberg.tables.auto-create-props.write.format.default": wh.file_format}
     where, interval = wh.resolved_warehouse(settings.home), wh.commit_interval_s
     sinks = [journal_sink(settings.topic_prefix, where, interval, table_props),
              registry_sink(settings.topic_prefix, where, interval, table_props)]  # fmt: skip
-    if wh.storage == "local" and wh.rest_catalog is None:
-        return sinks  # the embedded default: nothing to resolve (no S3 client, no bucket)
-    catalog = warehouse_location(settings, wh).connector_catalog(secrets_file(settings))
-    return [dataclasses.replace(sink, catalog=catalog) for sink in sinks]
+    catalog = (location or warehouse_location(settings, wh)).connector_catalog(secrets_file(settings))
+    return [dataclasses.replace(sink, catalog=catalog) for sink in sinks] if catalog else sinks
 
 
 async def register_sinks(settings: Settings, worker: ConnectWorker, warehouse: WarehouseSettings | None = None,
@@ -79,9 +78,10 @@ async def register_sinks(settings: Settings, worker: ConnectWorker, warehouse: W
     namespaces and the registry's tables created first (connect/catalog.py), then each
     configuration PUT (idempotent)."""
     wh = warehouse or load(WarehouseSettings)
-    sinks = [s for s in warehouse_sinks(settings, wh) if only is None or s.name in only]
-    tables = tuple(TABLES.values()) if any(s.name == REGISTRY_CONNECTOR for s in sinks) else ()
     location = warehouse_location(settings, wh)
+    sinks = [s for s in warehouse_sinks(settings, wh, location) if only is None or s.name in only]
+    tables = tuple(TABLES.values()) if any(s.name == REGISTRY_CONNECTOR for s in sinks) else ()
+    await asyncio.to_thread(ensure_bucket, location)
     _write_secrets(secrets_file(settings), location.worker_secrets())
     await ensure_catalog(sinks[0].warehouse, {ns for sink in sinks for ns in sink.namespaces}, tables,
                          {"write.format.default": wh.file_format, "write.parquet.compression-codec": "zstd"},

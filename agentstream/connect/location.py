@@ -34,6 +34,8 @@ class WarehouseLocation:
     s3_path_style: bool = True
     s3_key_id: str | None = field(default=None, repr=False)
     s3_secret: str | None = field(default=None, repr=False)
+    # The blob store's S3 target the files go to (None: not S3), for the one place that creates the bucket.
+    s3_target: S3Target | None = field(default=None, repr=False, compare=False)
 
     @property
     def s3(self) -> bool:
@@ -95,15 +97,18 @@ def warehouse_location(
     from agentstream.blobs.factory import s3_target  # boto3 on demand: only the S3 storage needs it
 
     target = s3_target(settings, (blobs or load(BlobSettings)).model_copy(update={"s3_bucket": wh.s3_bucket}))
-    ensure_bucket(target)
     return WarehouseLocation(
         root, f"s3://{target.bucket}/warehouse", wh.rest_catalog, target.endpoint_url, target.region,
-        target.addressing_style != "virtual", target.access_key_id, target.secret_access_key,
+        target.addressing_style != "virtual", target.access_key_id, target.secret_access_key, target,
     )  # fmt: skip
 
 
-def ensure_bucket(target: S3Target) -> None:
-    """The bucket of the tables' files, created when missing and allowed (the sinks do not create it)."""
+def ensure_bucket(location: WarehouseLocation) -> None:
+    """The bucket of the tables' files, created when missing and allowed: once, where the sinks are
+    registered (the sinks do not create it; readers only read). Blocking: call it in a thread."""
+    target = location.s3_target
+    if target is None:
+        return
     from agentstream.blobs.s3 import ensure_bucket as ensure
     from agentstream.blobs.s3 import s3_client
 
@@ -111,9 +116,5 @@ def ensure_bucket(target: S3Target) -> None:
 
 
 def reader_catalog(settings: Settings, warehouse: WarehouseSettings | None = None) -> dict[str, str] | None:
-    """pyiceberg's catalog properties for this deployment's readers; None for the embedded default
-    (resolved without touching S3 or a catalog: the common case costs nothing)."""
-    wh = warehouse or load(WarehouseSettings)
-    if wh.storage == "local" and wh.rest_catalog is None:
-        return None
-    return warehouse_location(settings, wh).reader_catalog()
+    """pyiceberg's catalog properties for this deployment's readers; None for the embedded default."""
+    return warehouse_location(settings, warehouse).reader_catalog()
