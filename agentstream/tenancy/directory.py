@@ -28,6 +28,18 @@ _FRESH_READ_TIMEOUT_S = 2.0
 log = logging.getLogger(__name__)
 
 
+def _presented_key(authorization_header: str | None) -> tuple[str, str] | None:
+    """The plaintext key and its id of a well-formed `Bearer <key>` header; None for anything else."""
+    if not isinstance(authorization_header, str) or len(authorization_header) > MAX_KEY_LENGTH + 64:
+        return None
+    scheme, _, credentials = authorization_header.strip().partition(" ")
+    if scheme.lower() != _BEARER:
+        return None
+    plaintext = credentials.strip()
+    key_id = parse_key(plaintext)
+    return None if key_id is None else (plaintext, key_id)
+
+
 def tenants_topic(settings: Settings) -> str:
     return load_topics(settings.topic_prefix)[TENANTS].name
 
@@ -112,14 +124,11 @@ class TenantDirectory(TopicTable):
     def identify(self, authorization_header: str | None) -> tuple[Tenant, ApiKey] | None:
         """The tenant and the key of a valid `Bearer <key>`: who is calling, as proven by the key
         (what is recorded as a decider), not as any request body says. None for anything else."""
-        if not isinstance(authorization_header, str) or len(authorization_header) > MAX_KEY_LENGTH + 64:
+        presented = _presented_key(authorization_header)
+        if presented is None:
             return None
-        scheme, _, credentials = authorization_header.strip().partition(" ")
-        if scheme.lower() != _BEARER:
-            return None
-        plaintext = credentials.strip()
-        key_id = parse_key(plaintext)
-        stored = self._keys.get(key_id) if key_id is not None else None
+        plaintext, key_id = presented
+        stored = self._keys.get(key_id)
         # The key id is public, so finding its record leaks nothing; only the secret is compared,
         # in constant time.
         if stored is None or stored.info.revoked or not matches(plaintext, stored.key_hash):
@@ -135,11 +144,9 @@ class TenantDirectory(TopicTable):
         it yet), once more after reading the tenants topic to its end. Waiting callers share one
         read at a time, so a flood of made-up keys costs one read in flight, not one per request."""
         found = self.identify(authorization_header)
-        if found is not None or not isinstance(authorization_header, str):
-            return found
-        key_id = parse_key(authorization_header.strip().partition(" ")[2].strip())
-        if key_id is None or key_id in self._keys:
-            return None  # malformed, or known and refused: a read would change nothing
+        presented = _presented_key(authorization_header)
+        if found is not None or presented is None or presented[1] in self._keys:
+            return found  # found, malformed, or known and refused: a read would change nothing
         asked = time.monotonic()
         while True:
             if self._reading is None or self._reading.done():
