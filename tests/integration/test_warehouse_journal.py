@@ -27,7 +27,7 @@ import fastavro
 import httpx
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-from confluent_kafka import OFFSET_END, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -458,6 +458,22 @@ async def _agentstream(wh: Warehouse, *args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+def _delete_head(admin: AdminClient, partition: TopicPartition) -> None:
+    """DeleteRecords up to `partition`'s offset. The broker applies a topic's new cleanup policy
+    when it reads the config record from the metadata log, a moment after AlterConfigs answers:
+    until then it refuses with POLICY_VIOLATION, so that one refusal is retried for a while."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            for future in admin.delete_records([partition]).values():
+                future.result(30)
+            return
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.POLICY_VIOLATION or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 async def test_a_run_gone_from_the_journal_is_read_back_from_the_warehouse(warehouse: Warehouse) -> None:
     """Retention (here: the run's journal partition deleted up to its end, as a retention pass
     would) takes a finished run out of the hot journal; `runs show` and the gateway read it back
@@ -476,8 +492,7 @@ async def test_a_run_gone_from_the_journal_is_read_back_from_the_warehouse(wareh
     resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[policy])
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
-    for future in admin.delete_records([TopicPartition(topic, partition, OFFSET_END)]).values():
-        future.result(30)
+    _delete_head(admin, TopicPartition(topic, partition, OFFSET_END))
     assert not [m for m in read_topic(wh.broker.bootstrap, wh.broker.admin, topic) if _key(m).startswith(run_id)]
 
     code, out, err = await _agentstream(wh, "runs", "show", run_id, "--json")
