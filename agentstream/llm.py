@@ -53,6 +53,9 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     is_error: bool = False
+    # A tool result offloaded to the blob store: its handle. `content` then holds a preview and a
+    # marker; the model invoker's adapter puts the full text back right before the provider call.
+    blob: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -62,6 +65,8 @@ class Message:
             d["tool_call_id"] = self.tool_call_id
         if self.is_error:
             d["is_error"] = True
+        if self.blob is not None:  # absent otherwise: a journal without offloads keeps its bytes
+            d["blob"] = self.blob
         return d
 
     @staticmethod
@@ -72,6 +77,7 @@ class Message:
             tool_calls=tuple(ToolCall.from_dict(c) for c in d.get("tool_calls", ())),
             tool_call_id=d.get("tool_call_id"),
             is_error=bool(d.get("is_error", False)),
+            blob=d.get("blob"),
         )
 
 

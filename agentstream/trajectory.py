@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from agentstream.blobs.errors import BlobHandleInvalid
+from agentstream.blobs.handle import BlobHandle
 from agentstream.client.journal import JournalEntry, waiting_halt
 from agentstream.contract.vocab import ApprovalStatus, RunStatus
 from agentstream.events import (
@@ -26,6 +28,14 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.llm import tools_from_json
+
+
+def offloaded_size(handle: str) -> str:
+    """The size a handle names, as journaled (a malformed one is shown, not trusted)."""
+    try:
+        return str(BlobHandle.parse(handle).size)
+    except BlobHandleInvalid:
+        return "?"
 
 
 def _short(text: str, limit: int = 100) -> str:
@@ -54,6 +64,9 @@ def describe(event: RunEvent) -> str | None:
             return None
         case ToolCallCompleted():
             mark = "✗" if event.is_error else "✓"
+            if event.result_blob:  # offloaded: the journal holds a preview; `--fetch-blobs` prints it all
+                shown = f"offloaded {offloaded_size(event.result_blob)} bytes as {event.result_blob}: "
+                return f"step {event.step:>3}  {mark} {event.tool} → {shown}{_short(event.content, 60)}"
             return f"step {event.step:>3}  {mark} {event.tool} → {_short(event.content, 80)}"
         case PolicyDecided() if event.decision != "allow":
             return f"step {event.step:>3}  policy: {event.tool} {event.decision} ({event.rule}): {_short(event.reason, 80)}"

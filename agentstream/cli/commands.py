@@ -10,6 +10,7 @@ import time
 import orjson
 
 from agentstream.cli.api import api_configured, via_api
+from agentstream.cli.offloaded import fetch_offloaded
 from agentstream.client.http import RunsClient
 from agentstream.client.journal import (
     JournalClient,
@@ -44,6 +45,8 @@ async def dispatch(args: argparse.Namespace) -> int:
             return await _run(settings, args)
         case "runs":
             if args.runs_command == "show":
+                if args.fetch_blobs:  # the operator path: the blob store is read directly
+                    return await show_run(settings, args.run_id, as_json=args.json, fetch_blobs=True)
                 if api_configured():
                     return await via_api(lambda c: _show_via_api(c, args.run_id, as_json=args.json))
                 return await show_run(settings, args.run_id, as_json=args.json)
@@ -223,7 +226,7 @@ def _print_trajectory(entries: list[JournalEntry]) -> None:
             print(f"  @{entry.offset:<8} {line}")
 
 
-async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) -> int:
+async def show_run(settings: Settings, run_id: str, *, as_json: bool = False, fetch_blobs: bool = False) -> int:
     entries = await read_run_once(settings, run_id)
     source = "journal"
     if not entries or not isinstance(entries[0].event, RunRequested):
@@ -236,18 +239,17 @@ async def show_run(settings: Settings, run_id: str, *, as_json: bool = False) ->
         print(f"no run {run_id} in the journal or the audit warehouse", file=sys.stderr)
         return 1
     summary = summarize(entries)
+    blobs = await fetch_offloaded(settings, entries) if fetch_blobs else None
     if as_json:
-        print(
-            orjson.dumps(
-                {"summary": summary.to_dict(), "events": _event_dicts(entries), "source": source},
-                option=orjson.OPT_INDENT_2,
-            ).decode()
-        )
-        return 0
+        shown = {"summary": summary.to_dict(), "events": _event_dicts(entries), "source": source}
+        if blobs is not None:
+            shown["blobs"] = blobs.to_dict()
+        print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+        return 0 if blobs is None or not blobs.errors else 1
     print(f"run {run_id} (tenant {summary.tenant_id}, from the {source}): {summary.task!r}")
     _print_trajectory(entries)
     _print_summary(summary.to_dict())
-    return 0
+    return 0 if blobs is None else blobs.print()
 
 
 async def _cancel(settings: Settings, run_id: str, reason: str) -> int:

@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     show = runs_sub.add_parser("show", help="a run reconstructed from its journal alone")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--fetch-blobs", action="store_true",
+        help="print each offloaded tool result in full, read from the blob store (operator path: no API key)",
+    )  # fmt: skip
     cancel = runs_sub.add_parser("cancel", help="request cancellation of a run")
     cancel.add_argument("run_id")
     cancel.add_argument("--reason", default="cancelled from the CLI")

@@ -136,6 +136,8 @@ class ToolCallCompleted(RunEvent):
     content: str
     is_error: bool
     duration_ms: float
+    # The handle of a result offloaded to the blob store (v2); `content` then holds its preview.
+    result_blob: str = ""
 
 
 @_register

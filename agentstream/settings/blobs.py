@@ -25,6 +25,12 @@ class BlobSettings(ComponentSettings):
         "the largest payload one blob may hold (bytes); a larger one is refused with a clear error",
         ge=1, le=1024**3,
     )  # fmt: skip
+    offload_bytes: int = variable(
+        16 * 1024, "AGENTSTREAM_BLOB_OFFLOAD_BYTES",
+        "a tool result larger than this (UTF-8 bytes) goes to the blob store and its event carries a handle and a "
+        "short preview; the model still receives it whole (`0`: off, every result stays in the journal)",
+        ge=0, le=1024**3,
+    )  # fmt: skip
     s3_endpoint: str | None = variable(
         None, "AGENTSTREAM_BLOB_S3_ENDPOINT", "the S3 API's URL (`https://s3.eu-west-1.amazonaws.com`, a MinIO, ...)",
         shown_default="unset: the local SeaweedFS (`agentstream blobs start`)",

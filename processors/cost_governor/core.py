@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from agentstream.blobs.offload import offloaded_bytes
 from agentstream.budgets.controls import CostControls
 from agentstream.events import (
     TERMINAL_TYPES,
@@ -180,6 +181,8 @@ class CostGovernorCore:
         ask: dict[str, Any] = {"run_id": request.run_id, "call_id": request.call_id, "step": request.step}
         if isinstance(request, LlmCallRequested):
             prompt_bytes = len(request.messages_json.encode()) + len(request.tools_json.encode())
+            # Offloaded tool results reach the provider whole: reserve for what their handles say.
+            prompt_bytes += offloaded_bytes(request.messages_json)
             messages = request.messages_json.count('"role"')
             prompt = int(prompt_bytes / self.bytes_per_token) + TEMPLATE_TOKENS_PER_MESSAGE * (messages + 1)
             ask.update(kind="model", tool="", model=request.model, prompt_tokens=prompt, max_tokens=request.max_tokens)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from agentstream.blobs.factory import open_blob_store
 from agentstream.calls import CallLedgerCore, Clearances, cost_clearance
 from agentstream.config import Settings
 from agentstream.events import Event, LlmCallCompleted, LlmCallDispatched, LlmCallFailed, LlmCallRequested, RunEvent
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.process import Built
+from agentstream.processors.model_invoker.blobs import BlobResolver
 from agentstream.processors.model_invoker.invoke import ModelInvoker
 from agentstream.processors.model_invoker.providers.retry import RetryPolicy
 from agentstream.processors.model_invoker.router import ModelRouter, PinnedSettings
@@ -63,14 +65,19 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     invoker = ModelInvoker(router)
     # The configured replicas, name -> URL: the only places a dispatched call may be sent.
     pool = dict(settings.kv.replicas)
+    blobs = BlobResolver(lambda: open_blob_store(settings))
 
     async def perform(request: LlmCallRequested, clearances: Clearances) -> list[RunEvent]:
+        # Offloaded tool results get their full text back here, after the journal, before the provider.
+        resolved = await blobs.resolve(request)
+        if isinstance(resolved, LlmCallFailed):
+            return [resolved]
         # A replica chosen by the KV dispatcher, when one is deployed and this call requires it.
         dispatched = clearances.get("LlmCallDispatched")
         pinned = dispatched.url if isinstance(dispatched, LlmCallDispatched) else None
         if dispatched is not None and pool_problem(pool, dispatched) is not None:
             pinned = None  # never reached (vetted on consume); kept so no path sends the key elsewhere
-        return await invoker.perform(request, pinned)
+        return await invoker.perform(resolved, pinned)
 
     core = CallLedgerCore(
         "model-invoker",

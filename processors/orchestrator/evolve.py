@@ -142,7 +142,7 @@ def _(event: ToolCallCompleted, state: RunState | None) -> RunState | None:
     if state is None or state.terminal:
         return state  # a late result after the run ended is on the record, and ignored
     planned = tuple(
-        replace(p, result=event.content, is_error=event.is_error)
+        replace(p, result=event.content, is_error=event.is_error, result_blob=event.result_blob)
         if p.call_id == event.call_id and p.result is None
         else p
         for p in state.planned
@@ -230,8 +230,11 @@ def _observe_if_complete(state: RunState) -> RunState:
     order the model asked for them (not the order they finished), so replay is deterministic."""
     if not state.planned or any(p.result is None for p in state.planned):
         return state
+    # An offloaded result joins as its preview plus its handle; the model invoker's adapter puts
+    # the full text back for the provider, so the journaled prompt stays small.
     observations = tuple(
-        Message("tool", p.result or "", tool_call_id=p.tool_call_id, is_error=p.is_error) for p in state.planned
+        Message("tool", p.result or "", tool_call_id=p.tool_call_id, is_error=p.is_error, blob=p.result_blob or None)
+        for p in state.planned
     )
     settled = _settle_loops(state)
     return replace(settled, planned=(), messages=(*state.messages, *observations))

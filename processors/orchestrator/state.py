@@ -24,6 +24,7 @@ class PlannedCall:
     requested: bool = False
     result: str | None = None
     is_error: bool = False
+    result_blob: str = ""  # the handle of a result offloaded to the blob store (result: its preview)
     # For loop detection, which counts only calls that ran: the call's signature and evidence,
     # whether it was invalid (never sent), whether the gate held it (a deny or a need for
     # approval) and, if so, the first approval decision ("approved" or "denied").

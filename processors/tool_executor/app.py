@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from agentstream.blobs.factory import open_blob_store
 from agentstream.calls import CallLedgerCore, cost_clearance
 from agentstream.config import Settings
 from agentstream.credentials.delegation import CredentialBroker
@@ -20,6 +21,7 @@ from agentstream.processors.tool_executor.builtin import BuiltinToolHost
 from agentstream.processors.tool_executor.discovery import discover
 from agentstream.processors.tool_executor.execute import ToolExecutor
 from agentstream.processors.tool_executor.mcp_config import time_server_config
+from agentstream.processors.tool_executor.offload import ResultOffloader
 from agentstream.processors.tool_executor.registry_host import RegistryToolHost
 from agentstream.registry.admin import register_tool
 from agentstream.registry.catalog import ToolCatalog
@@ -27,6 +29,7 @@ from agentstream.registry.entry import ToolEntry
 from agentstream.registry.pins import resolve_pin
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.signing import platform_signers
+from agentstream.settings import BlobSettings, load
 from agentstream.tooling import ToolDescriptor
 
 _time = time_server_config()
@@ -78,7 +81,13 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     broker = CredentialBroker(secrets, local_key_provider(settings), signers.delegation, used)
     # The platform's home (keys, state, every tenant's data) is hidden from every sandboxed tool.
     host = RegistryToolHost(builtin, hidden_paths=(settings.home,))
-    executor = ToolExecutor(host, reader.catalog, signers.capability, broker, lambda: int(time.time() * 1000))
+    blobs = load(BlobSettings)
+    offloader = None
+    if blobs.offload_bytes:  # 0: every result stays in the journal (cut at its cap)
+        offloader = ResultOffloader(blobs.offload_bytes, lambda: open_blob_store(settings, blobs))
+    executor = ToolExecutor(
+        host, reader.catalog, signers.capability, broker, lambda: int(time.time() * 1000), offloader=offloader
+    )
 
     def needs_barrier(request: ToolCallAuthorized) -> bool:
         # No side effect starts after its run's cancel is journaled. The read barrier costs a

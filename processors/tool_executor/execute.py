@@ -21,6 +21,7 @@ from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.errors import CredentialError
 from agentstream.events import RunEvent, ToolCallAuthorized, ToolCallCompleted
 from agentstream.journal_limits import TOOL_RESULT_LIMIT_CHARS
+from agentstream.processors.tool_executor.offload import ResultOffloader
 from agentstream.processors.tool_executor.registry_host import RegistryToolHost
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.entry import ToolEntry
@@ -48,8 +49,10 @@ class ToolExecutor:
         capability: Signer,
         broker: CredentialBroker | None,
         clock: Callable[[], int],
+        offloader: ResultOffloader | None = None,
     ) -> None:
         self.host = host
+        self.offloader = offloader
         self.catalog = catalog
         self.capability = capability
         self.broker = broker
@@ -87,12 +90,26 @@ class ToolExecutor:
             result = refused or await self._run_with(secrets, request, checked)
 
         content = _scrub(result.content, secrets)
+        blob = ""
+        # A large result (scrubbed first) goes to the blob store; the journal keeps its preview. Not
+        # the result of a tool the tenant tracks as private: the policy gate learns its taint from
+        # the journaled text, which must stay whole for it (cut at the cap, as before).
+        if self.offloader is not None and self.offloader.wants(content) and not self._private(request):
+            offloaded = await self.offloader.put(request, content)
+            if offloaded is not None:
+                content, blob = offloaded
         if len(content) > MAX_RESULT_CHARS:
             content = content[:MAX_RESULT_CHARS] + f"\n[truncated: {len(content)} characters in all]"
-        return [self._completed(request, content, result.is_error, (time.perf_counter() - started) * 1000.0)]
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        return [self._completed(request, content, result.is_error, duration_ms, result_blob=blob)]
+
+    def _private(self, request: ToolCallAuthorized) -> bool:
+        return self.catalog.policy(request.tenant_id).is_private(request.tool)
 
     @staticmethod
-    def _completed(request: ToolCallAuthorized, content: str, is_error: bool, duration_ms: float) -> ToolCallCompleted:
+    def _completed(
+        request: ToolCallAuthorized, content: str, is_error: bool, duration_ms: float, *, result_blob: str = ""
+    ) -> ToolCallCompleted:
         return ToolCallCompleted(
             # One id per call, whoever writes it: a late real result and this one dedupe downstream.
             event_id=ids.completed_event_id(request.call_id),
@@ -105,6 +122,7 @@ class ToolExecutor:
             content=content,
             is_error=is_error,
             duration_ms=duration_ms,
+            result_blob=result_blob,
         )
 
     async def _run_with(self, secrets: Mapping[str, str], request: ToolCallAuthorized, entry: ToolEntry) -> ToolResult:

@@ -71,6 +71,7 @@ class SingleObjectAvroConverterTest {
     r.put("content", "clean");
     r.put("is_error", false);
     r.put("duration_ms", 12.5);
+    r.put("result_blob", "");
     SchemaAndValue out = converter.toConnectData("agentstream.runs.journal", encode(r));
     Struct s = (Struct) out.value();
     assertEquals("ToolCallCompleted", s.getString("event_type"));
@@ -90,7 +91,8 @@ class SingleObjectAvroConverterTest {
     assertEquals("ToolCallCompleted", s.getString("event_type"));
     assertEquals("git_status", s.getString("tool"));
     assertEquals(12.5, s.getFloat64("duration_ms"));
-    Schema schema = load("ToolCallCompleted.avsc");
+    // Written before result_blob existed (v2): its writer schema is the history copy.
+    Schema schema = load("history/ToolCallCompleted.v1.avsc");
     GenericRecord r = new GenericData.Record(schema);
     for (Schema.Field f : schema.getFields()) {
       r.put(f.name(), s.get(f.name()));
