@@ -81,3 +81,12 @@ def approval_decided_id(call_id: str, *, by_timeout: bool) -> str:
 
 def approval_id(call_id: str) -> str:
     return "apr_" + hashlib.sha256(call_id.encode()).hexdigest()[:24]
+
+
+def compaction_call_id(run_id: str, step: int, compaction: int) -> str:
+    """The summarization model call of a run's `compaction`-th context compaction."""
+    return f"{step_prefix(run_id, step)}/compact{compaction:02d}"
+
+
+def compacted_id(run_id: str, step: int, compaction: int) -> str:
+    return f"{step_prefix(run_id, step)}/compacted{compaction:02d}"

@@ -15,7 +15,16 @@ from agentstream.processors.orchestrator.evolve import evolve
 from agentstream.processors.orchestrator.state import RunState
 
 AUTHORED = frozenset(
-    {"RunStarted", "LlmCallRequested", "ToolCallRequested", "RunHalted", "RunCompleted", "RunFailed", "RunCancelled"}
+    {
+        "RunStarted",
+        "LlmCallRequested",
+        "ToolCallRequested",
+        "RunHalted",
+        "RunCompleted",
+        "RunFailed",
+        "RunCancelled",
+        "ContextCompacted",
+    }
 )
 
 
@@ -48,6 +57,8 @@ def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = No
     catalog = {t.name: t for t in tools_from_json(started.tools_json)} if started else {}
     versions = dict(started.tool_versions) if started else {}
     pins = dict(started.tool_pins) if started else {}  # what the run pinned, as the orchestrator had it
+    # The context settings it pinned: the run's own over the tenant's defaults of that day.
+    context = started.context_json if started else ""
     state: RunState | None = None
     pending: dict[str, RunEvent] = {}
     recorded_ids: set[str] = set()
@@ -68,7 +79,7 @@ def replay_events(events: list[RunEvent], config: OrchestratorConfig | None = No
             continue
         state = evolve(event, state)
         if state is not None:
-            for decision in decide(state, catalog, config, versions, pins=pins):
+            for decision in decide(state, catalog, config, versions, pins=pins, context_defaults=context):
                 if decision.event_id not in recorded_ids:
                     pending[decision.event_id] = decision
     ended = state is not None and state.terminal

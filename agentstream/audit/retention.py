@@ -6,7 +6,8 @@ Applying it deletes, from every audit table with a tenant column, the tenant's r
 cutoff: the start of the UTC day `days` days ago, so a whole (day, tenant) partition goes at once
 and no data file is ever rewritten (rows are kept `days` to `days + 1` days). Then every older
 snapshot is expired and the files only they referenced (data files, manifests, manifest lists) are
-deleted from the disk. Commits race the live connector's: a conflict reloads and retries."""
+deleted from the disk. Commits race the live connector's: a conflict reloads and retries. Before any
+row goes, the blobs of the runs that ended before their cutoff are deleted (run_blobs.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 
+from agentstream.audit.run_blobs import EVENTS_TABLE, BlobReport, EndedRun, delete_run_blobs, ended_runs
 from agentstream.audit.warehouse import NAMESPACE, TENANT_COLUMN, Warehouse, before, equal, is_null, one_of
+from agentstream.blobs.store import BlobStore
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
 from agentstream.connect.journal import read_topic
@@ -253,16 +256,62 @@ def apply_to_table(wh: Warehouse, name: str, policies: dict[str, int], default_d
     return report
 
 
-def apply_retention(
+def apply_to_tables(
     warehouse: Path,
     policies: dict[str, int],
     default_days: int,
     now_ms: int,
     catalog: Mapping[str, str] | None = None,
 ) -> list[TableReport]:
-    """Retention on every audit table. Blocking: call it in a thread."""
+    """Retention on every audit table, rows only. Blocking: call it in a thread."""
     wh = Warehouse(warehouse, catalog)
     try:
         return [apply_to_table(wh, name, policies, default_days, now_ms) for name in wh.table_names()]
     finally:
         wh.close()
+
+
+def find_ended_runs(
+    warehouse: Path, policies: dict[str, int], default_days: int, now_ms: int, catalog: Mapping[str, str] | None
+) -> list[EndedRun]:
+    """The runs that ended before their tenant's cutoff, as the warehouse holds them now. Blocking."""
+    wh = Warehouse(warehouse, catalog)
+    try:
+        if EVENTS_TABLE not in wh.table_names():
+            return []
+        column = _time_column(wh.table(EVENTS_TABLE, reload=True))
+        expired = None if column is None else delete_filter(column, policies, default_days, now_ms)
+        return [] if expired is None else ended_runs(wh, expired)
+    finally:
+        wh.close()
+
+
+@dataclass
+class RetentionReport:
+    tables: list[TableReport]
+    blobs: BlobReport | None  # None: applied without a blob store
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tables": [t.__dict__ for t in self.tables], "blobs": None if self.blobs is None else self.blobs.to_dict()}
+
+
+async def apply_retention(
+    warehouse: Path,
+    policies: dict[str, int],
+    default_days: int,
+    now_ms: int,
+    catalog: Mapping[str, str] | None = None,
+    *,
+    blobs: BlobStore | None,
+) -> RetentionReport:
+    """Retention on every audit table and on the blobs of the runs whose records it deletes.
+
+    The runs are read and their blobs deleted before any row (run_blobs.py says why); a blob store
+    error stops it there, with every row still in place. `blobs` None: rows only (a deployment
+    that never stored a blob)."""
+    report = None
+    if blobs is not None:
+        runs = await asyncio.to_thread(find_ended_runs, warehouse, policies, default_days, now_ms, catalog)
+        report = await delete_run_blobs(blobs, runs)
+    tables = await asyncio.to_thread(apply_to_tables, warehouse, policies, default_days, now_ms, catalog)
+    return RetentionReport(tables, report)

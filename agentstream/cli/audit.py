@@ -7,7 +7,6 @@ through the run API instead. Exit codes: 0 done, 1 no warehouse (yet), 2 a query
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import getpass
 import sys
@@ -46,7 +45,10 @@ def add_audit_parser(sub: Any) -> None:
     put.add_argument("tenant")
     put.add_argument("--days", type=int, required=True)
     steps.add_parser("show", help="every tenant's setting and the default")
-    apply = steps.add_parser("apply", help="delete rows past their tenant's retention and their files")
+    apply = steps.add_parser(
+        "apply", help="delete rows past their tenant's retention and their files, and the blobs of the runs "
+        "that ended before it",
+    )  # fmt: skip
     apply.add_argument("--now-ms", type=int, default=None, help="the time to apply it at (default: now)")
     apply.add_argument("--json", action="store_true")
     audit.set_defaults(handler=audit_command)
@@ -124,6 +126,8 @@ async def _tables(args: argparse.Namespace) -> int:
 
 async def _retention(args: argparse.Namespace) -> int:
     from agentstream.audit.retention import apply_retention, read_retention, set_retention
+    from agentstream.blobs import BlobError
+    from agentstream.blobs.factory import open_blob_store
 
     settings = Settings.from_env()
     default_days = load(WarehouseSettings).retention_days
@@ -138,12 +142,23 @@ async def _retention(args: argparse.Namespace) -> int:
             print(f"{tenant}: {days or 'forever'}")
         return 0
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
-    reports = await asyncio.to_thread(apply_retention, _warehouse(), policies, default_days, now_ms, _catalog())
+    try:
+        store = open_blob_store(settings)
+        try:
+            report = await apply_retention(_warehouse(), policies, default_days, now_ms, _catalog(), blobs=store)
+        finally:
+            await store.close()
+    except BlobError as exc:
+        print(f"agentstream audit: the blob store failed, no warehouse row was deleted: {exc}", file=sys.stderr)
+        return 1
     if args.json:
-        print(orjson.dumps([r.__dict__ for r in reports]).decode())
-    for r in reports if not args.json else []:
+        print(orjson.dumps(report.to_dict()).decode())
+        return 0
+    for r in report.tables:
         rows = ", ".join(f"{t}: {n}" for t, n in sorted(r.rows_deleted.items())) or "none"
         print(f"{r.table}: {r.skipped or f'rows deleted {rows}; {r.files_removed} files removed'}")
+    if report.blobs is not None:
+        print(report.blobs.summary())
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`agentstream blobs start|stop|status`: the local S3 server (SeaweedFS) of the blob store."""
+"""`agentstream blobs start|stop|status`: the local S3 server (SeaweedFS) of the blob store;
+`agentstream blobs delete-run`: one run's blobs, by hand (blob_runs.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import orjson
 
 from agentstream.blobs.factory import local_s3
 from agentstream.blobs.seaweed import LocalS3Error
+from agentstream.cli.blob_runs import add_delete_run_parser, delete_run_command
 from agentstream.config import Settings
 from agentstream.settings import BlobSettings, load
 
@@ -17,13 +19,19 @@ from agentstream.settings import BlobSettings, load
 def add_blobs_parser(sub: Any) -> None:
     blobs = sub.add_parser(
         "blobs", help="the blob store's local S3 server (SeaweedFS): start it (loopback, data in <home>/seaweedfs), "
-        "stop it, or show the configured store and whether the server answers",
+        "stop it, or show the configured store and whether the server answers; delete one run's blobs",
     )  # fmt: skip
-    blobs.add_argument("blobs_command", choices=["start", "stop", "status"], metavar="start|stop|status")
+    actions = blobs.add_subparsers(dest="blobs_command", required=True, metavar="start|stop|status|delete-run")
+    for action, what in (("start", "start the local S3 server"), ("stop", "stop it"),
+                         ("status", "the configured store, and whether the local server answers")):  # fmt: skip
+        actions.add_parser(action, help=what)
+    add_delete_run_parser(actions)
     blobs.set_defaults(handler=blobs_command)
 
 
 async def blobs_command(args: argparse.Namespace) -> int:
+    if args.blobs_command == "delete-run":
+        return await delete_run_command(args)
     settings = Settings.from_env()
     blobs = load(BlobSettings)
     server = local_s3(settings, blobs)

@@ -43,6 +43,9 @@ class RunRequested(RunEvent):
     # The id of the API key that created the run (v5); "" for runs not created through the gateway.
     # The approvals API refuses that key's decisions on the run's calls unless the tenant allows it.
     api_key_id: str = ""
+    # The run's context settings as given on create (v6, agentstream.context.settings), JSON over
+    # the tenant's defaults; "" for the tenant's defaults.
+    context_json: str = ""
 
 
 @_register
@@ -60,6 +63,8 @@ class RunStarted(RunEvent):
     # digest>" (agentstream.registry.entry.ToolEntry.pin). A tenant's tool of the same name
     # registered later is another owner, so it never takes the place of what a running run pinned.
     tool_pins: dict[str, str] = field(default_factory=dict)
+    # The effective context settings the run pinned (v4): the run's over the tenant's defaults.
+    context_json: str = ""
 
 
 @_register
@@ -80,6 +85,9 @@ class LlmCallRequested(RunEvent):
     max_tokens: int
     tier: str = ""  # the model tier the orchestrator's routing policy chose (v2): "small" or "frontier"
     tier_reason: str = ""
+    # "step" (the run's own call) or "compaction" (a context compaction's summarization call, v3):
+    # the same journaled, budgeted, routed path; only the orchestrator reads the difference.
+    purpose: str = "step"
 
 
 @_register

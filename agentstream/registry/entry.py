@@ -200,6 +200,9 @@ class TenantPolicy:
     # Whether the API key that created a run may decide its approvals. Off by default: a script
     # holding the run's key would otherwise approve everything its runs ask for.
     allow_self_approval: bool = False
+    # The tenant's default context settings (agentstream.context.settings, JSON; "": the
+    # platform's); a run's own `context` on create is applied over them.
+    context_json: str = ""
 
     def is_private(self, tool: str) -> bool:
         return tool in self.private_tools or "*" in self.private_tools
@@ -215,8 +218,10 @@ class TenantPolicy:
         return self.approval_timeout_s
 
     def to_json(self) -> str:
+        context = {"context": orjson.loads(self.context_json)} if self.context_json else {}
         return orjson.dumps(
             {
+                **context,
                 "allow": list(self.allow),
                 "deny": list(self.deny),
                 "granted_scopes": None if self.granted_scopes is None else list(self.granted_scopes),
@@ -251,4 +256,5 @@ class TenantPolicy:
             taint_action="needs_approval" if d.get("taint_action", "needs_approval") == "needs_approval" else "deny",
             on_repeated_denial=_denial_action(d.get("on_repeated_denial")),
             allow_self_approval=d.get("allow_self_approval") is True,  # anything but true: the safe default
+            context_json=orjson.dumps(d["context"]).decode() if isinstance(d.get("context"), dict) else "",
         )

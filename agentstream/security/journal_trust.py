@@ -58,6 +58,7 @@ WRITERS: dict[str, frozenset[str]] = {
     "RunHalted": _ORCHESTRATOR,
     "RunFlagged": _ORCHESTRATOR,
     "LoopDetected": _ORCHESTRATOR,
+    "ContextCompacted": _ORCHESTRATOR,
     "LlmCallCompleted": frozenset({"model-invoker"}),
     "LlmCallRouted": frozenset({"model-invoker"}),
     "LlmCallFailed": frozenset({"model-invoker", "kv-dispatcher"}),

@@ -42,6 +42,11 @@ class ModelSettings(ComponentSettings):
     max_concurrency: PositiveInt = variable(
         32, "AGENTSTREAM_MODEL_CONCURRENCY", "bulkhead: model calls in flight per invoker process"
     )
+    max_prompt_bytes: PositiveInt = variable(
+        8 * 1024 * 1024, "AGENTSTREAM_MODEL_MAX_PROMPT_BYTES",
+        "the largest prompt sent to a provider, offloaded tool results put back (UTF-8 bytes); a larger one fails "
+        "the call as `prompt_too_large` before any blob is read (context management keeps prompts far below it)",
+    )  # fmt: skip
     routes: Path | None = variable(
         None, "AGENTSTREAM_MODEL_ROUTES",
         "a routes file (tiers to providers and models, with fallbacks); unset: the provider above serves every tier",

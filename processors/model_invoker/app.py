@@ -65,7 +65,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     invoker = ModelInvoker(router)
     # The configured replicas, name -> URL: the only places a dispatched call may be sent.
     pool = dict(settings.kv.replicas)
-    blobs = BlobResolver(lambda: open_blob_store(settings))
+    blobs = BlobResolver(lambda: open_blob_store(settings), model.max_prompt_bytes)
 
     async def perform(request: LlmCallRequested, clearances: Clearances) -> list[RunEvent]:
         # Offloaded tool results get their full text back here, after the journal, before the provider.

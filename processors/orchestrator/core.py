@@ -19,7 +19,7 @@ HANDLED = frozenset(
     {
         "RunRequested", "RunStarted", "CancelRequested", "LlmCallRequested", "LlmCallCompleted",
         "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunHalted", "ResumeRequested", "RunCompleted", "RunFailed", "RunCancelled",
-        "BudgetExceeded", "LoopDetected", "RunFlagged", "PolicyDecided", "ApprovalDecided",
+        "BudgetExceeded", "LoopDetected", "RunFlagged", "PolicyDecided", "ApprovalDecided", "ContextCompacted",
     }
 )  # fmt: skip
 
@@ -99,8 +99,10 @@ class OrchestratorCore:
         specs = {name: entry.spec for name, entry in visible.items()}
         versions = {name: entry.version for name, entry in visible.items()}
         pins = {name: pin_of(entry) for name, entry in visible.items()}
-        denials = self.policy_for(state.tenant_id).on_repeated_denial if state.status == "requested" else ""
-        for event in decide(state, specs, self.config, versions, denial_action(denials), pins):
+        policy = self.policy_for(state.tenant_id) if state.status == "requested" else None
+        denials = policy.on_repeated_denial if policy is not None else ""
+        context = policy.context_json if policy is not None else ""
+        for event in decide(state, specs, self.config, versions, denial_action(denials), pins, context):
             if event.event_id in self._in_flight:
                 continue
             self._in_flight[event.event_id] = None

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import orjson
 
 from agentstream import ids
+from agentstream.context.compaction import READ_RESULT_TOOL
+from agentstream.context.settings import OFF, ContextSettingsError, parse_settings
 from agentstream.events import (
     LlmCallRequested,
     LoopDetected,
@@ -26,6 +28,7 @@ from agentstream.events import (
 )
 from agentstream.journal_limits import model_output_limit, utf8_size_over
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
+from agentstream.processors.orchestrator.context import compaction_events
 from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
 from agentstream.processors.orchestrator.state import RunState
 from agentstream.routing import choose_tier
@@ -52,15 +55,16 @@ def decide(
     versions: Mapping[str, str] | None = None,
     on_repeated_denial: str = DEFAULT_ON_REPEATED_DENIAL,
     pins: Mapping[str, str] | None = None,
+    context_defaults: str = "",
 ) -> list[RunEvent]:
     """`catalog`/`versions`: the tools the tenant may use and their registry versions, needed only
-    to start a run, which pins them; afterwards the run uses what it pinned. So is the tenant's
-    `on_repeated_denial`: a policy change reaches runs started after it."""
+    to start a run, which pins them; afterwards the run uses what it pinned. So are the tenant's
+    `on_repeated_denial` and context defaults: a policy change reaches runs started after it."""
     run, tenant = state.run_id, state.tenant_id
     if state.terminal:
         return []
     if state.status == "requested":
-        return [_start(state, catalog, config, versions or {}, on_repeated_denial, pins or {})]
+        return [_start(state, catalog, config, versions or {}, on_repeated_denial, pins or {}, context_defaults)]
     if state.cancel_reason is not None:
         return [RunCancelled(ids.terminal_id(run), run, tenant, state.step, state.cancel_reason)]
     if state.status == "halted":
@@ -107,6 +111,8 @@ def decide(
         reason = f"step cap reached: {state.step} model calls (run cap {state.max_steps}); resume with more steps"
         halt = state.halts + 1
         return [RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, "step_cap", reason, True)]
+    if (compacting := compaction_events(state, config.max_tokens)) is not None:
+        return [*noticed, *compacting]
     messages_json = messages_to_json(state.messages)
     limit = model_output_limit()
     if (size := utf8_size_over(limit, messages_json, state.tools_json)) is not None:
@@ -183,9 +189,17 @@ def _start(
     versions: Mapping[str, str],
     on_repeated_denial: str,
     pins: Mapping[str, str],
+    context_defaults: str,
 ) -> RunEvent:
     run, tenant = state.run_id, state.tenant_id
-    names = state.tool_names or tuple(sorted(catalog))
+    try:
+        context = parse_settings(state.context_json, base=parse_settings(context_defaults))
+    except ContextSettingsError as exc:
+        return RunFailed(ids.terminal_id(run), run, tenant, 0, "bad_request", f"context settings: {exc}")
+    # "All tools" means the tenant's own and the demo ones: read_result joins only runs that clear results.
+    names = state.tool_names or tuple(sorted(n for n in catalog if n != READ_RESULT_TOOL))
+    if context.on and READ_RESULT_TOOL in catalog and READ_RESULT_TOOL not in names:
+        names = (*names, READ_RESULT_TOOL)  # cleared results are read back through it
     missing = [n for n in names if n not in catalog]
     if missing:
         reason = f"unknown tool(s) requested: {', '.join(missing)}"
@@ -206,4 +220,5 @@ def _start(
         # Exactly which tool each name is (owner, version, contract): what the gate and the
         # executor resolve for this run, whatever is registered under the name later.
         tool_pins={n: pins[n] for n in names if n in pins},
+        context_json="" if context == OFF else context.to_json(),
     )

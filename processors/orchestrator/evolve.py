@@ -14,6 +14,7 @@ from agentstream.events import (
     ApprovalDecided,
     BudgetExceeded,
     CancelRequested,
+    ContextCompacted,
     Event,
     LlmCallCompleted,
     LlmCallFailed,
@@ -32,6 +33,7 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.llm import Message, ToolCall, tools_from_json
+from agentstream.processors.orchestrator.compacting import compaction_requested, context_compacted
 from agentstream.processors.orchestrator.loops import commit, denial_action, denied, observe, signatures
 from agentstream.processors.orchestrator.state import PlannedCall, RunState, assistant_message
 from agentstream.processors.orchestrator.validation import validate_call
@@ -56,6 +58,7 @@ def _(event: RunRequested, state: RunState | None) -> RunState | None:
         max_steps=event.max_steps,
         labels=dict(event.labels),
         on_loop="warn" if event.on_loop == "warn" else "halt",
+        context_json=event.context_json,
     )
 
 
@@ -71,6 +74,7 @@ def _(event: RunStarted, state: RunState | None) -> RunState | None:
         max_steps=event.max_steps,
         messages=(Message("system", event.system_prompt), Message("user", state.task)),
         on_repeated_denial=denial_action(event.on_repeated_denial),
+        context_json=event.context_json,
     )
 
 
@@ -83,13 +87,17 @@ def _(event: CancelRequested, state: RunState | None) -> RunState | None:
 
 @evolve.register
 def _(event: LlmCallRequested, state: RunState | None) -> RunState | None:
+    if event.purpose == "compaction":
+        return compaction_requested(event, state)
     if state is None or state.status != "running" or event.step != state.step + 1:
         return state
-    return replace(state, step=event.step, llm_pending=event.call_id)
+    return replace(state, step=event.step, llm_pending=event.call_id, compact_failed=False)
 
 
 @evolve.register
 def _(event: LlmCallFailed, state: RunState | None) -> RunState | None:
+    if state is not None and event.final and state.compact_pending == event.call_id:
+        return replace(state, compact_pending=None, compact_failed=True)
     if state is None or state.llm_pending != event.call_id or not event.final:
         return state
     reason = f"model call failed after {event.attempt} attempt(s): {event.error_type}: {event.message}"
@@ -98,6 +106,8 @@ def _(event: LlmCallFailed, state: RunState | None) -> RunState | None:
 
 @evolve.register
 def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
+    if state is not None and state.compact_pending == event.call_id:
+        return replace(state, compact_pending=None, compact_summary=event.text)
     if state is None or state.llm_pending != event.call_id:
         return state
     calls = tuple(ToolCall.from_dict(c) for c in orjson.loads(event.tool_calls_json))
@@ -211,7 +221,9 @@ def _(event: BudgetExceeded, state: RunState | None) -> RunState | None:
     and, once resumed, asks for the same call again (same id, so nothing is done twice)."""
     if state is None or state.terminal:
         return state
-    if event.kind == "model":
+    if event.kind == "model" and state.compact_pending == event.call_id:
+        state = replace(state, compact_pending=None)  # asked again, same id, once resumed
+    elif event.kind == "model":
         if state.llm_pending != event.call_id:
             return state
         state = replace(state, llm_pending=None, step=state.step - 1)
@@ -265,6 +277,9 @@ def _settle_loops(state: RunState) -> RunState:
         reason = f"the same denied call {repeated.count} times within the last steps: {repeated.evidence[:120]}"
         state = replace(state, halt_limit="repeated_denial", halt_reason=reason)
     return state
+
+
+evolve.register(ContextCompacted, context_compacted)
 
 
 @evolve.register

@@ -86,6 +86,14 @@ class RunState:
     loop_count: int = 0
     loop_evidence: str = ""
     loops_reported: tuple[str, ...] = ()
+    # Context management (agentstream/context): the settings as given on create, then as pinned at
+    # start; the compactions so far; a summarization call in flight, its answer or its failure.
+    context_json: str = ""
+    compactions: int = 0
+    compacted_step: int = -1  # the step whose prompt was last compacted: once per step at most
+    compact_pending: str | None = None
+    compact_summary: str | None = None
+    compact_failed: bool = False
 
     @property
     def terminal(self) -> bool:

@@ -140,7 +140,8 @@ class PolicyGateCore:
                 if isinstance(event, ToolCallAuthorized):
                     self._count(store, event.run_id, run, event.tool, event.call_id)
                 else:
-                    self._learn(store, event.run_id, event.tenant_id, event.content, event.tool)
+                    whole = not event.result_blob  # offloaded: the journal holds only a preview
+                    self._learn(store, event.run_id, event.tenant_id, event.content, event.tool, whole=whole)
                 call = store.get(f"call/{event.call_id}")
                 if call is not None and call["stage"] != "done":
                     _set_call(store, event.call_id, {"stage": "done"})
@@ -156,13 +157,16 @@ class PolicyGateCore:
                 store.delete(key)
         store.delete(f"taint/{run_id}")  # an ended run makes no more calls: its context may go
 
-    def _learn(self, store: PartitionStore, run_id: str, tenant_id: str, text: str, tool: str | None) -> None:
-        """Remembers what the run read (`tool`: the tool whose result `text` is; None: the task)."""
+    def _learn(
+        self, store: PartitionStore, run_id: str, tenant_id: str, text: str, tool: str | None, *, whole: bool = True
+    ) -> None:
+        """Remembers what the run read (`tool`: the tool whose result `text` is; None: the task;
+        `whole`: False when `text` is only the preview of a result the model reads in full)."""
         policy = self.catalog.policy(tenant_id)
         if not policy.private_tools:
             return  # the tenant tracks nothing: no state, no cost
         source = tool if tool is not None and policy.is_private(tool) else None
-        store.put(f"taint/{run_id}", taint.learn(store.get(f"taint/{run_id}"), text, source))
+        store.put(f"taint/{run_id}", taint.learn(store.get(f"taint/{run_id}"), text, source, whole=whole))
 
     def _count(self, store: PartitionStore, run_id: str, run: dict[str, Any], tool: str, call_id: str) -> None:
         calls = run["counts"].setdefault(tool, [])

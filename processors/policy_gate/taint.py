@@ -62,10 +62,18 @@ def empty() -> dict[str, Any]:
     return {"private": {}, "public": [], "overflow": False}
 
 
-def learn(state: dict[str, Any] | None, text: str, private_source: str | None) -> dict[str, Any]:
+def learn(state: dict[str, Any] | None, text: str, private_source: str | None, *, whole: bool = True) -> dict[str, Any]:
     """`state` after the run read `text`: private when `private_source` (the tool that returned it)
-    is set, public otherwise. Idempotent, so a re-delivered event changes nothing."""
+    is set, public otherwise. Idempotent, so a re-delivered event changes nothing.
+
+    `whole=False`: `text` is the preview of a result offloaded to the blob store, which the model
+    reads in full. The executor never offloads a private tool's result, so a private one arriving
+    offloaded means the two saw different policies (a change between the call and its result): the
+    gate cannot fingerprint what it never sees, nor let a later `read_result` of that blob (public
+    like any other tool's output) declassify the preview, so the run fails closed (`overflow`)."""
     state = state if state is not None else empty()
+    if private_source is not None and not whole:
+        state["overflow"] = True
     new = set(fingerprints(text[:MAX_SCAN]))
     if private_source is None:
         known = set(state["public"])

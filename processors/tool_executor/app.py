@@ -4,6 +4,7 @@ performs the calls the policy gate authorized (ToolCallAuthorized), and nothing 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 from agentstream.blobs.factory import open_blob_store
@@ -22,6 +23,8 @@ from agentstream.processors.tool_executor.discovery import discover
 from agentstream.processors.tool_executor.execute import ToolExecutor
 from agentstream.processors.tool_executor.mcp_config import time_server_config
 from agentstream.processors.tool_executor.offload import ResultOffloader
+from agentstream.processors.tool_executor.read_result import ReadResultTool
+from agentstream.processors.tool_executor.read_result import descriptor as read_result_descriptor
 from agentstream.processors.tool_executor.registry_host import RegistryToolHost
 from agentstream.registry.admin import register_tool
 from agentstream.registry.catalog import ToolCatalog
@@ -62,8 +65,13 @@ async def time_tool_entries() -> list[ToolEntry]:
     return [dataclasses.replace(d, tier="read_only", idempotent=True, timeout_ms=10_000) for d in drafts]
 
 
+def builtin_entries(host: BuiltinToolHost) -> list[ToolEntry]:
+    """The in-process tools: the demo built-ins and `read_result`, which every run may pin."""
+    return [builtin_entry(d) for d in [*host.descriptors(), read_result_descriptor()]]
+
+
 async def register_platform_tools(settings: Settings, catalog: ToolCatalog, host: BuiltinToolHost) -> None:
-    for draft in [builtin_entry(d) for d in host.descriptors()] + await time_tool_entries():
+    for draft in builtin_entries(host) + await time_tool_entries():
         await register_tool(settings, dataclasses.replace(draft, owner=""), catalog)
 
 
@@ -79,12 +87,14 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     # One store per instance on a host (RocksDB locks its directory); the instance is the process's.
     used = RocksUsedTokens(settings.state_dir / f"used-delegations-{settings.instance}")
     broker = CredentialBroker(secrets, local_key_provider(settings), signers.delegation, used)
-    # The platform's home (keys, state, every tenant's data) is hidden from every sandboxed tool.
-    host = RegistryToolHost(builtin, hidden_paths=(settings.home,))
     blobs = load(BlobSettings)
+    # One store for the offloader and read_result, opened on first use by either.
+    open_store = functools.cache(lambda: open_blob_store(settings, blobs))
+    # The platform's home (keys, state, every tenant's data) is hidden from every sandboxed tool.
+    host = RegistryToolHost(builtin, hidden_paths=(settings.home,), read_back=ReadResultTool(open_store))
     offloader = None
     if blobs.offload_bytes:  # 0: every result stays in the journal (cut at its cap)
-        offloader = ResultOffloader(blobs.offload_bytes, lambda: open_blob_store(settings, blobs))
+        offloader = ResultOffloader(blobs.offload_bytes, open_store)
     executor = ToolExecutor(
         host, reader.catalog, signers.capability, broker, lambda: int(time.time() * 1000), offloader=offloader
     )

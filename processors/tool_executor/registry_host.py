@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import orjson
 
+from agentstream.context.compaction import READ_RESULT_TOOL
 from agentstream.processors.tool_executor.call_policy import CallPolicy
 from agentstream.processors.tool_executor.mcp_config import McpServerConfig
 from agentstream.processors.tool_executor.mcp_host import McpToolHost
+from agentstream.processors.tool_executor.read_result import ReadResultTool
 from agentstream.registry.entry import ToolEntry
 from agentstream.sandbox import SandboxPolicy, egress_allowed
 from agentstream.tooling import ToolHost, ToolResult
@@ -93,8 +95,10 @@ class RegistryToolHost:
         idle_s: float = 120.0,
         max_servers: int = 64,
         clock: Callable[[], float] = time.monotonic,
+        read_back: ReadResultTool | None = None,
     ) -> None:
         self.builtin = builtin
+        self.read_back = read_back
         # Hidden from every sandboxed server on top of the sandbox's defaults (the executor's home).
         self.hidden_paths = tuple(hidden_paths)
         self.idle_s = idle_s
@@ -115,6 +119,10 @@ class RegistryToolHost:
     ) -> ToolResult:
         timeout_s = entry.timeout_ms / 1000.0
         kind = entry.transport.get("kind", "builtin")
+        if kind == "builtin" and entry.name == READ_RESULT_TOOL and self.read_back is not None:
+            # The tenant and run of the signed authorization, passed explicitly: what it reads is
+            # decided by who runs it, never by its arguments.
+            return await self.read_back.call(arguments, tenant=tenant, run_id=run_id, timeout_s=timeout_s)
         if kind == "builtin":
             return await self.builtin.call(entry.name, arguments, idempotency_key=idempotency_key, timeout_s=timeout_s)
         if kind == "http" and not url_allowed(entry):
@@ -204,3 +212,5 @@ class RegistryToolHost:
         servers, self._servers = [slot.server for slot in self._servers.values()], {}
         await asyncio.gather(*(s.aclose() for s in servers), *self._closing, return_exceptions=True)
         await self.builtin.aclose()
+        if self.read_back is not None:
+            await self.read_back.aclose()

@@ -551,7 +551,9 @@ async def test_retention_removes_one_tenants_rows_and_files_while_the_sink_goes_
     later = int(time.time() * 1000) + 3 * 86_400_000  # acme's rows are then 3 days old
     code, out, err = await _agentstream(wh, "audit", "retention", "apply", "--now-ms", str(later), "--json")
     assert code == 0, err
-    report = next(r for r in json.loads(out.strip().splitlines()[-1]) if r["table"] == TABLE)
+    applied = json.loads(out.strip().splitlines()[-1])
+    report = next(r for r in applied["tables"] if r["table"] == TABLE)
+    assert applied["blobs"] is not None  # the home's local blob store: the ended runs' scopes deleted
     assert report["rows_deleted"] == {"acme": before["acme"]} and report["files_removed"] >= len(acme_files)
     after = Counter(str(r.get("tenant_id")) for r in wh.rows())
     assert after["acme"] == 0 and dict(after) == {t: n for t, n in before.items() if t != "acme"}

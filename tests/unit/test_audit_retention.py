@@ -1,7 +1,8 @@
 """Per-tenant retention on a real local Iceberg table: a tenant's rows past its retention leave the
 table and their files leave the disk (manifests that listed them included), other tenants' rows
 stay, the sink's committed offsets survive on the new snapshot; the setting's control event is
-ignored by every processor that tails the control topic."""
+ignored by every processor that tails the control topic. The blobs of the runs that ended before
+their tenant's cutoff go first, and only theirs."""
 
 from __future__ import annotations
 
@@ -14,11 +15,23 @@ from confluent_kafka import Message
 from pyiceberg.exceptions import CommitFailedException
 
 from agentstream.audit.query import run_query
-from agentstream.audit.retention import DAY_MS, _retry, apply_retention, cutoff_ms, retention_key, retention_of
+from agentstream.audit.retention import (
+    DAY_MS,
+    _retry,
+    apply_retention,
+    apply_to_tables,
+    cutoff_ms,
+    retention_key,
+    retention_of,
+)
 from agentstream.audit.warehouse import Warehouse
+from agentstream.blobs import BlobStoreUnavailable
+from agentstream.blobs.local import LocalBlobStore
+from agentstream.blobs.s3 import S3BlobStore, S3Target
 from agentstream.budgets.controls import ControlReader, CostControls
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
+from agentstream.credentials.keys import LocalKeyProvider
 from agentstream.events import AuditRetentionSet, TenantBudgetSet
 from agentstream.registry.catalog import ToolCatalog
 from agentstream.registry.reader import CatalogReader
@@ -61,7 +74,7 @@ def _manifest_entries(root: Path) -> set[str]:
 
 async def test_a_tenants_old_rows_and_their_files_go_and_nothing_else(tmp_path: Path) -> None:
     files = _warehouse(tmp_path)
-    [report] = apply_retention(tmp_path, {"acme": 5}, 0, NOW_MS)
+    [report] = apply_to_tables(tmp_path, {"acme": 5}, 0, NOW_MS)
     assert report.table == "events" and report.rows_deleted == {"acme": 12} and report.files_removed > 0
     runs = await run_query(tmp_path, "SELECT run_id FROM runs ORDER BY run_id", tenant_id=None)
     assert [r[0] for r in runs.rows] == ["new-acme", "new-beta", "old-beta"]
@@ -71,18 +84,18 @@ async def test_a_tenants_old_rows_and_their_files_go_and_nothing_else(tmp_path: 
     assert not set(files["old-acme"]) & _manifest_entries(tmp_path)
     assert len(Warehouse(tmp_path).table("events").metadata.snapshots) == 1
     # Applying it again deletes nothing more.
-    [again] = apply_retention(tmp_path, {"acme": 5}, 0, NOW_MS)
+    [again] = apply_to_tables(tmp_path, {"acme": 5}, 0, NOW_MS)
     assert again.rows_deleted == {}
 
 
 async def test_the_default_covers_tenants_without_a_setting_and_zero_keeps_forever(tmp_path: Path) -> None:
     files = _warehouse(tmp_path)
-    [report] = apply_retention(tmp_path, {"acme": 0}, 5, NOW_MS)
+    [report] = apply_to_tables(tmp_path, {"acme": 0}, 5, NOW_MS)
     assert report.rows_deleted == {"beta": 12}
     assert not any(Path(f).exists() for f in files["old-beta"])
     assert all(Path(f).exists() for f in files["old-acme"])
     # Nothing configured anywhere: nothing is deleted.
-    [kept] = apply_retention(tmp_path, {}, 0, NOW_MS)
+    [kept] = apply_to_tables(tmp_path, {}, 0, NOW_MS)
     assert kept.skipped and kept.rows_deleted == {}
 
 
@@ -94,7 +107,7 @@ def test_the_sinks_offsets_survive_on_the_retention_snapshot(tmp_path: Path) -> 
     path = fx.append(table, old)
     table = fx.catalog(tmp_path).load_table(("audit", "events"))
     table.add_files(fx.append_files(table, fx.run_events("acme", "new", NOW)), snapshot_properties=OFFSETS)
-    apply_retention(tmp_path, {"acme": 1}, 0, NOW_MS)
+    apply_to_tables(tmp_path, {"acme": 1}, 0, NOW_MS)
     current = Warehouse(tmp_path).table("events").current_snapshot()
     assert current is not None and current.summary is not None
     assert {k: current.summary[k] for k in OFFSETS} == OFFSETS
@@ -110,9 +123,71 @@ async def test_long_tenant_ids_whose_bounds_are_truncated_go_too(tmp_path: Path)
     old = fx.append(table, fx.run_events(tenant, "old", NOW - dt.timedelta(days=10)))
     table = fx.catalog(tmp_path).load_table(("audit", "events"))
     fx.append(table, fx.run_events(tenant + "-2", "kept", NOW - dt.timedelta(days=10)))
-    [report] = apply_retention(tmp_path, {tenant: 3}, 0, NOW_MS)
+    [report] = apply_to_tables(tmp_path, {tenant: 3}, 0, NOW_MS)
     assert report.rows_deleted == {tenant: 12} and not Path(old[0]).exists()
     assert [r[0] for r in (await run_query(tmp_path, "SELECT run_id FROM runs", tenant_id=None)).rows] == ["kept"]
+
+
+def _blob_warehouse(root: Path) -> None:
+    """acme: runs ended 10 days ago (one named like the `memory` scope), one ended today, one started
+    10 days ago that ended today, one still running and one halted since 10 days; beta: one ended
+    10 days ago."""
+    table = fx.create_events(root)
+    old = NOW - dt.timedelta(days=10)
+    spanning = fx.run_events("acme", "run_spanning", old)
+    spanning[-1]["journal_time"] = NOW  # its RunCompleted
+    runs = [fx.run_events("acme", "run_old", old), fx.run_events("acme", "memory", old),
+            fx.run_events("acme", "run_recent", NOW - dt.timedelta(minutes=5)), spanning,
+            fx.run_events("acme", "run_live", old)[:-1], fx.flagged_run("acme", "run_halted", old),
+            fx.run_events("beta", "run_old", old)]  # fmt: skip
+    for events in runs:
+        fx.append(table, events)
+        table = fx.catalog(root).load_table(("audit", "events"))
+
+
+async def _scopes(store: LocalBlobStore, tenant: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in await store.list_blobs(tenant):
+        counts[entry.scope] = counts.get(entry.scope, 0) + 1
+    return counts
+
+
+async def test_the_blobs_of_runs_that_ended_before_the_cutoff_go_with_their_rows(tmp_path: Path) -> None:
+    _blob_warehouse(tmp_path / "wh")
+    store = LocalBlobStore(tmp_path / "blobs", LocalKeyProvider(tmp_path / "keys" / "master.json"))
+    scopes = ["run_old", "memory", "run_recent", "run_spanning", "run_live", "run_halted"]
+    for tenant, scope in [("acme", s) for s in scopes] + [("beta", "run_old")]:
+        for n in range(2):
+            await store.put(tenant, f"{tenant} {scope} {n}".encode(), scope=scope, kind="tool_result")
+    report = await apply_retention(tmp_path / "wh", {"acme": 5}, 0, NOW_MS, blobs=store)
+    assert report.blobs is not None
+    assert (report.blobs.runs, report.blobs.blobs_deleted) == ({"acme": 1}, {"acme": 2})
+    assert list(report.blobs.skipped) == ["acme/memory"]  # a run id naming a named scope: never deleted
+    # Only the run that ended before acme's cutoff lost its blobs; live, halted, recent, spanning
+    # runs, the memory scope and beta (kept forever) keep every one.
+    assert await _scopes(store, "acme") == {s: 2 for s in scopes if s != "run_old"}
+    assert await _scopes(store, "beta") == {"run_old": 2}
+    # The rows went after the blobs, in the same apply.
+    assert report.tables[0].rows_deleted["acme"] > 0
+    ended = await run_query(tmp_path / "wh", "SELECT run_id FROM runs WHERE status = 'completed' ORDER BY 1",
+                            tenant_id="acme")  # fmt: skip
+    assert [r[0] for r in ended.rows] == ["run_recent", "run_spanning"]
+    body = report.to_dict()
+    assert body["blobs"]["blobs_deleted"] == {"acme": 2} and body["tables"][0]["table"] == "events"
+    # Again: the ended run's record is gone, so nothing more is found; without a store, rows only.
+    again = await apply_retention(tmp_path / "wh", {"acme": 5}, 0, NOW_MS, blobs=store)
+    assert again.blobs is not None and again.blobs.runs == {} and again.blobs.skipped == {}
+    assert (await apply_retention(tmp_path / "wh", {"acme": 5}, 0, NOW_MS, blobs=None)).blobs is None
+
+
+async def test_a_blob_store_that_fails_leaves_every_row(tmp_path: Path) -> None:
+    _blob_warehouse(tmp_path / "wh")
+    refused = S3BlobStore(S3Target("b", endpoint_url="http://127.0.0.1:9", access_key_id="k", secret_access_key="s"),
+                          LocalKeyProvider(tmp_path / "master.json"))  # fmt: skip
+    before = await run_query(tmp_path / "wh", "SELECT count(*) FROM events", tenant_id=None)
+    with pytest.raises(BlobStoreUnavailable):
+        await apply_retention(tmp_path / "wh", {"acme": 5}, 0, NOW_MS, blobs=refused)
+    assert (await run_query(tmp_path / "wh", "SELECT count(*) FROM events", tenant_id=None)).rows == before.rows
 
 
 def test_cutoffs_fall_on_utc_day_starts() -> None:

@@ -327,6 +327,16 @@ async def test_fifty_megabytes_go_through_the_store_not_the_journal(store: Local
     assert len(preview) < 2048 and BlobHandle.parse(handle).size == len(full)
     resolved = await resolve_messages(store, TENANT, with_result(preview, handle))
     assert resolved[-1].content == full
+    # The provider never gets it whole: over the prompt bound, the call fails before any read.
+    def unopened() -> BlobStore:
+        raise AssertionError("no blob is read for a prompt over the bound")
+
+    failed = assert_failed(await BlobResolver(unopened).resolve(llm_request(with_result(preview, handle))),
+                           "prompt_too_large")  # fmt: skip
+    assert "over the provider bound" in failed.message and "AGENTSTREAM_MODEL_MAX_PROMPT_BYTES" in failed.message
+    at_bound = len(llm_request(with_result(preview, handle)).messages_json) + 2 + len(full)
+    assert isinstance(await BlobResolver(lambda: store, at_bound).resolve(llm_request(with_result(preview, handle))),
+                      LlmCallRequested)  # fmt: skip
 
 
 # --- what the journal and the operator see ------------------------------------------------------------
