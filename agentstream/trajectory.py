@@ -9,12 +9,15 @@ import orjson
 from agentstream.blobs.errors import BlobHandleInvalid
 from agentstream.blobs.handle import BlobHandle
 from agentstream.client.journal import JournalEntry, waiting_halt
+from agentstream.context.settings import ContextSettingsError, parse_settings
 from agentstream.contract.vocab import ApprovalStatus, RunStatus
 from agentstream.events import (
     ApprovalDecided,
     CancelRequested,
+    ContextCompacted,
     LlmCallCompleted,
     LlmCallFailed,
+    LlmCallRequested,
     PolicyDecided,
     ResumeRequested,
     RunCancelled,
@@ -43,14 +46,49 @@ def _short(text: str, limit: int = 100) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _compaction_call(call_id: str) -> bool:
+    # A compaction's summarization call (agentstream.ids.compaction_call_id): its answer is the
+    # summary, not the run's.
+    return call_id.rpartition("/")[2].startswith("compact")
+
+
+def _context(pinned: str) -> str:
+    try:
+        settings = parse_settings(pinned)
+    except ContextSettingsError:
+        return f" context={_short(pinned, 60)!r}"
+    if not settings.on:
+        return ""
+    how = "summarize" if settings.summarize else "clear only"
+    return f" context=on (over ~{settings.trigger_tokens} tokens, keep {settings.keep_turns} turns, {how})"
+
+
+def _compacted(event: ContextCompacted) -> str:
+    try:
+        cleared = len(orjson.loads(event.cleared_json))
+    except (orjson.JSONDecodeError, TypeError):
+        cleared = 0
+    line = (
+        f"step {event.step:>3}  context compacted #{event.compaction} ({event.kind}): "
+        f"~{event.tokens_before} -> ~{event.tokens_after} tokens, cleared {cleared} results"
+    )
+    return f"{line}, summary: {_short(event.summary, 120)}" if event.summary else line
+
+
 def describe(event: RunEvent) -> str | None:
     """One display line per meaningful event; bookkeeping events return None."""
     match event:
+        case LlmCallRequested() if event.purpose == "compaction":
+            return f"step {event.step:>3}  compaction: summarizing the earlier steps (tier {event.tier or '-'})"
+        case LlmCallCompleted() if _compaction_call(event.call_id):
+            return f"step {event.step:>3}  compaction summary ({event.input_tokens} tokens in): {_short(event.text)}"
+        case ContextCompacted():
+            return _compacted(event)
         case RunRequested():
             return f"requested  task={_short(event.task, 80)!r} model={event.model}"
         case RunStarted():
             names = ", ".join(t.name for t in tools_from_json(event.tools_json))
-            return f"started    tools=[{names}] max_steps={event.max_steps}"
+            return f"started    tools=[{names}] max_steps={event.max_steps}{_context(event.context_json)}"
         case LlmCallCompleted():
             calls = orjson.loads(event.tool_calls_json)
             if calls:
@@ -59,7 +97,8 @@ def describe(event: RunEvent) -> str | None:
             return f"step {event.step:>3}  model → answer: {_short(event.text)}"
         case LlmCallFailed():
             kind = "gave up" if event.final else "will retry"
-            return f"step {event.step:>3}  model error (attempt {event.attempt}, {kind}): {_short(event.message, 80)}"
+            what = "compaction call error" if _compaction_call(event.call_id) else "model error"
+            return f"step {event.step:>3}  {what} (attempt {event.attempt}, {kind}): {_short(event.message, 80)}"
         case ToolCallRequested():
             return None
         case ToolCallCompleted():
@@ -103,6 +142,7 @@ class RunSummary:
     tool_errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    compactions: int = 0  # ContextCompacted: how many times the run's prompt was compacted
     started_ms: int = 0
     ended_ms: int = 0
     tools_used: dict[str, int] = field(default_factory=dict)
@@ -116,7 +156,8 @@ class RunSummary:
             "run_id": self.run_id, "tenant_id": self.tenant_id, "status": self.status, "reason": self.reason,
             "steps": self.steps, "model_calls": self.model_calls, "model_errors": self.model_errors,
             "tool_calls": self.tool_calls, "tool_errors": self.tool_errors, "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens, "duration_s": round(self.duration_s, 3),
+            "output_tokens": self.output_tokens, "compactions": self.compactions,
+            "duration_s": round(self.duration_s, 3),
             "tools_used": self.tools_used, "final_answer": self.final_answer,
         }  # fmt: skip
 
@@ -142,6 +183,8 @@ def summarize(entries: list[JournalEntry]) -> RunSummary:
                 s.output_tokens += e.output_tokens
             case LlmCallFailed():
                 s.model_errors += 1
+            case ContextCompacted():
+                s.compactions += 1
             case ToolCallCompleted():
                 s.tool_calls += 1
                 s.tool_errors += int(e.is_error)
@@ -165,6 +208,9 @@ def trajectory(entries: list[JournalEntry]) -> list[tuple[str, ...]]:
     for entry in entries:
         e = entry.event
         match e:
+            case LlmCallCompleted() if _compaction_call(e.call_id):
+                # after the step's observations, before the next step's call: where it happened
+                keyed.append(((e.step, 3, e.call_id), ("compaction", str(e.step), e.text)))
             case LlmCallCompleted():
                 keyed.append(((e.step, 0, ""), ("model", str(e.step), e.text, e.tool_calls_json)))
             case ToolCallRequested():

@@ -23,7 +23,9 @@ EVENT_COLUMNS: dict[str, pa.DataType] = {
     "tool": S, "tool_version": S, "tool_call_id": S, "decision": S, "rule": S, "authorized_by": S,
     "is_error": BOOL, "duration_ms": F64, "approval_id": S, "approved": BOOL, "decided_by": S,
     "requested_ms": I64, "decided_ms": I64, "kind": S, "cost_usd": F64, "released_usd": F64,
-    "price_version": S, "signature": S, "count": I32, "action": S, "evidence_json": S,
+    "price_version": S, "signature": S, "count": I32, "action": S, "evidence_json": S, "purpose": S,
+    "compaction": I32, "boundary": I32, "cleared_json": S, "summary": S, "summary_call_id": S,
+    "tokens_before": I32, "tokens_after": I32,
 }  # fmt: skip
 
 _TERMINAL = "('RunCompleted', 'RunFailed', 'RunCancelled', 'RunHalted')"
@@ -67,6 +69,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     "model_calls": (
         f"""
         SELECT r.call_id, r.run_id, r.tenant_id, r.step, r.model AS requested_model, r.tier,
+               coalesce(r.purpose, 'step') AS purpose,
                c.provider, c.model, c.input_tokens, c.output_tokens, c.cached_input_tokens, c.latency_ms,
                c.attempts, c.finish_reason, f.error_type, f.error, coalesce(f.failures, 0) AS failures,
                CASE WHEN c.call_id IS NOT NULL THEN 'completed' WHEN f.final THEN 'failed' ELSE 'pending' END
@@ -80,7 +83,8 @@ VIEWS: dict[str, tuple[str, str]] = {
                    FROM {_of("LlmCallFailed")} GROUP BY run_id, call_id) f
                ON f.run_id = r.run_id AND f.call_id = r.call_id
         """,
-        "one row per model call (LlmCallRequested joined with its LlmCallCompleted or LlmCallFailed by call_id)",
+        "one row per model call (LlmCallRequested joined with its LlmCallCompleted or LlmCallFailed by call_id); "
+        "purpose: step (the run's own call) or compaction (a context compaction's summarization call)",
     ),
     "tool_calls": (
         f"""
@@ -132,6 +136,17 @@ VIEWS: dict[str, tuple[str, str]] = {
         FROM events WHERE event_type IN ('RunFlagged', 'LoopDetected')
         """,
         "one row per trajectory flag: RunFlagged (warn) or LoopDetected (the loop detector's finding)",
+    ),
+    "compactions": (
+        f"""
+        SELECT event_id, run_id, tenant_id, step, compaction, kind, boundary,
+               coalesce(json_array_length(cleared_json), 0) AS cleared_results, cleared_json,
+               tokens_before, tokens_after, tokens_before - tokens_after AS tokens_saved,
+               nullif(summary_call_id, '') AS summary_call_id, summary, reason, journal_time AS compacted_at
+        FROM {_of("ContextCompacted")}
+        """,
+        "one row per context compaction (ContextCompacted): kind is clear (old tool results cleared) or summarize "
+        "(and the old turns summarized by the model call summary_call_id); tokens as estimated",
     ),
 }
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
+from agentstream.context.settings import ContextSettingsError, parse_settings
 from agentstream.contract.requests import Budget, CreateRun, ResumeRun
 
 
@@ -52,3 +55,18 @@ add_steps = _bounded(ResumeRun, "add_steps", int, "")
 add_usd = _bounded(ResumeRun, "add_usd", float, "")
 add_tokens = _bounded(ResumeRun, "add_tokens", int, "")
 add_wall_s = _bounded(ResumeRun, "add_wall_s", float, "")
+
+
+def context_settings(text: str) -> dict[str, Any]:
+    """`--context JSON`: the fields given, checked as the orchestrator will read them."""
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text[:100]!r}") from None
+    if not isinstance(raw, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"mode": "on", "trigger_tokens": 32000}\'')
+    try:
+        parse_settings(raw)
+    except ContextSettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return raw

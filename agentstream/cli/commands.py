@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import Any
 
 import orjson
 
@@ -136,6 +137,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 max_steps=args.max_steps,
                 tenant_id=args.tenant,
                 budget=budget_of(args),
+                context=context_of(args),
             )
         )
         print(run_id)
@@ -211,7 +213,7 @@ def resume_hint(halt: RunHalted) -> str:
 def _print_summary(summary: dict[str, object]) -> None:
     print("\nsummary")
     for key in ("run_id", "status", "reason", "steps", "model_calls", "tool_calls", "tool_errors",
-                "model_errors", "input_tokens", "output_tokens", "duration_s", "tools_used"):  # fmt: skip
+                "model_errors", "input_tokens", "output_tokens", "compactions", "duration_s", "tools_used"):  # fmt: skip
         print(f"  {key:<14} {summary[key]}")
 
 
@@ -270,6 +272,14 @@ def budget_of(args: argparse.Namespace) -> RunBudget:
     return RunBudget(usd=args.budget_usd, tokens=args.budget_tokens, wall_s=args.budget_wall_s, on_loop=args.on_loop)
 
 
+def context_of(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--context` (checked as it was parsed), with `--compact` turning the mode on over it."""
+    context: dict[str, Any] | None = args.context
+    if args.compact:
+        context = {**(context or {}), "mode": "on"}
+    return context
+
+
 def raise_of(args: argparse.Namespace) -> RunBudget:
     return RunBudget(usd=args.add_usd, tokens=args.add_tokens, wall_s=args.add_wall_s)
 
@@ -311,8 +321,9 @@ async def _api_entries(client: RunsClient, run_id: str, started: float | None = 
 async def _run_via_api(client: RunsClient, args: argparse.Namespace) -> int:
     # The tenant is the API key's: --tenant applies to the Kafka-level path only.
     run = await client.create(
-        args.task, model=args.model, tools=args.tool, max_steps=args.max_steps, budget=budget_of(args)
-    )
+        args.task, model=args.model, tools=args.tool, max_steps=args.max_steps, budget=budget_of(args),
+        context=context_of(args),
+    )  # fmt: skip
     print(run.id)
     if not args.follow:
         return 0
@@ -330,6 +341,10 @@ async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> in
         print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"run {run.id} ({run.status}, {run.steps} steps): {run.task!r}")
+    if run.context is not None and (run.context.mode == "on" or run.context.compactions):
+        last = run.context.last_compaction
+        since = f", the last ~{last.tokens_before} -> ~{last.tokens_after} tokens" if last is not None else ""
+        print(f"  context {run.context.mode}: {run.context.compactions} compaction(s){since}")
     _print_trajectory(entries)
     if run.reason:
         print(f"  reason: {run.reason}")

@@ -61,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
         help="hard wall-clock cap in seconds (default: none)",
     )
     run.add_argument("--on-loop", choices=["halt", "warn"], default="halt", help="what a detected loop does")
+    run.add_argument(
+        "--context", type=bounded.context_settings, default=None, metavar="JSON",
+        help='context settings over the tenant\'s defaults, e.g. \'{"mode": "on", "trigger_tokens": 32000}\' '
+        "(fields: mode, trigger_tokens, keep_turns, summarize, summary_tier, exclude_tools)",
+    )  # fmt: skip
+    run.add_argument("--compact", action="store_true",
+                     help='context management on (`"mode": "on"` over --context and the defaults)')  # fmt: skip
 
     runs = sub.add_parser("runs", help="inspect runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)

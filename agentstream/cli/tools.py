@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from agentstream.cli.args import context_settings
 from agentstream.config import Settings
 from agentstream.registry import admin
 from agentstream.registry.admin import RegistryError
@@ -81,6 +82,9 @@ def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                      help="let the API key that created a run decide its approvals (default: refused)")  # fmt: skip
     pol.add_argument("--on-repeated-denial", choices=["warn", "flag", "halt"], default="flag",
                      help="what a run does when its model keeps asking for a denied call (default: flag)")  # fmt: skip
+    pol.add_argument("--context", type=context_settings, default=None, metavar="JSON",
+                     help="the tenant's default context settings, under each run's own `context`, e.g. "
+                     '\'{"mode": "on", "trigger_tokens": 32000}\' (default: the platform\'s, mode off)')  # fmt: skip
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -156,6 +160,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 private_tools=tuple(args.private_tool), egress_tools=tuple(args.egress_tool),
                 taint_action=args.taint_action, allow_self_approval=args.allow_self_approval,
                 on_repeated_denial=args.on_repeated_denial,
+                context_json="" if not args.context else json.dumps(args.context),
             )  # fmt: skip
             await admin.set_policy(settings, args.tenant, policy, by="cli")
             print(f"policy for {args.tenant}: {policy.to_json()}")

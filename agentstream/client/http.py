@@ -153,20 +153,23 @@ class RunsClient:
         labels: dict[str, str] | None = None,
         wait_s: float | None = None,
         budget: RunBudget | None = None,
+        context: dict[str, Any] | None = None,
     ) -> Run:
         """Creates the run (or returns the one this key already made); with `wait_s`, waits up to
-        that long for it to end. Retrying with the same `idempotency_key` is always safe."""
+        that long for it to end. Retrying with the same `idempotency_key` is always safe.
+        `context`: context settings over the tenant's defaults (`{"mode": "on"}`; see ContextSettings)."""
         caps = None
         if budget is not None:
             caps = _request(Budget, usd=budget.usd, tokens=budget.tokens, wall_s=budget.wall_s, on_loop=budget.on_loop)
         body = _request(CreateRun, task=task, model=model, tools=tools or [], max_steps=max_steps,
-                        labels=labels or {}, budget=caps)  # fmt: skip
+                        labels=labels or {}, budget=caps, context=context)  # fmt: skip
         params = {"wait": f"{wait_s:g}"} if wait_s else None
         # The server holds a waiting request open for up to wait_s: the read timeout must outlast it.
         timeout = self._timeout_s + (wait_s or 0.0)
         response = await self._http.post(
             "/v1/runs",
-            content=body.model_dump_json(),
+            # exclude_unset: of `context`, only the fields given, so the rest stay the tenant's defaults
+            content=body.model_dump_json(exclude_unset=True),
             params=params,
             headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex, "Content-Type": "application/json"},
             timeout=timeout,

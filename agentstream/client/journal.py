@@ -7,13 +7,16 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from agentstream import ids
 from agentstream.client.locate import lookup_index, read_span, span_stop
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
+from agentstream.context.settings import parse_settings
 from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import (
     TERMINAL_TYPES,
@@ -55,6 +58,9 @@ class RunRequest:
     request_hash: str = ""
     budget: RunBudget | None = None
     api_key_id: str = ""  # the API key that asked for the run (the gateway's caller), if any
+    # Context settings given for this run (agentstream.context.settings), over the tenant's
+    # defaults: only the fields given. None or empty: the defaults alone.
+    context: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,9 @@ class JournalClient:
     async def request_run(self, request: RunRequest) -> str:
         run_id = request.run_id or new_run_id()
         budget = request.budget or RunBudget()
+        # Checked before it is journaled: settings the orchestrator cannot apply would fail the run
+        # at its start, so they are refused here, where the caller sees why.
+        parse_settings(request.context)
         await self.append(
             RunRequested(
                 event_id=ids.run_requested_id(run_id),
@@ -147,6 +156,7 @@ class JournalClient:
                 budget_wall_s=budget.wall_s,
                 on_loop=budget.on_loop,
                 api_key_id=request.api_key_id,
+                context_json=orjson.dumps(request.context).decode() if request.context else "",
             )
         )
         return run_id

@@ -11,6 +11,14 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from agentstream.context.settings import (
+    MAX_EXCLUDED_TOOLS,
+    MAX_KEEP_TURNS,
+    MAX_TRIGGER_TOKENS,
+    MIN_TRIGGER_TOKENS,
+    ContextSettingsError,
+    parse_settings,
+)
 from agentstream.contract.vocab import ApprovalDecision
 
 # Shared by the handlers and the OpenAPI document, so the document says exactly what is accepted.
@@ -48,6 +56,50 @@ class Budget(BaseModel):
     on_loop: Literal["halt", "warn"] = Field(default="halt", description="What a detected loop does to the run.")
 
 
+class ContextSettings(BaseModel):
+    """A run's context settings: when its prompt is compacted and what compaction may touch. Only
+    the fields given override the tenant's defaults (`agentstream tools policy --context`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mode: Literal["off", "on"] = Field(
+        default="off", description="on: compact the prompt when it grows past trigger_tokens; off: send it whole."
+    )
+    trigger_tokens: Integer = Field(
+        default=64_000, ge=MIN_TRIGGER_TOKENS, le=MAX_TRIGGER_TOKENS,
+        description="Compaction starts when the prompt is estimated above this many tokens (characters / 4).",
+    )  # fmt: skip
+    keep_turns: Integer = Field(
+        default=1, ge=0, le=MAX_KEEP_TURNS,
+        description="The most recent assistant turns, with their tool results, kept as they are.",
+    )  # fmt: skip
+    summarize: bool = Field(
+        default=True,
+        description="Summarize the old turns with a model call when clearing old tool results is not enough; "
+        "false: clearing only, never a summarization call.",
+    )  # fmt: skip
+    summary_tier: Literal["small", "frontier"] = Field(
+        default="small", description="The routing tier of the summarization call."
+    )
+    exclude_tools: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=MAX_EXCLUDED_TOOLS, description="Tools whose results are never cleared."
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields given, as the run's `RunRequested.context_json` holds them: the rest are the tenant's."""
+        return self.model_dump(exclude_unset=True)
+
+    @model_validator(mode="after")
+    def _as_the_orchestrator_reads_it(self) -> ContextSettings:
+        # What is accepted here must be what the orchestrator accepts at the run's start (the same
+        # parser): otherwise a 201 would be followed by a run failing with bad_request.
+        try:
+            parse_settings(self.overrides())
+        except ContextSettingsError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class CreateRun(BaseModel):
     # strict: "5", 5.5 or true for max_steps are refused, not coerced (the document says integer)
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -60,6 +112,18 @@ class CreateRun(BaseModel):
     )
     labels: dict[LabelKey, Annotated[str, Field(max_length=500)]] = Field(default_factory=dict, max_length=50)
     budget: Budget | None = Field(default=None, description="Hard caps, enforced before every model and tool call.")
+    context: ContextSettings | None = Field(
+        default=None, description="Context management for this run, over the tenant's defaults; omitted: the defaults."
+    )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The request as its Idempotency-Key's hash covers it: `context` as given (a default spelled
+        out is still a different request, since the tenant's default may differ), and absent when
+        omitted, so a request made before the field existed hashes as it did."""
+        body = self.model_dump(exclude={"context"})
+        if self.context is not None:
+            body["context"] = self.context.overrides()
+        return body
 
 
 class CancelRun(BaseModel):
@@ -74,7 +138,8 @@ class AuditQuery(BaseModel):
     sql: str = Field(
         min_length=1, max_length=20_000,
         description="One read-only SQL statement (DuckDB dialect) over the audit tables and views: "
-        "events, runs, model_calls, tool_calls, approvals, costs. It sees the calling tenant's rows only.",
+        "events, runs, model_calls, tool_calls, approvals, costs, flags, compactions. It sees the calling tenant's "
+        "rows only.",
     )  # fmt: skip
     max_rows: Integer = Field(default=1000, ge=1, le=10_000, description="Rows returned at most; more set `truncated`.")
 

@@ -38,6 +38,29 @@ class BudgetCaps(Resource):
     on_loop: str = "halt"
 
 
+class Compaction(Resource):
+    """One context compaction (ContextCompacted): the prompt's estimated size before and after it."""
+
+    step: int = Field(description="the step whose next model call got the compacted prompt")
+    kind: str = Field(description="clear: old tool results cleared; summarize: and the old turns summarized")
+    tokens_before: int
+    tokens_after: int
+
+
+class RunContext(Resource):
+    """The context settings the run pinned at its start (its own over the tenant's defaults), and
+    the compactions made so far."""
+
+    mode: str = Field(description="on: the prompt is compacted past trigger_tokens; off: it is sent whole")
+    trigger_tokens: int
+    keep_turns: int
+    summarize: bool
+    summary_tier: str
+    exclude_tools: list[str]
+    compactions: int = Field(default=0, description="how many times the run's prompt was compacted")
+    last_compaction: Compaction | None = Field(default=None, description="the latest one; null: none yet")
+
+
 class Run(Resource):
     id: str
     status: RunStatus
@@ -55,6 +78,9 @@ class Run(Resource):
     )
     budget: BudgetCaps = Field(default_factory=BudgetCaps)
     cost_usd: float = Field(default=0.0, description="settled cost so far, in US dollars")
+    context: RunContext | None = Field(
+        default=None, description="context management as the run pinned it; null until the run starts"
+    )
     created_at_ms: int
     updated_at_ms: int
     events_url: str  # `run.status.terminal`, `run.status.settled`: whether it has ended, or halted

@@ -195,7 +195,7 @@ class Gateway:
             raise ApiError(400, "invalid_parameter", f"wait must be between 0 and {self.config.max_wait_s:g}",
                            field="wait")  # fmt: skip
         body = _validate(CreateRun, await self._read_json(request))
-        request_hash = hashlib.sha256(orjson.dumps(body.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        request_hash = hashlib.sha256(orjson.dumps(body.fingerprint(), option=orjson.OPT_SORT_KEYS)).hexdigest()
         # The run id is a function of (tenant, key): concurrent identical requests all name the
         # same run, and the journal's dedupe makes them one.
         run_id = "run_" + hashlib.sha256(f"{caller.tenant_id}\x00{key}".encode()).hexdigest()[:24]
@@ -218,6 +218,7 @@ class Gateway:
                     request_hash=request_hash,
                     budget=None if body.budget is None else RunBudget(**body.budget.model_dump()),
                     api_key_id=caller.key_id,
+                    context=None if body.context is None else body.context.overrides(),
                 )
             )
             existing = await self.index.wait_for(run_id, self.config.read_your_write_s, terminal=False)

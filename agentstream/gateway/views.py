@@ -7,18 +7,20 @@ which runs are held and feeds them.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
-from agentstream.contract.resources import Approval, BudgetCaps, Run, RunFlag
+from agentstream.context.settings import ContextSettingsError, parse_settings
+from agentstream.contract.resources import Approval, BudgetCaps, Compaction, Run, RunContext, RunFlag
 from agentstream.contract.vocab import ApprovalStatus, RunStatus
 from agentstream.costs import RunCost
 from agentstream.events import (
     TERMINAL_TYPES,
     ApprovalDecided,
     ApprovalRequested,
+    ContextCompacted,
     LlmCallCompleted,
     ResumeRequested,
     RunCancelled,
@@ -148,6 +150,8 @@ class RunView:
     # Marks for a person's review (RunFlagged): the run went on, but something in it looked wrong.
     flags: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] = field(default_factory=dict)
+    # The context settings pinned at the start (RunStarted), with the compactions so far.
+    context: dict[str, Any] | None = None
     cost: RunCost | None = None
     events: list[StoredEvent] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
@@ -188,6 +192,7 @@ class RunView:
             flags=[RunFlag(**flag) for flag in self.flags],
             budget=BudgetCaps(**self.budget),
             cost_usd=round(self.cost.usd, 9) if self.cost is not None else 0.0,
+            context=None if self.context is None else RunContext(**self.context),
             created_at_ms=self.created_ms,
             updated_at_ms=self.updated_ms,
             events_url=f"/v1/runs/{self.run_id}/events",
@@ -201,10 +206,24 @@ def approval_outcome(event: ApprovalDecided) -> ApprovalStatus:
     return ApprovalStatus.EXPIRED if event.decided_by == TIMEOUT else ApprovalStatus.DENIED
 
 
+def _pinned_context(context_json: str) -> dict[str, Any] | None:
+    try:
+        pinned = parse_settings(context_json)  # "": off, as runs started before the field are
+    except ContextSettingsError:
+        return None  # the orchestrator writes only what it parsed; nothing to show otherwise
+    return {**asdict(pinned), "exclude_tools": list(pinned.exclude_tools), "compactions": 0, "last_compaction": None}
+
+
 def _summarise(view: RunView, event: RunEvent) -> None:
     match event:
         case RunStarted():
             view.status = RunStatus.RUNNING
+            view.context = _pinned_context(event.context_json)
+        case ContextCompacted() if view.context is not None:
+            view.context["compactions"] += 1
+            view.context["last_compaction"] = Compaction(
+                step=event.step, kind=event.kind, tokens_before=event.tokens_before, tokens_after=event.tokens_after
+            )
         case RunFlagged():
             view.flags.append({"kind": event.kind, "step": event.step, "reason": event.reason, "count": event.count})
         case LlmCallCompleted():

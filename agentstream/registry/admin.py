@@ -8,6 +8,7 @@ import re
 import time
 
 from agentstream.config import Settings
+from agentstream.context.settings import ContextSettingsError, parse_settings
 from agentstream.events import Event, TenantPolicySet, ToolSwitched
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.table import put_record
@@ -133,5 +134,10 @@ async def switch_tool(settings: Settings, owner: str, name: str, *, disabled: bo
 
 async def set_policy(settings: Settings, tenant_id: str, policy: TenantPolicy, by: str) -> None:
     _check_approval_timeout(policy.approval_timeout_s)
+    try:
+        # A default the orchestrator cannot parse would fail every run of the tenant at its start.
+        parse_settings(policy.context_json)
+    except ContextSettingsError as exc:
+        raise RegistryError(f"the tenant's default {exc}") from None
     event = TenantPolicySet(policy_key(tenant_id), tenant_id, policy.to_json(), by, int(time.time() * 1000))
     await _publish(settings, CONTROL, event)

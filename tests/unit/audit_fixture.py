@@ -122,3 +122,28 @@ def flagged_run(tenant: str, run: str, at: dt.datetime) -> list[dict[str, Any]]:
         {**base, "event_type": "RunHalted", "event_id": f"{run}-2", "journal_time": at + dt.timedelta(seconds=2),
          "steps": 3, "reason": "loop"},
     ]  # fmt: skip
+
+
+def compacted_run(tenant: str, run: str, at: dt.datetime) -> list[dict[str, Any]]:
+    """A run whose prompt was compacted twice: old tool results cleared, then the old turns
+    summarized by a compaction model call (LlmCallRequested purpose "compaction")."""
+    base = {"run_id": run, "tenant_id": tenant}
+    summarizing = {"step": 4, "call_id": f"{run}/s0004/compact02"}
+    rows: list[tuple[str, dict[str, Any]]] = [
+        ("RunRequested", {"task": "research", "model": "scripted"}),
+        ("LlmCallRequested", {"step": 1, "call_id": f"{run}/s0001/llm", "tier": "small", "purpose": "step"}),
+        ("ContextCompacted", {"step": 2, "compaction": 1, "kind": "clear", "boundary": 5, "cleared_json": '["h1","h2"]',
+                              "summary": "", "summary_call_id": "", "tokens_before": 70_000, "tokens_after": 40_000,
+                              "reason": "over the trigger"}),
+        ("LlmCallRequested", {**summarizing, "tier": "small", "purpose": "compaction"}),
+        ("LlmCallCompleted", {**summarizing, "provider": "scripted", "input_tokens": 9_000, "output_tokens": 80}),
+        ("ContextCompacted", {"step": 4, "compaction": 2, "kind": "summarize", "boundary": 9, "cleared_json": "[]",
+                              "summary": "fetched: p1", "summary_call_id": summarizing["call_id"],
+                              "tokens_before": 66_000, "tokens_after": 6_000, "reason": "still over half"}),
+        ("LlmCallRequested", {"step": 5, "call_id": f"{run}/s0005/llm", "tier": "small"}),  # v2: no purpose
+        ("RunCompleted", {"steps": 5, "final_answer": "done", "reason": "answered"}),
+    ]  # fmt: skip
+    return [
+        {**base, **fields, "event_type": kind, "event_id": f"{run}-{i}", "journal_time": at + dt.timedelta(seconds=i)}
+        for i, (kind, fields) in enumerate(rows)
+    ]

@@ -264,3 +264,17 @@ async def test_a_table_of_avro_data_files_says_so(tmp_path: Path) -> None:
     with pytest.raises(TableFormatError, match="Avro data files") as err:
         await run_query(tmp_path, "SELECT * FROM events", tenant_id=None)
     assert str(tmp_path) not in str(err.value)
+
+
+async def test_compactions_and_compaction_calls_are_their_own_rows(tmp_path: Path) -> None:
+    root = tmp_path / "warehouse"
+    fx.append(fx.create_events(root), fx.compacted_run("acme", "c1", NOW) + fx.compacted_run("beta", "c2", NOW))
+    got = await run_query(root, "SELECT * FROM compactions ORDER BY compaction", tenant_id="acme")
+    rows = [dict(zip(got.columns, row, strict=True)) for row in got.rows]
+    assert [(r["run_id"], r["kind"], r["cleared_results"], r["tokens_saved"], r["summary_call_id"]) for r in rows] == [
+        ("c1", "clear", 2, 30_000, None), ("c1", "summarize", 0, 60_000, "c1/s0004/compact02")
+    ]  # fmt: skip
+    assert rows[1]["summary"] == "fetched: p1" and rows[0]["compacted_at"] < rows[1]["compacted_at"]
+    purposes = await _rows(root, "SELECT call_id, purpose FROM model_calls ORDER BY call_id", "acme")
+    # A call journaled before the field existed (NULL in the table) was the run's own.
+    assert purposes == [["c1/s0001/llm", "step"], ["c1/s0004/compact02", "compaction"], ["c1/s0005/llm", "step"]]

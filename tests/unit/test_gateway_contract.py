@@ -5,6 +5,7 @@ journal is an in-memory twin that applies what the gateway appends straight to i
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -16,19 +17,30 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
+from agentstream.cli.commands import _run_via_api, _show_via_api
+from agentstream.cli.main import parser
 from agentstream.client import InvalidRequest, NotFound, RateLimited, RunsClient, Unauthenticated
 from agentstream.client.journal import JournalClient
 from agentstream.codec import AvroCodec
 from agentstream.config import ModelSettings, Settings
+from agentstream.context.settings import (
+    MAX_EXCLUDED_TOOLS,
+    MAX_KEEP_TURNS,
+    MAX_TRIGGER_TOKENS,
+    MIN_TRIGGER_TOKENS,
+    OFF,
+)
+from agentstream.context.settings import ContextSettings as ContextDefaults
 from agentstream.contract.openapi import openapi_document, openapi_json
 from agentstream.contract.resources import Error, Health, Run, RunPage
 from agentstream.contract.routes import OPERATIONS
 from agentstream.contract.vocab import RunStatus
-from agentstream.events import RunCompleted, RunEvent, RunStarted
+from agentstream.events import ContextCompacted, RunCompleted, RunEvent, RunRequested, RunStarted
 from agentstream.gateway.app import Caller, Gateway, GatewayConfig
 from agentstream.gateway.projection import RunIndex
 from agentstream.gateway.tools_api import ToolsApi
 from agentstream.registry.reader import CatalogReader
+from agentstream.routing.tiers import TIERS
 from agentstream.tenancy.directory import ApiKey, Principal, Tenant
 from agentstream.tenancy.scopes import RUNS_READ, RUNS_WRITE
 
@@ -307,3 +319,105 @@ async def test_answers_conform_to_the_served_document(api: Api) -> None:
     check(await api.client.get("/v1/tools/nope"), "get", "/v1/tools/{name}")
     api.rates.wait_s = 1.0
     check(await api.client.get("/v1/tools"), "get", "/v1/tools")
+
+
+# -- context settings: given on create, pinned at the start, compactions counted -------------------
+
+
+async def test_context_settings_are_journaled_as_given_and_the_run_shows_what_it_pinned(
+    api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    context: dict[str, object] = {"mode": "on", "trigger_tokens": 32_000.0}
+    body = {"task": "long research", "context": context}
+    run = Run.model_validate_json((await create(api, body, key="ctx-1")).content)
+    requested = api.journal.appended[-1]
+    assert isinstance(requested, RunRequested)
+    # Only the fields given: the tenant's defaults fill in the rest at the run's start.
+    assert orjson.loads(requested.context_json) == {"mode": "on", "trigger_tokens": 32_000}
+    assert run.context is None  # nothing pinned before the start
+    # The same fields spelled out with a default are another request (the tenant's default may differ).
+    spelled = {**body, "context": {**context, "keep_turns": 1}}
+    refused(await create(api, spelled, key="ctx-1"), 409, "idempotency_conflict", "Idempotency-Key")
+    pinned = '{"mode":"on","trigger_tokens":32000,"keep_turns":3,"summarize":true,"summary_tier":"small",' \
+             '"exclude_tools":["search"]}'  # fmt: skip
+    await api.journal.append(RunStarted(f"{run.id}/started", run.id, "acme", "scripted", "[]", 5, "",
+                                        context_json=pinned))  # fmt: skip
+    for n, (before, after) in enumerate([(70_000, 20_000), (41_000, 9_000)], start=1):
+        kind = "summarize" if n == 2 else "clear"
+        await api.journal.append(
+            ContextCompacted(f"{run.id}/c{n}", run.id, "acme", 2 * n, n, kind, 4, '["h1"]', "", "", before, after, "")
+        )
+    shown = Run.model_validate_json((await api.client.get(f"/v1/runs/{run.id}")).content)
+    assert shown.context is not None
+    assert (shown.context.mode, shown.context.keep_turns, shown.context.exclude_tools) == ("on", 3, ["search"])
+    assert shown.context.compactions == 2 and shown.context.last_compaction is not None
+    assert shown.context.last_compaction.model_dump() == {
+        "step": 4, "kind": "summarize", "tokens_before": 41_000, "tokens_after": 9_000
+    }  # fmt: skip
+    async with api.sdk() as sdk:  # `agentstream runs show` through the API
+        assert await _show_via_api(sdk, run.id, as_json=False) == 0
+    assert "context on: 2 compaction(s), the last ~41000 -> ~9000 tokens" in capsys.readouterr().out
+    # A run started without settings shows the platform's: off.
+    plain = Run.model_validate_json((await create(api, {"task": "short"}, key="ctx-2")).content)
+    assert api.journal.appended[-1].context_json == ""  # type: ignore[attr-defined]
+    await api.journal.append(RunStarted(f"{plain.id}/started", plain.id, "acme", "scripted", "[]", 5, ""))
+    off = Run.model_validate_json((await api.client.get(f"/v1/runs/{plain.id}")).content).context
+    assert off is not None and (off.mode, off.trigger_tokens, off.compactions, off.last_compaction) == (
+        "off", 64_000, 0, None
+    )  # fmt: skip
+
+
+async def test_bad_context_settings_are_a_422_naming_the_field(api: Api) -> None:
+    for context, where, says in [
+        ({"trigger_tokens": 10}, "context.trigger_tokens", "greater than or equal to 1000"),
+        ({"keep_turns": 2.5}, "context.keep_turns", "integer"),
+        ({"mode": "auto"}, "context.mode", "'off' or 'on'"),
+        ({"summary_tier": "huge"}, "context.summary_tier", "'small' or 'frontier'"),
+        ({"summarize": "yes"}, "context.summarize", "boolean"),
+        ({"exclude_tools": [""]}, "context.exclude_tools.0", "at least 1 character"),
+        ({"exclude_tools": ["t"] * 65}, "context.exclude_tools", "at most 64 items"),
+        ({"trigger": 5}, "context.trigger", "Extra inputs"),
+        ("on", "context", "ContextSettings"),
+    ]:
+        message = refused(await create(api, {"task": "t", "context": context}, key="bad"), 422, "invalid_field", where)
+        assert says in message, message
+    assert not api.journal.appended
+    # The SDK refuses the same before sending, and sends only the fields given.
+    async with api.sdk() as sdk:
+        with pytest.raises(InvalidRequest) as bad:
+            await sdk.create("t", context={"keep_turns": 51})
+        assert (bad.value.status, bad.value.field) == (422, "context.keep_turns")
+        assert not api.journal.appended
+        await sdk.create("t", idempotency_key="sdk-ctx", context={"summarize": False, "exclude_tools": ["a", "a"]})
+    assert orjson.loads(api.journal.appended[-1].context_json) == {  # type: ignore[attr-defined]
+        "summarize": False, "exclude_tools": ["a", "a"]
+    }  # fmt: skip
+
+
+def test_the_document_describes_every_context_setting_as_the_orchestrator_bounds_it() -> None:
+    schema = openapi_document()["components"]["schemas"]["ContextSettings"]
+    assert schema["additionalProperties"] is False
+    fields = schema["properties"]
+    assert set(fields) == {f.name for f in dataclasses.fields(ContextDefaults)}
+    assert all(spec.get("description") for spec in fields.values())
+    assert (fields["trigger_tokens"]["minimum"], fields["trigger_tokens"]["maximum"]) == (
+        MIN_TRIGGER_TOKENS, MAX_TRIGGER_TOKENS
+    )  # fmt: skip
+    assert fields["summary_tier"]["enum"] == list(TIERS)
+    bounds = (fields["exclude_tools"]["maxItems"], fields["keep_turns"]["maximum"])
+    assert bounds == (MAX_EXCLUDED_TOOLS, MAX_KEEP_TURNS)
+    # The defaults the document states are the platform's.
+    assert {name: spec.get("default") for name, spec in fields.items() if name != "exclude_tools"} == {
+        f.name: getattr(OFF, f.name) for f in dataclasses.fields(ContextDefaults) if f.name != "exclude_tools"
+    }
+
+
+async def test_run_with_compact_through_the_api_sends_the_settings_given(
+    api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = parser().parse_args(["run", "research", "--context", '{"keep_turns": 2}', "--compact"])
+    async with api.sdk() as sdk:
+        assert await _run_via_api(sdk, args) == 0
+    requested = api.journal.appended[-1]
+    assert isinstance(requested, RunRequested) and capsys.readouterr().out.strip() == requested.run_id
+    assert orjson.loads(requested.context_json) == {"keep_turns": 2, "mode": "on"}
