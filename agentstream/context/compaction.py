@@ -76,7 +76,13 @@ def _clearable(messages: tuple[Message, ...], boundary: int, settings: ContextSe
             handle = BlobHandle.parse(m.blob)
         except BlobHandleInvalid:
             continue  # the invoker fails the call that resolves it: clearing it would hide that
-        if i < boundary or handle.size // CHARS_PER_TOKEN > settings.trigger_tokens:
+        # A read-back the model just asked for is kept whatever its size (at most a 64 K-character
+        # slice): cleared at once, the model could never see what it read.
+        oversized = (
+            handle.size // CHARS_PER_TOKEN > settings.trigger_tokens
+            and names.get(m.tool_call_id or "") != READ_RESULT_TOOL
+        )
+        if i < boundary or oversized:
             found.append((i, handle))
     return found
 

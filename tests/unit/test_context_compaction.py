@@ -194,6 +194,17 @@ def test_a_result_over_the_trigger_is_cleared_even_in_the_kept_turn() -> None:
     assert prompt[-1].blob is None and f'read_result(handle="{huge}")' in prompt[-1].content
 
 
+def test_a_read_back_in_the_kept_turn_is_never_cleared_however_large() -> None:
+    run = Run({**ON, "trigger_tokens": 1000})
+    run.step(1, "PAGE p1", handle(1, 8000))  # over the trigger alone: cleared at once
+    call = run.last(LlmCallRequested)
+    args = f'{{"handle": "{handle(1, 8000)}", "length": 65536}}'
+    (read,) = [e for e in run.model(call, "", [("read_result", args)]) if isinstance(e, ToolCallRequested)]
+    run.tool(read, "[read_result: chars 0-8000 of 8000]", handle(2, 8100))
+    prompt = messages_from_json(run.last(LlmCallRequested).messages_json)
+    assert prompt[-1].blob == handle(2, 8100)  # the model sees what it read
+
+
 def test_excluded_tools_are_never_cleared() -> None:
     run = Run({**ON, "exclude_tools": ["fetch_page"], "summarize": False})
     for page in range(1, 4):
