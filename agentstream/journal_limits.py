@@ -5,11 +5,13 @@ again until the broker takes them (agentstream/kafka/runtime_io.py): a record th
 would stall its processor for good. So every payload whose size a model, a tool or a tenant
 controls is capped before it becomes an event, at a limit derived from the journal's own.
 
-The journal's limit is a budget of 1,000,000 bytes per record, below both the producer's
-`message.max.bytes` and the journal topic's `max.message.bytes` (8 MiB each, see `producer_config`
-and topics.yaml). The 8 MiB is there for the state changelogs, whose values hold a run's whole
-conversation: a run is stopped once its next model request would pass the budget
-(`context_too_large`), by which point its state can be about twice the budget.
+The journal's limit is a budget of 1,000,000 bytes per record by default
+(AGENTSTREAM_JOURNAL_RECORD_BUDGET_BYTES), below both the producer's `message.max.bytes` and the
+journal topic's `max.message.bytes` (8 MiB each, see `producer_config` and topics.yaml), which cap
+it. The 8 MiB is there for the state changelogs, whose values hold a run's whole conversation: a
+run is stopped once its next model request would pass the budget (`context_too_large`), by which
+point its state can be about twice the budget. So an operator may raise the budget (a deployment
+that keeps whole conversations inline, as bench/context.py's "off" mode) up to 4 MiB, not further.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from __future__ import annotations
 from functools import cache
 
 from agentstream.kafka.producer import producer_config
+from agentstream.settings import ResourceSettings, once
 from agentstream.topics import load_topics
 
-JOURNAL_RECORD_BUDGET_BYTES = 1_000_000
 # librdkafka's default `message.max.bytes`, which applies when producer_config leaves it unset.
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
 # Room for everything in a record besides the capped payload: the event's other fields (ids, names,
@@ -41,7 +43,8 @@ def journal_record_limit() -> int:
     """The largest record (key, value and headers) a processor writes to the journal."""
     producer = int(producer_config("").get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
     topic = load_topics("")["runs.journal"].config.get("max.message.bytes")
-    return min(JOURNAL_RECORD_BUDGET_BYTES, producer, int(topic) if topic is not None else producer)
+    budget = once(ResourceSettings).journal_record_budget_bytes
+    return min(budget, producer, int(topic) if topic is not None else producer)
 
 
 @cache

@@ -16,8 +16,12 @@ from agentstream.topics import JOURNAL, load_topics
 
 
 class TerminalWatcher:
-    def __init__(self, settings: Settings) -> None:
+    """`ends`: the event types that end a run for the caller (a bench that never resumes a run
+    adds RunHalted: a halted run waits for a person, not for the timeout)."""
+
+    def __init__(self, settings: Settings, ends: frozenset[str] = TERMINAL_TYPES) -> None:
         self.ended: dict[str, str] = {}
+        self._ends = ends
         self._topic = load_topics(settings.topic_prefix)[JOURNAL].name
         self._bootstrap = settings.bootstrap_servers
         self._extra = settings.kafka_extra
@@ -34,7 +38,7 @@ class TerminalWatcher:
                 if msg.error() is not None:
                     continue
                 for name, value in header_pairs(msg):
-                    if name == "type" and value.decode() in TERMINAL_TYPES:
+                    if name == "type" and value.decode() in self._ends:
                         key = (msg.key() or b"").decode()
                         self.ended[key.split("/", 1)[0]] = value.decode()
         consumer.close()

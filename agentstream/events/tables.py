@@ -1,5 +1,5 @@
 """Events of the compacted tables beside the journal: tools, tenant policies, processor status,
-cost control, the run index, replicas, tenants and API keys, and tenant secrets."""
+cost control, the run index, replicas, tenants and API keys, tenant secrets and memory files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = [
     "ApiKeyRevoked",
     "AuditRetentionSet",
     "KillSwitchSet",
+    "MemoryFileSet",
     "ProcessorStatus",
     "ProjectionCheckpoint",
     "ReplicaStatus",
@@ -231,3 +232,22 @@ class SecretDeleted(Event):
     tenant_id: str
     name: str
     deleted_ms: int
+
+
+# Long-term memory (the `memory` topic, agentstream.memory): the index of a tenant's memory files,
+# keyed "<tenant_id><path>" ("acme/memories/notes.md"), so compaction keeps each file's latest
+# state. The contents are in the blob store (the tenant's, scope "memory"), never in the record.
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class MemoryFileSet(Event):
+    event_id: str
+    tenant_id: str
+    path: str
+    blob: str  # the content's blob handle; "" when deleted
+    size: int  # UTF-8 bytes of the content
+    version: int  # 1 for a new file, +1 for every change (a deletion included)
+    updated_ms: int
+    deleted: bool
+    run_id: str  # the run whose tool call made the change

@@ -9,6 +9,7 @@ import orjson
 
 from agentstream.events import ToolRegistered
 from agentstream.llm import ToolSpec
+from agentstream.memory.paths import MEMORY_TOOLS
 from agentstream.tooling import RiskTier
 
 TIERS: tuple[RiskTier, ...] = ("read_only", "reversible", "irreversible")
@@ -205,7 +206,13 @@ class TenantPolicy:
     context_json: str = ""
 
     def is_private(self, tool: str) -> bool:
-        return tool in self.private_tools or "*" in self.private_tools
+        # Memory holds what the tenant's runs chose to keep: private whatever `private_tools` say.
+        return tool in self.private_tools or "*" in self.private_tools or tool in MEMORY_TOOLS
+
+    def tracks_taint(self, tools: list[str] | tuple[str, ...] = ()) -> bool:
+        """Whether a run with these tools needs a taint context: the tenant marks tools private,
+        or the run may read its memory."""
+        return bool(self.private_tools) or any(t in MEMORY_TOOLS for t in tools)
 
     def is_egress(self, entry: ToolEntry) -> bool:
         return bool(entry.egress) or entry.name in self.egress_tools

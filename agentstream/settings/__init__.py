@@ -4,6 +4,7 @@ package reads the environment (tests/unit/test_settings_reads.py holds the line)
 
 from agentstream.settings.base import ComponentSettings, SettingsError, env_name, forget_loaded, load, once
 from agentstream.settings.blobs import BlobSettings
+from agentstream.settings.memory import MemorySettings
 from agentstream.settings.platform import (
     DEFAULT_JVM_OPTS,
     LOCAL_BOOTSTRAP,
@@ -34,6 +35,7 @@ COMPONENTS: tuple[type[ComponentSettings], ...] = (
     KvSettings,
     WarehouseSettings,
     BlobSettings,
+    MemorySettings,
     CliSettings,
 )
 
@@ -51,6 +53,7 @@ __all__ = [
     "KafkaSettings",
     "KvSettings",
     "LocalBrokerSettings",
+    "MemorySettings",
     "ModelSettings",
     "ProcessSettings",
     "ResourceSettings",

@@ -105,6 +105,14 @@ class ResourceSettings(ComponentSettings):
         None, "AGENTSTREAM_TOPICS_FILE", "the topic declarations (names, partitions, config, writers and readers)",
         shown_default="the packaged `topics.yaml`",
     )  # fmt: skip
+    journal_record_budget_bytes: int = variable(
+        1_000_000, "AGENTSTREAM_JOURNAL_RECORD_BUDGET_BYTES",
+        "the largest journal record a processor writes (bytes), capped by the producer's and the journal topic's "
+        "8 MiB; a model request over it (less 64 KiB for the event) fails its run `context_too_large`. At most "
+        "4 MiB: a run's state holds its whole conversation, up to about twice this in escaped text, in one 8 MiB "
+        "changelog record. Set the same value for every processor",
+        ge=256 * 1024 + 64 * 1024, le=4 * 1024 * 1024,
+    )  # fmt: skip
 
 
 class LocalBrokerSettings(ComponentSettings):

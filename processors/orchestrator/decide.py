@@ -28,6 +28,7 @@ from agentstream.events import (
 )
 from agentstream.journal_limits import model_output_limit, utf8_size_over
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
+from agentstream.memory.paths import MEMORY_TOOLS
 from agentstream.processors.orchestrator.context import compaction_events
 from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
 from agentstream.processors.orchestrator.state import RunState
@@ -196,8 +197,9 @@ def _start(
         context = parse_settings(state.context_json, base=parse_settings(context_defaults))
     except ContextSettingsError as exc:
         return RunFailed(ids.terminal_id(run), run, tenant, 0, "bad_request", f"context settings: {exc}")
-    # "All tools" means the tenant's own and the demo ones: read_result joins only runs that clear results.
-    names = state.tool_names or tuple(sorted(n for n in catalog if n != READ_RESULT_TOOL))
+    # "All tools" means the tenant's own and the demo ones: read_result joins only runs that clear
+    # results, the memory tools only runs that name them.
+    names = state.tool_names or tuple(sorted(n for n in catalog if n != READ_RESULT_TOOL and n not in MEMORY_TOOLS))
     if context.on and READ_RESULT_TOOL in catalog and READ_RESULT_TOOL not in names:
         names = (*names, READ_RESULT_TOOL)  # cleared results are read back through it
     missing = [n for n in names if n not in catalog]

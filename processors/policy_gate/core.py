@@ -107,7 +107,7 @@ class PolicyGateCore:
         if isinstance(event, RunRequested):
             # The user's own words are no secret of the run's (public).
             if run is None:
-                self._learn(store, event.run_id, event.tenant_id, event.task, None)
+                self._learn(store, event.run_id, event.tenant_id, event.task, None, tools=event.tools)
             return Outcome()
         if isinstance(event, RunStarted):
             if run is None:
@@ -158,13 +158,23 @@ class PolicyGateCore:
         store.delete(f"taint/{run_id}")  # an ended run makes no more calls: its context may go
 
     def _learn(
-        self, store: PartitionStore, run_id: str, tenant_id: str, text: str, tool: str | None, *, whole: bool = True
+        self,
+        store: PartitionStore,
+        run_id: str,
+        tenant_id: str,
+        text: str,
+        tool: str | None,
+        *,
+        whole: bool = True,
+        tools: list[str] | None = None,
     ) -> None:
-        """Remembers what the run read (`tool`: the tool whose result `text` is; None: the task;
-        `whole`: False when `text` is only the preview of a result the model reads in full)."""
+        """Remembers what the run read (`tool`: the tool whose result `text` is; None: the task,
+        with the run's `tools`; `whole`: False when `text` is only the preview of a result the model
+        reads in full)."""
         policy = self.catalog.policy(tenant_id)
-        if not policy.private_tools:
-            return  # the tenant tracks nothing: no state, no cost
+        tracked = policy.tracks_taint(tools or ([tool] if tool else []))
+        if not tracked and store.get(f"taint/{run_id}") is None:
+            return  # the tenant tracks nothing and the run read no memory: no state, no cost
         source = tool if tool is not None and policy.is_private(tool) else None
         store.put(f"taint/{run_id}", taint.learn(store.get(f"taint/{run_id}"), text, source, whole=whole))
 
@@ -188,7 +198,7 @@ class PolicyGateCore:
         switched = None if entry is None else self.catalog.switched_off(entry)
         earlier = [c for c in run["counts"].get(request.tool, []) if c != request.call_id]
         leak = None
-        if entry is not None and policy.private_tools and policy.is_egress(entry):
+        if entry is not None and policy.tracks_taint(list(run["versions"])) and policy.is_egress(entry):
             leak = taint.find_leak(store.get(f"taint/{request.run_id}"), request.arguments_json)
         verdict = evaluate(request.tool, request.arguments_json, entry, switched, policy, len(earlier), leak)
         now = self.clock()

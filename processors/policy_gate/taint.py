@@ -105,7 +105,8 @@ class Leak:
             return (f"this run read more private data than the gate fingerprints ({MAX_PRIVATE} windows): "
                     f"every call of an egress-capable tool such as {tool} needs a person")  # fmt: skip
         return (f"argument {self.argument!r} of {tool} carries {self.chars} characters of data this run read "
-                f"from {', '.join(self.sources)} (marked private by this tenant), and {tool} can send it out")  # fmt: skip
+                f"from {', '.join(self.sources)} (private: marked so by this tenant, or its memory), and {tool} "
+                f"can send it out")  # fmt: skip
 
 
 def find_leak(state: dict[str, Any] | None, arguments_json: str) -> Leak | None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 
+from agentstream.blobs import BlobStore
 from agentstream.blobs.factory import open_blob_store
 from agentstream.calls import CallLedgerCore, cost_clearance
 from agentstream.config import Settings
@@ -14,14 +16,19 @@ from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.keys import local_key_provider
 from agentstream.credentials.store import SecretDirectory
 from agentstream.credentials.used import RocksUsedTokens
-from agentstream.events import Event, ToolCallAuthorized, ToolCallCompleted
+from agentstream.events import Event, MemoryFileSet, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
-from agentstream.kafka.producer import AsyncProducer
+from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.kafka.table import put_record
+from agentstream.memory.files import Caps, MemoryFiles
+from agentstream.memory.index import MemoryIndex, memory_topic
 from agentstream.process import Built
 from agentstream.processors.tool_executor.builtin import BuiltinToolHost
 from agentstream.processors.tool_executor.discovery import discover
 from agentstream.processors.tool_executor.execute import ToolExecutor
 from agentstream.processors.tool_executor.mcp_config import time_server_config
+from agentstream.processors.tool_executor.memory_tool import MemoryTool
+from agentstream.processors.tool_executor.memory_tool import descriptors as memory_descriptors
 from agentstream.processors.tool_executor.offload import ResultOffloader
 from agentstream.processors.tool_executor.read_result import ReadResultTool
 from agentstream.processors.tool_executor.read_result import descriptor as read_result_descriptor
@@ -32,7 +39,7 @@ from agentstream.registry.entry import ToolEntry
 from agentstream.registry.pins import resolve_pin
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.signing import platform_signers
-from agentstream.settings import BlobSettings, load
+from agentstream.settings import BlobSettings, MemorySettings, load
 from agentstream.tooling import ToolDescriptor
 
 _time = time_server_config()
@@ -66,8 +73,9 @@ async def time_tool_entries() -> list[ToolEntry]:
 
 
 def builtin_entries(host: BuiltinToolHost) -> list[ToolEntry]:
-    """The in-process tools: the demo built-ins and `read_result`, which every run may pin."""
-    return [builtin_entry(d) for d in [*host.descriptors(), read_result_descriptor()]]
+    """The in-process tools: the demo built-ins, `read_result` and the memory tools, which every
+    run may pin."""
+    return [builtin_entry(d) for d in [*host.descriptors(), read_result_descriptor(), *memory_descriptors()]]
 
 
 async def register_platform_tools(settings: Settings, catalog: ToolCatalog, host: BuiltinToolHost) -> None:
@@ -91,7 +99,12 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     # One store for the offloader and read_result, opened on first use by either.
     open_store = functools.cache(lambda: open_blob_store(settings, blobs))
     # The platform's home (keys, state, every tenant's data) is hidden from every sandboxed tool.
-    host = RegistryToolHost(builtin, hidden_paths=(settings.home,), read_back=ReadResultTool(open_store))
+    memory_index = MemoryIndex(settings)
+    await memory_index.start()
+    memory_producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
+    memory = MemoryTool(open_memory(settings, memory_index, open_store, memory_producer))
+    read_back = ReadResultTool(open_store)
+    host = RegistryToolHost(builtin, hidden_paths=(settings.home,), read_back=read_back, memory=memory)
     offloader = None
     if blobs.offload_bytes:  # 0: every result stays in the journal (cut at its cap)
         offloader = ResultOffloader(blobs.offload_bytes, open_store)
@@ -122,7 +135,25 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     async def close() -> None:
         reader.close()
         secrets.close()
+        memory_index.close()
         used.close()
         await host.aclose()
+        await memory_producer.aclose()
 
-    return Built(core=core, before_batch=[reader.poll, secrets.poll], cleanup=[close])
+    return Built(core=core, before_batch=[reader.poll, secrets.poll, memory_index.poll], cleanup=[close])
+
+
+def open_memory(
+    settings: Settings, index: MemoryIndex, open_store: Callable[[], BlobStore], producer: AsyncProducer
+) -> MemoryFiles:
+    """The memory files of every tenant, over this executor's index, store and producer."""
+    caps = load(MemorySettings)
+    topic = memory_topic(settings)
+
+    async def publish(event: MemoryFileSet) -> None:
+        await put_record(settings, topic, event, producer)
+
+    return MemoryFiles(
+        index, open_store, publish, Caps(caps.max_file_bytes, caps.max_tenant_bytes, caps.max_files),
+        lambda: int(time.time() * 1000),
+    )  # fmt: skip

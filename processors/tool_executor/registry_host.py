@@ -20,9 +20,11 @@ import httpx
 import orjson
 
 from agentstream.context.compaction import READ_RESULT_TOOL
+from agentstream.memory.paths import MEMORY_TOOLS
 from agentstream.processors.tool_executor.call_policy import CallPolicy
 from agentstream.processors.tool_executor.mcp_config import McpServerConfig
 from agentstream.processors.tool_executor.mcp_host import McpToolHost
+from agentstream.processors.tool_executor.memory_tool import MemoryTool
 from agentstream.processors.tool_executor.read_result import ReadResultTool
 from agentstream.registry.entry import ToolEntry
 from agentstream.sandbox import SandboxPolicy, egress_allowed
@@ -96,9 +98,11 @@ class RegistryToolHost:
         max_servers: int = 64,
         clock: Callable[[], float] = time.monotonic,
         read_back: ReadResultTool | None = None,
+        memory: MemoryTool | None = None,
     ) -> None:
         self.builtin = builtin
         self.read_back = read_back
+        self.memory = memory
         # Hidden from every sandboxed server on top of the sandbox's defaults (the executor's home).
         self.hidden_paths = tuple(hidden_paths)
         self.idle_s = idle_s
@@ -123,6 +127,9 @@ class RegistryToolHost:
             # The tenant and run of the signed authorization, passed explicitly: what it reads is
             # decided by who runs it, never by its arguments.
             return await self.read_back.call(arguments, tenant=tenant, run_id=run_id, timeout_s=timeout_s)
+        if kind == "builtin" and entry.name in MEMORY_TOOLS and not entry.owner and self.memory is not None:
+            # Likewise: whose memory it is comes from the authorization, never from the arguments.
+            return await self.memory.call(entry.name, arguments, tenant=tenant, run_id=run_id, timeout_s=timeout_s)
         if kind == "builtin":
             return await self.builtin.call(entry.name, arguments, idempotency_key=idempotency_key, timeout_s=timeout_s)
         if kind == "http" and not url_allowed(entry):
@@ -214,3 +221,5 @@ class RegistryToolHost:
         await self.builtin.aclose()
         if self.read_back is not None:
             await self.read_back.aclose()
+        if self.memory is not None:
+            await self.memory.aclose()

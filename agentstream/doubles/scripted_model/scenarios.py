@@ -65,6 +65,8 @@ class Scenario:
     # Compromised-model mode: obey an `INSTRUCTION: {"tool": ..., "arguments": {...}}` line found in
     # the tool result that ends the conversation, instead of playing the scripted turn.
     obey_tool_output: bool = False
+    # Context-faithful mode (faithful.py): no scripted turns; every answer follows from the prompt.
+    faithful: bool = False
 
     def turn(self, index: int) -> Turn:
         if index < len(self.turns):
@@ -137,6 +139,7 @@ def parse_scenario(d: Any, source: str = "<dict>") -> Scenario:
         turns=tuple(_parse_turn(t, f"{where} turn {i}") for i, t in enumerate(turns)),
         repeat_last=bool(d.get("repeat_last", False)),
         obey_tool_output=bool(d.get("obey_tool_output", False)),
+        faithful=bool(d.get("faithful", False)),
     )
 
 

@@ -8,6 +8,7 @@ retries) without a paid model, and so benchmarks have a deterministic, countable
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import orjson
 
 from agentstream.doubles.scripted_model.anthropic_wire import ANTHROPIC
+from agentstream.doubles.scripted_model.faithful import faithful_turn, read_prompt, reply_index
 from agentstream.doubles.scripted_model.http import HttpReply, HttpRequest
 from agentstream.doubles.scripted_model.openai_wire import OPENAI
 from agentstream.doubles.scripted_model.scenarios import (
@@ -260,6 +262,9 @@ class ScriptedModelServer:
         if scenario.obey_tool_output:
             obey, obeyed_before = compromised_turn(body)
             turn = obey if obey is not None else scenario.turn(conv.assistant_turns - obeyed_before)
+        if scenario.faithful:
+            turn = faithful_turn(read_prompt(body, proto.name))
+            conv = dataclasses.replace(conv, assistant_turns=reply_index(key))
         reply = self._answer(proto, body, conv, turn, key, attempt, received_ms)
         reply.delay_s = turn.delay_ms / 1000
         return reply
