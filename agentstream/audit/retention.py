@@ -292,7 +292,10 @@ class RetentionReport:
     blobs: BlobReport | None  # None: applied without a blob store
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tables": [t.__dict__ for t in self.tables], "blobs": None if self.blobs is None else self.blobs.to_dict()}
+        return {
+            "tables": [t.__dict__ for t in self.tables],
+            "blobs": None if self.blobs is None else self.blobs.to_dict(),
+        }
 
 
 async def apply_retention(
