@@ -25,12 +25,20 @@ async def fetch_jars(pom: Path, target: Path, what: str, *, hint: str = "", prog
         raise JarFetchError(f"Maven (mvn) is needed once to fetch {what}'s jars; install it{hint}")
     if progress:
         print(f"fetching {what}'s jars from Maven Central into {target} (once) ...", file=sys.stderr)
-    tmp = target.with_name(target.name + ".partial")
+    # Per process: two processes fetching at once (parallel test workers on a fresh machine) each
+    # build their own folder, and the first rename wins; the folder carries its marker when renamed.
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     await run_mvn(pom, "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={tmp}", what=what)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    marker.write_text("ok\n")
+    (tmp / marker.name).write_text("ok\n")
+    if target.exists() and not marker.exists():
+        shutil.rmtree(target, ignore_errors=True)  # left incomplete by an interrupted fetch
+    try:
+        tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not marker.exists():
+            raise
     return target
 
 
