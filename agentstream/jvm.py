@@ -30,16 +30,21 @@ async def fetch_jars(pom: Path, target: Path, what: str, *, hint: str = "", prog
     tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     await run_mvn(pom, "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={tmp}", what=what)
-    (tmp / marker.name).write_text("ok\n")
-    if target.exists() and not marker.exists():
+    _install(tmp, target, marker.name)
+    return target
+
+
+def _install(fetched: Path, target: Path, marker: str) -> None:
+    """Renames the fetched folder into place with its marker; a process that finished first wins."""
+    (fetched / marker).write_text("ok\n")
+    if target.exists() and not (target / marker).exists():
         shutil.rmtree(target, ignore_errors=True)  # left incomplete by an interrupted fetch
     try:
-        tmp.rename(target)
+        fetched.rename(target)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not marker.exists():
+        shutil.rmtree(fetched, ignore_errors=True)
+        if not (target / marker).exists():
             raise
-    return target
 
 
 async def run_mvn(pom: Path, *goals: str, what: str) -> None:

@@ -27,6 +27,9 @@ from agentstream.contract.resources import (
     AuditRows,
     CostReport,
     Error,
+    MemoryExport,
+    MemoryFile,
+    MemoryPage,
     Run,
     RunCost,
     RunPage,
@@ -246,6 +249,17 @@ class RunsClient:
     async def audit_query(self, sql: str, max_rows: int = 1000) -> AuditRows:
         """SQL over the tenant's own rows of the audit warehouse (needs a key with `audit:read`)."""
         return await self._post(AuditRows, "/v1/audit/query", _request(AuditQuery, sql=sql, max_rows=max_rows))
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    async def memory(self) -> builtins.list[MemoryFile]:
+        """The tenant's long-term memory files by path: size, version, last change (no contents)."""
+        return _parse(MemoryPage, await self._http.get("/v1/memory")).data
+
+    async def export_memory(self) -> MemoryExport:
+        """The tenant's memory files with their contents (`files`: path -> content); a file whose
+        content could not be read is in `errors`, never empty. Needs a key with `memory:read`."""
+        return _parse(MemoryExport, await self._http.get("/v1/memory/export"))
 
     async def _post(self, answer: type[R], path: str, body: BaseModel) -> R:
         headers = {"Content-Type": "application/json"}

@@ -29,7 +29,8 @@ _SECURITY = {
         "description": "an API key (`agentstream keys issue`) with the scope the operation needs: "
         "runs:read (reading runs, costs, approvals, tools), runs:write (creating, cancelling, "
         "resuming runs), approvals:decide (deciding an approval), tools:write (registering and "
-        "switching the tenant's tools); admin implies all. Keys issued without scopes have "
+        "switching the tenant's tools), audit:read (audit queries), memory:read (exporting the "
+        "contents of the tenant's memory); admin implies all. Keys issued without scopes have "
         "runs:read, runs:write and tools:write.",
     }
 }
@@ -63,7 +64,8 @@ _ERROR_DESCRIPTIONS = {
     413: "the body is larger than the limit (1 MiB)",
     422: "the body is JSON but not a valid request; `error.field` names the offending field",
     429: "the tenant's request rate or active-run quota is exhausted",
-    503: "the platform is saturated, or the new run is not visible yet",
+    503: "the platform is saturated, the new run is not visible yet, or a store the answer reads "
+    "(the audit warehouse, the blob store) cannot be reached",
 }
 _LOCATION = {"Location": {"description": "the run's URL", "required": True, "schema": {"type": "string"}}}
 

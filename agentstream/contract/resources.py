@@ -182,6 +182,33 @@ class AuditRows(Resource):
     truncated: bool = Field(description="more rows matched than `max_rows`")
 
 
+class MemoryFile(Resource):
+    """One file of the tenant's long-term memory (its content: `GET /v1/memory/export`)."""
+
+    path: str = Field(description="under /memories, e.g. /memories/notes.md")
+    size: int = Field(description="the content's size in UTF-8 bytes")
+    version: int = Field(description="1 when created, +1 per change")
+    updated_ms: int = Field(description="the last change, milliseconds since the epoch")
+
+
+class MemoryPage(Resource):
+    """The calling key's tenant's memory files, by path."""
+
+    data: list[MemoryFile]
+
+
+class MemoryExport(Resource):
+    """The calling key's tenant's memory files with their contents."""
+
+    files: dict[str, str] = Field(description="path -> content, each read from the blob store and verified")
+    errors: dict[str, str] = Field(
+        description="path -> why its content is not in `files` (its blob is missing or failed verification, "
+        "or the export reached `max_bytes`); a file is never exported as an empty text instead"
+    )
+    max_bytes: int = Field(description="the most content one export carries (the tenant's memory cap)")
+    truncated: bool = Field(description="files were left out because the export reached `max_bytes`")
+
+
 class ErrorDetail(Resource):
     # Sent without its null fields: `field` and the details appear only where they say something.
     model_config = ConfigDict(extra="ignore", frozen=True, json_schema_serialization_defaults_required=False)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from agentstream.contract import queries, requests, resources
 from agentstream.contract.queries import IDEMPOTENCY_KEY_PATTERN, LAST_EVENT_ID_PATTERN
-from agentstream.tenancy.scopes import APPROVALS_DECIDE, AUDIT_READ, RUNS_READ, RUNS_WRITE, TOOLS_WRITE
+from agentstream.tenancy.scopes import APPROVALS_DECIDE, AUDIT_READ, MEMORY_READ, RUNS_READ, RUNS_WRITE, TOOLS_WRITE
 
 
 @dataclass(frozen=True)
@@ -116,5 +116,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/v1/audit/query", "queryAudit", AUDIT_READ,
               {200: Answer("the selected rows of the tenant's audit record", resources.AuditRows)},
               (400, 401, 403, 404, 413, 422, 429, 503), body=requests.AuditQuery, body_required=True),
+    Operation("GET", "/v1/memory", "listMemory", RUNS_READ,
+              {200: Answer("the tenant's memory files (no contents)", resources.MemoryPage)}, _LIST),
+    Operation("GET", "/v1/memory/export", "exportMemory", MEMORY_READ,
+              {200: Answer("the tenant's memory files with their contents", resources.MemoryExport)},
+              (*_LIST, 503)),
     Operation("GET", "/healthz", "health", None, {200: Answer("the gateway is serving", resources.Health)}),
 )  # fmt: skip

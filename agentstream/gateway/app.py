@@ -45,6 +45,7 @@ from agentstream.gateway.approvals_api import ApprovalsApi
 from agentstream.gateway.audit_api import AuditApi
 from agentstream.gateway.costs_api import run_cost, tenant_costs
 from agentstream.gateway.errors import ApiError, model_response, not_found
+from agentstream.gateway.memory_api import MemoryApi, memory_handlers
 from agentstream.gateway.projection import RunIndex, RunView
 from agentstream.gateway.streams import run_events
 from agentstream.gateway.tools_api import ToolsApi
@@ -120,8 +121,10 @@ class Gateway:
         approvals: ApprovalsApi | None = None,
         tools: ToolsApi | None = None,
         audit: AuditApi | None = None,
+        memory: MemoryApi | None = None,
     ) -> None:
         self.index = index
+        self.memory = memory
         self.audit = audit
         self.approvals = approvals
         self.tools = tools
@@ -139,6 +142,7 @@ class Gateway:
             "getApproval": self.get_approval, "decideApproval": self.decide_approval, "listTools": self.list_tools,
             "registerTool": self.register_tool, "getTool": self.get_tool, "disableTool": self.disable_tool,
             "enableTool": self.enable_tool, "queryAudit": self.query_audit, "health": self.health,
+            **memory_handlers(self.memory),
         }  # fmt: skip
 
     def app(self) -> Starlette:

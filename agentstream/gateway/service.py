@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import uvicorn
 from confluent_kafka import Message
 
+from agentstream.blobs.factory import open_blob_store
 from agentstream.client.journal import JournalClient, type_of
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
@@ -21,13 +22,15 @@ from agentstream.gateway.app import Caller, Gateway, GatewayConfig
 from agentstream.gateway.approvals_api import ApprovalsApi
 from agentstream.gateway.audit_api import AuditApi
 from agentstream.gateway.history import RunHistory
+from agentstream.gateway.memory_api import MemoryApi
 from agentstream.gateway.projection import HistoryLimits, RunIndex
 from agentstream.gateway.tools_api import ToolsApi
+from agentstream.memory.index import MemoryIndex
 from agentstream.registry.entry import TenantPolicy
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.journal_trust import ViewVerifier, journal_auth_enabled
 from agentstream.security.signing import approval_verifies, platform_signers
-from agentstream.settings import WarehouseSettings, load
+from agentstream.settings import MemorySettings, WarehouseSettings, load
 from agentstream.tenancy.directory import Principal, TenantDirectory
 from agentstream.tenancy.ratelimit import RateLimiter
 
@@ -96,11 +99,15 @@ async def running_gateway(
     )
     directory = TenantDirectory(settings)
     await directory.start()
+    # The `memory` topic's projection, kept current like the tenant directory (GET /v1/memory).
+    memory_index = MemoryIndex(settings)
+    await memory_index.start()
     journal = JournalClient(settings, writer="gateway")
     background = [
         asyncio.create_task(index.run(stop)),
         asyncio.create_task(directory.run(stop)),
         asyncio.create_task(history.follow_index(stop)),
+        asyncio.create_task(memory_index.run(stop)),
     ]
     await _caught_up(index, background[0])
     registry = CatalogReader(settings)
@@ -114,8 +121,10 @@ async def running_gateway(
     tools = ToolsApi(settings, registry)
     audit = _audit(settings)
     index.archive = audit.run_entries
+    memory = MemoryApi(settings, memory_index, lambda: open_blob_store(settings),
+                       load(MemorySettings).max_tenant_bytes)  # fmt: skip
     gateway = Gateway(
-        index, journal, KeyAuthenticator(directory), TenantRates(directory), config, approvals, tools, audit
+        index, journal, KeyAuthenticator(directory), TenantRates(directory), config, approvals, tools, audit, memory
     )
     # Long-lived by now (modules, the app, what the projection read): frozen out of the collector's
     # scans, so a full collection while serving costs what changes, not a ~200 ms pause on a stream.
@@ -139,6 +148,8 @@ async def running_gateway(
         await asyncio.gather(*background, return_exceptions=True)
         await history.aclose()
         await journal.aclose()
+        await memory.aclose()
+        memory_index.close()
         directory.close()
         registry.close()
 

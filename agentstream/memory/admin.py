@@ -19,6 +19,7 @@ class MemoryAdminError(Exception):
 class MemoryExport:
     files: dict[str, str]  # path -> content
     errors: dict[str, str]  # path -> why its content could not be read (never an empty text instead)
+    truncated: bool = False  # files were left out (named in errors) at `max_bytes`
 
 
 async def read_memory_index(settings: Settings) -> MemoryIndex:
@@ -41,13 +42,25 @@ async def list_memory(settings: Settings, tenant_id: str, index: MemoryIndex | N
 
 
 async def export_memory(
-    settings: Settings, tenant_id: str, store: BlobStore, index: MemoryIndex | None = None
+    settings: Settings,
+    tenant_id: str,
+    store: BlobStore,
+    index: MemoryIndex | None = None,
+    max_bytes: int | None = None,
 ) -> MemoryExport:
-    """Every file of the tenant with its content, each read as the tenant and verified."""
+    """Every file of the tenant with its content, each read as the tenant and verified. With
+    `max_bytes`, files in path order up to that many bytes of content: the rest are named in
+    `errors`, unread (the write caps bound a tenant's memory, but a lowered cap leaves older files)."""
     tenant = _tenant(tenant_id)
     files: dict[str, str] = {}
     errors: dict[str, str] = {}
+    total, truncated = 0, False
     for file in await list_memory(settings, tenant, index):
+        if max_bytes is not None and (truncated or total + file.size > max_bytes):
+            truncated = True
+            errors[file.path] = f"not exported: the export is capped at {max_bytes} bytes of content"
+            continue
+        total += file.size
         try:
             files[file.path] = (await store.get(tenant, BlobHandle.parse(file.blob))).decode("utf-8")
         except BlobMissing:
@@ -56,4 +69,4 @@ async def export_memory(
             errors[file.path] = f"its blob {file.blob} failed verification (damaged)"
         except BlobError as exc:
             errors[file.path] = f"{type(exc).__name__}: {exc}"
-    return MemoryExport(files, errors)
+    return MemoryExport(files, errors, truncated)

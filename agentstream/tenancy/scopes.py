@@ -17,8 +17,11 @@ APPROVALS_DECIDE = "approvals:decide"
 TOOLS_WRITE = "tools:write"
 # Reading the tenant's audit warehouse rows (SQL over the whole history): an auditor's key, not every script's.
 AUDIT_READ = "audit:read"
+# Reading the contents of the tenant's long-term memory (GET /v1/memory/export): what runs learnt is
+# private data (the policy gate taints it), so like audit:read no key has it by default.
+MEMORY_READ = "memory:read"
 ADMIN = "admin"
-SCOPES: tuple[str, ...] = (RUNS_READ, RUNS_WRITE, APPROVALS_DECIDE, TOOLS_WRITE, AUDIT_READ, ADMIN)
+SCOPES: tuple[str, ...] = (RUNS_READ, RUNS_WRITE, APPROVALS_DECIDE, TOOLS_WRITE, AUDIT_READ, MEMORY_READ, ADMIN)
 DEFAULT_SCOPES: tuple[str, ...] = (RUNS_READ, RUNS_WRITE, TOOLS_WRITE)
 
 

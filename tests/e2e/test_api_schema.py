@@ -54,6 +54,8 @@ OPERATIONS = [
     "POST /v1/tools/{name}/disable",
     "POST /v1/tools/{name}/enable",
     "POST /v1/audit/query",
+    "GET /v1/memory",
+    "GET /v1/memory/export",
     "GET /healthz",
 ]
 # Operations open to anyone (no API key): they take no input, so there is nothing to negate.
@@ -97,11 +99,11 @@ async def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
     settings.home.mkdir()
     await ensure_topics(settings)
     await create_tenant(settings, "fuzz", "Fuzz", rate_per_s=1000, burst=2000, max_active_runs=10_000)
-    # The default scopes and `audit:read`, so audit queries are fuzzed past the scope check (no
-    # warehouse here: a well-formed query is a documented 404, a malformed one a 400).
-    key = await issue_key(
-        settings, "fuzz", "schemathesis", scopes=["runs:read", "runs:write", "tools:write", "audit:read"]
-    )
+    # The default scopes, `audit:read` and `memory:read`, so audit queries and memory exports are
+    # fuzzed past the scope check (no warehouse here: a well-formed query is a documented 404, a
+    # malformed one a 400).
+    scopes = ["runs:read", "runs:write", "tools:write", "audit:read", "memory:read"]
+    key = await issue_key(settings, "fuzz", "schemathesis", scopes=scopes)
     headers = {"Authorization": f"Bearer {key}"}
     config = GatewayConfig(max_wait_s=MAX_WAIT_S)
     # Which addresses a tool may reach is the operator's setting, not the document's: an egress

@@ -1,7 +1,7 @@
 """Long-term memory against the real broker: the memory tool writes its index records to the
 `memory` topic as the tool executor's principal, a restarted index reads the same files back, the
-CLI lists and exports them as the operator, no tenant sees another's, and only the executor may
-write the topic."""
+CLI lists and exports them as the operator, the gateway (as its own principal) lists and exports
+them per API key, no tenant sees another's, and only the executor may write the topic."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import stat
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from agentstream.blobs.factory import open_blob_store
 from agentstream.cli.memory import memory_command
+from agentstream.client import ApiError, RunsClient
 from agentstream.config import Settings
 from agentstream.events import MemoryFileSet
+from agentstream.gateway.service import running_gateway
 from agentstream.kafka.auth import CredentialStore
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.table import put_record
@@ -25,6 +28,7 @@ from agentstream.memory.admin import read_memory_index
 from agentstream.memory.files import Caps, MemoryFiles
 from agentstream.memory.index import MemoryIndex, memory_topic
 from agentstream.processors.tool_executor.memory_tool import MemoryTool
+from agentstream.tenancy.admin import create_tenant, issue_key
 from bench.attacks import kafka as attacks
 
 CAPS = Caps(max_file_bytes=1024, max_tenant_bytes=4096, max_files=10)
@@ -102,6 +106,34 @@ async def test_memory_round_trip_restart_cli_and_isolation(
     assert await memory_command(settings, argparse.Namespace(memory_command="export", tenant="globex", out=None)) == 0
     assert orjson.loads(capsys.readouterr().out) == {"/memories/plan.md": "globex only"}
     assert await memory_command(settings, argparse.Namespace(memory_command="list", tenant="Bad/..", json=False)) == 1
+
+    # The run API, served as the gateway's own principal: each key sees its own tenant's memory.
+    for tenant in ("acme", "globex"):
+        await create_tenant(settings, tenant, tenant.title())
+    reader = ["runs:read", "memory:read"]
+    acme_ops = await issue_key(settings, "acme", "ops", scopes=reader)
+    acme_app = await issue_key(settings, "acme", "app")
+    globex_ops = await issue_key(settings, "globex", "ops", scopes=reader)
+    async with running_gateway(as_component(settings, "gateway"), port=0) as url:
+        async with RunsClient(url, acme_ops) as acme:
+            assert [(f.path, f.version) for f in await acme.memory()] == [
+                ("/memories/archive/old.md", 1), ("/memories/customers/dana.md", 2)
+            ]  # fmt: skip
+            exported = await acme.export_memory()
+            assert exported.files == orjson.loads(out.read_bytes()) and exported.errors == {}
+        async with RunsClient(url, globex_ops) as globex:
+            assert [f.path for f in await globex.memory()] == ["/memories/plan.md"]
+            assert (await globex.export_memory()).files == {"/memories/plan.md": "globex only"}
+        async with RunsClient(url, acme_app) as app:  # the default scopes: listing, not contents
+            assert len(await app.memory()) == 2
+            with pytest.raises(ApiError) as denied:
+                await app.export_memory()
+            assert (denied.value.status, denied.value.type) == (403, "missing_scope")
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {globex_ops}"}) as http:
+            for sneaky in ("/v1/memory/export?tenant=acme", "/v1/memory?tenant_id=acme", "/v1/memory/acme",
+                           "/v1/memory/export/acme/memories/customers/dana.md"):  # fmt: skip
+                r = await http.get(sneaky)
+                assert r.status_code in (400, 404) and "prefers" not in r.text and "dana" not in r.text, sneaky
     await store.close()
 
 
