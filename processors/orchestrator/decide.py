@@ -40,6 +40,14 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+# With a memory tool pinned, the prompt says where the tenant's memory is (its contents are read on
+# demand, through the tool: the orchestrator stays pure and the reads are journaled as calls).
+MEMORY_PROMPT = (
+    " You have a long-term memory in /memories that persists across runs: view it before you start, "
+    "and record there what a later run of this task should know."
+)
+
+
 @dataclass(frozen=True)
 class OrchestratorConfig:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -216,7 +224,7 @@ def _start(
         model=state.model,
         tools_json=pinned,
         max_steps=min(state.max_steps, config.platform_max_steps),
-        system_prompt=config.system_prompt,
+        system_prompt=config.system_prompt + (MEMORY_PROMPT if any(n in MEMORY_TOOLS for n in names) else ""),
         tool_versions={n: versions[n] for n in names if n in versions},
         on_repeated_denial=on_repeated_denial,
         # Exactly which tool each name is (owner, version, contract): what the gate and the

@@ -141,6 +141,19 @@ def test_settings_parse_checked_with_the_field_named() -> None:
             parse_settings(bad)
 
 
+def test_a_run_with_memory_is_told_where_it_is_and_others_are_not() -> None:
+    catalog = {**CATALOG, "memory_view": ToolSpec("memory_view", "view", {"type": "object"})}
+    state = evolve(RunRequested(ids.run_requested_id(RUN), RUN, TENANT, "t", "m", ["memory_view"], 5, "k"), None)
+    assert state is not None
+    (started,) = decide(state, catalog, OrchestratorConfig())
+    assert isinstance(started, RunStarted) and "/memories" in started.system_prompt
+    plain = evolve(RunRequested(ids.run_requested_id(RUN), RUN, TENANT, "t", "m", [], 5, "k"), None)
+    assert plain is not None
+    (started,) = decide(plain, catalog, OrchestratorConfig())
+    assert isinstance(started, RunStarted) and started.system_prompt == OrchestratorConfig().system_prompt
+    assert "memory_view" not in started.tools_json  # opt-in: "all tools" leaves memory out
+
+
 def test_bad_context_settings_fail_the_run_at_start_with_the_reason() -> None:
     run = Run({"mode": "on", "trigger_tokens": 5})
     (failed,) = run.journal[1:]
