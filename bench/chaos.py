@@ -4,6 +4,7 @@
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 3 --broker-kills 5 --instances 2 --add-remove 1
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 3 --broker-kills 5 --instances 2 --add-remove 1 --layout engine
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 1 --broker-kills 3 --broker-down-s 5,120,5
+    .venv/bin/python bench/chaos.py --runs 100 --kills 20 --steps 12 --context '{"mode": "on", "trigger_tokens": 1000, "keep_turns": 1}'
 
 Each processor is its own OS process. A killer SIGKILLs a random processor at random moments and
 restarts it; on top of that the tool executor and model invoker kill themselves, with a small
@@ -23,6 +24,19 @@ printed is one JSON object.
   rebalances              consumer-group membership changes the bench made: an instance added or removed
   processor_exits         processors that exited when the bench had not killed them nor injected a crash
                           (each is restarted, as `agentstream dev` would)
+
+With --context (every run's context settings, the reference runs' too) the runs compact their
+prompts: the scripted model answers each summarization call with a deterministic summary, and the
+model invoker also kills itself right after a summarization reply (--summary-crash-rate).
+
+  compactions             ContextCompacted events of the chaos runs (min_summaries_per_run: the
+                          fewest summarizing ones any run had)
+  summarization_calls     summarization model calls (purpose compaction) the chaos runs journaled
+  summary_crashes         self-kills right after a summarization reply, before its journal append
+                          (crashes_by_point: every injected crash, by point, from the processes' logs)
+  summarization_calls_redone  summarization calls the model server answered more than once (made
+                          again after such a crash; a resend after the answer was journaled counts
+                          in model_calls_resent)
 """
 
 from __future__ import annotations
@@ -37,14 +51,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+from agentstream.chaos import CRASH_LINE
 from agentstream.client.journal import RunRequest
 from agentstream.client.scan import read_journal
-from agentstream.events import LlmCallCompleted, ToolCallRequested
+from agentstream.events import ContextCompacted, LlmCallCompleted, LlmCallRequested, ToolCallRequested
 from agentstream.localcluster import LocalCluster, leader_of_most
 from agentstream.localkafka import LocalKafka
 from agentstream.processors.tool_executor.builtin import bank_stats, bank_transfers
@@ -58,12 +74,17 @@ from bench.watch import TerminalWatcher
 TOOLS = ["calculator", "lookup", "transfer_funds", "convert_time"]
 
 
-async def submit(deployment: Deployment, scenarios: int, runs: int, steps: int, tag: str) -> dict[str, int]:
+async def submit(
+    deployment: Deployment, scenarios: int, runs: int, steps: int, tag: str, context: dict[str, Any] | None
+) -> dict[str, int]:
     run_scenario: dict[str, int] = {}
     for i in range(runs):
         k = i % scenarios
+        # One task length for every run of a scenario: with context management on, the prompt's
+        # size decides when it compacts, and a reference must compact where its chaos runs do.
+        task = f"[scenario:chaos{k}] {tag:>9} run {i:05d}"
         run_id = await deployment.client.request_run(
-            RunRequest(task=f"[scenario:chaos{k}] {tag} run {i}", tools=TOOLS, max_steps=steps + 5)
+            RunRequest(task=task, tools=TOOLS, max_steps=steps + 5, context=context)
         )
         run_scenario[run_id] = k
     return run_scenario
@@ -74,6 +95,18 @@ def last_error(logfile: Path) -> str:
     lines = logfile.read_text(errors="replace").splitlines() if logfile.exists() else []
     found = [line for line in lines if "Error" in line.split(":", 1)[0] or "Exception" in line.split(":", 1)[0]]
     return found[-1][:300] if found else "no exception in its log"
+
+
+def injected_crashes(log_dir: Path) -> dict[str, int]:
+    """How many times each crash point killed its process: the line `agentstream.chaos` writes to
+    the process's log just before the kill."""
+    counts: dict[str, int] = {}
+    for logfile in sorted(log_dir.glob("*.log")):
+        for line in logfile.read_text(errors="replace").splitlines():
+            if line.startswith(CRASH_LINE):
+                point = line[len(CRASH_LINE) :].strip()
+                counts[point] = counts.get(point, 0) + 1
+    return counts
 
 
 def restart_exited(procs: ProcessorProcesses, log: list[str], exits: list[str]) -> None:
@@ -207,7 +240,15 @@ async def main() -> None:
     parser.add_argument("--add-remove", type=int, default=0, help="times an instance is added, then removed")
     parser.add_argument("--layout", choices=("separate", "engine"), default="separate",
                         help="one OS process per processor, or every core in one `engine` process")  # fmt: skip
+    parser.add_argument("--context", type=json.loads, default=None,
+                        help='context settings of every run (reference runs too), e.g. \'{"mode": "on", '
+                             '"trigger_tokens": 1000, "keep_turns": 1}\'')  # fmt: skip
+    parser.add_argument("--summary-crash-rate", type=float, default=None,
+                        help="self-kills right after a summarization reply (default 0.2 with --context, else 0)")  # fmt: skip
     args = parser.parse_args()
+    if args.context is not None and not isinstance(args.context, dict):
+        raise SystemExit("--context must be a JSON object of context settings")
+    summary_crash_rate = args.summary_crash_rate if args.summary_crash_rate is not None else 0.2 * bool(args.context)
     rng = random.Random(args.seed)
     t_start = time.monotonic()
     if args.broker_kills and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -228,12 +269,15 @@ async def main() -> None:
             async with Deployment(
                 settings, [scen_dir], extra_env=layout_env, wait_tools=tuple(TOOLS), policies=AUTO_APPROVE_DEMO
             ) as calm:
-                reference_runs = await submit(calm, args.scenarios, args.scenarios, args.steps, "reference")
+                reference_runs = await submit(
+                    calm, args.scenarios, args.scenarios, args.steps, "reference", args.context
+                )
                 assert not await watcher.wait(set(reference_runs), args.timeout), "reference runs did not finish"
 
             chaos_env = {
                 **layout_env,
-                "AGENTSTREAM_CHAOS": f"tool_after_effect={args.effect_crash_rate},model_after_reply={args.reply_crash_rate}",
+                "AGENTSTREAM_CHAOS": f"tool_after_effect={args.effect_crash_rate},model_after_reply={args.reply_crash_rate},"
+                f"summary_after_reply={summary_crash_rate}",
             }
             log: list[str] = []
             exits: list[str] = []
@@ -253,7 +297,7 @@ async def main() -> None:
                 stop = asyncio.Event()
                 kill_task = asyncio.create_task(killer(chaotic, args.kills, rng, stop, log, exits))
                 churn_task = asyncio.create_task(churn(chaotic.procs, names, args.add_remove, rng, stop, log))
-                chaos_runs = await submit(chaotic, args.scenarios, args.runs, args.steps, "chaos")
+                chaos_runs = await submit(chaotic, args.scenarios, args.runs, args.steps, "chaos", args.context)
                 journal_topic = load_topics(settings.topic_prefix)[JOURNAL].name
 
                 def pending() -> int:
@@ -272,6 +316,7 @@ async def main() -> None:
                     stats = (await http.get(f"{chaotic.model_url}/_scripted/stats")).json()
                 assert chaotic.procs is not None
                 restarts = sum(chaotic.procs.restarts.values())
+                crashes_at = injected_crashes(chaotic.procs.log_dir)
         finally:
             watcher.close()
         journal = await read_journal(settings)
@@ -279,6 +324,11 @@ async def main() -> None:
         bank = bank_stats(settings.bank_path)
 
     references = {k: comparable_trajectory(journal[r], r) for r, k in reference_runs.items()}
+    # Where each scenario's crash-free run compacted (its steps and kinds): the chaos runs must match.
+    compacted_at = {
+        k: [f"{e.event.step}:{e.event.kind}" for e in journal[r] if isinstance(e.event, ContextCompacted)]
+        for r, k in sorted(reference_runs.items(), key=lambda rk: rk[1])
+    }
     failed_references = {
         r: summarize(journal[r]).reason for r in reference_runs if summarize(journal[r]).status != "completed"
     }
@@ -289,7 +339,8 @@ async def main() -> None:
     min_steps = 10**9
     statuses: dict[str, int] = {}
     requested_keys: set[str] = set()
-    resent = 0
+    resent = compactions = summary_calls = summary_calls_redone = 0
+    min_summaries = 10**9
     for run_id, k in chaos_runs.items():
         entries = journal.get(run_id, [])
         summary = summarize(entries)
@@ -302,6 +353,14 @@ async def main() -> None:
             differing += 1
             if differing == 1:
                 report_first_difference(run_id, references[k], observed)
+        summaries = {e.event.call_id for e in entries if isinstance(e.event, LlmCallRequested) and e.event.purpose == "compaction"}  # fmt: skip
+        summary_calls += len(summaries)
+        # A summarization call the model server answered more than once: a crash came between its
+        # reply and the journal append, and the call was made again (legitimately: nothing journaled).
+        summary_calls_redone += sum(1 for c in summaries if len(stats["calls"].get(c, [])) > 1)
+        run_compactions = {e.event.compaction: e.event.kind for e in entries if isinstance(e.event, ContextCompacted)}
+        compactions += len(run_compactions)
+        min_summaries = min(min_summaries, sum(1 for kind in run_compactions.values() if kind == "summarize"))
         for entry in entries:
             event = entry.event
             if isinstance(event, ToolCallRequested) and event.tool == "transfer_funds":
@@ -335,6 +394,14 @@ async def main() -> None:
         "processor_exits": len(exits),
         "processor_exits_seen": exits,
         "self_crashes_at_injected_points": sum(1 for line in log if "crashed itself" in line),
+        "crashes_by_point": crashes_at,
+        "context": args.context,
+        "compactions": compactions,
+        "summarization_calls": summary_calls,
+        "min_summaries_per_run": min_summaries if chaos_runs else 0,
+        "reference_compactions": compacted_at if args.context else {},
+        "summary_crashes": crashes_at.get("summary_after_reply", 0),
+        "summarization_calls_redone": summary_calls_redone,
         "restarts": restarts,
         "transfers_requested": len(requested_keys),
         "transfers_applied": sum(1 for key in applied if key in requested_keys),

@@ -37,7 +37,9 @@ class ModelInvoker:
         result = routed.result
         if result is None:
             return events + self._failures(request, failures, journaled[1], last_final=True)
-        crash_point("model_after_reply")
+        # A context compaction's summarization call has its own point, so a crash bench can aim
+        # at it (and count it) apart from the far more numerous step calls.
+        crash_point("summary_after_reply" if request.purpose == "compaction" else "model_after_reply")
         if len(routed.routed) == 1 and not failures and is_plain_first_choice(routed.routed[0]):
             # The common case journals no routing decision: one event less on every step.
             events = []

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from agentstream.context.compaction import SUMMARIZER_SYSTEM_PROMPT
 from agentstream.doubles.scripted_model import (
     READY_PREFIX,
     ScriptedModelServer,
@@ -28,6 +29,10 @@ EXTRA_SCENARIOS: list[dict[str, Any]] = [
     {"name": "loop", "turns": [{"text": "first"}, {"text": "again", "tool_calls": []}], "repeat_last": True},
     {"name": "flaky", "turns": [{"text": "ok", "fail_attempts": [{"status": 503, "times": 2, "retry_after": 0.5}]}]},
     {"name": "slow", "turns": [{"text": "late", "delay_ms": 150}]},
+    {
+        "name": "steps",
+        "turns": [{"text": f"t{i}", "tool_calls": [{"name": "calculator", "arguments": {}}]} for i in range(4)],
+    },
 ]
 
 
@@ -170,6 +175,39 @@ async def test_turn_index_counts_assistant_messages(scripted: tuple[ScriptedMode
     assert past["content"] == [{"type": "text", "text": "scenario exhausted"}] and past["stop_reason"] == "end_turn"
     again = (await client.post("/v1/messages", json=_anthropic_body("[scenario:loop]", history=7))).json()
     assert again["content"][0]["text"] == "again"
+
+
+async def test_a_step_call_plays_its_step_and_a_summarization_consumes_no_turn(
+    scripted: tuple[ScriptedModelServer, httpx.AsyncClient],
+) -> None:
+    """Under context compaction the prompt has lost old assistant messages: a step call's key
+    (`<run>/s<NNNN>/llm`) picks the turn instead, and a summarization request gets a summary in
+    any scenario (its transcript names none) without moving the scripted turns on."""
+    _, client = scripted
+
+    async def openai(body: dict[str, Any], key: str) -> dict[str, Any]:
+        r = await client.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": key})
+        message: dict[str, Any] = r.json()["choices"][0]["message"]
+        return message
+
+    compacted = _openai_body("[scenario:steps] go", history=1)
+    played = await openai(compacted, "run-a/s0003/llm")
+    assert played["content"] == "t2" and played["tool_calls"][0]["id"] == "call_2_0"
+    assert (await openai(compacted, "not-a-step-key"))["content"] == "t1"  # counted: one assistant message
+    step4 = {"Idempotency-Key": "r/s0004/llm"}
+    anthropic = (await client.post("/v1/messages", json=_anthropic_body("[scenario:steps]"), headers=step4)).json()
+    assert anthropic["content"][0]["text"] == "t3"
+
+    transcript = '[assistant] working\n[call fetch_page] {"page":"p3"}\n[tool] PAGE p3: holds the fact colour\nFACT colour = teal'
+    summarize = {"model": "m", "messages": [{"role": "system", "content": SUMMARIZER_SYSTEM_PROMPT},
+                                            {"role": "user", "content": transcript}]}  # fmt: skip
+    answered = await openai(summarize, "run-a/s0003/compact01")
+    assert answered["content"] == "fetched: p3\nFACT colour = teal" and not answered.get("tool_calls")
+    over_anthropic = {"model": "m", "max_tokens": 100, "system": SUMMARIZER_SYSTEM_PROMPT,
+                      "messages": [{"role": "user", "content": transcript}]}  # fmt: skip
+    blocks = (await client.post("/v1/messages", json=over_anthropic)).json()["content"]
+    assert blocks == [{"type": "text", "text": "fetched: p3\nFACT colour = teal"}]
+    assert (await openai(compacted, "run-a/s0003/llm"))["content"] == "t2"
 
 
 async def test_unknown_scenario_is_a_provider_shaped_400(

@@ -21,7 +21,13 @@ from typing import Any
 import orjson
 
 from agentstream.doubles.scripted_model.anthropic_wire import ANTHROPIC
-from agentstream.doubles.scripted_model.faithful import faithful_turn, read_prompt, reply_index
+from agentstream.doubles.scripted_model.faithful import (
+    SUMMARIZE_LINE,
+    faithful_turn,
+    read_prompt,
+    reply_index,
+    summary,
+)
 from agentstream.doubles.scripted_model.http import HttpReply, HttpRequest
 from agentstream.doubles.scripted_model.openai_wire import OPENAI
 from agentstream.doubles.scripted_model.scenarios import (
@@ -132,6 +138,18 @@ def compromised_turn(body: Mapping[str, Any]) -> tuple[Turn | None, int]:
     read = "\n".join(t for t in map(_tool_result_text, messages) if t is not None)
     call = injected_call(last, read) if last is not None else None
     return (Turn(tool_calls=(call,)) if call is not None else None), obeyed
+
+
+# The model invoker's Idempotency-Key for a run's step call (agentstream.ids.llm_call_id).
+STEP_CALL_KEY = re.compile(r"/s(\d+)/llm$")
+
+
+def turn_index(key: str, assistant_turns: int) -> int:
+    """The scripted turn a request plays: its step - 1 when the key names a step call (a context
+    compaction removes old assistant messages, so counting them would replay earlier turns), else
+    the assistant messages in its prompt (the same number in any uncompacted run)."""
+    step = STEP_CALL_KEY.search(key)
+    return int(step.group(1)) - 1 if step else assistant_turns
 
 
 class ScriptedModelServer:
@@ -252,18 +270,25 @@ class ScriptedModelServer:
             conv = proto.conversation(body)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             return self._error(proto, 400, f"invalid request: {exc}")
+        prompt = read_prompt(body, proto.name)
+        if prompt.system.startswith(SUMMARIZE_LINE):
+            # A context compaction's summarization call, whatever the scenario (its transcript
+            # carries no scenario marker): answered like a faithful summarizer, no turn played.
+            conv = dataclasses.replace(conv, assistant_turns=reply_index(key))
+            return self._answer(proto, body, conv, Turn(text=summary(prompt)), key, attempt, received_ms)
         name = conv.scenario or self.default
         scenario = self._scenarios.get(name)
         if scenario is None:
             known = ", ".join(self.scenario_names)
             return self._error(proto, 400, f"unknown scenario {name!r} (known: {known})")
 
+        conv = dataclasses.replace(conv, assistant_turns=turn_index(key, conv.assistant_turns))
         turn = scenario.turn(conv.assistant_turns)
         if scenario.obey_tool_output:
             obey, obeyed_before = compromised_turn(body)
             turn = obey if obey is not None else scenario.turn(conv.assistant_turns - obeyed_before)
         if scenario.faithful:
-            turn = faithful_turn(read_prompt(body, proto.name))
+            turn = faithful_turn(prompt)
             conv = dataclasses.replace(conv, assistant_turns=reply_index(key))
         reply = self._answer(proto, body, conv, turn, key, attempt, received_ms)
         reply.delay_s = turn.delay_ms / 1000
