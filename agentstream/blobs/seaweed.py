@@ -123,7 +123,8 @@ class LocalS3:
         return {str(k): int(v) for k, v in orjson.loads(self.server_file.read_bytes())["ports"].items()}
 
     def _command(self, s3_port: int, ports: dict[str, int]) -> list[str]:
-        sockets = self.data_dir if len(str(self.data_dir)) < _SOCKET_PATH_MAX - 12 else Path("/tmp")
+        # The longest socket name is `/weed-filer-65535.sock` (22 characters): past the limit, /tmp.
+        sockets = self.data_dir if len(str(self.data_dir)) + 22 < _SOCKET_PATH_MAX else Path("/tmp")
         return [
             weed_binary(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.grpc']}",
