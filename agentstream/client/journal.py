@@ -13,6 +13,9 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from agentstream import ids
+from agentstream.blobs import BlobStore
+from agentstream.blobs.offload import over_threshold
+from agentstream.blobs.task import offload_task
 from agentstream.client.locate import lookup_index, read_span, span_stop
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
@@ -31,6 +34,7 @@ from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.process import wait_for_kafka
 from agentstream.security.journal_trust import JournalSigner, JournalVerifier, journal_auth_enabled
+from agentstream.settings import BlobSettings, load
 from agentstream.topics import JOURNAL, RUN_INDEX, load_topics
 
 
@@ -103,6 +107,7 @@ class JournalClient:
         self._records: RecordFactory | None = None
         self._verifier: JournalVerifier | None = None
         self._opening = asyncio.Lock()
+        self._blobs: BlobStore | None = None  # opened for the first task over the offload threshold
 
     async def _ready(self) -> tuple[AsyncProducer, RecordFactory]:
         # Concurrent first calls wait for one producer: each making its own would leak all but one.
@@ -139,12 +144,14 @@ class JournalClient:
         # Checked before it is journaled: settings the orchestrator cannot apply would fail the run
         # at its start, so they are refused here, where the caller sees why.
         parse_settings(request.context)
+        task, task_blob = await self._offload_task(request.tenant_id, run_id, request.task)
         await self.append(
             RunRequested(
                 event_id=ids.run_requested_id(run_id),
                 run_id=run_id,
                 tenant_id=request.tenant_id,
-                task=request.task,
+                task=task,
+                task_blob=task_blob,
                 model=request.model,
                 tools=list(request.tools),
                 max_steps=request.max_steps,
@@ -160,6 +167,17 @@ class JournalClient:
             )
         )
         return run_id
+
+    async def _offload_task(self, tenant_id: str, run_id: str, task: str) -> tuple[str, str]:
+        threshold = load(BlobSettings).offload_bytes
+        if not over_threshold(task, threshold):
+            return task, ""  # the common case: no store is opened
+        if self._blobs is None:
+            # Imported here: boto3 (the S3 backend) costs every CLI command ~0.3 s to import.
+            from agentstream.blobs.factory import open_blob_store
+
+            self._blobs = open_blob_store(self.settings)
+        return await offload_task(self._blobs, tenant_id, run_id, task, threshold)
 
     async def cancel(self, run_id: str, tenant_id: str, reason: str, requested_by: str = "cli") -> None:
         await self.append(CancelRequested(ids.cancel_requested_id(run_id), run_id, tenant_id, reason, requested_by))
@@ -323,6 +341,8 @@ class JournalClient:
     async def aclose(self) -> None:
         if self._producer is not None:
             await self._producer.aclose()
+        if self._blobs is not None:
+            await self._blobs.close()
 
 
 def type_of(msg: Message) -> str | None:

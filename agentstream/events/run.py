@@ -46,6 +46,8 @@ class RunRequested(RunEvent):
     # The run's context settings as given on create (v6, agentstream.context.settings), JSON over
     # the tenant's defaults; "" for the tenant's defaults.
     context_json: str = ""
+    # A task over the offload threshold (v7): its blob handle; `task` holds a preview and a marker.
+    task_blob: str = ""
 
 
 @_register

@@ -59,6 +59,7 @@ def _(event: RunRequested, state: RunState | None) -> RunState | None:
         labels=dict(event.labels),
         on_loop="warn" if event.on_loop == "warn" else "halt",
         context_json=event.context_json,
+        task_blob=event.task_blob,
     )
 
 
@@ -72,7 +73,7 @@ def _(event: RunStarted, state: RunState | None) -> RunState | None:
         tools_json=event.tools_json,
         tool_versions=dict(event.tool_versions),
         max_steps=event.max_steps,
-        messages=(Message("system", event.system_prompt), Message("user", state.task)),
+        messages=(Message("system", event.system_prompt), Message("user", state.task, blob=state.task_blob or None)),
         on_repeated_denial=denial_action(event.on_repeated_denial),
         context_json=event.context_json,
     )

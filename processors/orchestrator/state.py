@@ -89,6 +89,7 @@ class RunState:
     # Context management (agentstream/context): the settings as given on create, then as pinned at
     # start; the compactions so far; a summarization call in flight, its answer or its failure.
     context_json: str = ""
+    task_blob: str = ""  # a task offloaded to the blob store: the handle the task message carries
     compactions: int = 0
     compacted_step: int = -1  # the step whose prompt was last compacted: once per step at most
     compact_pending: str | None = None

@@ -25,6 +25,7 @@ from agentstream.events import (
     LlmCallCompleted,
     LlmCallRequested,
     RunCompleted,
+    RunRequested,
     ToolCallRequested,
 )
 from agentstream.processors.tool_executor.discovery import discover
@@ -37,7 +38,10 @@ CODEC = AvroCodec()
 PAGES = [f"p{i}" for i in range(1, 7)]
 ASKED = PAGES[:2]  # the answers sit in the first pages, long cleared by the end
 FACTS = pages_server.expected_facts(ASKED)
-TASK = "\n".join(["[scenario:faithful] research the pages, then answer", f"PAGES: {','.join(PAGES)}",
+# A 20 KB briefing first: the task itself is offloaded, and the model can follow it only if the
+# invoker gave it the whole text (its preview in the journal ends long before the PAGES line).
+BRIEFING = "".join(f"briefing line {i:04d}: read every page before you answer.\n" for i in range(400))
+TASK = "\n".join(["[scenario:faithful] research the pages, then answer", BRIEFING, f"PAGES: {','.join(PAGES)}",
                   *(f"QUESTION: {key}" for key in FACTS)])  # fmt: skip
 ON = {"mode": "on", "trigger_tokens": 30_000, "keep_turns": 1}
 
@@ -71,6 +75,8 @@ async def test_cleared_pages_are_read_back_and_the_run_answers_with_fewer_tokens
     assert on[-1].final_answer == answer(FACTS), on[-1].final_answer
     compactions = [e for e in on if isinstance(e, ContextCompacted)]
     assert compactions and all(c.tokens_after < c.tokens_before for c in compactions), compactions
+    requested = next(e for e in on if isinstance(e, RunRequested))
+    assert requested.task_blob and "PAGES:" not in requested.task and len(CODEC.encode(requested)) < 4096
     cleared = {h for c in compactions for h in orjson.loads(c.cleared_json)}
     reads = [e for e in on if isinstance(e, ToolCallRequested) and e.tool == "read_result"]
     assert reads and {orjson.loads(r.arguments_json)["handle"] for r in reads} <= cleared, reads
