@@ -20,6 +20,9 @@ from agentstream.localkafka import LocalKafka, free_port
 from agentstream.stack import LAYOUT_ENV, Deployment, ensure_topics
 from tests.harness import isolated_settings
 
+# Kills and restarts brokers on a timing budget: run alone, after the parallel part (README).
+pytestmark = pytest.mark.serial
+
 SCENARIOS = {
     "steady": {"turns": [
         *[{"delay_ms": 300, "tool_calls": [{"name": "calculator", "arguments": {"expression": f"{i} + 1"}}]}

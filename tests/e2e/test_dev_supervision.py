@@ -10,8 +10,13 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from agentstream.localcluster import supervise
 from agentstream.localkafka import LocalKafka, free_port
+
+# Kills and restarts brokers on a timing budget: run alone, after the parallel part (README).
+pytestmark = pytest.mark.serial
 
 
 async def _until(condition: object, timeout_s: float) -> None:

@@ -28,6 +28,9 @@ from agentstream.trajectory import summarize
 from bench.scenarios import chaos_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 
+# Kills and restarts brokers on a timing budget: run alone, after the parallel part (README).
+pytestmark = pytest.mark.serial
+
 TOOLS = ("calculator", "lookup", "transfer_funds", "convert_time")
 
 
