@@ -101,11 +101,16 @@ async def resolve_messages(store: BlobStore, tenant_id: str, messages: tuple[Mes
         if message.blob is None:
             resolved.append(message)
             continue
-        handle = BlobHandle.parse(message.blob)
-        data = await store.get(tenant_id, handle)
-        try:
-            text = data.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            raise BlobCorrupted(f"blob {handle.key} is not UTF-8 text, as a tool result must be") from None
+        text = await read_text(store, tenant_id, BlobHandle.parse(message.blob))
         resolved.append(dataclasses.replace(message, content=text, blob=None))
     return tuple(resolved)
+
+
+async def read_text(store: BlobStore, tenant_id: str, handle: BlobHandle) -> str:
+    """An offloaded text read back as `tenant_id`, decoded as `encoded` wrote it; `BlobCorrupted`
+    when it is not UTF-8 (and the store's own `BlobError` for anything else)."""
+    data = await store.get(tenant_id, handle)
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise BlobCorrupted(f"blob {handle.key} is not UTF-8 text, as a tool result must be") from None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from agentstream.blobs import BlobError, BlobHandle
 from agentstream.blobs.factory import open_blob_store
+from agentstream.blobs.offload import read_text
 from agentstream.client.journal import JournalEntry
 from agentstream.config import Settings
 from agentstream.events import ToolCallCompleted
@@ -44,8 +45,9 @@ async def fetch_offloaded(settings: Settings, entries: list[JournalEntry]) -> Of
         return found
     for event in wanted:
         try:
-            data = await store.get(event.tenant_id, BlobHandle.parse(event.result_blob))
-            found.texts[event.result_blob] = data.decode("utf-8", "surrogatepass")
-        except (BlobError, UnicodeDecodeError) as exc:
+            found.texts[event.result_blob] = await read_text(
+                store, event.tenant_id, BlobHandle.parse(event.result_blob)
+            )
+        except BlobError as exc:
             found.errors[event.result_blob] = f"{type(exc).__name__}: {exc}"
     return found

@@ -26,6 +26,7 @@ from agentstream.blobs import (
     BlobStore,
     BlobTooLarge,
 )
+from agentstream.blobs.offload import read_text
 from agentstream.context.compaction import READ_RESULT_TOOL
 from agentstream.llm import ToolSpec
 from agentstream.tooling import ToolDescriptor, ToolResult
@@ -100,13 +101,9 @@ class ReadResultTool:
         try:
             if self._store is None:
                 self._store = self._open_store()
-            data = await self._store.get(tenant, handle)
+            return await read_text(self._store, tenant, handle)
         except BlobError as exc:
             raise _Refused(_reason(handle, exc)) from None
-        try:
-            return data.decode("utf-8", "surrogatepass")  # as the offloader encoded it
-        except UnicodeDecodeError:
-            raise _Refused(f"{handle} is not UTF-8 text, as a tool result is; not returned") from None
 
     async def aclose(self) -> None:
         if self._store is not None:
