@@ -86,9 +86,9 @@ def offloaded_bytes(messages_json: str) -> int:
     return total
 
 
-async def offload(store: BlobStore, tenant_id: str, run_id: str, content: str) -> tuple[str, str]:
-    """Puts a result in the store: (the preview with its marker, the handle string)."""
-    handle = await store.put(tenant_id, encoded(content), scope=run_id, kind=KIND)
+async def offload(store: BlobStore, tenant_id: str, run_id: str, content: str, kind: str = KIND) -> tuple[str, str]:
+    """Puts a text in the store: (the preview with its marker, the handle string)."""
+    handle = await store.put(tenant_id, encoded(content), scope=run_id, kind=kind)
     return preview_with_marker(content, handle), str(handle)
 
 

@@ -6,24 +6,26 @@ journaled again in every step's request."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from agentstream.blobs.errors import BlobError
-from agentstream.blobs.offload import encoded, over_threshold, preview_with_marker
+from agentstream.blobs.offload import offload, over_threshold
 from agentstream.blobs.store import BlobStore
 
 KIND = "prompt"
 log = logging.getLogger(__name__)
 
 
-async def offload_task(store: BlobStore, tenant_id: str, run_id: str, task: str, threshold: int) -> tuple[str, str]:
-    """(what RunRequested.task holds, its task_blob): the task itself and "" when it is small, or
-    the store refuses it (it then travels inline, as before: the API caps a task at 100,000
-    characters, which a journal record holds)."""
+async def offload_task(
+    open_store: Callable[[], BlobStore], tenant_id: str, run_id: str, task: str, threshold: int
+) -> tuple[str, str]:
+    """(what RunRequested.task holds, its task_blob): the task itself and "" when it is small (the
+    store is not opened), or the store refuses it (it then travels inline, as before: the API caps
+    a task at 100,000 characters, which a journal record holds)."""
     if not over_threshold(task, threshold):
         return task, ""
     try:
-        handle = await store.put(tenant_id, encoded(task), scope=run_id, kind=KIND)
+        return await offload(open_store(), tenant_id, run_id, task, KIND)
     except BlobError as exc:
         log.warning("a %d-character task stays inline in run %s: %s", len(task), run_id, exc)
         return task, ""
-    return preview_with_marker(task, handle), str(handle)

@@ -14,7 +14,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from agentstream import ids
 from agentstream.blobs import BlobStore
-from agentstream.blobs.offload import over_threshold
 from agentstream.blobs.task import offload_task
 from agentstream.client.locate import lookup_index, read_span, span_stop
 from agentstream.codec import AvroCodec
@@ -169,15 +168,16 @@ class JournalClient:
         return run_id
 
     async def _offload_task(self, tenant_id: str, run_id: str, task: str) -> tuple[str, str]:
-        threshold = load(BlobSettings).offload_bytes
-        if not over_threshold(task, threshold):
-            return task, ""  # the common case: no store is opened
+        return await offload_task(self._blob_store, tenant_id, run_id, task, load(BlobSettings).offload_bytes)
+
+    def _blob_store(self) -> BlobStore:
+        """Opened for the first task over the offload threshold, then kept (closed by aclose)."""
         if self._blobs is None:
             # Imported here: boto3 (the S3 backend) costs every CLI command ~0.3 s to import.
             from agentstream.blobs.factory import open_blob_store
 
             self._blobs = open_blob_store(self.settings)
-        return await offload_task(self._blobs, tenant_id, run_id, task, threshold)
+        return self._blobs
 
     async def cancel(self, run_id: str, tenant_id: str, reason: str, requested_by: str = "cli") -> None:
         await self.append(CancelRequested(ids.cancel_requested_id(run_id), run_id, tenant_id, reason, requested_by))

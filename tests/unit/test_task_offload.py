@@ -29,20 +29,23 @@ def store(tmp_path: Path) -> LocalBlobStore:
 
 
 async def test_a_small_task_stays_inline_and_a_large_one_is_offloaded(store: LocalBlobStore) -> None:
-    assert await offload_task(store, TENANT, RUN, "pay ACME", THRESHOLD) == ("pay ACME", "")
-    assert await offload_task(store, TENANT, RUN, "é" * (THRESHOLD // 2), THRESHOLD) == ("é" * (THRESHOLD // 2), "")
+    assert await offload_task(lambda: store, TENANT, RUN, "pay ACME", THRESHOLD) == ("pay ACME", "")
+    assert await offload_task(lambda: store, TENANT, RUN, "é" * (THRESHOLD // 2), THRESHOLD) == (
+        "é" * (THRESHOLD // 2),
+        "",
+    )
     task = "background " * 3000 + "\nQUESTION: the last line"
-    preview, handle = await offload_task(store, TENANT, RUN, task, THRESHOLD)
+    preview, handle = await offload_task(lambda: store, TENANT, RUN, task, THRESHOLD)
     parsed = BlobHandle.parse(handle)
     assert (parsed.tenant_id, parsed.scope, parsed.size) == (TENANT, RUN, len(task))
     assert preview.startswith("background ") and "QUESTION" not in preview and handle in preview
     tiny = LocalBlobStore(store.root, LocalKeyProvider(store.root.parent / "keys" / "master.json"), 100)
-    assert await offload_task(tiny, TENANT, RUN, task, THRESHOLD) == (task, "")  # refused: inline
+    assert await offload_task(lambda: tiny, TENANT, RUN, task, THRESHOLD) == (task, "")  # refused: inline
 
 
 async def test_every_request_carries_the_handle_and_the_provider_gets_the_whole_task(store: LocalBlobStore) -> None:
     task = "context " * 4000 + "\nthe instruction at the end"
-    preview, handle = await offload_task(store, TENANT, RUN, task, THRESHOLD)
+    preview, handle = await offload_task(lambda: store, TENANT, RUN, task, THRESHOLD)
     requested = RunRequested(ids.run_requested_id(RUN), RUN, TENANT, preview, "m", [], 5, "k", task_blob=handle)
     assert len(AvroCodec().encode(requested)) < 4096
     state = evolve(requested, None)
