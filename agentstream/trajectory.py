@@ -18,12 +18,14 @@ from agentstream.events import (
     LlmCallCompleted,
     LlmCallFailed,
     LlmCallRequested,
+    LoopDetected,
     PolicyDecided,
     ResumeRequested,
     RunCancelled,
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunFlagged,
     RunHalted,
     RunRequested,
     RunStarted,
@@ -112,6 +114,10 @@ def describe(event: RunEvent) -> str | None:
         case ApprovalDecided():
             verdict = ApprovalStatus.APPROVED if event.approved else ApprovalStatus.DENIED
             return f"approval   {verdict} by {event.decided_by}: {_short(event.reason, 80)}"
+        case RunFlagged():
+            return f"flagged    step {event.step} ({event.kind}): {_short(event.reason, 100)}"
+        case LoopDetected():
+            return f"step {event.step:>3}  loop ({event.action}): the same {event.kind.replace('_', ' ')} {event.count} times"
         case RunHalted():
             return f"halted     after {event.steps} steps ({event.limit}): {event.reason}"
         case ResumeRequested():

@@ -1,12 +1,15 @@
 """Argument types for numbers the run API bounds: the CLI refuses at parsing what the API would
 refuse with a 422 (a negative budget, zero steps), naming the flag, instead of starting a run that
-halts at once. The bounds are read from the API's own request models, so the two cannot drift."""
+halts at once. The bounds are read from the API's own request models, so the two cannot drift.
+Also the one parser of a `--since` time."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -70,3 +73,27 @@ def context_settings(text: str) -> dict[str, Any]:
     except ContextSettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return raw
+
+
+_AGO_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def since_ms(text: str, now_ms: int | None = None) -> int:
+    """A point in time for `--since`: ISO 8601 (`2026-12-06T10:00:00Z`; no zone means UTC), epoch
+    milliseconds, or a span ago (`90s`, `30m`, `2h`, `7d`)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    unit = _AGO_UNITS.get(value[-1:])
+    if unit is not None and value[:-1].isdigit():
+        return now_ms - int(value[:-1]) * unit
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give ISO 8601 (2026-12-06T10:00:00Z), epoch ms, or a span ago (30m, 2h, 7d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

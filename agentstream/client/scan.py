@@ -17,8 +17,10 @@ from agentstream.security.journal_trust import JournalVerifier, journal_auth_ena
 from agentstream.topics import JOURNAL, load_topics
 
 
-async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
-    """The whole journal, decoded, grouped by run, duplicates removed, in journal order.
+async def read_journal(settings: Settings, since_ms: int | None = None) -> dict[str, list[JournalEntry]]:
+    """The whole journal, decoded, grouped by run, duplicates removed, in journal order; with
+    `since_ms`, only what was appended at or after that time (each partition is sought to it by
+    the broker's time index, so the read costs what is newer, not all history).
     Undecodable records are skipped: the processors have dead-lettered them already."""
     topic = load_topics(settings.topic_prefix)[JOURNAL].name
     # The operator's reader holds every writer's key: a record whose writer is not proven is no
@@ -34,10 +36,13 @@ async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
             md = consumer.list_topics(topic, timeout=10)
             tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
             ends = {tp.partition: watermarks(consumer, tp)[1] for tp in tps}
+            if since_ms is not None:
+                tps = _seek_to_time(consumer, tps, since_ms, ends)
             consumer.assign(tps)
             runs: dict[str, list[JournalEntry]] = defaultdict(list)
             seen: set[str] = set()
             done: set[int] = {p for p, end in ends.items() if end == 0}
+            done |= {tp.partition for tp in tps if tp.offset >= ends[tp.partition]}
             while len(done) < len(ends):
                 for msg in consumer.consume(2000, 0.5):
                     if msg.error() is not None:
@@ -59,3 +64,12 @@ async def read_journal(settings: Settings) -> dict[str, list[JournalEntry]]:
             consumer.close()
 
     return await asyncio.to_thread(run)
+
+
+def _seek_to_time(
+    consumer: Consumer, tps: list[TopicPartition], since_ms: int, ends: dict[int, int]
+) -> list[TopicPartition]:
+    """Each partition at its first offset appended at or after `since_ms`; at its end when none was."""
+    asked = [TopicPartition(tp.topic, tp.partition, max(0, since_ms)) for tp in tps]
+    found = consumer.offsets_for_times(asked, timeout=10)
+    return [TopicPartition(tp.topic, tp.partition, ends[tp.partition] if tp.offset < 0 else tp.offset) for tp in found]

@@ -22,6 +22,7 @@ __all__ = [
     "TenantBudgetSet",
     "TenantPolicySet",
     "TenantUpserted",
+    "ToolQuarantined",
     "ToolRegistered",
     "ToolSwitched",
 ]
@@ -118,6 +119,26 @@ class KillSwitchSet(Event):
     target: str  # tenant or run id; "" for the platform
     engaged: bool
     reason: str
+    set_by: str
+    set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ToolQuarantined(Event):
+    """A tool's output declared poisoned from `since_ms` on (the `control` topic, keyed
+    "quarantine/<id>"): the tool is disabled, the runs that consumed its output and were live are
+    halted by run kill switches, the ended ones flagged; `released` once an operator lifts it."""
+
+    event_id: str
+    quarantine_id: str
+    owner: str  # the tool's owner; "" for the platform
+    tool: str
+    since_ms: int
+    reason: str
+    halted_runs: list[str]
+    flagged_runs: list[str]
+    released: bool
     set_by: str
     set_ms: int
 

@@ -56,7 +56,8 @@ WRITERS: dict[str, frozenset[str]] = {
     "RunFailed": _ORCHESTRATOR,
     "RunCancelled": _ORCHESTRATOR,
     "RunHalted": _ORCHESTRATOR,
-    "RunFlagged": _ORCHESTRATOR,
+    # The operator flags the runs a tool quarantine finds exposed (agentstream.quarantine).
+    "RunFlagged": _ORCHESTRATOR | {"admin"},
     "LoopDetected": _ORCHESTRATOR,
     "ContextCompacted": _ORCHESTRATOR,
     "LlmCallCompleted": frozenset({"model-invoker"}),

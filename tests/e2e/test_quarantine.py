@@ -1,0 +1,117 @@
+"""Poison-output quarantine on the whole stack: a tool's output is declared poisoned since a time;
+the live runs that consumed it halt, the ended ones are flagged, and no other run is touched
+(runs that used it before that time, runs that used other tools). Released, a halted run resumes
+and finishes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agentstream.cli.quarantine import quarantine_command
+from agentstream.client.journal import RunRequest
+from agentstream.client.scan import read_journal
+from agentstream.events import RunCompleted, RunFlagged, RunHalted, ToolCallCompleted
+from agentstream.quarantine.actions import quarantine_tool, release_quarantine
+from agentstream.quarantine.book import QuarantineError, read_quarantines
+from agentstream.stack import Deployment
+from tests.harness import isolated_settings
+
+POISON = {"name": "calculator", "arguments": {"expression": "6 * 7"}}
+CLOCK = {"name": "get_current_time", "arguments": {"timezone": "UTC"}}
+SCENARIOS = {
+    "before": {"turns": [{"tool_calls": [POISON]}, {"text": "It is 42."}]},
+    # Consumes the poisoned result, then thinks for a while (the quarantine lands meanwhile), then
+    # calls another tool: the run's kill switch refuses that call.
+    "live": {"turns": [{"tool_calls": [POISON]}, {"delay_ms": 15000, "tool_calls": [CLOCK]}, {"text": "done"}]},
+    "ended": {"turns": [{"tool_calls": [POISON]}, {"text": "It is 42."}]},
+    "clean": {"turns": [{"tool_calls": [CLOCK]}, {"text": "It is late."}]},
+}
+TOOLS = ["calculator", "get_current_time"]
+
+
+@pytest.fixture(scope="module")
+async def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+    home: Path = tmp_path_factory.mktemp("quarantine")
+    settings, scen = await isolated_settings(kafka_bootstrap, home, "quar", SCENARIOS)
+    async with Deployment(settings, [scen]) as d:
+        yield d
+
+
+async def _start(d: Deployment, scenario: str, count: int) -> list[str]:
+    request = RunRequest(task=f"[scenario:{scenario}] what is 6 times 7?", tools=TOOLS, tenant_id="acme")
+    return [await d.client.request_run(request) for _ in range(count)]
+
+
+async def _until(d: Deployment, check: object, timeout_s: float) -> dict[str, list[object]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = {r: [e.event for e in entries] for r, entries in (await read_journal(d.settings)).items()}
+        if check(runs) or time.monotonic() > deadline:  # type: ignore[operator]
+            return runs  # type: ignore[return-value]
+        await asyncio.sleep(0.5)
+
+
+def _ended(events: list[object]) -> bool:
+    return any(isinstance(e, RunCompleted) for e in events)
+
+
+@pytest.mark.timeout(240)
+async def test_quarantine_halts_live_runs_flags_ended_ones_and_touches_no_other(deployment: Deployment) -> None:
+    d = deployment
+    before = await _start(d, "before", 3)
+    runs = await _until(d, lambda r: all(_ended(r.get(x, [])) for x in before), 60)
+    assert all(_ended(runs[x]) for x in before)
+    await asyncio.sleep(0.2)
+    since = int(time.time() * 1000)
+    live, ended, clean = await _start(d, "live", 6), await _start(d, "ended", 4), await _start(d, "clean", 4)
+
+    def consumed(r: dict[str, list[object]]) -> bool:
+        fed = all(any(isinstance(e, ToolCallCompleted) and e.tool == "calculator" for e in r.get(x, [])) for x in live)
+        return fed and all(_ended(r.get(x, [])) for x in ended + clean)
+
+    assert consumed(await _until(d, consumed, 60))
+
+    record = await quarantine_tool(d.settings, "", "calculator", since, reason="injected instructions in results",
+                                   by="test", quarantine_id="q1")  # fmt: skip
+    assert sorted(record.halted_runs) == sorted(live)
+    assert sorted(record.flagged_runs) == sorted(ended)
+
+    def halted(r: dict[str, list[object]]) -> bool:
+        return all(any(isinstance(e, RunHalted) for e in r.get(x, [])) for x in live)
+
+    runs = await _until(d, halted, 60)
+    for run_id in live:
+        halt = next(e for e in runs[run_id] if isinstance(e, RunHalted))
+        assert halt.limit == "kill_switch" and "quarantine q1" in halt.reason, halt
+        assert not _ended(runs[run_id])
+    for run_id in live + ended:
+        flags = [e for e in runs[run_id] if isinstance(e, RunFlagged) and e.kind == "quarantine"]
+        assert len(flags) == 1 and orjson.loads(flags[0].evidence_json)["quarantine_id"] == "q1", flags
+    for run_id in before + clean:
+        assert not any(isinstance(e, RunFlagged | RunHalted) for e in runs[run_id]), runs[run_id]
+        assert _ended(runs[run_id])
+
+    # Recorded, listed, and refused clearly when asked twice or for an unknown id.
+    assert (await read_quarantines(d.settings))["q1"].released is False
+    assert (
+        await quarantine_command(d.settings, argparse.Namespace(quarantine_command="show", quarantine_id="nope")) == 2
+    )
+    with pytest.raises(QuarantineError, match="future"):
+        await quarantine_tool(d.settings, "", "calculator", since + 3_600_000, reason="x", by="test")
+
+    # Released (tool re-enabled): a halted run resumes and finishes.
+    released = await release_quarantine(d.settings, "q1", by="test", enable_tool=True)
+    assert released.released and sorted(released.halted_runs) == sorted(live)
+    with pytest.raises(QuarantineError, match="already released"):
+        await release_quarantine(d.settings, "q1", by="test", enable_tool=False)
+    halt = next(e for e in runs[live[0]] if isinstance(e, RunHalted))
+    await d.client.resume(live[0], "acme", halt.halt, 5, "quarantine lifted", requested_by="test")
+    runs = await _until(d, lambda r: _ended(r.get(live[0], [])), 60)
+    assert _ended(runs[live[0]])
