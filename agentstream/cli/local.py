@@ -24,6 +24,7 @@ from agentstream.events import ApprovalRequested
 from agentstream.jvm import JarFetchError
 from agentstream.localcluster import LocalCluster, supervise
 from agentstream.localkafka import LocalKafka
+from agentstream.monitor.daemon import Monitor
 from agentstream.process import stop_on_signals
 from agentstream.resources import ResourceError
 from agentstream.security.signing import platform_signers
@@ -174,6 +175,8 @@ async def dev(
     broker_watch = asyncio.create_task(supervise(nodes, stop, say))
     # The warehouse's worker likewise, when it runs; stopped with the processors.
     worker_watch = asyncio.create_task(supervise_worker(worker, stop, say)) if worker is not None else None
+    # The alert monitor (agentstream alerts): in this process, rebuilt from the journal if it fails.
+    monitor_watch = asyncio.create_task(watch_alerts(settings, stop, say))
     try:
         while not stop.is_set():
             for key in procs.crashed():
@@ -183,7 +186,7 @@ async def dev(
                 await asyncio.wait_for(stop.wait(), 1.0)
     finally:
         # Mid-restart, the supervisor may be waiting on a starting broker: leave that one running.
-        for watch in (broker_watch, worker_watch):
+        for watch in (broker_watch, worker_watch, monitor_watch):
             if watch is not None:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -194,6 +197,18 @@ async def dev(
         if model is not None:
             model.stop()
     return 0
+
+
+async def watch_alerts(settings: Settings, stop: asyncio.Event, say: Callable[[str], None]) -> None:
+    """Runs the alert monitor until `stop`; one that fails is said and started again (it rebuilds
+    its windows from the journal), never taking the deployment down."""
+    while not stop.is_set():
+        try:
+            await Monitor(settings).run(stop)
+        except Exception as exc:
+            say(f"alert monitor failed ({type(exc).__name__}: {exc}); restarting it")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
 
 
 async def _follow_watching(client: JournalClient, run_id: str, procs: ProcessorProcesses) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from agentstream.cli import args as bounded
 from agentstream.cli import commands
+from agentstream.cli.alerts import add_alerts_parsers
 from agentstream.cli.approvals import add_approvals_parser
 from agentstream.cli.audit import add_audit_parser
 from agentstream.cli.blobs import add_blobs_parser
@@ -117,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     add_secrets_parser(sub)
     add_memory_parser(sub)
     add_quarantine_parser(sub)
+    add_alerts_parsers(sub)
     add_tools_parser(sub)
     add_cost_parsers(sub)
     add_approvals_parser(sub)

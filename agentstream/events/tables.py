@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from agentstream.events.base import Event, _register
 
 __all__ = [
+    "AlertChanged",
+    "AlertRuleSet",
     "ApiKeyIssued",
     "ApiKeyRevoked",
     "AuditRetentionSet",
@@ -141,6 +143,42 @@ class ToolQuarantined(Event):
     released: bool
     set_by: str
     set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class AlertRuleSet(Event):
+    """An alert rule set or deleted (the `control` topic, keyed "alert-rule/<id>"): the rule as
+    JSON (agentstream.monitor.rules), checked when it was set."""
+
+    event_id: str
+    rule_id: str
+    rule_json: str
+    deleted: bool
+    set_by: str
+    set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class AlertChanged(Event):
+    """An alert raised or cleared by the monitor (the `control` topic, keyed
+    "alert/<rule>/<tenant>/<tool>/<version>", so the latest state of each alert is kept)."""
+
+    event_id: str
+    rule_id: str
+    metric: str
+    tenant_id: str
+    tool: str
+    version: str
+    raised: bool
+    value: float
+    threshold: float
+    samples: int
+    window_s: int
+    action: str
+    action_taken: str  # what the monitor did about it, or why it could not
+    at_ms: int  # the journal time the windows were judged at
 
 
 # The gateway's run index (`runs.index`, keyed by run id) and its projection's resume point

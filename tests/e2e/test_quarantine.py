@@ -1,7 +1,8 @@
-"""Poison-output quarantine on the whole stack: a tool's output is declared poisoned since a time;
-the live runs that consumed it halt, the ended ones are flagged, and no other run is touched
-(runs that used it before that time, runs that used other tools). Released, a halted run resumes
-and finishes."""
+"""Tool incidents on the whole stack. Poison-output quarantine: a tool's output is declared
+poisoned since a time; the live runs that consumed it halt, the ended ones are flagged, and no
+other run is touched (runs that used it before that time, runs that used other tools). Released, a
+halted run resumes and finishes. Online alerts: the monitor sees a tool's error rate trip a rule,
+disables the tool and calls the webhook; a healthy tool's rule stays quiet."""
 
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ import pytest
 from agentstream.cli.quarantine import quarantine_command
 from agentstream.client.journal import RunRequest
 from agentstream.client.scan import read_journal
-from agentstream.events import RunCompleted, RunFlagged, RunHalted, ToolCallCompleted
+from agentstream.events import AlertChanged, RunCompleted, RunFlagged, RunHalted, ToolCallCompleted
+from agentstream.monitor.admin import read_alerts, set_rule
+from agentstream.monitor.daemon import Monitor
+from agentstream.monitor.rules import parse_rule
 from agentstream.quarantine.actions import quarantine_tool, release_quarantine
 from agentstream.quarantine.book import QuarantineError, read_quarantines
+from agentstream.registry.admin import read_catalog
 from agentstream.stack import Deployment
 from tests.harness import isolated_settings
 
@@ -32,8 +37,25 @@ SCENARIOS = {
     "live": {"turns": [{"tool_calls": [POISON]}, {"delay_ms": 15000, "tool_calls": [CLOCK]}, {"text": "done"}]},
     "ended": {"turns": [{"tool_calls": [POISON]}, {"text": "It is 42."}]},
     "clean": {"turns": [{"tool_calls": [CLOCK]}, {"text": "It is late."}]},
+    # convert_time refuses an unknown zone: every call of it here is a tool error.
+    "broken": {
+        "turns": [
+            *[
+                {
+                    "tool_calls": [
+                        {
+                            "name": "convert_time",
+                            "arguments": {"source_timezone": "Mars/Olympus", "time": "12:00", "target_timezone": "UTC"},
+                        }
+                    ]
+                }
+            ]
+            * 2,
+            {"text": "no"},
+        ]
+    },
 }
-TOOLS = ["calculator", "get_current_time"]
+TOOLS = ["calculator", "get_current_time", "convert_time"]
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +137,60 @@ async def test_quarantine_halts_live_runs_flags_ended_ones_and_touches_no_other(
     await d.client.resume(live[0], "acme", halt.halt, 5, "quarantine lifted", requested_by="test")
     runs = await _until(d, lambda r: _ended(r.get(live[0], [])), 60)
     assert _ended(runs[live[0]])
+
+
+class Hook:
+    """A real HTTP endpoint that records what is POSTed to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, object]] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+        self.bodies.append(orjson.loads(await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+@pytest.mark.timeout(180)
+async def test_the_monitor_disables_a_failing_tool_and_calls_the_webhook(deployment: Deployment) -> None:
+    d = deployment
+    hook = Hook()
+    server = await asyncio.start_server(hook.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    await set_rule(d.settings, parse_rule({
+        "rule_id": "tool-errors", "metric": "tool_error_rate", "threshold": 0.5, "group_by": "tool",
+        "min_samples": 4, "window_s": 300, "action": "disable_tool", "webhook": f"http://127.0.0.1:{port}/hook",
+    }), by="test")  # fmt: skip
+    monitor = Monitor(d.settings, tick_s=0.2, lookback_s=120)
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run(stop))
+    try:
+        await _start(d, "clean", 3)
+        await _start(d, "broken", 3)
+        deadline = time.monotonic() + 90
+        raised: list[AlertChanged] = []
+        while time.monotonic() < deadline and not raised:
+            await asyncio.sleep(0.5)
+            assert not task.done(), task
+            raised = [a for a in (await read_alerts(d.settings)).alerts.values() if a.raised]
+        assert len(raised) == 1, raised  # convert_time only: get_current_time answered every call
+        alert = raised[0]
+        assert (alert.rule_id, alert.tool, alert.tenant_id) == ("tool-errors", "convert_time", "acme")
+        assert alert.value > 0.5 and alert.samples >= 4
+        assert (
+            alert.action_taken.startswith("tool convert_time (platform) disabled")
+            and "webhook 200" in alert.action_taken
+        )
+        catalog = await read_catalog(d.settings)
+        entry = catalog.latest("", "convert_time")
+        assert entry is not None and catalog.switched_off(entry) is not None
+        assert hook.bodies and hook.bodies[0]["rule_id"] == "tool-errors" and hook.bodies[0]["raised"] is True
+    finally:
+        stop.set()
+        await task
+        server.close()
