@@ -17,6 +17,7 @@ from agentstream.cli.config import add_config_parser
 from agentstream.cli.connect import add_connect_parser
 from agentstream.cli.costs import add_cost_parsers
 from agentstream.cli.memory import add_memory_parser
+from agentstream.cli.mine import add_mine_parser
 from agentstream.cli.quarantine import add_quarantine_parser
 from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.signing import add_parser as add_signing_parser
@@ -119,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     add_memory_parser(sub)
     add_quarantine_parser(sub)
     add_alerts_parsers(sub)
+    add_mine_parser(sub)
     add_tools_parser(sub)
     add_cost_parsers(sub)
     add_approvals_parser(sub)
