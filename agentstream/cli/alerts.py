@@ -1,5 +1,6 @@
-"""`agentstream alerts ...` and `agentstream monitor`: online alert rules, the alerts they raised,
-and the process that watches the journal for them (docs/evaluation.md, "Online alerts").
+"""`agentstream alerts ...`, `agentstream judge policy` and `agentstream monitor`: online alert
+rules and the alerts they raised, a tenant's judge sampling, and the process that watches the
+journal for both (docs/evaluation.md, "Online alerts", "LLM-as-judge").
 A refused rule is one line on stderr and exit code 2."""
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import sys
 from datetime import UTC, datetime
 
 from agentstream.config import Settings
+from agentstream.judge.policy import JudgePolicy, JudgePolicyError, set_judge_policy
 from agentstream.monitor.admin import delete_rule, read_alerts, set_rule
 from agentstream.monitor.daemon import Monitor
 from agentstream.monitor.rules import ACTIONS, GROUPS, METRICS, AlertRuleError, parse_rule
+from agentstream.routing.tiers import JUDGE
 
 
 def add_alerts_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +41,14 @@ def add_alerts_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     lst = asub.add_parser("list", help="alerts raised now (with --all, cleared ones too)")
     lst.add_argument("--all", action="store_true")
     alerts.set_defaults(handler=run_alerts_command)
+    judge = sub.add_parser("judge", help="LLM-as-judge: grade a sampled share of a tenant's runs")
+    jsub = judge.add_subparsers(dest="judge_command", required=True)
+    pol = jsub.add_parser("policy", help="set a tenant's judge sampling (a rate of 0 stops it)")
+    pol.add_argument("tenant")
+    pol.add_argument("--rate", type=float, required=True, help="share of the tenant's ended runs graded, 0..1")
+    pol.add_argument("--model", default=JUDGE, help="the judge run's model (default: the routes file's judge tier)")
+    pol.add_argument("--budget-usd", type=float, default=0.05, help="each judge run's hard cost cap")
+    judge.set_defaults(handler=run_judge_command)
     monitor = sub.add_parser("monitor", help="watch the journal and raise the alert rules' alerts, until Ctrl-C")
     monitor.add_argument("--tick-s", type=float, default=1.0, help="how often the windows are judged")
     monitor.set_defaults(handler=run_monitor_command)
@@ -77,6 +88,18 @@ async def alerts_command(settings: Settings, args: argparse.Namespace) -> int:
     except AlertRuleError as exc:
         print(f"agentstream alerts: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+async def run_judge_command(args: argparse.Namespace) -> int:
+    try:
+        policy = JudgePolicy(args.tenant, args.rate, args.model, args.budget_usd).check()
+        await set_judge_policy(Settings.from_env(), policy, by="cli")
+    except JudgePolicyError as exc:
+        print(f"agentstream judge: {exc}", file=sys.stderr)
+        return 2
+    print(f"judge for {policy.tenant}: {policy.rate:.0%} of ended runs, model {policy.model}, "
+          f"${policy.budget_usd:g} per judge run (graded by the running monitor)")  # fmt: skip
     return 0
 
 

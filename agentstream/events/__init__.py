@@ -4,6 +4,7 @@ written; every name is importable from `agentstream.events` itself.
 - base: `Event`, `RunEvent`, the registry the codec maps records through (`EVENT_TYPES`), `event_key`
 - run: a run's own journal (request, start, model and tool calls, its ending), `TERMINAL_TYPES`
 - context: a run's context decisions (compactions of its prompt)
+- judge: a judge model's grade of a run
 - gates: what stands between a run and its calls (policy, approvals, authorization, budgets, loops,
   model routing)
 - tables: the compacted tables beside the journal (tools, tenants and keys, secrets, control, status)
@@ -15,5 +16,6 @@ from __future__ import annotations
 from agentstream.events.base import *  # noqa: F403
 from agentstream.events.context import *  # noqa: F403
 from agentstream.events.gates import *  # noqa: F403
+from agentstream.events.judge import *  # noqa: F403
 from agentstream.events.run import *  # noqa: F403
 from agentstream.events.tables import *  # noqa: F403

@@ -13,6 +13,7 @@ __all__ = [
     "ApiKeyIssued",
     "ApiKeyRevoked",
     "AuditRetentionSet",
+    "JudgePolicySet",
     "KillSwitchSet",
     "MemoryFileSet",
     "ProcessorStatus",
@@ -141,6 +142,19 @@ class ToolQuarantined(Event):
     halted_runs: list[str]
     flagged_runs: list[str]
     released: bool
+    set_by: str
+    set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class JudgePolicySet(Event):
+    """A tenant's judge sampling (the `control` topic, keyed "judge/<tenant>"): the policy as JSON
+    (agentstream.judge.policy: rate, model, budget_usd); a rate of 0 stops it."""
+
+    event_id: str
+    tenant_id: str
+    policy_json: str
     set_by: str
     set_ms: int
 

@@ -5,8 +5,9 @@ window back (partitions sought by the broker's time index): nothing to persist, 
 journal gives the same alerts. Rules come from the control topic; alerts go back to it as
 `AlertChanged` records (the latest state of each), each with what was done about it: nothing
 more, a tool disabled, or a tenant halted (kill switches; never undone automatically: a person
-looks first), and an optional webhook POST. It runs as an operator tool, with the operator's
-credentials, as `agentstream quarantine` does."""
+looks first), and an optional webhook POST. The same tail drives the judge (agentstream.judge):
+sampled runs that end are graded. It runs as an operator tool, with the operator's credentials, as
+`agentstream quarantine` does."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
 from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import TERMINAL_TYPES, AlertChanged, AlertRuleSet, Event, RunEvent
+from agentstream.judge.judging import Judge
+from agentstream.judge.policy import JudgePolicies
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.table import TopicTable, put_record
 from agentstream.monitor.alerts import AlertBook, AlertChange
@@ -77,6 +80,7 @@ class Monitor:
         self.records = 0
         self.refused = 0
         self.changes: list[AlertChange] = []
+        self.judge: Judge | None = None  # set while running: grades the sampled runs that end
 
     def feed(self, msg: Message) -> None:
         type_name = type_of(msg)
@@ -94,10 +98,15 @@ class Monitor:
         if isinstance(event, RunEvent):
             for sample in self.signals.feed(event, ts_ms):
                 self.book.add(sample)
+            if self.judge is not None:
+                self.judge.observe(event)
 
     async def run(self, stop: asyncio.Event) -> None:
         rules = RuleReader(self.settings, self.book)
         await rules.start()
+        policies = JudgePolicies(self.settings)
+        await policies.start()
+        self.judge = Judge(self.settings, policies)
         topic = load_topics(self.settings.topic_prefix)[JOURNAL].name
         consumer = Consumer(
             consumer_config(
@@ -114,6 +123,8 @@ class Monitor:
                             self.records += 1
                             self.feed(msg)
                     rules.poll()
+                    policies.poll()
+                    await self.judge.step()
                     if time.monotonic() >= next_tick:
                         next_tick = time.monotonic() + self.tick_s
                         for change in self.book.tick(self.journal_ms or int(time.time() * 1000)):
@@ -124,6 +135,8 @@ class Monitor:
         finally:
             await asyncio.to_thread(consumer.close)
             rules.close()
+            policies.close()
+            await self.judge.aclose()
 
     def _assign(self, consumer: Consumer, topic: str) -> None:
         windows = [rule.window_s for rule in self.book.rules.values()]

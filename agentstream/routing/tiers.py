@@ -1,12 +1,14 @@
 """Choosing a model tier for one step of a run.
 
-Two tiers: `small` (cheap, fast) and `frontier` (most capable). `choose_tier` is pure and
+Two tiers: `small` (cheap, fast) and `frontier` (most capable), and a third a run only gets by
+asking: `judge`, for the runs that grade other runs (agentstream.judge), so a routes file can send
+them to a model of their own. `choose_tier` is pure and
 deterministic: the same step and conversation always give the same (tier, reason), with no
 clock and no randomness, so a re-driven decision journals the same tier.
 
 Rules, first match wins:
 
-1. the requested model *is* a tier name ("small" / "frontier"): that tier, as pinned by the run;
+1. the requested model *is* a tier name ("small" / "frontier" / "judge"): that tier, as pinned by the run;
 2. the first step (no assistant turn yet): `frontier`, the model plans the run;
 3. the latest tool results include an error: `frontier`, recovering needs judgement;
 4. the conversation is long (estimated above `LONG_CONTEXT_TOKENS`): `frontier`;
@@ -24,6 +26,7 @@ from agentstream.llm import Message
 SMALL = "small"
 FRONTIER = "frontier"
 TIERS = (SMALL, FRONTIER)
+JUDGE = "judge"  # pinned by judge runs only: not a tier the routing rules below ever choose
 
 # Above this estimated prompt size small models lose track of the context; 4 characters a token
 # is the usual estimate for English text and JSON (the scripted model counts the same way).
@@ -71,7 +74,7 @@ def _latest_prompt_text(messages: tuple[Message, ...]) -> str:
 
 def choose_tier(step: int, messages: tuple[Message, ...], requested_model: str) -> tuple[str, str]:
     """(tier, reason) for the model call of `step` (1-based) over `messages`."""
-    if requested_model in TIERS:
+    if requested_model in TIERS or requested_model == JUDGE:
         return requested_model, f"tier {requested_model} requested by the run"
     if step <= 1 or not any(m.role == "assistant" for m in messages):
         return FRONTIER, "first step: planning"

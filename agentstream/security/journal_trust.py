@@ -58,8 +58,11 @@ WRITERS: dict[str, frozenset[str]] = {
     "RunHalted": _ORCHESTRATOR,
     # The operator flags the runs a tool quarantine finds exposed (agentstream.quarantine).
     "RunFlagged": _ORCHESTRATOR | {"admin"},
+    # A judge's grade, written by the operator's monitor from the judge run's answer (agentstream.judge).
+    "JudgeVerdict": frozenset({"admin"}),
     "LoopDetected": _ORCHESTRATOR,
     "ContextCompacted": _ORCHESTRATOR,
+    "EvalVerdict": _ORCHESTRATOR,  # the step checks run inside the orchestrator's fold
     "LlmCallCompleted": frozenset({"model-invoker"}),
     "LlmCallRouted": frozenset({"model-invoker"}),
     "LlmCallFailed": frozenset({"model-invoker", "kv-dispatcher"}),

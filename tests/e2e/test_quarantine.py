@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -18,7 +19,16 @@ import pytest
 from agentstream.cli.quarantine import quarantine_command
 from agentstream.client.journal import RunRequest
 from agentstream.client.scan import read_journal
-from agentstream.events import AlertChanged, RunCompleted, RunFlagged, RunHalted, ToolCallCompleted
+from agentstream.events import (
+    AlertChanged,
+    JudgeVerdict,
+    LlmCallRequested,
+    RunCompleted,
+    RunFlagged,
+    RunHalted,
+    ToolCallCompleted,
+)
+from agentstream.judge.policy import JudgePolicy, set_judge_policy
 from agentstream.monitor.admin import read_alerts, set_rule
 from agentstream.monitor.daemon import Monitor
 from agentstream.monitor.rules import parse_rule
@@ -30,13 +40,15 @@ from tests.harness import isolated_settings
 
 POISON = {"name": "calculator", "arguments": {"expression": "6 * 7"}}
 CLOCK = {"name": "get_current_time", "arguments": {"timezone": "UTC"}}
-SCENARIOS = {
+SCENARIOS: dict[str, dict[str, Any]] = {
     "before": {"turns": [{"tool_calls": [POISON]}, {"text": "It is 42."}]},
     # Consumes the poisoned result, then thinks for a while (the quarantine lands meanwhile), then
     # calls another tool: the run's kill switch refuses that call.
     "live": {"turns": [{"tool_calls": [POISON]}, {"delay_ms": 15000, "tool_calls": [CLOCK]}, {"text": "done"}]},
     "ended": {"turns": [{"tool_calls": [POISON]}, {"text": "It is 42."}]},
     "clean": {"turns": [{"tool_calls": [CLOCK]}, {"text": "It is late."}]},
+    # The provider refuses every attempt: the run fails without an answer.
+    "refused": {"turns": [{"fail_attempts": [{"status": 400, "times": 50}], "text": "never"}]},
     # convert_time refuses an unknown zone: every call of it here is a tool error.
     "broken": {
         "turns": [
@@ -166,12 +178,17 @@ async def test_the_monitor_disables_a_failing_tool_and_calls_the_webhook(deploym
         "rule_id": "tool-errors", "metric": "tool_error_rate", "threshold": 0.5, "group_by": "tool",
         "min_samples": 4, "window_s": 300, "action": "disable_tool", "webhook": f"http://127.0.0.1:{port}/hook",
     }), by="test")  # fmt: skip
+    await set_judge_policy(d.settings, JudgePolicy("graded", rate=1.0), by="test")
     monitor = Monitor(d.settings, tick_s=0.2, lookback_s=120)
     stop = asyncio.Event()
     task = asyncio.create_task(monitor.run(stop))
     try:
         await _start(d, "clean", 3)
         await _start(d, "broken", 3)
+        graded_ok = await d.client.request_run(RunRequest(task="[scenario:clean] what time is it in UTC?", tools=TOOLS,
+                                                          tenant_id="graded"))  # fmt: skip
+        graded_bad = await d.client.request_run(RunRequest(task="[scenario:refused] what time is it?", tools=TOOLS,
+                                                           tenant_id="graded"))  # fmt: skip
         deadline = time.monotonic() + 90
         raised: list[AlertChanged] = []
         while time.monotonic() < deadline and not raised:
@@ -190,6 +207,20 @@ async def test_the_monitor_disables_a_failing_tool_and_calls_the_webhook(deploym
         entry = catalog.latest("", "convert_time")
         assert entry is not None and catalog.switched_off(entry) is not None
         assert hook.bodies and hook.bodies[0]["rule_id"] == "tool-errors" and hook.bodies[0]["raised"] is True
+
+        # The judge graded both of the sampled tenant's runs, each in a judge run of its own.
+        def judged(r: dict[str, list[object]]) -> bool:
+            return all(any(isinstance(e, JudgeVerdict) for e in r.get(x, [])) for x in (graded_ok, graded_bad))
+
+        runs = await _until(d, judged, 90)
+        ok = next(e for e in runs[graded_ok] if isinstance(e, JudgeVerdict))
+        bad = next(e for e in runs[graded_bad] if isinstance(e, JudgeVerdict))
+        assert ok.graded and ok.passed and ok.judge_run_id == f"judge-{graded_ok}", ok
+        assert bad.graded and not bad.passed and not bad.success, bad
+        judge_calls = [e for e in runs[ok.judge_run_id] if isinstance(e, LlmCallRequested)]
+        assert [c.tier for c in judge_calls] == ["judge"] and ok.tenant_id == "graded"
+        assert not any(isinstance(e, JudgeVerdict) and e.tenant_id == "acme" for r in runs.values() for e in r)
+        assert monitor.judge is not None and monitor.judge.requested == 2
     finally:
         stop.set()
         await task

@@ -29,6 +29,7 @@ from agentstream.doubles.scripted_model.faithful import (
     summary,
 )
 from agentstream.doubles.scripted_model.http import HttpReply, HttpRequest
+from agentstream.doubles.scripted_model.judge import is_judge_task, scripted_grade
 from agentstream.doubles.scripted_model.openai_wire import OPENAI
 from agentstream.doubles.scripted_model.scenarios import (
     Scenario,
@@ -276,6 +277,9 @@ class ScriptedModelServer:
             # carries no scenario marker): answered like a faithful summarizer, no turn played.
             conv = dataclasses.replace(conv, assistant_turns=reply_index(key))
             return self._answer(proto, body, conv, Turn(text=summary(prompt)), key, attempt, received_ms)
+        if is_judge_task(prompt.task):
+            conv = dataclasses.replace(conv, assistant_turns=reply_index(key))
+            return self._answer(proto, body, conv, Turn(text=scripted_grade(prompt.task)), key, attempt, received_ms)
         name = conv.scenario or self.default
         scenario = self._scenarios.get(name)
         if scenario is None:
