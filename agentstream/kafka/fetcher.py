@@ -23,8 +23,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from agentstream.kafka.consumer import fetch_batch, watermarks
+from agentstream.kafka.consumer import fetch_batch
 from agentstream.kafka.logs import StateLog
+from agentstream.kafka.watermarks import WatermarkReader
 
 log = logging.getLogger("agentstream.fetcher")
 
@@ -57,9 +58,8 @@ class Fetcher:
         self.replaced = 0  # consumers replaced after a fatal error
         # Other threads (read barriers, lag) ask the broker for high watermarks through their own
         # handle: librdkafka calls on the group consumer from a second thread while this one polls
-        # it have been seen to deadlock all of them.
-        self._offsets = make_offsets_reader()
-        self._offsets_lock = threading.Lock()
+        # it have been seen to deadlock all of them. Replaced when it goes bad (watermarks.py).
+        self._offsets = WatermarkReader(make_offsets_reader, topic, name)
         self._to_commit: dict[int, int] = {}
         self._commit_lock = threading.Lock()
 
@@ -139,9 +139,9 @@ class Fetcher:
             self._thread.join(timeout=5.0)
 
     def high_watermark(self, partition: int, timeout_s: float = 10.0) -> int:
-        """The partition's end as the broker reports it now; blocking, for a worker thread."""
-        with self._offsets_lock:
-            return watermarks(self._offsets, TopicPartition(self._topic, partition), timeout_s)[1]
+        """The partition's end as the broker reports it now; blocking, for a worker thread.
+        Raises (WatermarkTimeout, KafkaException) rather than block past timeout_s + a grace."""
+        return self._offsets.high(partition, timeout_s)
 
     def commit(self, offsets: dict[int, int]) -> None:
         """Queues group offsets; the fetch thread commits them between fetches. The loop never calls

@@ -19,6 +19,7 @@ from agentstream.cli.kafka import kafka_command
 from agentstream.client.journal import RunRequest
 from agentstream.config import ModelSettings, Settings
 from agentstream.kafka.consumer import consumer_config, fetch_batch
+from agentstream.kafka.partitioner import partition_for
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.localcluster import LocalCluster, cluster_dir
 from agentstream.processors.tool_executor.builtin import bank_transfers
@@ -142,7 +143,8 @@ async def test_runs_complete_while_the_journal_leader_is_killed_and_restarted(
             await cluster.kill(victim)
             await asyncio.sleep(3.0)
             await cluster.start_node(victim)
-            assert await watcher.wait(set(runs), 180) == set(), "runs stuck after the failover"
+            stuck = await watcher.wait(set(runs), 180)
+            assert stuck == set(), await _explain_stuck(deployment, on_cluster, stuck)
             assert deployment.procs is not None
             exited = deployment.procs.crashed()
             entries = {r: await deployment.client.read_run(r) for r in runs}
@@ -152,6 +154,23 @@ async def test_runs_complete_while_the_journal_leader_is_killed_and_restarted(
     keys = [t["idempotency_key"] for t in bank_transfers(on_cluster.bank_path)]
     assert keys and len(keys) == len(set(keys)), "a transfer was applied twice"
     assert exited == [], f"processors exited during the broker failover: {exited}"
+
+
+async def _explain_stuck(deployment: Deployment, settings: Settings, stuck: set[str]) -> str:
+    """What a failure must say by itself: where each stuck run stopped (its last journaled events)
+    and every processor's log (kept under the test's home/logs too)."""
+    lines = [f"runs stuck after the failover: {sorted(stuck)}"]
+    for run in sorted(stuck):
+        try:
+            entries = await asyncio.wait_for(deployment.client.read_run(run), 30)
+        except Exception as exc:  # the explanation must not hide the failure it explains
+            lines.append(f"{run}: journal not readable: {exc!r}")
+            continue
+        tail = ", ".join(f"{e.event.type_name}@{e.offset}" for e in entries[-4:])
+        lines.append(f"{run} (p{partition_for(run, 8)}): {len(entries)} events, last: {tail}")
+    for log in sorted((settings.home / "logs").glob("*.log")):
+        lines += [f"----- {log.name} -----", *log.read_text(errors="replace").splitlines()[-60:]]
+    return "\n".join(lines)
 
 
 @pytest.mark.cluster
