@@ -15,6 +15,7 @@ from agentstream.events import (
     ApprovalDecided,
     CancelRequested,
     ContextCompacted,
+    EvalVerdict,
     JudgeVerdict,
     LlmCallCompleted,
     LlmCallFailed,
@@ -117,9 +118,14 @@ def describe(event: RunEvent) -> str | None:
             return f"approval   {verdict} by {event.decided_by}: {_short(event.reason, 80)}"
         case RunFlagged():
             return f"flagged    step {event.step} ({event.kind}): {_short(event.reason, 100)}"
+        case EvalVerdict():
+            failed = f"check {event.check_name} failed ({event.severity})"
+            return f"step {event.step:>3}  {failed}: {_short(event.reason, 100)}"
         case JudgeVerdict():
             grade = ("passed" if event.passed else "failed") if event.graded else "not graded"
-            return f"judged     {grade} ({event.rubric_version}, {event.judge_run_id}): {_short(event.explanation, 100)}"
+            return (
+                f"judged     {grade} ({event.rubric_version}, {event.judge_run_id}): {_short(event.explanation, 100)}"
+            )
         case LoopDetected():
             return f"step {event.step:>3}  loop ({event.action}): the same {event.kind.replace('_', ' ')} {event.count} times"
         case RunHalted():

@@ -50,7 +50,7 @@ NAMED: dict[str, NamedQuery] = {
     ),
     "flagged-runs": NamedQuery(
         "runs whose trajectories were flagged in the last `days` days (default 30): a RunFlagged (the loop "
-        "detector in warn mode) or LoopDetected event; trajectory evaluation adds its flags later",
+        "detector in warn mode), LoopDetected or EvalVerdict (a failed step check) event",
         """
         SELECT r.run_id, r.tenant_id, r.status, r.started_at, r.ended_at, f.flags, f.kinds, f.first_flagged_at
         FROM (SELECT run_id, count(*) AS flags, string_agg(DISTINCT event_type || ':' || kind, ', ') AS kinds,

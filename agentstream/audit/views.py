@@ -25,7 +25,7 @@ EVENT_COLUMNS: dict[str, pa.DataType] = {
     "requested_ms": I64, "decided_ms": I64, "kind": S, "cost_usd": F64, "released_usd": F64,
     "price_version": S, "signature": S, "count": I32, "action": S, "evidence_json": S, "purpose": S,
     "compaction": I32, "boundary": I32, "cleared_json": S, "summary": S, "summary_call_id": S,
-    "tokens_before": I32, "tokens_after": I32,
+    "tokens_before": I32, "tokens_after": I32, "check_name": S, "severity": S, "checks_version": S,
 }  # fmt: skip
 
 _TERMINAL = "('RunCompleted', 'RunFailed', 'RunCancelled', 'RunHalted')"
@@ -131,11 +131,13 @@ VIEWS: dict[str, tuple[str, str]] = {
     ),
     "flags": (
         """
-        SELECT event_id, run_id, tenant_id, step, event_type, kind, action, reason, signature, count,
-               evidence_json, journal_time AS flagged_at
-        FROM events WHERE event_type IN ('RunFlagged', 'LoopDetected')
+        SELECT event_id, run_id, tenant_id, step, event_type, coalesce(kind, check_name) AS kind,
+               coalesce(action, severity) AS action, reason, signature, count, evidence_json,
+               journal_time AS flagged_at
+        FROM events WHERE event_type IN ('RunFlagged', 'LoopDetected', 'EvalVerdict')
         """,
-        "one row per trajectory flag: RunFlagged (warn) or LoopDetected (the loop detector's finding)",
+        "one row per trajectory flag: RunFlagged (warn), LoopDetected (the loop detector's finding) or EvalVerdict "
+        "(a failed step check: kind is the check, action its severity)",
     ),
     "compactions": (
         f"""

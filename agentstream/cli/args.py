@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from agentstream.context.settings import ContextSettingsError, parse_settings
 from agentstream.contract.requests import Budget, CreateRun, ResumeRun
+from agentstream.evaluation.policy import EvalPolicyError, parse_policy
 
 
 def _bounds(model: type[BaseModel], field: str) -> tuple[float | None, float | None]:
@@ -73,6 +74,18 @@ def context_settings(text: str) -> dict[str, Any]:
     except ContextSettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return raw
+
+
+def eval_policy(text: str) -> dict[str, Any]:
+    """`--eval JSON`: a tenant's step-check policy, checked as the orchestrator will read it."""
+    try:
+        raw = orjson.loads(text)
+        parse_policy(raw)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text[:100]!r}") from None
+    except EvalPolicyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return dict(raw)
 
 
 _AGO_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}

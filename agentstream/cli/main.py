@@ -19,6 +19,7 @@ from agentstream.cli.costs import add_cost_parsers
 from agentstream.cli.memory import add_memory_parser
 from agentstream.cli.mine import add_mine_parser
 from agentstream.cli.quarantine import add_quarantine_parser
+from agentstream.cli.rollout import add_rollout_parser
 from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.signing import add_parser as add_signing_parser
 from agentstream.cli.tenants import add_parsers as add_tenancy_parsers
@@ -26,6 +27,7 @@ from agentstream.cli.tools import add_tools_parser
 from agentstream.kafka.auth import ENGINE
 from agentstream.processors.catalog import CORES
 from agentstream.settings import SettingsError
+from agentstream.tools.shadow_cli import add_shadow_parser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="re-drive the orchestrator over a recorded journal and diff")
     replay.add_argument("run_id")
+    add_shadow_parser(sub)
 
     topics = sub.add_parser("topics", help="create or verify the topics of topics.yaml")
     topics.add_argument("action", choices=["create", "verify"])
@@ -121,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     add_quarantine_parser(sub)
     add_alerts_parsers(sub)
     add_mine_parser(sub)
+    add_rollout_parser(sub)
     add_tools_parser(sub)
     add_cost_parsers(sub)
     add_approvals_parser(sub)

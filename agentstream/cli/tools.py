@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from agentstream.cli.args import context_settings
+from agentstream.cli.args import context_settings, eval_policy
 from agentstream.config import Settings
 from agentstream.registry import admin
 from agentstream.registry.admin import RegistryError
@@ -85,6 +85,9 @@ def add_tools_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     pol.add_argument("--context", type=context_settings, default=None, metavar="JSON",
                      help="the tenant's default context settings, under each run's own `context`, e.g. "
                      '\'{"mode": "on", "trigger_tokens": 32000}\' (default: the platform\'s, mode off)')  # fmt: skip
+    pol.add_argument("--eval", type=eval_policy, default=None, metavar="JSON",
+                     help="the step checks' policy, e.g. '{\"requires\": {\"pay\": [\"lookup_*\"]}, \"polling\": "
+                     "[\"job_status\"], \"constants\": [\"USD\"]}' (fields: requires, polling, constants, disabled)")  # fmt: skip
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -161,6 +164,7 @@ async def _dispatch(settings: Settings, args: argparse.Namespace) -> int:
                 taint_action=args.taint_action, allow_self_approval=args.allow_self_approval,
                 on_repeated_denial=args.on_repeated_denial,
                 context_json="" if not args.context else json.dumps(args.context),
+                eval_json="" if not args.eval else json.dumps(args.eval),
             )  # fmt: skip
             await admin.set_policy(settings, args.tenant, policy, by="cli")
             print(f"policy for {args.tenant}: {policy.to_json()}")

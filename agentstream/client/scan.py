@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from agentstream.client.journal import JournalEntry, type_of
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
 from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import RunEvent
-from agentstream.kafka.consumer import consumer_config, watermarks
+from agentstream.kafka.consumer import consumer_config, positions_since
 from agentstream.security.journal_trust import JournalVerifier, journal_auth_enabled
 from agentstream.topics import JOURNAL, load_topics
 
@@ -33,11 +33,7 @@ async def read_journal(settings: Settings, since_ms: int | None = None) -> dict[
             consumer_config(settings.bootstrap_servers, settings.kafka_extra, {"group.id": "agentstream-reader"})
         )
         try:
-            md = consumer.list_topics(topic, timeout=10)
-            tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
-            ends = {tp.partition: watermarks(consumer, tp)[1] for tp in tps}
-            if since_ms is not None:
-                tps = _seek_to_time(consumer, tps, since_ms, ends)
+            tps, ends = positions_since(consumer, topic, since_ms)
             consumer.assign(tps)
             runs: dict[str, list[JournalEntry]] = defaultdict(list)
             seen: set[str] = set()
@@ -64,12 +60,3 @@ async def read_journal(settings: Settings, since_ms: int | None = None) -> dict[
             consumer.close()
 
     return await asyncio.to_thread(run)
-
-
-def _seek_to_time(
-    consumer: Consumer, tps: list[TopicPartition], since_ms: int, ends: dict[int, int]
-) -> list[TopicPartition]:
-    """Each partition at its first offset appended at or after `since_ms`; at its end when none was."""
-    asked = [TopicPartition(tp.topic, tp.partition, max(0, since_ms)) for tp in tps]
-    found = consumer.offsets_for_times(asked, timeout=10)
-    return [TopicPartition(tp.topic, tp.partition, ends[tp.partition] if tp.offset < 0 else tp.offset) for tp in found]

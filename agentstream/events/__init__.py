@@ -4,6 +4,7 @@ written; every name is importable from `agentstream.events` itself.
 - base: `Event`, `RunEvent`, the registry the codec maps records through (`EVENT_TYPES`), `event_key`
 - run: a run's own journal (request, start, model and tool calls, its ending), `TERMINAL_TYPES`
 - context: a run's context decisions (compactions of its prompt)
+- evaluation: a run's assessments (the step checks' verdicts)
 - judge: a judge model's grade of a run
 - gates: what stands between a run and its calls (policy, approvals, authorization, budgets, loops,
   model routing)
@@ -15,6 +16,7 @@ from __future__ import annotations
 # Each module's `__all__` is the package's: one list of names per module, not a second one here.
 from agentstream.events.base import *  # noqa: F403
 from agentstream.events.context import *  # noqa: F403
+from agentstream.events.evaluation import *  # noqa: F403
 from agentstream.events.gates import *  # noqa: F403
 from agentstream.events.judge import *  # noqa: F403
 from agentstream.events.run import *  # noqa: F403

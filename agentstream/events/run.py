@@ -67,6 +67,11 @@ class RunStarted(RunEvent):
     tool_pins: dict[str, str] = field(default_factory=dict)
     # The effective context settings the run pinned (v4): the run's over the tenant's defaults.
     context_json: str = ""
+    # The orchestrator version the run decides with to its end (v5); "" (before v5) reads as "v1".
+    orchestrator_version: str = ""
+    # The tenant's evaluation policy the step checks judge the run by (v5, agentstream.evaluation
+    # .policy, JSON; "": no procedures, polling tools or constants declared).
+    eval_json: str = ""
 
 
 @_register

@@ -19,6 +19,7 @@ __all__ = [
     "ProcessorStatus",
     "ProjectionCheckpoint",
     "ReplicaStatus",
+    "RolloutSet",
     "RunIndexed",
     "SecretDeleted",
     "SecretStored",
@@ -155,6 +156,23 @@ class JudgePolicySet(Event):
     event_id: str
     tenant_id: str
     policy_json: str
+    set_by: str
+    set_ms: int
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class RolloutSet(Event):
+    """The orchestrator rollout in force (the `control` topic, keyed "rollout/orchestrator"): new
+    runs of rings 1..`ring` start on the candidate, the others on the baseline (agentstream.rollout)."""
+
+    event_id: str
+    candidate: str
+    baseline: str
+    ring: int
+    status: str  # rolling, promoted, rolled_back
+    internal_tenants: list[str]
+    reason: str
     set_by: str
     set_ms: int
 

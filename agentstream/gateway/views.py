@@ -21,6 +21,7 @@ from agentstream.events import (
     ApprovalDecided,
     ApprovalRequested,
     ContextCompacted,
+    EvalVerdict,
     LlmCallCompleted,
     ResumeRequested,
     RunCancelled,
@@ -226,6 +227,9 @@ def _summarise(view: RunView, event: RunEvent) -> None:
             )
         case RunFlagged():
             view.flags.append({"kind": event.kind, "step": event.step, "reason": event.reason, "count": event.count})
+        case EvalVerdict():  # a failed step check: kind "check:<name>" (agentstream.evaluation)
+            check = f"check:{event.check_name}"
+            view.flags.append({"kind": check, "step": event.step, "reason": event.reason, "count": 1})
         case LlmCallCompleted():
             view.steps = max(view.steps, event.step)
         case RunCompleted():

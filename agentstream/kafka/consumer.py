@@ -51,6 +51,21 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 10.0) 
             time.sleep(0.1)
 
 
+def positions_since(
+    consumer: Consumer, topic: str, since_ms: int | None = None
+) -> tuple[list[TopicPartition], dict[int, int]]:
+    """Where a bulk read of every partition of `topic` starts (its beginning, or with `since_ms`
+    its first record appended at or after that time, found by the broker's time index; its end
+    when there is none) and each partition's end."""
+    md = consumer.list_topics(topic, timeout=10)
+    starts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
+    ends = {tp.partition: watermarks(consumer, tp)[1] for tp in starts}
+    if since_ms is not None:
+        found = consumer.offsets_for_times([TopicPartition(topic, p, max(0, since_ms)) for p in ends], 10)
+        starts = [TopicPartition(topic, t.partition, ends[t.partition] if t.offset < 0 else t.offset) for t in found]
+    return starts, ends
+
+
 def _transient(error: KafkaError) -> bool:
     return bool(error.retriable()) or error.code() in (
         KafkaError.NOT_LEADER_FOR_PARTITION,

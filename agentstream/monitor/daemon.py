@@ -4,8 +4,8 @@ Its state is the windows, rebuilt at every start by reading the journal from the
 window back (partitions sought by the broker's time index): nothing to persist, and the same
 journal gives the same alerts. Rules come from the control topic; alerts go back to it as
 `AlertChanged` records (the latest state of each), each with what was done about it: nothing
-more, a tool disabled, or a tenant halted (kill switches; never undone automatically: a person
-looks first), and an optional webhook POST. The same tail drives the judge (agentstream.judge):
+more, a tool disabled or a tenant halted (kill switches), or a canary rollout rolled back
+(never undone automatically: a person looks first), and an optional webhook POST. The same tail drives the judge (agentstream.judge):
 sampled runs that end are graded. It runs as an operator tool, with the operator's credentials, as
 `agentstream quarantine` does."""
 
@@ -17,7 +17,7 @@ import time
 from dataclasses import fields, replace
 
 import httpx
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from agentstream.budgets.controls import set_kill_switch
 from agentstream.client.journal import type_of
@@ -27,12 +27,13 @@ from agentstream.credentials.signing_keys import component_keyring
 from agentstream.events import TERMINAL_TYPES, AlertChanged, AlertRuleSet, Event, RunEvent
 from agentstream.judge.judging import Judge
 from agentstream.judge.policy import JudgePolicies
-from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
+from agentstream.kafka.consumer import consumer_config, fetch_batch, positions_since
 from agentstream.kafka.table import TopicTable, put_record
 from agentstream.monitor.alerts import AlertBook, AlertChange
 from agentstream.monitor.rules import AlertRuleError, parse_rule_json
 from agentstream.monitor.signals import Signals
 from agentstream.registry import admin
+from agentstream.rollout.admin import roll_back
 from agentstream.security.journal_trust import JournalVerifier, journal_auth_enabled
 from agentstream.topics import CONTROL, JOURNAL, load_topics
 
@@ -141,12 +142,8 @@ class Monitor:
     def _assign(self, consumer: Consumer, topic: str) -> None:
         windows = [rule.window_s for rule in self.book.rules.values()]
         lookback = self.lookback_s if self.lookback_s is not None else max(windows, default=DEFAULT_LOOKBACK_S)
-        since = int(time.time() * 1000) - lookback * 1000
-        parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        found = consumer.offsets_for_times([TopicPartition(topic, p, since) for p in parts], timeout=10)
-        ends = {p: watermarks(consumer, TopicPartition(topic, p))[1] for p in parts}
-        consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else ends[tp.partition])
-                         for tp in found])  # fmt: skip
+        starts, _ends = positions_since(consumer, topic, int(time.time() * 1000) - lookback * 1000)
+        consumer.assign(starts)
 
     async def _act(self, change: AlertChange, http: httpx.AsyncClient) -> None:
         rule, group = change.rule, change.group
@@ -162,6 +159,10 @@ class Monitor:
                 await admin.switch_tool(self.settings, owner, group.tool, disabled=True, by="monitor",
                                         reason=f"alert {rule.rule_id}: {rule.metric} {change.value:.4g} > {rule.threshold:g}")  # fmt: skip
                 taken = f"tool {group.tool} ({owner or 'platform'}) disabled"
+            elif change.raised and rule.action == "rollback":
+                why = f"alert {rule.rule_id}: {rule.metric} {change.value:.4g} > {rule.threshold:g} on {group.version}"
+                rolled = await roll_back(self.settings, why, "monitor", candidate=group.version)
+                taken = f"rollout of {group.version} rolled back" if rolled else f"{group.version} is not rolling out"
         except Exception as exc:  # the alert is still recorded, with why its action failed
             taken = f"{rule.action} failed: {type(exc).__name__}: {str(exc)[:200]}"
         event = AlertChanged(

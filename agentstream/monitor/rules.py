@@ -26,7 +26,7 @@ METRICS: dict[str, str] = {
     "judge_failure_rate": "a judge verdict: 1 when the judge failed the step or run",
 }
 GROUPS = ("tenant", "tool", "version")  # what a rule's windows are kept per (always within a tenant)
-ACTIONS = ("alert", "disable_tool", "halt_tenant")
+ACTIONS = ("alert", "disable_tool", "halt_tenant", "rollback")
 MAX_WINDOW_S = 7 * 86_400
 
 
@@ -81,6 +81,8 @@ def parse_rule(raw: dict[str, Any]) -> AlertRule:
     _require(isinstance(rule.tenant, str) and len(rule.tenant) <= 128, "tenant must be a tenant id or empty")
     _require(rule.action != "disable_tool" or rule.group_by == "tool",
              "action disable_tool needs group_by tool (it disables the tool whose rate tripped)")  # fmt: skip
+    _require(rule.action != "rollback" or rule.group_by == "version",
+             "action rollback needs group_by version (it rolls back the version whose rate tripped)")  # fmt: skip
     if rule.webhook:
         parts = urlsplit(str(rule.webhook))
         _require(parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.username

@@ -9,6 +9,7 @@ import time
 
 from agentstream.config import Settings
 from agentstream.context.settings import ContextSettingsError, parse_settings
+from agentstream.evaluation.policy import EvalPolicyError, parse_policy
 from agentstream.events import Event, TenantPolicySet, ToolSwitched
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.table import put_record
@@ -139,5 +140,9 @@ async def set_policy(settings: Settings, tenant_id: str, policy: TenantPolicy, b
         parse_settings(policy.context_json)
     except ContextSettingsError as exc:
         raise RegistryError(f"the tenant's default {exc}") from None
+    try:  # a procedure or constant the checks cannot read is refused now, not ignored in every run
+        parse_policy(policy.eval_json)
+    except EvalPolicyError as exc:
+        raise RegistryError(str(exc)) from None
     event = TenantPolicySet(policy_key(tenant_id), tenant_id, policy.to_json(), by, int(time.time() * 1000))
     await _publish(settings, CONTROL, event)

@@ -204,6 +204,9 @@ class TenantPolicy:
     # The tenant's default context settings (agentstream.context.settings, JSON; "": the
     # platform's); a run's own `context` on create is applied over them.
     context_json: str = ""
+    # The tenant's evaluation policy (agentstream.evaluation.policy, JSON; "": none): the procedures
+    # its runs must follow, its polling tools, its constants. Each run pins it at start.
+    eval_json: str = ""
 
     def is_private(self, tool: str) -> bool:
         # Memory holds what the tenant's runs chose to keep: private whatever `private_tools` say.
@@ -226,9 +229,11 @@ class TenantPolicy:
 
     def to_json(self) -> str:
         context = {"context": orjson.loads(self.context_json)} if self.context_json else {}
+        evaluation = {"eval": orjson.loads(self.eval_json)} if self.eval_json else {}
         return orjson.dumps(
             {
                 **context,
+                **evaluation,
                 "allow": list(self.allow),
                 "deny": list(self.deny),
                 "granted_scopes": None if self.granted_scopes is None else list(self.granted_scopes),
@@ -264,4 +269,5 @@ class TenantPolicy:
             on_repeated_denial=_denial_action(d.get("on_repeated_denial")),
             allow_self_approval=d.get("allow_self_approval") is True,  # anything but true: the safe default
             context_json=orjson.dumps(d["context"]).decode() if isinstance(d.get("context"), dict) else "",
+            eval_json=orjson.dumps(d["eval"]).decode() if isinstance(d.get("eval"), dict) else "",
         )

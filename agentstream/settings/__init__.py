@@ -5,6 +5,7 @@ package reads the environment (tests/unit/test_settings_reads.py holds the line)
 from agentstream.settings.base import ComponentSettings, SettingsError, env_name, forget_loaded, load, once
 from agentstream.settings.blobs import BlobSettings
 from agentstream.settings.memory import MemorySettings
+from agentstream.settings.orchestrator import OrchestratorSettings
 from agentstream.settings.platform import (
     DEFAULT_JVM_OPTS,
     LOCAL_BOOTSTRAP,
@@ -30,6 +31,7 @@ COMPONENTS: tuple[type[ComponentSettings], ...] = (
     EgressSettings,
     ModelSettings,
     TlsSettings,
+    OrchestratorSettings,
     GatewaySettings,
     CostSettings,
     KvSettings,
@@ -55,6 +57,7 @@ __all__ = [
     "LocalBrokerSettings",
     "MemorySettings",
     "ModelSettings",
+    "OrchestratorSettings",
     "ProcessSettings",
     "ResourceSettings",
     "SettingsError",

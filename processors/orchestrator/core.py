@@ -5,21 +5,31 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
-from agentstream.events import Event, RunEvent
+from agentstream import ids
+from agentstream.events import Event, RunEvent, RunFailed
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.processors.orchestrator.decide import OrchestratorConfig, decide
 from agentstream.processors.orchestrator.evolve import evolve
 from agentstream.processors.orchestrator.loops import denial_action
 from agentstream.processors.orchestrator.state import RunState
+from agentstream.processors.orchestrator.versions import (
+    BASELINE,
+    OrchestratorVersion,
+    UnknownVersionError,
+    VersionRegistry,
+    choose_version,
+)
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.registry.pins import pin_of
+from agentstream.rollout.rings import Rollout
 
 HANDLED = frozenset(
     {
         "RunRequested", "RunStarted", "CancelRequested", "LlmCallRequested", "LlmCallCompleted",
         "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunHalted", "ResumeRequested", "RunCompleted", "RunFailed", "RunCancelled",
         "BudgetExceeded", "LoopDetected", "RunFlagged", "PolicyDecided", "ApprovalDecided", "ContextCompacted",
+        "EvalVerdict",
     }
 )  # fmt: skip
 
@@ -51,11 +61,16 @@ class OrchestratorCore:
         policy_for: Callable[[str], TenantPolicy] | None = None,
         *,
         ended_keep: int = ENDED_KEEP,
+        versions: VersionRegistry | None = None,
+        rollout_for: Callable[[], Rollout | None] | None = None,
     ) -> None:
         self._ended = EndedRuns("ended/", ended_keep)
         self.tools_for = tools_for  # a tenant's visible tools (platform and its own), latest versions
         self.policy_for = policy_for or (lambda _tenant: TenantPolicy())  # read when a run starts, then pinned
         self.config = config or OrchestratorConfig()
+        # `config` alone (tests, benches): it is the baseline version's behaviour.
+        self.versions = versions or VersionRegistry([OrchestratorVersion(BASELINE, self.config)])
+        self.rollout_for = rollout_for or (lambda: None)  # the canary rollout in force, read at a run's start
         # Ids emitted but not yet read back: suppresses re-emitting an intent while it is in
         # flight. Memory only; after a restart a repeat is possible and harmless (same id).
         self._in_flight: OrderedDict[str, None] = OrderedDict()
@@ -94,15 +109,32 @@ class OrchestratorCore:
         return out
 
     def _decide(self, state: RunState) -> list[RunEvent]:
-        fresh = []
+        if state.terminal:
+            return []
         visible = self.tools_for(state.tenant_id) if state.status == "requested" else {}
+        try:  # a started run decides with what it pinned, never with whatever is the default now
+            version = self.versions.get(
+                choose_version(self.versions, state, self.rollout_for(),
+                               [visible[n].tier if n in visible else "irreversible" for n in state.tool_names])
+                if state.status == "requested" else state.orchestrator_version
+            )  # fmt: skip
+        except UnknownVersionError as exc:
+            return self._unseen([RunFailed(ids.terminal_id(state.run_id), state.run_id, state.tenant_id, state.step,
+                                           "unknown_version", str(exc))])  # fmt: skip
         specs = {name: entry.spec for name, entry in visible.items()}
         versions = {name: entry.version for name, entry in visible.items()}
         pins = {name: pin_of(entry) for name, entry in visible.items()}
         policy = self.policy_for(state.tenant_id) if state.status == "requested" else None
         denials = policy.on_repeated_denial if policy is not None else ""
         context = policy.context_json if policy is not None else ""
-        for event in decide(state, specs, self.config, versions, denial_action(denials), pins, context):
+        evaluation = policy.eval_json if policy is not None else ""
+        decided = decide(state, specs, version.config, versions, denial_action(denials), pins, context,
+                         rules=version.tool_rules, version=version.name, eval_defaults=evaluation)  # fmt: skip
+        return self._unseen(decided)
+
+    def _unseen(self, decided: list[RunEvent]) -> list[RunEvent]:
+        fresh = []
+        for event in decided:
             if event.event_id in self._in_flight:
                 continue
             self._in_flight[event.event_id] = None

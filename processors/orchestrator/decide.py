@@ -6,8 +6,8 @@ events, which downstream consumers recognise as duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -30,8 +30,9 @@ from agentstream.journal_limits import model_output_limit, utf8_size_over
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
 from agentstream.memory.paths import MEMORY_TOOLS
 from agentstream.processors.orchestrator.context import compaction_events
+from agentstream.processors.orchestrator.evaluating import verdict_events
 from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
-from agentstream.processors.orchestrator.state import RunState
+from agentstream.processors.orchestrator.state import PlannedCall, RunState
 from agentstream.routing import choose_tier
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -57,6 +58,12 @@ class OrchestratorConfig:
     tool_timeout_ms: int = 30000
 
 
+# A version's tool-choice rule: given a call the model asked for (tool name, arguments JSON), the
+# call to request instead (routed to another pinned tool, or with rewritten arguments), or None to
+# leave it to the next rule. Pure and deterministic: replay and shadow runs re-decide with it.
+ToolRule = Callable[[str, str], "tuple[str, str] | None"]
+
+
 def decide(
     state: RunState,
     catalog: Mapping[str, ToolSpec],
@@ -65,20 +72,30 @@ def decide(
     on_repeated_denial: str = DEFAULT_ON_REPEATED_DENIAL,
     pins: Mapping[str, str] | None = None,
     context_defaults: str = "",
+    *,
+    rules: tuple[ToolRule, ...] = (),
+    version: str = "",
+    eval_defaults: str = "",
 ) -> list[RunEvent]:
     """`catalog`/`versions`: the tools the tenant may use and their registry versions, needed only
     to start a run, which pins them; afterwards the run uses what it pinned. So are the tenant's
-    `on_repeated_denial` and context defaults: a policy change reaches runs started after it."""
+    `on_repeated_denial` and context defaults: a policy change reaches runs started after it.
+    `config`, `rules` and `version`: the orchestrator version the run pinned (`version` is only
+    recorded, in RunStarted; processors/orchestrator/versions.py resolves it)."""
     run, tenant = state.run_id, state.tenant_id
     if state.terminal:
         return []
     if state.status == "requested":
-        return [_start(state, catalog, config, versions or {}, on_repeated_denial, pins or {}, context_defaults)]
+        started = _start(state, catalog, config, versions or {}, on_repeated_denial, pins or {}, context_defaults)
+        if isinstance(started, RunStarted):  # with the tenant's evaluation policy of the day, pinned
+            started = replace(started, orchestrator_version=version, eval_json=eval_defaults)
+        return [started]
     if state.cancel_reason is not None:
         return [RunCancelled(ids.terminal_id(run), run, tenant, state.step, state.cancel_reason)]
     if state.status == "halted":
         return []  # waits for a resume (or a cancel)
-    noticed = _loop_notice(state)
+    verdicts = verdict_events(state)  # step checks that failed: journaled with whatever comes next
+    noticed = [*_loop_notice(state), *verdicts]
     if state.halt_limit:
         halt = state.halts + 1
         return [
@@ -88,38 +105,23 @@ def decide(
     if state.llm_failure is not None:
         return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "model_error", state.llm_failure)]
     if state.final_answer is not None:
-        return [RunCompleted(ids.terminal_id(run), run, tenant, state.step, state.final_answer, "final answer")]
+        answer = state.final_answer
+        return [*verdicts, RunCompleted(ids.terminal_id(run), run, tenant, state.step, answer, "final answer")]
     if state.invalid_streak >= config.max_invalid_streak:
         reason = f"the model produced only invalid tool calls {state.invalid_streak} steps in a row"
-        return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "invalid_tool_calls", reason)]
+        return [*verdicts, RunFailed(ids.terminal_id(run), run, tenant, state.step, "invalid_tool_calls", reason)]
     if state.llm_pending is not None:
         return noticed
     if state.planned:
-        return noticed + [
-            ToolCallRequested(
-                event_id=ids.requested_event_id(p.call_id),
-                run_id=run,
-                tenant_id=tenant,
-                step=state.step,
-                call_id=p.call_id,
-                tool_call_id=p.tool_call_id,
-                tool=p.tool,
-                arguments_json=p.arguments_json,
-                idempotency_key=p.call_id,
-                timeout_ms=config.tool_timeout_ms,
-                tool_version=state.tool_versions.get(p.tool, ""),
-            )
-            for p in state.planned
-            if p.needs_request
-        ]
+        return noticed + [_tool_request(state, config, p, rules) for p in state.planned if p.needs_request]
     if state.step >= config.platform_max_steps:
         # The platform cap bounds every run, so no resume could lift it: an ending, not a halt.
         reason = f"platform step cap reached: {state.step} model calls (platform cap {config.platform_max_steps})"
-        return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "step_cap", reason)]
+        return [*verdicts, RunFailed(ids.terminal_id(run), run, tenant, state.step, "step_cap", reason)]
     if state.step >= state.max_steps:
         reason = f"step cap reached: {state.step} model calls (run cap {state.max_steps}); resume with more steps"
         halt = state.halts + 1
-        return [RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, "step_cap", reason, True)]
+        return [*verdicts, RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, "step_cap", reason, True)]
     if (compacting := compaction_events(state, config.max_tokens)) is not None:
         return [*noticed, *compacting]
     messages_json = messages_to_json(state.messages)
@@ -149,6 +151,27 @@ def decide(
             tier_reason=tier_reason,
         ),
     ]
+
+
+def _tool_request(state: RunState, config: OrchestratorConfig, p: PlannedCall, rules: tuple[ToolRule, ...]) -> RunEvent:
+    tool, arguments = p.tool, p.arguments_json
+    for rule in rules:  # the first rule with an opinion decides
+        if (routed := rule(tool, arguments)) is not None:
+            tool, arguments = routed
+            break
+    return ToolCallRequested(
+        event_id=ids.requested_event_id(p.call_id),
+        run_id=state.run_id,
+        tenant_id=state.tenant_id,
+        step=state.step,
+        call_id=p.call_id,
+        tool_call_id=p.tool_call_id,
+        tool=tool,
+        arguments_json=arguments,
+        idempotency_key=p.call_id,
+        timeout_ms=config.tool_timeout_ms,
+        tool_version=state.tool_versions.get(tool, ""),
+    )
 
 
 def _loop_notice(state: RunState) -> list[RunEvent]:

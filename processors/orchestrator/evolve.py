@@ -15,6 +15,7 @@ from agentstream.events import (
     BudgetExceeded,
     CancelRequested,
     ContextCompacted,
+    EvalVerdict,
     Event,
     LlmCallCompleted,
     LlmCallFailed,
@@ -34,6 +35,7 @@ from agentstream.events import (
 )
 from agentstream.llm import Message, ToolCall, tools_from_json
 from agentstream.processors.orchestrator.compacting import compaction_requested, context_compacted
+from agentstream.processors.orchestrator.evaluating import judge_answer, judge_output, judge_results, verdict_journaled
 from agentstream.processors.orchestrator.loops import commit, denial_action, denied, observe, signatures
 from agentstream.processors.orchestrator.state import PlannedCall, RunState, assistant_message
 from agentstream.processors.orchestrator.validation import validate_call
@@ -76,6 +78,8 @@ def _(event: RunStarted, state: RunState | None) -> RunState | None:
         messages=(Message("system", event.system_prompt), Message("user", state.task, blob=state.task_blob or None)),
         on_repeated_denial=denial_action(event.on_repeated_denial),
         context_json=event.context_json,
+        orchestrator_version=event.orchestrator_version,
+        eval_json=event.eval_json,
     )
 
 
@@ -114,7 +118,7 @@ def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
     calls = tuple(ToolCall.from_dict(c) for c in orjson.loads(event.tool_calls_json))
     state = replace(state, llm_pending=None, messages=(*state.messages, assistant_message(event.text, calls)))
     if not calls:
-        return replace(state, final_answer=event.text, invalid_streak=0)
+        return replace(judge_answer(state, event.text), final_answer=event.text, invalid_streak=0)
     tools = {t.name: t for t in tools_from_json(state.tools_json)}
     planned = []
     output, *shown = signatures(event.text, calls)  # the output's, then the calls' own in the model's order
@@ -133,6 +137,7 @@ def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
                 invalid=error is not None,
             )
         )
+    state = judge_output(state, event.text, planned, tools)
     state = _watch_for_loops(state, event.text, calls)  # only outputs that ask for tools can loop
     state = replace(state, output_signature=output[1])
     all_invalid = all(p.is_error for p in planned)
@@ -249,8 +254,9 @@ def _observe_if_complete(state: RunState) -> RunState:
         Message("tool", p.result or "", tool_call_id=p.tool_call_id, is_error=p.is_error, blob=p.result_blob or None)
         for p in state.planned
     )
+    judged = judge_results(state)  # the step checks' view of the results, applied with the rest
     settled = _settle_loops(state)
-    return replace(settled, planned=(), messages=(*state.messages, *observations))
+    return replace(settled, planned=(), messages=(*state.messages, *observations), **judged)
 
 
 def _settle_loops(state: RunState) -> RunState:
@@ -281,6 +287,7 @@ def _settle_loops(state: RunState) -> RunState:
 
 
 evolve.register(ContextCompacted, context_compacted)
+evolve.register(EvalVerdict, verdict_journaled)
 
 
 @evolve.register

@@ -95,6 +95,17 @@ class RunState:
     compact_pending: str | None = None
     compact_summary: str | None = None
     compact_failed: bool = False
+    # The orchestrator version pinned in RunStarted: the run decides with its rules to the end,
+    # whatever the process's default is now ("" until started, or pinned before versions: v1).
+    orchestrator_version: str = ""
+    # Step checks (agentstream.evaluation): the tenant's evaluation policy pinned at start; verdicts
+    # decided but not yet journaled (JSON, oldest first) and how many the run has had; digests of
+    # the calls and results seen (repetition); the tools that succeeded so far (procedures).
+    eval_json: str = ""
+    eval_pending: tuple[str, ...] = ()
+    eval_count: int = 0
+    eval_seen: tuple[str, ...] = ()
+    eval_done: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -111,6 +122,8 @@ class RunState:
         d["recent"] = tuple(d.get("recent", ()))
         d["denied_recent"] = tuple(d.get("denied_recent", ()))
         d["loops_reported"] = tuple(d.get("loops_reported", ()))
+        for name in ("eval_pending", "eval_seen", "eval_done"):
+            d[name] = tuple(d.get(name, ()))
         return RunState(**d)
 
 

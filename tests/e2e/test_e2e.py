@@ -26,6 +26,7 @@ from agentstream.client.journal import JournalEntry, RunBudget, RunRequest
 from agentstream.config import ModelSettings, Settings
 from agentstream.events import (
     BudgetReserved,
+    EvalVerdict,
     LlmCallFailed,
     LlmCallRequested,
     LoopDetected,
@@ -64,6 +65,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         {"text": "paid six times"},
     ]},
     "loop": {"turns": [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1"}}]}], "repeat_last": True},
+    # Step checks: the same two steps, once with the task's numbers, once with one from nowhere.
+    "evalclean": {"turns": [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1234 + 4321"}}]},
+                            {"text": "1,234 + 4,321 = 5,555."}]},
+    "evalbroken": {"turns": [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1234 + 4329"}}]},
+                             {"text": "1,234 + 4,321 = 5,563."}]},
 }  # fmt: skip
 
 
@@ -117,6 +123,22 @@ async def test_demo_run_completes_and_is_reconstructible(
     assert summary.run_id in shown and "completed" in shown and "transfer_funds" in shown
     replay = replay_events([e.event for e in await deployment.client.read_run(summary.run_id)])
     assert replay.deterministic, replay.divergences
+
+
+async def test_step_checks_journal_a_verdict_for_a_broken_run_and_none_for_a_clean_one(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean, broken = await asyncio.gather(
+        run_to_end(deployment, "[scenario:evalclean] add 1,234 and 4,321"),
+        run_to_end(deployment, "[scenario:evalbroken] add 1,234 and 4,321"),
+    )
+    assert isinstance(clean[-1].event, RunCompleted) and isinstance(broken[-1].event, RunCompleted)
+    assert not [e for e in clean if isinstance(e.event, EvalVerdict)]
+    verdicts = [e.event for e in broken if isinstance(e.event, EvalVerdict)]
+    assert [(v.step, v.check_name) for v in verdicts] == [(1, "grounding")], verdicts  # 5563 was observed
+    assert "4329" in verdicts[0].evidence_json
+    assert await show_run(deployment.settings, broken[-1].event.run_id) == 0
+    assert "check grounding failed (warning)" in capsys.readouterr().out
 
 
 async def test_malformed_tool_call_is_an_error_observation(deployment: Deployment) -> None:

@@ -119,6 +119,9 @@ def flagged_run(tenant: str, run: str, at: dt.datetime) -> list[dict[str, Any]]:
         {**base, "event_type": "RunRequested", "event_id": f"{run}-0", "journal_time": at, "task": "loop"},
         {**base, "event_type": "LoopDetected", "event_id": f"{run}-1", "journal_time": at + dt.timedelta(seconds=1),
          "step": 3, "kind": "repeated_call", "action": "halt", "signature": "abc", "count": 3},
+        {**base, "event_type": "EvalVerdict", "event_id": f"{run}-1v", "journal_time": at + dt.timedelta(seconds=1),
+         "step": 3, "check_name": "repetition", "severity": "warning", "reason": "the same call and result",
+         "evidence_json": "{}", "checks_version": "1"},
         {**base, "event_type": "RunHalted", "event_id": f"{run}-2", "journal_time": at + dt.timedelta(seconds=2),
          "steps": 3, "reason": "loop"},
     ]  # fmt: skip

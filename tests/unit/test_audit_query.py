@@ -69,7 +69,10 @@ async def test_views_summarise_runs_calls_approvals_and_costs(warehouse: Path) -
         ["approved", "alice@beta"]
     ]
     assert await _rows(warehouse, "SELECT sum(cost_usd) FROM costs WHERE tenant_id = 'beta'", None) == [[1.5]]
-    assert await _rows(warehouse, "SELECT run_id, kind FROM flags", None) == [["a-loop", "repeated_call"]]
+    assert await _rows(warehouse, "SELECT run_id, kind, action FROM flags ORDER BY event_id", None) == [
+        ["a-loop", "repeated_call", "halt"],
+        ["a-loop", "repetition", "warning"],  # a failed step check (EvalVerdict)
+    ]
 
 
 async def test_named_queries_answer_the_documented_questions(warehouse: Path) -> None:

@@ -9,6 +9,7 @@ import orjson
 from agentstream import ids
 from agentstream.events import (
     BudgetExceeded,
+    EvalVerdict,
     LlmCallRequested,
     LoopDetected,
     ResumeRequested,
@@ -77,7 +78,11 @@ def test_identical_tool_calls_halt_the_run_with_evidence() -> None:
             request = next(e for e in out if isinstance(e, ToolCallRequested))
             loop.tool_result(request, "2")
     kinds = [type(e).__name__ for e in out]
-    assert kinds == ["LoopDetected", "RunHalted"], kinds
+    # The step checks' finding on the step ("1+1" is in no task or observation here) is journaled
+    # with the halt: an assessment, it changes nothing of it.
+    assert kinds == ["LoopDetected", "EvalVerdict", "RunHalted"], kinds
+    assert isinstance(out[1], EvalVerdict) and out[1].check_name == "grounding", out[1]
+    out = [out[0], out[2]]
     detected = out[0]
     assert isinstance(detected, LoopDetected)
     assert detected.kind == "tool_call" and detected.action == "halt" and detected.count == THRESHOLD

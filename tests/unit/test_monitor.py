@@ -41,6 +41,7 @@ def rule(**over: Any) -> AlertRule:
         ({"group_by": "planet"}, "group_by"),
         ({"action": "delete_everything"}, "action"),
         ({"action": "disable_tool"}, "needs group_by tool"),
+        ({"action": "rollback"}, "needs group_by version"),
         ({"webhook": "ftp://x"}, "webhook"),
         ({"webhook": "https://user:pw@hooks.example/x"}, "without credentials"),
         ({"rule_id": "../../etc"}, "rule_id"),

@@ -137,7 +137,8 @@ def test_repeated_invalid_calls_end_the_run_with_a_reason() -> None:
     loop = Loop(OrchestratorConfig(max_invalid_streak=2))
     loop.feed(completion(1, "", [("calculator", "bad")]))
     out = loop.feed(completion(2, "", [("calculator", "bad")]))
-    assert [e.type_name for e in out] == ["RunFailed"]
+    # The step check's verdict on the invalid call is journaled before the ending.
+    assert [e.type_name for e in out] == ["EvalVerdict", "RunFailed"]
     assert loop.state is not None and "invalid tool calls 2 steps in a row" in loop.state.outcome_reason
 
 

@@ -86,7 +86,9 @@ def test_the_flag_is_keyed_by_run_and_quarantine_so_a_repeat_overwrites_itself()
     assert flag.event_id == "r/quarantine/q1" and flag.kind == "quarantine" and flag.run_id == "r"
     assert flag == flag_event(exposure, "q1", "", "search", "bad output")
     # `runs show` prints it.
-    assert describe(flag) == "flagged    step 1 (quarantine): consumed the output of quarantined tool search: bad output"
+    assert (
+        describe(flag) == "flagged    step 1 (quarantine): consumed the output of quarantined tool search: bad output"
+    )
 
 
 @pytest.mark.parametrize(
