@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agentstream.client.journal import RunRequest
 from agentstream.client.scan import read_journal
 from agentstream.events import TERMINAL_TYPES, EvalVerdict
+from agentstream.mining.cases import export_examples, write_cases
+from agentstream.mining.signature import cluster_runs
 from agentstream.stack import PAYMENTS_AUTO_APPROVED, Deployment
 from bench.common import bench_settings
 from bench.eval_cases import KINDS, POLICY, TOOLS, build
@@ -69,7 +71,9 @@ def score(cases: list[dict[str, Any]], verdicts: dict[str, list[EvalVerdict]], e
     }
 
 
-async def run(cases: list[dict[str, Any]], policy: dict[str, Any], wait_s: float) -> dict[str, Any]:
+async def run(
+    cases: list[dict[str, Any]], policy: dict[str, Any], wait_s: float, export: Path | None = None
+) -> dict[str, Any]:
     async with bench_settings("eval") as (settings, _kafka):
         scen_dir = settings.home / "scenarios"
         write_scenarios(scen_dir, [{"name": c["name"], "turns": c["turns"]} for c in cases])
@@ -94,6 +98,10 @@ async def run(cases: list[dict[str, Any]], policy: dict[str, Any], wait_s: float
         verdicts[name] = [e.event for e in entries if isinstance(e.event, EvalVerdict)]
         outcomes.update(e.event.type_name for e in entries if e.event.type_name in TERMINAL_TYPES | {"RunHalted"})
     result = score(cases, verdicts, set(names) - set(missing))
+    if export is not None:
+        recorded = {run_id: [e.event for e in journal.get(run_id, [])] for run_id in names}
+        clusters, _flagged = cluster_runs(recorded)
+        write_cases(export, export_examples(clusters, recorded, per_cluster=1))
     result.update(outcomes=dict(outcomes), wall_s=round(wall, 1))
     for case in cases:
         for v in verdicts[case["name"]]:
@@ -110,12 +118,14 @@ def main() -> None:
     parser.add_argument("--set", type=Path, default=SET)
     parser.add_argument("--total", type=int, default=200, help="trajectories written by --regenerate")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--export-cases", type=Path, metavar="FILE",
+                        help="also write one run of each failure signature found as regression cases")  # fmt: skip
     args = parser.parse_args()
     if args.regenerate:
         regenerate(args.set, args.total)
         return
     data = json.loads(args.set.read_text())
-    result = asyncio.run(run(data["trajectories"], data["policy"], args.timeout))
+    result = asyncio.run(run(data["trajectories"], data["policy"], args.timeout, args.export_cases))
     print(json.dumps(result))
 
 

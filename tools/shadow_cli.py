@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from agentstream.cli.args import since_ms
 from agentstream.config import Settings
 from agentstream.settings import OrchestratorSettings, load
 
@@ -25,8 +26,11 @@ def add_shadow_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a version this orchestrator knows (AGENTSTREAM_ORCHESTRATOR_VERSIONS), or module:attribute",
     )  # fmt: skip
     p.add_argument("--runs", type=_positive, default=None, help="only the last N runs started")
-    p.add_argument("--since", default=None, help="only runs started since: ISO 8601 time, or an age (30m, 2h, 7d)")
+    p.add_argument("--since", type=since_ms, default=None,
+                   help="only runs started since: ISO 8601 time, epoch ms, or an age (30m, 2h, 7d)")  # fmt: skip
     p.add_argument("--tenant", default=None, help="only this tenant's runs")
+    p.add_argument("--cases", type=Path, default=None,
+                   help="replay the runs of a regression case file (agentstream mine --export) instead of the journal")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the whole report as JSON instead of the table")
     p.add_argument(
         "--out", type=Path, default=None, help="the report file (default: <home>/shadow/<candidate>-<time>.json)"
@@ -44,19 +48,26 @@ def _positive(text: str) -> int:
 async def shadow_command(args: argparse.Namespace) -> int:
     # Imported here: the orchestrator's cores and the Kafka reader are this command's alone, and
     # every other command would pay for importing them at start.
+    from agentstream.mining.cases import CaseFileError, load_cases
     from agentstream.processors.orchestrator.versions import VersionError, build_registry, resolve_version
     from agentstream.tools.shadow_batch import render_table, replay_all, report_json
-    from agentstream.tools.shadow_read import Selection, parse_since, read_recorded_runs
+    from agentstream.tools.shadow_read import RecordedRun, Selection, read_recorded_runs
 
     settings = Settings.from_env()
     chosen = load(OrchestratorSettings)
     try:
         candidate = resolve_version(build_registry(chosen.version, chosen.versions), args.candidate)
-        since = parse_since(args.since) if args.since else None
-    except (VersionError, ValueError) as exc:
+    except VersionError as exc:
         print(f"agentstream shadow: {exc}")
         return 2
-    runs = await read_recorded_runs(settings, Selection(args.runs, since, args.tenant))
+    if args.cases is not None:
+        try:
+            runs = [RecordedRun(c.run_id, c.events) for c in load_cases(args.cases)]
+        except CaseFileError as exc:
+            print(f"agentstream shadow: {exc}")
+            return 2
+    else:
+        runs = await read_recorded_runs(settings, Selection(args.runs, args.since, args.tenant))
     t0 = time.perf_counter()
     reports = replay_all(runs, candidate)
     report = report_json(reports, candidate.name, time.perf_counter() - t0)

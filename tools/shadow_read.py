@@ -5,10 +5,7 @@ be decoded (a schema newer than this code), which the run's report must name."""
 from __future__ import annotations
 
 import asyncio
-import re
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -43,22 +40,6 @@ class Selection:
     runs: int | None = None
     since_ms: int | None = None
     tenant: str | None = None
-
-
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-
-
-def parse_since(text: str, now_ms: int | None = None) -> int:
-    """`2026-12-07T00:00:00Z` (ISO 8601, UTC when no zone), or an age: `90s`, `30m`, `2h`, `7d`."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    if m := _RELATIVE.match(text.strip()):
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return now - int(float(m.group(1)) * unit * 1000)
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"--since {text!r}: not an ISO 8601 time nor an age like 30m, 2h or 7d") from exc
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def select(runs: dict[str, RecordedRun], selection: Selection) -> list[RecordedRun]:

@@ -45,8 +45,8 @@ T = TypeVar("T")
 LocalBroker = LocalKafka | LocalCluster
 DEMO_TOOLS = ("calculator", "get_current_time", "lookup", "transfer_funds")
 DEMO_TASK = (
-    "[scenario:demo] Dinner bills of 42.00, 38.00 and 45.00 dollars are split four ways. Work out my share, "
-    "pay it to account ACC-204-778 with a memo, and timestamp the receipt (I am in Tokyo)."
+    "[scenario:demo] Dinner bills of 4200, 3800 and 4500 cents are split four ways. Work out my share, "
+    "pay it to account ACC-204-778 with a memo, and timestamp the receipt in UTC (I am in Asia/Tokyo)."
 )
 
 

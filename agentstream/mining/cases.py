@@ -45,8 +45,21 @@ def export_cases(
     }  # fmt: skip
 
 
+def export_examples(
+    clusters: Sequence[Cluster], runs: Mapping[str, Sequence[RunEvent]], per_cluster: int = 2
+) -> dict[str, Any]:
+    """A few runs of each cluster in one case file: a regression set that covers every failure mode."""
+    codec = AvroCodec()
+    cases = [
+        case
+        for c in clusters
+        for case in export_cases(Cluster(c.signature, c.runs[:per_cluster]), runs, codec)["cases"]
+    ]
+    return {"format": FORMAT, "signature": f"{len(clusters)} failure signatures", "cases": cases}
+
+
 def write_cases(path: Path, cases: dict[str, Any]) -> None:
-    path.write_bytes(orjson.dumps(cases, option=orjson.OPT_INDENT_2))
+    path.write_bytes(orjson.dumps(cases))
 
 
 def load_cases(path: Path, codec: AvroCodec | None = None) -> list[Case]:

@@ -271,7 +271,12 @@ async def _queries_match_the_journal(wh: Warehouse, journal: list[Message], run_
     week = await run_query(root, render("irreversible-approvals", {}), tenant_id=None)
     transfers = sum(1 for e in events if isinstance(e, ToolCallRequested) and e.tool == "transfer_funds")
     assert transfers and len(week.rows) == transfers
-    assert (await run_query(root, render("flagged-runs", {}), tenant_id=None)).rows == []
+    # Flagged runs: the demo runs' tasks ("r3") hold none of the amounts the scripted demo pays,
+    # so the step checks flag them (grounding): the query finds exactly the journal's flagged runs.
+    flagged = {e.run_id for e in events
+               if isinstance(e, RunEvent) and e.type_name in ("EvalVerdict", "RunFlagged", "LoopDetected")}  # fmt: skip
+    found = await run_query(root, render("flagged-runs", {}), tenant_id=None)
+    assert flagged and {row[found.columns.index("run_id")] for row in found.rows} == flagged
     # One run's full history, in journal order: the named query and the API agree with the journal.
     run_id = run_ids[0]
     in_journal = [_key(m) for m in journal if codec.decode(m.value()).run_id == run_id]  # type: ignore[attr-defined]

@@ -147,7 +147,7 @@ async def _converse(
 async def test_demo_conversation_reaches_final_text(provider: ModelProvider) -> None:
     final, results = await _converse(provider, _start("split the bills"))
     assert len(results) == 5
-    assert final.finish_reason == "stop" and final.text.startswith("Done: the three bills total $125.00")
+    assert final.finish_reason == "stop" and final.text.startswith("Done: the three bills total 12500 cents")
     names = [c.name for r in results for c in r.tool_calls]
     assert names == ["calculator", "get_current_time", "calculator", "transfer_funds", "get_current_time"]
     transfer = orjson.loads(results[2].tool_calls[0].arguments_json)

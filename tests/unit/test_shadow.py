@@ -3,6 +3,7 @@ a real partition store, re-driven against candidates; and a run's version pin ac
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from agentstream import ids
+from agentstream.cli.args import since_ms
 from agentstream.events import (
     EVENT_TYPES,
     LlmCallCompleted,
@@ -38,7 +40,7 @@ from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.tools.replay import replay_events
 from agentstream.tools.shadow import shadow_run
 from agentstream.tools.shadow_batch import render_table, report_json
-from agentstream.tools.shadow_read import RecordedRun, Selection, parse_since, select
+from agentstream.tools.shadow_read import RecordedRun, Selection, select
 
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
 TOOLS = {n: ToolEntry(n, n, SCHEMA, "read_only", {"kind": "builtin"}) for n in ("lookup", "search")}
@@ -223,10 +225,10 @@ def test_versions_are_immutable_and_loaded_by_module_attribute() -> None:
 
 def test_the_selection_of_recorded_runs() -> None:
     now = 1_800_000_000_000
-    assert parse_since("30m", now) == now - 1_800_000 and parse_since("2026-12-07T00:00:00Z") == 1_796_601_600_000
-    assert parse_since("2026-12-07T01:00:00+01:00") == parse_since("2026-12-07T00:00:00")  # no zone: UTC
-    with pytest.raises(ValueError, match="nor an age"):
-        parse_since("yesterday")
+    assert since_ms("30m", now) == now - 1_800_000 and since_ms("2026-12-07T00:00:00Z") == 1_796_601_600_000
+    assert since_ms("2026-12-07T01:00:00+01:00") == since_ms("2026-12-07T00:00:00")  # no zone: UTC
+    with pytest.raises(argparse.ArgumentTypeError, match="span ago"):
+        since_ms("yesterday")
     start: RunEvent = RunRequested(ids.run_requested_id("r"), "r", "acme", "task", "m", [], 5, "k")
     runs = {
         f"r{i}": RecordedRun(f"r{i}", [replace(start, run_id=f"r{i}", tenant_id=t)], first_ms=ms)
