@@ -4,13 +4,11 @@ are the journal's, whatever the code that decided it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import orjson
 
 from agentstream.context.compaction import apply
 from agentstream.events import ContextCompacted, LlmCallRequested
-from agentstream.processors.orchestrator.state import RunState
+from agentstream.processors.orchestrator.state import RunState, replace
 
 
 def compaction_requested(event: LlmCallRequested, state: RunState | None) -> RunState | None:

@@ -7,7 +7,6 @@ step adds nothing to the journal and reads only what the state already holds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -18,7 +17,7 @@ from agentstream.evaluation import checks as c
 from agentstream.evaluation.facts import Corpus
 from agentstream.events import EvalVerdict, RunEvent
 from agentstream.llm import ToolSpec
-from agentstream.processors.orchestrator.state import PlannedCall, RunState
+from agentstream.processors.orchestrator.state import PlannedCall, RunState, replace
 
 
 def _corpus(state: RunState) -> Corpus:

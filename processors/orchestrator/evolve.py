@@ -4,7 +4,6 @@ that does not fit the state (a duplicate, a late result after cancel) leaves it 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from functools import singledispatch
 
 import orjson
@@ -37,7 +36,7 @@ from agentstream.llm import Message, ToolCall, tools_from_json
 from agentstream.processors.orchestrator.compacting import compaction_requested, context_compacted
 from agentstream.processors.orchestrator.evaluating import judge_answer, judge_output, judge_results, verdict_journaled
 from agentstream.processors.orchestrator.loops import commit, denial_action, denied, observe, signatures
-from agentstream.processors.orchestrator.state import PlannedCall, RunState, assistant_message
+from agentstream.processors.orchestrator.state import PlannedCall, RunState, assistant_message, replace
 from agentstream.processors.orchestrator.validation import validate_call
 
 
