@@ -48,6 +48,7 @@ class Judge:
         self.client = JournalClient(settings)
         self.due: dict[str, str] = {}  # ended sampled run -> its tenant: to be judged
         self.finished: dict[str, RunEvent] = {}  # judge run -> its last event: to be recorded
+        self.asked: dict[str, str] = {}  # judge run -> the tenant it was asked for (this process)
         self.requested = 0
         self.recorded = 0
 
@@ -70,7 +71,11 @@ class Judge:
                 log.exception("judging run %s failed", run_id)
         for judge_id, end in list(self.finished.items()):
             del self.finished[judge_id]
-            await self.client.append(verdict_of(judge_id.removeprefix(JUDGE_RUN_PREFIX), end))
+            judged = judge_id.removeprefix(JUDGE_RUN_PREFIX)
+            if self.asked.pop(judge_id, None) != end.tenant_id and not await self._same_tenant(judged, end.tenant_id):
+                log.warning("judge run %s is not of %s's tenant: no verdict written", judge_id, judged)
+                continue
+            await self.client.append(verdict_of(judged, end))
             self.recorded += 1
 
     async def _ask(self, run_id: str, tenant: str) -> None:
@@ -85,7 +90,14 @@ class Judge:
             run_id=judge_run_id(run_id), labels={"judge_of": run_id, "rubric": RUBRIC_VERSION},
             budget=RunBudget(usd=policy.budget_usd),
         ))  # fmt: skip
+        self.asked[judge_run_id(run_id)] = tenant
         self.requested += 1
+
+    async def _same_tenant(self, run_id: str, tenant: str) -> bool:
+        """A verdict is written only on a run of the judge run's own tenant (a judge run asked
+        before a restart is checked against the judged run's journal)."""
+        entries = await self.client.read_run(run_id)
+        return bool(entries) and entries[0].event.tenant_id == tenant
 
     async def aclose(self) -> None:
         await self.client.aclose()

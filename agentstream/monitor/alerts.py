@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from agentstream.monitor.rules import AlertRule
 from agentstream.monitor.signals import Sample
 
+# A window holds at most this many samples, the newest: a week-long window over a busy tenant
+# must not hold a sample per step of the week in memory. Its value is then over the newest ones.
+MAX_SAMPLES = 100_000
+
 
 @dataclass
 class Window:
@@ -21,6 +25,8 @@ class Window:
     def add(self, ts_ms: int, value: float) -> None:
         self.samples.append((ts_ms, value))
         self.total += value
+        if len(self.samples) > MAX_SAMPLES:
+            self.total -= self.samples.popleft()[1]
 
     def prune(self, before_ms: int) -> None:
         while self.samples and self.samples[0][0] < before_ms:

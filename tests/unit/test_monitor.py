@@ -164,3 +164,13 @@ def test_the_same_journal_gives_the_same_alerts() -> None:
 
     first = replay()
     assert [raised for _, raised, _, _ in first] == [True, False] and first == replay()
+
+
+def test_a_window_holds_the_newest_samples_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentstream.monitor import alerts
+
+    monkeypatch.setattr(alerts, "MAX_SAMPLES", 10)
+    window = alerts.Window()
+    for ts in range(25):
+        window.add(ts, 1.0 if ts >= 15 else 0.0)
+    assert len(window.samples) == 10 and window.value("tool_error_rate") == 1.0
