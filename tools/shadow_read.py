@@ -118,11 +118,19 @@ def _take(
     if not isinstance(event, RunEvent) or event.event_id in seen:
         return
     seen.add(event.event_id)
-    if event.run_id not in runs:
-        runs[event.run_id] = RecordedRun(event.run_id, first_ms=msg.timestamp()[1])
-    runs[event.run_id].events.append(event)
+    run = _run(runs, event.run_id, msg)
+    run.events.append(event)
+
+
+def _run(runs: dict[str, RecordedRun], run_id: str, msg: Message) -> RecordedRun:
+    """The run `msg` is of, started when its earliest record was appended: partitions are read in
+    no set order, and a record of the run may sit on another one (a stray, or a forgery)."""
+    appended = msg.timestamp()[1]
+    run = runs.setdefault(run_id, RecordedRun(run_id, first_ms=appended))
+    run.first_ms = min(run.first_ms, appended)
+    return run
 
 
 def _undecodable(runs: dict[str, RecordedRun], run_id: str, msg: Message, why: str) -> None:
-    run = runs.setdefault(run_id, RecordedRun(run_id, first_ms=msg.timestamp()[1]))
+    run = _run(runs, run_id, msg)
     run.undecodable.append(f"partition {msg.partition()} offset {msg.offset()} ({type_of(msg) or 'untyped'}): {why}")
