@@ -12,13 +12,14 @@ from agentstream.events import (
     TERMINAL_TYPES,
     BudgetReserved,
     BudgetSettled,
+    EvalVerdict,
+    JudgeVerdict,
     LlmCallRequested,
     LoopDetected,
     RunEvent,
     RunStarted,
     ToolCallAuthorized,
     ToolCallCompleted,
-    ToolCallRequested,
 )
 
 _KEPT_RUNS = 200_000  # runs tracked at once at most: the oldest are dropped past it
@@ -44,7 +45,6 @@ class _Run:
     open_calls: set[str] = field(default_factory=set)  # reserved, not yet settled
     step_ms: int = -1  # when the current step's model call was requested
     authorized: set[str] = field(default_factory=set)
-    requested: dict[str, str] = field(default_factory=dict)  # tool call id -> tool
     failed_checks: set[tuple[str, int]] = field(default_factory=set)  # (check, step) already counted
     seen: set[str] = field(default_factory=set)
 
@@ -52,10 +52,14 @@ class _Run:
 class Signals:
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
-        # Runs done with, so a late duplicate of one of their events does not start tracking anew.
-        self._done: dict[str, None] = {}
+        # Runs done with (and the version each ran on), so a late duplicate of one of their events
+        # does not start tracking anew, and a judge's grade, which comes after the end, is rated.
+        self._done: dict[str, str] = {}
+        self._graded: dict[str, None] = {}  # judge verdicts rated: a re-written one counts once
 
     def feed(self, event: RunEvent, ts_ms: int) -> list[Sample]:
+        if isinstance(event, JudgeVerdict):
+            return self._judged(event, ts_ms)
         run = self._runs.get(event.run_id)
         if run is None and event.run_id in self._done:
             return []
@@ -73,13 +77,11 @@ class Signals:
 
         match event:
             case RunStarted():
-                run.version = str(getattr(event, "orchestrator_version", "") or "")
+                run.version = event.orchestrator_version
             case LlmCallRequested() if event.purpose == "step":
                 if run.step_ms >= 0:
                     sample("step_latency_p95_ms", float(ts_ms - run.step_ms))
                 run.step_ms = ts_ms
-            case ToolCallRequested():
-                run.requested[event.call_id] = event.tool
             case ToolCallAuthorized():
                 run.authorized.add(event.call_id)
             case ToolCallCompleted() if event.call_id in run.authorized:
@@ -95,14 +97,8 @@ class Signals:
             case BudgetSettled():
                 run.open_calls.discard(event.call_id)
                 run.cost_usd += event.cost_usd
-            case _ if event.type_name == "EvalVerdict":
-                check = str(getattr(event, "check_name", ""))
-                if check == "judge":
-                    sample("judge_failure_rate", 1.0)
-                else:
-                    run.failed_checks.add((check, int(getattr(event, "step", -1))))
-            case _ if event.type_name == "JudgeVerdict":
-                sample("judge_failure_rate", 0.0 if getattr(event, "passed", True) else 1.0)
+            case EvalVerdict():
+                run.failed_checks.add((event.check_name, event.step))
         if event.type_name in TERMINAL_TYPES and not run.ended:
             run.ended = True
             if run.step_ms >= 0:
@@ -112,10 +108,21 @@ class Signals:
             # The last settlement often lands after the end: the cost is sampled once all are in.
             sample("cost_per_run_usd", run.cost_usd)
             del self._runs[event.run_id]
-            self._done[event.run_id] = None
+            self._done[event.run_id] = run.version
             if len(self._done) > _KEPT_RUNS:
                 del self._done[next(iter(self._done))]
         return out
+
+    def _judged(self, event: JudgeVerdict, ts_ms: int) -> list[Sample]:
+        """A judge's grade: written on the run after its end, when the run is no longer tracked."""
+        if event.event_id in self._graded:
+            return []
+        self._graded[event.event_id] = None
+        if len(self._graded) > _KEPT_RUNS:
+            del self._graded[next(iter(self._graded))]
+        tracked = self._runs.get(event.run_id)
+        version = tracked.version if tracked is not None else self._done.get(event.run_id, "")
+        return [Sample("judge_failure_rate", event.tenant_id, "", version, ts_ms, 0.0 if event.passed else 1.0)]
 
     def _track(self, event: RunEvent) -> _Run:
         if len(self._runs) >= _KEPT_RUNS:

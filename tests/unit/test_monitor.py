@@ -10,6 +10,7 @@ import pytest
 from agentstream.events import (
     BudgetReserved,
     BudgetSettled,
+    JudgeVerdict,
     LlmCallRequested,
     LoopDetected,
     RunCompleted,
@@ -174,3 +175,15 @@ def test_a_window_holds_the_newest_samples_only(monkeypatch: pytest.MonkeyPatch)
     for ts in range(25):
         window.add(ts, 1.0 if ts >= 15 else 0.0)
     assert len(window.samples) == 10 and window.value("tool_error_rate") == 1.0
+
+
+def test_a_judge_grade_after_the_runs_end_is_rated_once_on_the_runs_version() -> None:
+    signals = Signals()
+    events = run_events("r", errors=0, ok=1)
+    events[0] = RunStarted("r/s", "r", "acme", "m", "[]", 10, "", orchestrator_version="v2")
+    feed(signals, events)
+    assert signals.tracked_runs == 0  # ended and settled: no longer tracked
+    failed = JudgeVerdict("r/judge/judge-rubric-v1", "r", "acme", "judge-r", "judge-rubric-v1", True, False, False,
+                          "no answer", True)  # fmt: skip
+    samples = signals.feed(failed, 9_000) + signals.feed(failed, 9_100)
+    assert [(s.metric, s.value, s.version, s.tenant) for s in samples] == [("judge_failure_rate", 1.0, "v2", "acme")]
