@@ -14,7 +14,7 @@ import orjson
 
 from agentstream.config import Settings
 from agentstream.events import Event, JudgePolicySet
-from agentstream.kafka.table import TopicTable, put_record
+from agentstream.kafka.table import put_record
 from agentstream.routing.tiers import JUDGE
 from agentstream.topics import CONTROL, load_topics
 
@@ -57,12 +57,14 @@ def judge_run_id(run_id: str) -> str:
     return f"{JUDGE_RUN_PREFIX}{run_id}"
 
 
-class JudgePolicies(TopicTable):
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, [load_topics(settings.topic_prefix)[CONTROL].name])
+class JudgePolicies:
+    """The tenants' judge policies, from the control records a reader applies (the monitor's one
+    reader of the control topic feeds this and its alert rules)."""
+
+    def __init__(self) -> None:
         self.policies: dict[str, JudgePolicy] = {}
 
-    def _on_event(self, event: Event) -> None:
+    def apply(self, event: Event) -> None:
         if isinstance(event, JudgePolicySet):
             try:
                 self.policies[event.tenant_id] = JudgePolicy(**orjson.loads(event.policy_json)).check()

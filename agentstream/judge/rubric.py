@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import orjson
 
 from agentstream.events import (
+    EvalVerdict,
     LlmCallCompleted,
     RunCompleted,
     RunEvent,
@@ -72,10 +73,10 @@ def judge_task(events: Sequence[RunEvent]) -> str:
                 lines.append(f"FINAL ANSWER: {_cut(event.final_answer, 2_000)}")
             case RunFailed():
                 lines.append(f"RUN FAILED ({event.error_type}): {_cut(event.reason)}")
-            case _ if event.type_name == "EvalVerdict":
-                check = getattr(event, "check_name", "?")
-                lines.append(f"STEP {getattr(event, 'step', '?')}: [automated check failed: {check}] "
-                             f"{_cut(str(getattr(event, 'reason', '')), 300)}")  # fmt: skip
+            case EvalVerdict():
+                lines.append(
+                    f"STEP {event.step}: [automated check failed: {event.check_name}] {_cut(event.reason, 300)}"
+                )
     text = "\n".join(lines)
     if len(text) > TASK_CHARS:
         text = text[:TASK_CHARS] + f"\n[trajectory cut: {len(text) - TASK_CHARS} more chars not shown]"

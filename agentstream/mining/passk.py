@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import comb
 
-from agentstream.events import RunCompleted, RunEvent
+from agentstream.events import EvalVerdict, RunCompleted, RunEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +31,9 @@ class Trial:
 
 def judge_trial(task: str, variant: str, events: Sequence[RunEvent], expect: str) -> Trial:
     final = next((e for e in events if isinstance(e, RunCompleted)), None)
-    failures = tuple(sorted({
-        str(getattr(e, "check_name", "?")) for e in events
-        if e.type_name == "EvalVerdict" and getattr(e, "severity", "") in ("warning", "critical")
-    }))  # fmt: skip
+    failures = tuple(
+        sorted({e.check_name for e in events if isinstance(e, EvalVerdict) and e.severity in ("warning", "critical")})
+    )
     answered = final is not None and expect.lower() in final.final_answer.lower()
     return Trial(task, variant, final is not None, answered, failures)
 

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agentstream.events import LoopDetected, RunEvent, RunFailed, RunFlagged, RunHalted, ToolCallRequested
+from agentstream.events import EvalVerdict, LoopDetected, RunEvent, RunFailed, RunFlagged, RunHalted, ToolCallRequested
 
 PATTERN_STEPS = 8
 
@@ -63,9 +63,9 @@ def signature_of(events: Sequence[RunEvent]) -> Signature | None:
     failures: set[str] = set()
     steps: set[int] = set()
     for event in events:
-        if event.type_name == "EvalVerdict":
-            failures.add(f"{getattr(event, 'check_name', '?')}:{getattr(event, 'severity', '?')}")
-            steps.add(int(getattr(event, "step", -1)))
+        if isinstance(event, EvalVerdict):
+            failures.add(f"{event.check_name}:{event.severity}")
+            steps.add(event.step)
         elif isinstance(event, LoopDetected):
             failures.add(f"loop:{event.kind}")
             steps.add(event.step)

@@ -51,12 +51,17 @@ def alert_key(change: AlertChange) -> str:
     return f"alert/{change.rule.rule_id}/{change.group.text}"
 
 
-class RuleReader(TopicTable):
-    def __init__(self, settings: Settings, book: AlertBook) -> None:
+class ControlReader(TopicTable):
+    """The monitor's one reader of the control topic: alert rules into the book, judge policies
+    into theirs."""
+
+    def __init__(self, settings: Settings, book: AlertBook, policies: JudgePolicies) -> None:
         super().__init__(settings, [load_topics(settings.topic_prefix)[CONTROL].name])
         self.book = book
+        self.policies = policies
 
     def _on_event(self, event: Event) -> None:
+        self.policies.apply(event)
         if not isinstance(event, AlertRuleSet):
             return
         if event.deleted:
@@ -103,10 +108,9 @@ class Monitor:
                 self.judge.observe(event)
 
     async def run(self, stop: asyncio.Event) -> None:
-        rules = RuleReader(self.settings, self.book)
-        await rules.start()
-        policies = JudgePolicies(self.settings)
-        await policies.start()
+        policies = JudgePolicies()
+        control = ControlReader(self.settings, self.book, policies)
+        await control.start()
         self.judge = Judge(self.settings, policies)
         topic = load_topics(self.settings.topic_prefix)[JOURNAL].name
         consumer = Consumer(
@@ -123,8 +127,7 @@ class Monitor:
                         if msg.error() is None:
                             self.records += 1
                             self.feed(msg)
-                    rules.poll()
-                    policies.poll()
+                    control.poll()
                     await self.judge.step()
                     if time.monotonic() >= next_tick:
                         next_tick = time.monotonic() + self.tick_s
@@ -135,8 +138,7 @@ class Monitor:
                                 log.exception("alert %s not recorded", alert_key(change))
         finally:
             await asyncio.to_thread(consumer.close)
-            rules.close()
-            policies.close()
+            control.close()
             await self.judge.aclose()
 
     def _assign(self, consumer: Consumer, topic: str) -> None:
