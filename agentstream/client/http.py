@@ -274,7 +274,7 @@ class RunsClient:
         with Last-Event-ID, so each event is yielded exactly once; it gives up after
         `max_reconnects` attempts in a row without progress."""
         last = int(last_event_id) if last_event_id not in (None, "") else None
-        failures, latest = 0, ""
+        failures, halted = 0, False
         while True:
             headers = {"Accept": "text/event-stream"}
             if last is not None:
@@ -287,11 +287,14 @@ class RunsClient:
                     async for message in _run_events(response):
                         if last is not None and message.id <= last:
                             continue  # the server resumes after Last-Event-ID; this guards a replay anyway
-                        last, failures, latest = message.id, 0, message.type
+                        last, failures = message.id, 0
+                        # Events may follow the halt (a late check's verdict, a settlement); the run
+                        # stays halted until a resume is asked for.
+                        halted = message.type == "RunHalted" or (halted and message.type != "ResumeRequested")
                         yield message
                         if message.type in TERMINAL_TYPES:
                             return
-                    if latest == "RunHalted":
+                    if halted:
                         return  # closed by the server at the halt: nothing more until a resume
                 problem: Exception = httpx.RemoteProtocolError("the event stream ended before the run did")
             except httpx.TransportError as exc:  # read/protocol errors, timeouts, a gateway restarting
