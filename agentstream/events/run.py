@@ -48,6 +48,14 @@ class RunRequested(RunEvent):
     context_json: str = ""
     # A task over the offload threshold (v7): its blob handle; `task` holds a preview and a marker.
     task_blob: str = ""
+    # A child run's place in its run tree (v8): its parent, the parent's call it answers, and its
+    # depth (0 for a top-level run).
+    parent_run_id: str = ""
+    parent_call_id: str = ""
+    depth: int = 0
+    # The registered workflow (explicit graph) the run follows (v8); "" for a ReAct run.
+    workflow: str = ""
+    workflow_version: str = ""
 
 
 @_register
