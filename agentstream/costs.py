@@ -36,6 +36,8 @@ class RunCost:
         if event.call_id in self._settled:
             return  # a settlement re-emitted after a crash is the same settlement
         self._settled.add(event.call_id)
+        if event.kind == "subagent":
+            return  # a child's spend, settled on its parent's ledger: the child's own calls count it
         self.first_ms = self.first_ms or timestamp_ms
         self.usd += event.cost_usd
         self.price_versions.add(event.price_version)

@@ -90,3 +90,10 @@ def compaction_call_id(run_id: str, step: int, compaction: int) -> str:
 
 def compacted_id(run_id: str, step: int, compaction: int) -> str:
     return f"{step_prefix(run_id, step)}/compacted{compaction:02d}"
+
+
+def child_run_id(parent_call_id: str) -> str:
+    """The run a parent's spawn call starts: derived from the call alone, so a parent that decides
+    the call again after a crash names the same child (re-sent, it starts nothing). Shaped like the
+    gateway's run ids ("run_" + 24 hex), so the API and CLI take it as any other run."""
+    return "run_" + hashlib.sha256(f"child\x00{parent_call_id}".encode()).hexdigest()[:24]

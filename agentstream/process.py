@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+from prometheus_client.registry import Collector
 
 from agentstream.codec import AvroCodec
 from agentstream.config import Settings
@@ -26,9 +27,12 @@ from agentstream.kafka.core import ProcessorCore
 from agentstream.kafka.hosting import HostedCore
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
-from agentstream.kafka.runtime import ProcessorRuntime, RuntimeConfig
+from agentstream.kafka.runtime import ProcessorRuntime
+from agentstream.kafka.runtime_config import RuntimeConfig
+from agentstream.metrics.endpoint import metrics_listener
+from agentstream.observability.tracing import TRACING, start_tracing
 from agentstream.security.journal_trust import JournalSigner, JournalVerifier, journal_auth_enabled
-from agentstream.settings import ProcessSettings, once
+from agentstream.settings import MetricsSettings, ProcessSettings, load, once
 from agentstream.topics import DEADLETTER, JOURNAL, STATUS, load_topics
 
 log = logging.getLogger("agentstream.process")
@@ -91,6 +95,8 @@ class Built:
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Checks on a decoded, writer-verified event: a reason makes the runtime dead-letter it.
     vet: list[Callable[[Event], str | None]] = field(default_factory=list)
+    # The core's own metrics (agentstream/metrics), read when the process's /metrics is scraped.
+    collectors: list[Collector] = field(default_factory=list)
 
 
 BuildCore = Callable[[Settings, RecordFactory, AsyncProducer], Awaitable[Built]]
@@ -133,6 +139,7 @@ async def serve_cores(
     hosted: list[HostedCore] = []
     cleanup: list[Callable[[], Awaitable[None]]] = []
     before_batch: list[Callable[[], Any]] = []
+    collectors: list[Collector] = []
     for build in builds.values():
         records = RecordFactory(codec, topics[JOURNAL].name, partitions)
         built = await build(settings, records, producer)
@@ -142,7 +149,9 @@ async def serve_cores(
         hosted.append(HostedCore(built.core, records, list(built.vet)))
         cleanup.extend(built.cleanup)
         before_batch.extend(built.before_batch)
+        collectors.extend(built.collectors)
     group = name or hosted[0].name
+    start_tracing(group, instance)  # on only when an OTLP endpoint is set (agentstream/observability)
     # What is built by now (modules, catalogs, compiled schemas, clients) lives as long as the
     # process: frozen out of the collector's scans, a full collection later costs what the live runs
     # hold (a few ms) instead of every object of the imports (about 200 ms, a step's p99 outlier).
@@ -168,6 +177,8 @@ async def serve_cores(
         group,
     )
     runtime.before_batch.extend(before_batch)
+    for collector in collectors:
+        runtime.metrics.registry.register(collector)
     # Every processor holds every writer's journal key (one trust zone); the one that also holds
     # the run-request key (the orchestrator) checks RunRequested proofs as well.
     keyrings = [component_keyring(settings, h.name) for h in hosted]
@@ -179,9 +190,11 @@ async def serve_cores(
     log.info("%s instance %s started (%s; journal %s, %d partitions)", group, instance,
              ", ".join(h.name for h in hosted), topics[JOURNAL].name, partitions)  # fmt: skip
     try:
-        await runtime.run(stop)
+        async with metrics_listener(runtime.metrics.registry, load(MetricsSettings), settings.home, group, instance):
+            await runtime.run(stop)
     finally:
         for close in cleanup:
             await close()
         await producer.aclose()
+        TRACING.shutdown()  # exports the spans still buffered
         log.info("%s instance %s stopped: %s", group, instance, runtime.counters)

@@ -5,13 +5,16 @@
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 3 --broker-kills 5 --instances 2 --add-remove 1 --layout engine
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --brokers 1 --broker-kills 3 --broker-down-s 5,120,5
     .venv/bin/python bench/chaos.py --runs 100 --kills 20 --steps 12 --context '{"mode": "on", "trigger_tokens": 1000, "keep_turns": 1}'
+    .venv/bin/python bench/chaos.py --runs 100 --kills 20 --topologies subagents,graph,code
 
 Each processor is its own OS process. A killer SIGKILLs a random processor at random moments and
 restarts it; on top of that the tool executor and model invoker kill themselves, with a small
 probability, right after a side effect or a model reply and before its result is journaled (the
 narrowest crash window). With --layout engine every processor core runs in one `engine` process
 instead, and the killer, the extra instances and the added one are whole engines. The last line
-printed is one JSON object.
+printed is one JSON object. With --topologies a share of the runs are subagent trees, graph runs
+and code-mode programs, each run of a tree counted and compared on its own, with more kills aimed
+at their phases (bench/chaos_topologies.py, bench/chaos_phases.py; the JSON's `topologies`).
 
   lost                    runs with no terminal event when the deadline passed
   duplicate_side_effects  transfers applied more than once for one logical call, or applied for a
@@ -67,6 +70,7 @@ from agentstream.processors.tool_executor.builtin import bank_stats, bank_transf
 from agentstream.stack import AUTO_APPROVE_DEMO, LAYOUT_ENV, PROCESSORS, Deployment, ProcessorProcesses
 from agentstream.topics import JOURNAL, load_topics
 from agentstream.trajectory import summarize
+from bench import chaos_topologies as topo
 from bench.common import bench_settings, cluster_bench_settings, comparable_trajectory
 from bench.scenarios import chaos_scenario, write_scenarios
 from bench.watch import TerminalWatcher
@@ -75,18 +79,22 @@ TOOLS = ["calculator", "lookup", "transfer_funds", "convert_time"]
 
 
 async def submit(
-    deployment: Deployment, scenarios: int, runs: int, steps: int, tag: str, context: dict[str, Any] | None
-) -> dict[str, int]:
-    run_scenario: dict[str, int] = {}
+    deployment: Deployment,
+    scenarios: int,
+    runs: int,
+    steps: int,
+    tag: str,
+    context: dict[str, Any] | None,
+    mix: topo.Mix,
+) -> dict[str, topo.Key]:
+    run_scenario: dict[str, topo.Key] = {}
     for i in range(runs):
         k = i % scenarios
         # One task length for every run of a scenario: with context management on, the prompt's
         # size decides when it compacts, and a reference must compact where its chaos runs do.
         task = f"[scenario:chaos{k}] {tag:>9} run {i:05d}"
-        run_id = await deployment.client.request_run(
-            RunRequest(task=task, tools=TOOLS, max_steps=steps + 5, context=context)
-        )
-        run_scenario[run_id] = k
+        key, request = mix.request(i, k, RunRequest(task=task, tools=TOOLS, max_steps=steps + 5, context=context), tag)
+        run_scenario[await deployment.client.request_run(request)] = key
     return run_scenario
 
 
@@ -243,9 +251,11 @@ async def main() -> None:
     parser.add_argument("--context", type=json.loads, default=None,
                         help='context settings of every run (reference runs too), e.g. \'{"mode": "on", '
                              '"trigger_tokens": 1000, "keep_turns": 1}\'')  # fmt: skip
+    topo.add_topology_arguments(parser)
     parser.add_argument("--summary-crash-rate", type=float, default=None,
                         help="self-kills right after a summarization reply (default 0.2 with --context, else 0)")  # fmt: skip
     args = parser.parse_args()
+    mix = topo.Mix.from_args(args)
     if args.context is not None and not isinstance(args.context, dict):
         raise SystemExit("--context must be a JSON object of context settings")
     summary_crash_rate = args.summary_crash_rate if args.summary_crash_rate is not None else 0.2 * bool(args.context)
@@ -260,18 +270,18 @@ async def main() -> None:
     context = cluster_bench_settings("chaos", args.brokers) if args.brokers > 1 else bench_settings("chaos")
     async with context as (settings, kafka):
         scen_dir = settings.home / "scenarios"
-        write_scenarios(scen_dir, [chaos_scenario(k, args.steps) for k in range(args.scenarios)])
+        write_scenarios(scen_dir, [chaos_scenario(k, args.steps) for k in range(args.scenarios)] + mix.scenarios())
         watcher = TerminalWatcher(settings)
         try:
             print(f"reference: {args.scenarios} crash-free runs", file=sys.stderr)
             # Every tool the scenarios call must be registered before the first run starts: a run
             # pins the tools it may use when it starts, and an unknown one fails it.
-            async with Deployment(
-                settings, [scen_dir], extra_env=layout_env, wait_tools=tuple(TOOLS), policies=AUTO_APPROVE_DEMO
-            ) as calm:
+            async with Deployment(settings, [scen_dir], extra_env=layout_env, wait_tools=mix.wait_tools(TOOLS),
+                                  policies=mix.policies(AUTO_APPROVE_DEMO)) as calm:  # fmt: skip
+                await mix.prepare(settings)
                 reference_runs = await submit(
-                    calm, args.scenarios, args.scenarios, args.steps, "reference", args.context
-                )
+                    calm, args.scenarios, args.scenarios, args.steps, "reference", args.context, topo.PLAIN
+                ) | await topo.submit_references(calm, mix, args.context)
                 assert not await watcher.wait(set(reference_runs), args.timeout), "reference runs did not finish"
 
             chaos_env = {
@@ -282,9 +292,8 @@ async def main() -> None:
             log: list[str] = []
             exits: list[str] = []
             in_flight: list[int] = []
-            async with Deployment(
-                settings, [scen_dir], extra_env=chaos_env, wait_tools=tuple(TOOLS), policies=AUTO_APPROVE_DEMO
-            ) as chaotic:
+            async with Deployment(settings, [scen_dir], extra_env=chaos_env, wait_tools=mix.wait_tools(TOOLS),
+                                  policies=mix.policies(AUTO_APPROVE_DEMO)) as chaotic:  # fmt: skip
                 assert chaotic.procs is not None
                 for name in names:
                     for instance in range(1, args.instances):
@@ -296,8 +305,9 @@ async def main() -> None:
                 t_chaos = time.monotonic()
                 stop = asyncio.Event()
                 kill_task = asyncio.create_task(killer(chaotic, args.kills, rng, stop, log, exits))
+                phase_task = asyncio.create_task(mix.phase_kills(settings, chaotic.procs, args.seed, stop, log))
                 churn_task = asyncio.create_task(churn(chaotic.procs, names, args.add_remove, rng, stop, log))
-                chaos_runs = await submit(chaotic, args.scenarios, args.runs, args.steps, "chaos", args.context)
+                chaos_runs = await submit(chaotic, args.scenarios, args.runs, args.steps, "chaos", args.context, mix)
                 journal_topic = load_topics(settings.topic_prefix)[JOURNAL].name
 
                 def pending() -> int:
@@ -310,6 +320,7 @@ async def main() -> None:
                 await broker_task  # a broker left down would fail the journal read below
                 stop.set()
                 await kill_task
+                phase_kills = await phase_task
                 rebalances = await churn_task
                 chaos_wall = time.monotonic() - t_chaos
                 async with httpx.AsyncClient() as http:
@@ -323,36 +334,39 @@ async def main() -> None:
         transfers = bank_transfers(settings.bank_path)
         bank = bank_stats(settings.bank_path)
 
-    references = {k: comparable_trajectory(journal[r], r) for r, k in reference_runs.items()}
+    # A child is a run of its own, checked against the same place in its scenario's reference tree.
+    reference_tree, chaos_tree = topo.tree_members(journal, reference_runs), topo.tree_members(journal, chaos_runs)
+    references = {k: comparable_trajectory(journal[r], r) for r, k in reference_tree.items()}
     # Where each scenario's crash-free run compacted (its steps and kinds): the chaos runs must match.
     compacted_at = {
         k: [f"{e.event.step}:{e.event.kind}" for e in journal[r] if isinstance(e.event, ContextCompacted)]
-        for r, k in sorted(reference_runs.items(), key=lambda rk: rk[1])
+        for r, k in sorted(reference_runs.items(), key=lambda rk: str(rk[1]))
     }
     failed_references = {
-        r: summarize(journal[r]).reason for r in reference_runs if summarize(journal[r]).status != "completed"
-    }
+        r: summarize(journal[r]).reason for r in reference_tree if summarize(journal[r]).status != "completed"
+    } | topo.reference_errors(journal, reference_tree)
     if failed_references:
         # A reference that did not complete would count every chaos run of its scenario as differing.
         raise SystemExit(f"crash-free reference runs did not complete: {failed_references}")
-    completed = differing = steps_total = 0
+    differing = steps_total = 0
+    status_of: dict[str, str] = {}
     min_steps = 10**9
     statuses: dict[str, int] = {}
     requested_keys: set[str] = set()
     resent = compactions = summary_calls = summary_calls_redone = 0
     min_summaries = 10**9
-    for run_id, k in chaos_runs.items():
+    for run_id, k in chaos_tree.items():
         entries = journal.get(run_id, [])
         summary = summarize(entries)
         statuses[summary.status] = statuses.get(summary.status, 0) + 1
-        completed += summary.status == "completed"
+        status_of[run_id] = summary.status
         steps_total += summary.steps
         min_steps = min(min_steps, summary.steps)
         observed = comparable_trajectory(entries, run_id)
-        if observed != references[k]:
+        if observed != references.get(k):
             differing += 1
             if differing == 1:
-                report_first_difference(run_id, references[k], observed)
+                report_first_difference(run_id, references.get(k, []), observed)
         summaries = {e.event.call_id for e in entries if isinstance(e.event, LlmCallRequested) and e.event.purpose == "compaction"}  # fmt: skip
         summary_calls += len(summaries)
         # A summarization call the model server answered more than once: a crash came between its
@@ -373,12 +387,13 @@ async def main() -> None:
         applied[row["idempotency_key"]] = applied.get(row["idempotency_key"], 0) + 1
     duplicate_effects = sum(n - 1 for n in applied.values() if n > 1)
     duplicate_effects += sum(
-        1 for key in applied if key not in requested_keys and not key.startswith(tuple(reference_runs))
+        1 for key in applied if key not in requested_keys and not key.startswith(tuple(reference_tree))
     )
+    trees = topo.tree_outcomes(journal, chaos_runs, reference_tree, status_of)
     result = {
         "runs": args.runs,
-        "completed": completed,
-        "lost": len(lost_ids),
+        "completed": trees["completed"],
+        "lost": len(lost_ids) + trees["lost_children"],
         "statuses": statuses,
         "duplicate_side_effects": duplicate_effects,
         "model_calls_resent": resent,
@@ -395,6 +410,7 @@ async def main() -> None:
         "processor_exits_seen": exits,
         "self_crashes_at_injected_points": sum(1 for line in log if "crashed itself" in line),
         "crashes_by_point": crashes_at,
+        "topologies": mix.report(trees, phase_kills, journal, chaos_tree, log),
         "context": args.context,
         "compactions": compactions,
         "summarization_calls": summary_calls,

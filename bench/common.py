@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agentstream.client.journal import JournalEntry
 from agentstream.config import ModelSettings, Settings
+from agentstream.events import LlmCallCompleted, LlmCallRequested, RunCompleted, ToolCallCompleted
 from agentstream.localcluster import LocalCluster
 from agentstream.localkafka import LocalKafka, free_port
 from agentstream.stack import ensure_topics
@@ -116,4 +117,22 @@ def comparable_trajectory(entries: list[JournalEntry], run_id: str) -> list[tupl
                 part = part.replace(needle, mask)
             parts.append(ISO_DATE.sub("DATE", part))
         out.append(tuple(parts))
+    return out
+
+
+def step_overheads(entries: list[JournalEntry]) -> list[tuple[float, float]]:
+    """(overhead ms, model latency ms) of each step of one ReAct run: from the step's model request
+    to the next one (or the run's end), less the model's latency and its slowest tool call."""
+    requested = {e.event.step: e.timestamp_ms for e in entries if isinstance(e.event, LlmCallRequested)}
+    latency = {e.event.step: e.event.latency_ms for e in entries if isinstance(e.event, LlmCallCompleted)}
+    tool: dict[int, float] = {}
+    for e in entries:
+        if isinstance(e.event, ToolCallCompleted):
+            tool[e.event.step] = max(tool.get(e.event.step, 0.0), e.event.duration_ms)
+    end = next((e.timestamp_ms for e in entries if isinstance(e.event, RunCompleted)), None)
+    out = []
+    for step, t_req in requested.items():
+        t_next = requested.get(step + 1, end)
+        if t_next is not None and step in latency:
+            out.append(((t_next - t_req) - latency[step] - tool.get(step, 0.0), latency[step]))
     return out

@@ -28,12 +28,13 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agentstream.client.journal import RunRequest
 from agentstream.client.scan import read_journal
-from agentstream.events import LlmCallCompleted, LlmCallRequested, RunCompleted, ToolCallCompleted
+from agentstream.events import RunCompleted
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.stack import LAYOUT_ENV, Deployment
 from agentstream.topics import load_topics
-from bench.common import CpuMeter, bench_settings, percentile
+from bench.common import CpuMeter, bench_settings, percentile, step_overheads
+from bench.otlp_sink import traced
 from bench.scenarios import overhead_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 
@@ -110,11 +111,13 @@ async def main() -> None:
         help="engine: every processor core in one process; separate: one process per processor",
     )
     parser.add_argument("--instances", type=int, default=1, help="instances of each processor process")
+    parser.add_argument("--trace", action="store_true", help="tracing on: every process exports its spans over "
+                        "OTLP/HTTP to a sink in this benchmark (off: the default, no spans made)")  # fmt: skip
     args = parser.parse_args()
     if args.warmup_runs is None:
         args.warmup_runs = max(5, min(100, args.runs))
     os.environ[LAYOUT_ENV] = args.layout
-    async with bench_settings("overhead") as (settings, kafka):
+    async with bench_settings("overhead") as (settings, kafka), traced(args.trace) as sink:
         scen_dir = settings.home / "scenarios"
         write_scenarios(scen_dir, [overhead_scenario(args.steps - 1)])
         watcher = TerminalWatcher(settings)
@@ -174,20 +177,10 @@ async def main() -> None:
         if not entries:
             continue
         first_ts, last_ts = min(first_ts, entries[0].timestamp_ms), max(last_ts, entries[-1].timestamp_ms)
-        requested = {e.event.step: e.timestamp_ms for e in entries if isinstance(e.event, LlmCallRequested)}
-        latency = {e.event.step: e.event.latency_ms for e in entries if isinstance(e.event, LlmCallCompleted)}
-        tool: dict[int, float] = {}
-        for e in entries:
-            if isinstance(e.event, ToolCallCompleted):
-                tool[e.event.step] = max(tool.get(e.event.step, 0.0), e.event.duration_ms)
-        end = next((e.timestamp_ms for e in entries if isinstance(e.event, RunCompleted)), None)
-        completed += end is not None
-        for step, t_req in requested.items():
-            t_next = requested.get(step + 1, end)
-            if t_next is None or step not in latency:
-                continue
-            overheads.append((t_next - t_req) - latency[step] - tool.get(step, 0.0))
-            model_ms.append(latency[step])
+        completed += any(isinstance(e.event, RunCompleted) for e in entries)
+        for overhead, latency in step_overheads(entries):
+            overheads.append(overhead)
+            model_ms.append(latency)
     # Where the slowest step waited: the widest gap between two consecutive events of a run.
     widest: tuple[float, str] = (0.0, "")
     for run_id in run_ids:
@@ -217,6 +210,8 @@ async def main() -> None:
         "widest_gap_between": widest[1],
         "layout": args.layout,
         "instances": args.instances,
+        "tracing": sink is not None,
+        "otlp_export_bytes": sink.bytes if sink is not None else 0,
     }
     print(json.dumps(result))
 

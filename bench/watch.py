@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from agentstream.config import Settings
 from agentstream.events import TERMINAL_TYPES
@@ -37,11 +37,15 @@ class TerminalWatcher:
             for msg in fetch_batch(consumer, 1000, 0.2):
                 if msg.error() is not None:
                     continue
-                for name, value in header_pairs(msg):
-                    if name == "type" and value.decode() in self._ends:
-                        key = (msg.key() or b"").decode()
-                        self.ended[key.split("/", 1)[0]] = value.decode()
+                self.on_message(msg)
         consumer.close()
+
+    def on_message(self, msg: Message) -> None:
+        """Each journal record, in order (a subclass may read more of it)."""
+        for name, value in header_pairs(msg):
+            if name == "type" and value.decode() in self._ends:
+                key = (msg.key() or b"").decode()
+                self.ended[key.split("/", 1)[0]] = value.decode()
 
     async def wait(self, run_ids: set[str], timeout_s: float) -> set[str]:
         """Returns the runs still not ended when everything ended or the timeout passed."""

@@ -22,6 +22,7 @@ from agentstream.processors.orchestrator.decide import decide
 from agentstream.processors.orchestrator.evolve import evolve
 from agentstream.processors.orchestrator.loops import denial_action
 from agentstream.processors.orchestrator.state import RunState
+from agentstream.processors.orchestrator.subagents import finish
 from agentstream.processors.orchestrator.versions import OrchestratorVersion
 
 # What the orchestrator writes: the trajectory the candidate must reproduce.
@@ -113,6 +114,7 @@ class _Replay:
         self.denials = denial_action(started.on_repeated_denial) if started else denial_action("")
         self.context = started.context_json if started else ""
         self.evaluation = str(getattr(started, "eval_json", "")) if started else ""  # the checks' policy
+        self.workflow = started.workflow_json if started else ""  # a graph run's pinned definition
 
     def run(self) -> Divergence | None:
         state: RunState | None = None
@@ -146,14 +148,18 @@ class _Replay:
 
     def _decide(self, state: RunState) -> list[RunEvent]:
         c = self.candidate
-        return decide(state, self.catalog, c.config, self.versions, self.denials, self.pins, self.context,
-                      rules=c.tool_rules, version=c.name, eval_defaults=self.evaluation)  # fmt: skip
+        decided = decide(state, self.catalog, c.config, self.versions, self.denials, self.pins, self.context,
+                         rules=c.tool_rules, version=c.name, eval_defaults=self.evaluation,
+                         workflow_json=self.workflow)  # fmt: skip
+        return finish(state, decided)  # as the orchestrator core does: a subagent's halt is its end
 
     def _check(self, decision: RunEvent, *, in_progress: bool) -> Divergence | None:
         step = int(getattr(decision, "step", 0) or 0)
         if decision.type_name == VERDICT:
             self.verdicts_decided[decision.event_id] = decision
             return None
+        if decision.run_id != self.report.run_id:
+            return None  # another run's (a child's request or cancel, a parent's result): in its journal
         recorded = self.recorded.get(decision.event_id)
         if recorded is None:
             if in_progress:

@@ -12,6 +12,7 @@ import orjson
 
 from agentstream.cli.api import api_configured, via_api
 from agentstream.cli.offloaded import fetch_offloaded
+from agentstream.cli.trees import print_relations_from_journal, print_relations_via_api, tree_from_journal, tree_via_api
 from agentstream.client.http import RunsClient
 from agentstream.client.journal import (
     JournalClient,
@@ -51,6 +52,10 @@ async def dispatch(args: argparse.Namespace) -> int:
                 if api_configured():
                     return await via_api(lambda c: _show_via_api(c, args.run_id, as_json=args.json))
                 return await show_run(settings, args.run_id, as_json=args.json)
+            if args.runs_command == "tree":
+                if api_configured():
+                    return await via_api(lambda c: tree_via_api(c, args.run_id, as_json=args.json))
+                return await tree_from_journal(settings, args.run_id, as_json=args.json)
             if args.runs_command == "resume":
                 if api_configured():
                     return await via_api(lambda c: _resume_via_api(c, args))
@@ -138,6 +143,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 tenant_id=args.tenant,
                 budget=budget_of(args),
                 context=context_of(args),
+                workflow=workflow_of(args)[0],
+                workflow_version=workflow_of(args)[1],
             )
         )
         print(run_id)
@@ -249,6 +256,7 @@ async def show_run(settings: Settings, run_id: str, *, as_json: bool = False, fe
         print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
         return 0 if blobs is None or not blobs.errors else 1
     print(f"run {run_id} (tenant {summary.tenant_id}, from the {source}): {summary.task!r}")
+    print_relations_from_journal(entries)
     _print_trajectory(entries)
     _print_summary(summary.to_dict())
     return 0 if blobs is None else blobs.print()
@@ -270,6 +278,12 @@ async def _cancel(settings: Settings, run_id: str, reason: str) -> int:
 
 def budget_of(args: argparse.Namespace) -> RunBudget:
     return RunBudget(usd=args.budget_usd, tokens=args.budget_tokens, wall_s=args.budget_wall_s, on_loop=args.on_loop)
+
+
+def workflow_of(args: argparse.Namespace) -> tuple[str, str]:
+    """`--workflow NAME[@VERSION]` as (name, version); ("", "") without it: a ReAct run."""
+    workflow: tuple[str, str] = args.workflow or ("", "")
+    return workflow
 
 
 def context_of(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -322,7 +336,7 @@ async def _run_via_api(client: RunsClient, args: argparse.Namespace) -> int:
     # The tenant is the API key's: --tenant applies to the Kafka-level path only.
     run = await client.create(
         args.task, model=args.model, tools=args.tool, max_steps=args.max_steps, budget=budget_of(args),
-        context=context_of(args),
+        context=context_of(args), workflow=workflow_of(args)[0] or None, workflow_version=workflow_of(args)[1] or None,
     )  # fmt: skip
     print(run.id)
     if not args.follow:
@@ -345,6 +359,7 @@ async def _show_via_api(client: RunsClient, run_id: str, *, as_json: bool) -> in
         last = run.context.last_compaction
         since = f", the last ~{last.tokens_before} -> ~{last.tokens_after} tokens" if last is not None else ""
         print(f"  context {run.context.mode}: {run.context.compactions} compaction(s){since}")
+    await print_relations_via_api(client, run, entries)
     _print_trajectory(entries)
     if run.reason:
         print(f"  reason: {run.reason}")

@@ -20,6 +20,7 @@ from agentstream.client.journal import JournalClient, RunRequest
 from agentstream.config import Settings
 from agentstream.connect.local import local_worker, start_warehouse, supervise_worker
 from agentstream.connect.worker import ConnectWorker, ConnectWorkerError
+from agentstream.console.devkey import console_banner, console_key
 from agentstream.events import ApprovalRequested
 from agentstream.jvm import JarFetchError
 from agentstream.localcluster import LocalCluster, supervise
@@ -163,6 +164,7 @@ async def dev(
         return 1
     print(f"agentstream dev: up; run API at {url} (OpenAPI at /openapi.json); Kafka at {settings.bootstrap_servers}; "
           f"logs in {settings.home / 'logs'}", flush=True)  # fmt: skip
+    print(f"agentstream dev: {console_banner(url, await console_key(settings))}", flush=True)
     # The CLI finds a broker on another port only if told where it is.
     prefix = "" if kafka_port is None else f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers} "
     print(f'try: {prefix}agentstream run "[scenario:demo] hi" --follow', flush=True)

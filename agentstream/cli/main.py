@@ -24,6 +24,8 @@ from agentstream.cli.secrets import add_secrets_parser
 from agentstream.cli.signing import add_parser as add_signing_parser
 from agentstream.cli.tenants import add_parsers as add_tenancy_parsers
 from agentstream.cli.tools import add_tools_parser
+from agentstream.cli.trees import add_tree_parser, workflow_ref
+from agentstream.cli.workflows import add_workflows_parser
 from agentstream.kafka.auth import ENGINE
 from agentstream.processors.catalog import CORES
 from agentstream.settings import SettingsError
@@ -74,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--compact", action="store_true",
                      help='context management on (`"mode": "on"` over --context and the defaults)')  # fmt: skip
+    run.add_argument("--workflow", type=workflow_ref, default=None, metavar="NAME[@VERSION]",
+                     help="a graph run of this registered workflow (its latest version without @VERSION)")  # fmt: skip
 
     runs = sub.add_parser("runs", help="inspect runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
@@ -84,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
         "--fetch-blobs", action="store_true",
         help="print each offloaded tool result in full, read from the blob store (operator path: no API key)",
     )  # fmt: skip
+    add_tree_parser(runs_sub)
     cancel = runs_sub.add_parser("cancel", help="request cancellation of a run")
     cancel.add_argument("run_id")
     cancel.add_argument("--reason", default="cancelled from the CLI")
@@ -126,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
     add_mine_parser(sub)
     add_rollout_parser(sub)
     add_tools_parser(sub)
+    add_workflows_parser(sub)
     add_cost_parsers(sub)
     add_approvals_parser(sub)
     add_signing_parser(sub)

@@ -14,7 +14,8 @@ from agentstream.client.http import (
     Unauthenticated,
 )
 from agentstream.client.journal import JournalClient, RunBudget, RunRequest
-from agentstream.contract.resources import Approval, CostReport, Run, RunCost, RunPage
+from agentstream.client.trees import TreeEventMessage
+from agentstream.contract.resources import Approval, CostReport, Run, RunCost, RunPage, RunTree
 from agentstream.contract.vocab import ApprovalStatus, CostGroup, RunStatus
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "RunPage",
     "RunRequest",
     "RunStatus",
+    "RunTree",
     "RunsClient",
+    "TreeEventMessage",
     "Unauthenticated",
 ]

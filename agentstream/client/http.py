@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from agentstream.client.journal import RunBudget
+from agentstream.client.trees import TreeEventMessage, follow_tree
 from agentstream.contract.queries import first_problem
 from agentstream.contract.requests import AuditQuery, Budget, CancelRun, CreateRun, DecideApproval, ResumeRun
 from agentstream.contract.resources import (
@@ -33,8 +34,10 @@ from agentstream.contract.resources import (
     Run,
     RunCost,
     RunPage,
+    RunTree,
 )
 from agentstream.contract.vocab import ApprovalDecision, ApprovalStatus, CostGroup, RunStatus
+from agentstream.contract.workflows import WorkflowDetail, WorkflowPage, WorkflowVersion
 from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, Event
 from agentstream.sse import parse_sse
 
@@ -157,15 +160,19 @@ class RunsClient:
         wait_s: float | None = None,
         budget: RunBudget | None = None,
         context: dict[str, Any] | None = None,
+        workflow: str | None = None,
+        workflow_version: str | None = None,
     ) -> Run:
         """Creates the run (or returns the one this key already made); with `wait_s`, waits up to
         that long for it to end. Retrying with the same `idempotency_key` is always safe.
-        `context`: context settings over the tenant's defaults (`{"mode": "on"}`; see ContextSettings)."""
+        `context`: context settings over the tenant's defaults (`{"mode": "on"}`; see ContextSettings).
+        `workflow` (and `workflow_version`, default its latest): a graph run of a registered workflow."""
         caps = None
         if budget is not None:
             caps = _request(Budget, usd=budget.usd, tokens=budget.tokens, wall_s=budget.wall_s, on_loop=budget.on_loop)
         body = _request(CreateRun, task=task, model=model, tools=tools or [], max_steps=max_steps,
-                        labels=labels or {}, budget=caps, context=context)  # fmt: skip
+                        labels=labels or {}, budget=caps, context=context, workflow=workflow,
+                        workflow_version=workflow_version)  # fmt: skip
         params = {"wait": f"{wait_s:g}"} if wait_s else None
         # The server holds a waiting request open for up to wait_s: the read timeout must outlast it.
         timeout = self._timeout_s + (wait_s or 0.0)
@@ -181,6 +188,17 @@ class RunsClient:
 
     async def get(self, run_id: str) -> Run:
         return _parse(Run, await self._http.get(f"/v1/runs/{run_id}"))
+
+    async def tree(self, run_id: str) -> RunTree:
+        """The run and the runs it started, nested (bounded: see `RunTree.truncated`)."""
+        return _parse(RunTree, await self._http.get(f"/v1/runs/{run_id}/tree"))
+
+    def tree_events(self, run_id: str, *, last_event_id: str | None = None) -> AsyncIterator[TreeEventMessage]:
+        """The events of the run and of every run it started (each message's `run_id` says whose),
+        after `last_event_id`, then live, until every run of the tree has settled. Reconnects
+        after a dropped connection from the last message's id: each event is yielded once."""
+        return follow_tree(self._http, run_id, last_event_id, max_reconnects=self._max_reconnects,
+                           max_backoff_s=self._max_backoff_s, error=_error)  # fmt: skip
 
     async def list_page(
         self, status: RunStatus | str | None = None, cursor: str | None = None, limit: int = 50
@@ -260,6 +278,25 @@ class RunsClient:
         """The tenant's memory files with their contents (`files`: path -> content); a file whose
         content could not be read is in `errors`, never empty. Needs a key with `memory:read`."""
         return _parse(MemoryExport, await self._http.get("/v1/memory/export"))
+
+    # -- workflows -------------------------------------------------------------------------------
+
+    async def register_workflow(self, definition: dict[str, Any]) -> WorkflowVersion:
+        """Registers a workflow definition as the tenant's next version of its name (the latest,
+        unchanged, when it is the same definition); an invalid one raises InvalidRequest (422) naming the
+        rule it breaks in its message."""
+        headers = {"Content-Type": "application/json"}
+        response = await self._http.post("/v1/workflows", content=orjson.dumps(definition), headers=headers)
+        return _parse(WorkflowVersion, response)
+
+    async def workflows(self) -> builtins.list[WorkflowVersion]:
+        """The latest version of each of the tenant's workflows."""
+        return _parse(WorkflowPage, await self._http.get("/v1/workflows")).data
+
+    async def workflow(self, name: str, version: str = "") -> WorkflowDetail:
+        """One workflow: its latest version (or `version`) and every version's number."""
+        params = {"version": version} if version else None
+        return _parse(WorkflowDetail, await self._http.get(f"/v1/workflows/{name}", params=params))
 
     async def _post(self, answer: type[R], path: str, body: BaseModel) -> R:
         headers = {"Content-Type": "application/json"}

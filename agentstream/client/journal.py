@@ -31,6 +31,7 @@ from agentstream.events import (
 from agentstream.kafka.consumer import consumer_config, fetch_batch, watermarks
 from agentstream.kafka.journal import TYPE_HEADER, RecordFactory, header_pairs
 from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.observability.tracing import TRACING
 from agentstream.process import wait_for_kafka
 from agentstream.security.journal_trust import JournalSigner, JournalVerifier, journal_auth_enabled
 from agentstream.settings import BlobSettings, load
@@ -64,6 +65,8 @@ class RunRequest:
     # Context settings given for this run (agentstream.context.settings), over the tenant's
     # defaults: only the fields given. None or empty: the defaults alone.
     context: dict[str, Any] | None = None
+    workflow: str = ""  # a registered workflow (explicit graph) to follow; "": a ReAct run
+    workflow_version: str = ""  # "": the workflow's latest version at the run's start
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,9 @@ class JournalClient:
         producer, records = await self._ready()
         record = records.journal(event, as_writer=as_writer)
         await producer.send(
-            record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers
-        )
+            record.topic, record.value, key=record.key, partition=record.partition,
+            headers=record.headers + TRACING.headers_for(event),
+        )  # fmt: skip
 
     async def request_run(self, request: RunRequest) -> str:
         run_id = request.run_id or new_run_id()
@@ -163,6 +167,8 @@ class JournalClient:
                 on_loop=budget.on_loop,
                 api_key_id=request.api_key_id,
                 context_json=orjson.dumps(request.context).decode() if request.context else "",
+                workflow=request.workflow,
+                workflow_version=request.workflow_version,
             )
         )
         return run_id

@@ -9,7 +9,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from agentstream.context.settings import (
     MAX_EXCLUDED_TOOLS,
@@ -30,6 +30,9 @@ CURSOR_PATTERN = r"^[0-9]{1,15}\.(?:[0-9a-f]{2}){1,400}$"
 IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 CURSOR = re.compile(CURSOR_PATTERN)
 
+# A workflow's name and version, as a run names them (the registry validates what it registers).
+WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+WORKFLOW_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 ToolName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 LabelKey = Annotated[str, Field(min_length=1, max_length=100)]
 
@@ -115,14 +118,44 @@ class CreateRun(BaseModel):
     context: ContextSettings | None = Field(
         default=None, description="Context management for this run, over the tenant's defaults; omitted: the defaults."
     )
+    workflow: str | None = Field(
+        default=None, pattern=WORKFLOW_NAME_PATTERN,
+        description="A registered workflow (explicit graph) the run follows; omitted: a ReAct run.",
+    )  # fmt: skip
+    workflow_version: str | None = Field(
+        default=None, pattern=WORKFLOW_VERSION_PATTERN,
+        description="The workflow's version to pin; omitted: its latest version when the run starts.",
+    )  # fmt: skip
+    parent_run_id: None = Field(
+        default=None, description="Never set by a client: child runs are started only by their parent run."
+    )
+
+    @field_validator("parent_run_id", mode="before")
+    @classmethod
+    def _no_parent(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError(
+                "a client cannot start a child run: child runs are started only by their parent run "
+                "(its spawn_agent call or a workflow's subagent node)"
+            )
+        return None
+
+    @model_validator(mode="after")
+    def _version_of_a_workflow(self) -> CreateRun:
+        if self.workflow_version is not None and self.workflow is None:
+            raise ValueError("workflow_version needs workflow: the version of which workflow?")
+        return self
 
     def fingerprint(self) -> dict[str, Any]:
         """The request as its Idempotency-Key's hash covers it: `context` as given (a default spelled
         out is still a different request, since the tenant's default may differ), and absent when
-        omitted, so a request made before the field existed hashes as it did."""
-        body = self.model_dump(exclude={"context"})
+        omitted, so a request made before the field existed hashes as it did (`workflow` too)."""
+        body = self.model_dump(exclude={"context", "workflow", "workflow_version", "parent_run_id"})
         if self.context is not None:
             body["context"] = self.context.overrides()
+        for name in ("workflow", "workflow_version"):
+            if getattr(self, name) is not None:
+                body[name] = getattr(self, name)
         return body
 
 

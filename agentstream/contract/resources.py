@@ -84,6 +84,46 @@ class Run(Resource):
     created_at_ms: int
     updated_at_ms: int
     events_url: str  # `run.status.terminal`, `run.status.settled`: whether it has ended, or halted
+    parent_run_id: str | None = Field(default=None, description="the run that started this one; null: top level")
+    depth: int = Field(default=0, description="0 for a top-level run, its parent's depth + 1 for a child")
+    workflow: str | None = Field(default=None, description="the workflow (explicit graph) it follows; null: ReAct")
+    workflow_version: str | None = Field(default=None, description="the workflow version asked for; null: latest")
+    children: list[RunChild] = Field(
+        default_factory=list, description="the child runs it started, in the order it asked for them (the first 100)"
+    )
+    children_count: int = Field(default=0, description="how many child runs it started (all of them)")
+
+
+class RunChild(Resource):
+    """A child run as its parent lists it; the whole subtree: `GET /v1/runs/{id}/tree`."""
+
+    id: str
+    status: RunStatus
+
+
+class RunTreeNode(Resource):
+    """One run of a run tree, with the runs it started."""
+
+    id: str
+    status: RunStatus
+    task: str
+    depth: int
+    parent_run_id: str | None
+    workflow: str | None
+    steps: int
+    result: str | None = Field(description="its final answer or why it ended, cut to 500 characters; null: not yet")
+    children: list[RunTreeNode] = Field(description="the child runs shown, in the order they were asked for")
+    children_count: int = Field(description="how many child runs it started; more than shown when the tree was cut")
+
+
+class RunTree(Resource):
+    """A run and its descendants, cut at `max_depth` levels below it and `max_runs` runs in all."""
+
+    root: RunTreeNode
+    runs: int = Field(description="the runs shown")
+    truncated: bool = Field(description="some descendants were left out (depth or size bound)")
+    max_depth: int
+    max_runs: int
 
 
 class RunPage(Resource):
@@ -174,6 +214,30 @@ class CostReport(Resource):
     data: list[CostRow]
 
 
+class CostPoint(Resource):
+    t_ms: int = Field(description="the bucket's start, ms since the epoch")
+    usd: float
+    calls: int
+
+
+class CostLine(Resource):
+    key: str = Field(description="the tool, model, run or tenant; `(other)`: every key past `top`, summed")
+    total_usd: float
+    calls: int
+    points: list[CostPoint] = Field(description="buckets with spend, oldest first (a missing bucket: nothing spent)")
+
+
+class CostSeries(Resource):
+    """Settled spend (BudgetSettled) over time: one line per key, the most expensive first."""
+
+    by: str
+    bucket_ms: int
+    since_ms: int
+    until_ms: int
+    total_usd: float = Field(description="every settled call in the window, whatever its key")
+    series: list[CostLine]
+
+
 class AuditRows(Resource):
     """An audit query's answer: the rows of the calling tenant's audit record it selected."""
 
@@ -242,11 +306,20 @@ class RunEventData(Resource):
     run_id: str
 
 
-class RunEventFrame(Resource):
-    """One Server-Sent Events message: `id` is the journal offset, `event` the event type, `data`
-    the JSON record (RunEventData). Resume a stream with `Last-Event-ID: <id>`."""
+class RunEventDetail(RunEventData):
+    """One event of a run, whole (what a truncated stream record's `more_url` names)."""
 
-    id: str = Field(pattern=r"^[0-9]+$")
+    blob_text: str | None = Field(
+        default=None, description="with blob=true, an offloaded tool result's full text (`content` is its preview)"
+    )
+
+
+class RunEventFrame(Resource):
+    """One Server-Sent Events message: `id` is the journal offset (a tree stream's: per journal
+    partition, the last offset sent there, `<partition>:<offset>.…`), `event` the event type,
+    `data` the JSON record (RunEventData). Resume a stream with `Last-Event-ID: <id>`."""
+
+    id: str = Field(pattern=r"^(?:[0-9]+|[0-9]{1,5}:[0-9]{1,18}(?:\.[0-9]{1,5}:[0-9]{1,18})*)$")
     event: str = Field(min_length=1)
     data: str = Field(
         json_schema_extra={

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from agentstream.contract import queries, requests, resources
-from agentstream.contract.queries import IDEMPOTENCY_KEY_PATTERN, LAST_EVENT_ID_PATTERN
+from agentstream.contract import queries, requests, resources, workflows
+from agentstream.contract.queries import ANY_EVENT_ID_PATTERN, IDEMPOTENCY_KEY_PATTERN
 from agentstream.tenancy.scopes import APPROVALS_DECIDE, AUDIT_READ, MEMORY_READ, RUNS_READ, RUNS_WRITE, TOOLS_WRITE
 
 
@@ -51,7 +51,9 @@ _IDEMPOTENCY_KEY = Header(
     "Idempotency-Key", IDEMPOTENCY_KEY_PATTERN, True, "1-200 printable ASCII characters; the same key and body name the same run"
 )  # fmt: skip
 _LAST_EVENT_ID = Header(
-    "Last-Event-ID", LAST_EVENT_ID_PATTERN, False, "resume after this event id (a journal offset); empty: from the start"
+    "Last-Event-ID", ANY_EVENT_ID_PATTERN, False,
+    "resume after this event id (a journal offset; with tree=true, the per-partition id a tree stream sent); "
+    "empty: from the start",
 )  # fmt: skip
 # Every run-scoped operation: an unknown query parameter, authentication, the run, the tenant's rate.
 _COMMON = (400, 401, 404, 429)
@@ -90,12 +92,22 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/runs/{run_id}/events", "streamRunEvents", RUNS_READ,
         {200: Answer("Server-Sent Events: the run's journal, catch-up then live", resources.RunEventFrame)},
-        _COMMON, headers=(_LAST_EVENT_ID,), stream=True, path_params=("run_id",),
+        _COMMON, query=queries.StreamRunEventsQuery, headers=(_LAST_EVENT_ID,), stream=True, path_params=("run_id",),
     ),
+    Operation("GET", "/v1/runs/{run_id}/tree", "getRunTree", RUNS_READ,
+              {200: Answer("the run and the runs it started, nested", resources.RunTree)}, _COMMON,
+              path_params=("run_id",)),
     Operation("GET", "/v1/runs/{run_id}/cost", "getRunCost", RUNS_READ,
               {200: Answer("what the run has cost so far", resources.RunCost)}, _COMMON, path_params=("run_id",)),
     Operation("GET", "/v1/costs", "listCosts", RUNS_READ,
               {200: Answer("the tenant's spend, grouped", resources.CostReport)}, _LIST, query=queries.ListCostsQuery),
+    Operation("GET", "/v1/costs/series", "getCostSeries", RUNS_READ,
+              {200: Answer("the tenant's settled spend over time, per tool, model, run or tenant",
+                           resources.CostSeries)}, _LIST, query=queries.CostSeriesQuery),
+    Operation("GET", "/v1/runs/{run_id}/events/{offset}", "getRunEvent", RUNS_READ,
+              {200: Answer("one event of the run, whole (a truncated stream record's `more_url`)",
+                           resources.RunEventDetail)}, _COMMON, query=queries.GetRunEventQuery,
+              path_params=("run_id", "offset")),
     Operation("GET", "/v1/approvals", "listApprovals", RUNS_READ,
               {200: Answer("the tenant's approvals", resources.ApprovalPage)}, _LIST,
               query=queries.ListApprovalsQuery),
@@ -113,6 +125,16 @@ OPERATIONS: tuple[Operation, ...] = (
               _COMMON, path_params=("name",)),
     _switch("disable"),
     _switch("enable"),
+    Operation("GET", "/v1/workflows", "listWorkflows", RUNS_READ,
+              {200: Answer("the latest version of each of this tenant's workflows", workflows.WorkflowPage)}, _LIST),
+    Operation("POST", "/v1/workflows", "registerWorkflow", TOOLS_WRITE,
+              {200: Answer("the same definition is already the latest version: that version", workflows.WorkflowVersion),
+               201: Answer("registered as the next version", workflows.WorkflowVersion)},
+              (400, 401, 413, 422, 429),
+              body=workflows.RegisterWorkflow, body_required=True),
+    Operation("GET", "/v1/workflows/{name}", "getWorkflow", RUNS_READ,
+              {200: Answer("the workflow's version (the latest unless one is asked for)", workflows.WorkflowDetail)},
+              _COMMON, query=workflows.GetWorkflowQuery, path_params=("name",)),
     Operation("POST", "/v1/audit/query", "queryAudit", AUDIT_READ,
               {200: Answer("the selected rows of the tenant's audit record", resources.AuditRows)},
               (400, 401, 403, 404, 413, 422, 429, 503), body=requests.AuditQuery, body_required=True),

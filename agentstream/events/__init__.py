@@ -9,6 +9,7 @@ written; every name is importable from `agentstream.events` itself.
 - gates: what stands between a run and its calls (policy, approvals, authorization, budgets, loops,
   model routing)
 - tables: the compacted tables beside the journal (tools, tenants and keys, secrets, control, status)
+- workflows: the workflow registry's versions (beside the tools)
 """
 
 from __future__ import annotations
@@ -21,3 +22,4 @@ from agentstream.events.gates import *  # noqa: F403
 from agentstream.events.judge import *  # noqa: F403
 from agentstream.events.run import *  # noqa: F403
 from agentstream.events.tables import *  # noqa: F403
+from agentstream.events.workflows import *  # noqa: F403

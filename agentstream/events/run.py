@@ -80,6 +80,9 @@ class RunStarted(RunEvent):
     # The tenant's evaluation policy the step checks judge the run by (v5, agentstream.evaluation
     # .policy, JSON; "": no procedures, polling tools or constants declared).
     eval_json: str = ""
+    # The workflow definition the run follows (v6, agentstream.workflows.definition JSON with its
+    # registry version), pinned at start: "" for a ReAct run.
+    workflow_json: str = ""
 
 
 @_register

@@ -230,6 +230,9 @@ class RunIndexed(Event):
     last_ms: int  # the journal's append time of the run's last event so far
     status: str
     created_ms: int
+    # v2: the run as the console lists it (agentstream.gateway.catalog), for a gateway that starts
+    # after the run: its Run resource and settled calls as JSON; "" for a location only.
+    summary: str = ""
 
 
 @_register

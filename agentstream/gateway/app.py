@@ -17,16 +17,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from agentstream.client.journal import JournalClient, RunBudget, RunRequest
+from agentstream.console.serve import console_routes
 from agentstream.contract.openapi import openapi_json
 from agentstream.contract.queries import (
-    CURSOR,
     IDEMPOTENCY_KEY,
-    LAST_EVENT_ID,
     CreateRunQuery,
     ListApprovalsQuery,
     ListCostsQuery,
     ListRunsQuery,
     Query,
+    StreamRunEventsQuery,
     first_problem,
 )
 from agentstream.contract.requests import (
@@ -38,17 +38,21 @@ from agentstream.contract.requests import (
     ResumeRun,
     SwitchTool,
 )
-from agentstream.contract.resources import Health, RunPage
+from agentstream.contract.resources import Health
 from agentstream.contract.routes import OPERATIONS, Operation
 from agentstream.contract.vocab import RunStatus
 from agentstream.gateway.approvals_api import ApprovalsApi
 from agentstream.gateway.audit_api import AuditApi
+from agentstream.gateway.console_api import console_handlers, list_runs
 from agentstream.gateway.costs_api import run_cost, tenant_costs
 from agentstream.gateway.errors import ApiError, model_response, not_found
 from agentstream.gateway.memory_api import MemoryApi, memory_handlers
 from agentstream.gateway.projection import RunIndex, RunView
 from agentstream.gateway.streams import run_events
 from agentstream.gateway.tools_api import ToolsApi
+from agentstream.gateway.tree_stream import parse_position, tree_events
+from agentstream.gateway.trees import run_tree
+from agentstream.gateway.workflows_api import check_run_workflow, workflow_handlers
 from agentstream.tenancy.scopes import has_scope
 
 M = TypeVar("M", bound=BaseModel)
@@ -142,7 +146,10 @@ class Gateway:
             "getApproval": self.get_approval, "decideApproval": self.decide_approval, "listTools": self.list_tools,
             "registerTool": self.register_tool, "getTool": self.get_tool, "disableTool": self.disable_tool,
             "enableTool": self.enable_tool, "queryAudit": self.query_audit, "health": self.health,
+            "getRunTree": self.get_run_tree,
             **memory_handlers(self.memory),
+            **console_handlers(self.index, self.memory, _query),  # cost series, one event whole: console_api.py
+            **workflow_handlers(self.tools, self._read_json),  # the workflow registry: workflows_api.py
         }  # fmt: skip
 
     def app(self) -> Starlette:
@@ -150,6 +157,7 @@ class Gateway:
         routes = [Route(op.path, self._guard(op, handlers[op.operation_id]), methods=[op.method]) for op in OPERATIONS]
         document = openapi_json(self.config.max_wait_s)
         routes.append(Route("/openapi.json", lambda _r: Response(document, media_type="application/json")))
+        routes.extend(console_routes())  # the web console's static pages (agentstream/console)
         # Unknown paths and methods get the same machine-readable error body as every other refusal.
         return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal_error})
 
@@ -205,6 +213,7 @@ class Gateway:
         run_id = "run_" + hashlib.sha256(f"{caller.tenant_id}\x00{key}".encode()).hexdigest()[:24]
         if self.tools is not None and body.tools:
             await self.tools.check_run_tools(caller.tenant_id, body.tools)
+        await check_run_workflow(self.tools, caller.tenant_id, body.workflow or "", body.workflow_version or "")
         existing = await self.index.find(caller.tenant_id, run_id)
         status = 200
         if existing is None:
@@ -223,6 +232,8 @@ class Gateway:
                     budget=None if body.budget is None else RunBudget(**body.budget.model_dump()),
                     api_key_id=caller.key_id,
                     context=None if body.context is None else body.context.overrides(),
+                    workflow=body.workflow or "",
+                    workflow_version=body.workflow_version or "",
                 )
             )
             existing = await self.index.wait_for(run_id, self.config.read_your_write_s, terminal=False)
@@ -247,16 +258,16 @@ class Gateway:
                            headers={"Retry-After": "5"})  # fmt: skip
 
     async def get_run(self, request: Request, caller: Caller) -> Response:
-        return model_response((await self._run(request, caller)).resource())
+        view = await self._run(request, caller)
+        self.index.trees.refresh(view)
+        return model_response(view.resource())
+
+    async def get_run_tree(self, request: Request, caller: Caller) -> Response:
+        return model_response(await run_tree(self.index, caller.tenant_id, await self._run(request, caller)))
 
     async def list_runs(self, request: Request, caller: Caller) -> Response:
-        query = _query(ListRunsQuery, request)
-        limit = query.limit
-        page = self.index.list(caller.tenant_id, query.status, _decode_cursor(query.cursor), limit + 1)
-        more = len(page) > limit
-        page = page[:limit]
-        cursor = _encode_cursor(page[-1]) if more and page else None
-        return model_response(RunPage(data=[v.resource() for v in page], next_cursor=cursor))
+        # Every run on record, filtered, from the run catalog (console_api.py), not only those held.
+        return await list_runs(self.index, caller.tenant_id, _query(ListRunsQuery, request))
 
     async def health(self, _request: Request, _caller: Caller) -> Response:
         return model_response(Health(ok=True))
@@ -291,15 +302,17 @@ class Gateway:
 
     async def stream_events(self, request: Request, caller: Caller) -> Response:
         view = await self._run(request, caller)
-        raw_last = request.headers.get("last-event-id", "")
-        if not LAST_EVENT_ID.fullmatch(raw_last):
-            raise ApiError(
-                400, "invalid_header", "Last-Event-ID must be an event id from this stream", field="Last-Event-ID"
-            )
-        last = int(raw_last) if raw_last else -1
+        # A plain id is a position in the run's own partition; a tree stream's has one per partition.
+        position = parse_position(request.headers.get("last-event-id", ""), view.partition)
         authorization = request.headers.get("authorization")
-        events = run_events(self.index, view, last, lambda: self.auth.authenticate(authorization) is not None,
-                            keepalive_s=self.config.keepalive_s, recheck_s=self.config.auth_recheck_s)  # fmt: skip
+        timing = {"keepalive_s": self.config.keepalive_s, "recheck_s": self.config.auth_recheck_s}
+        still_authorized = lambda: self.auth.authenticate(authorization) is not None  # noqa: E731
+        query = _query(StreamRunEventsQuery, request)
+        if query.tree:
+            events = tree_events(self.index, caller.tenant_id, view, position, still_authorized, **timing)
+        else:
+            events = run_events(self.index, view, position.get(view.partition, -1), still_authorized, **timing,
+                                truncate=query.truncate)  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
@@ -414,20 +427,6 @@ def _query(model: type[Q], request: Request) -> Q:
     except ValidationError as exc:
         where, message = first_problem(exc)
         raise ApiError(400, "invalid_parameter", f"{where}: {message}", field=where) from exc
-
-
-def _encode_cursor(view: RunView) -> str:
-    return f"{view.created_ms}.{view.run_id.encode().hex()}"
-
-
-def _decode_cursor(raw: str | None) -> tuple[int, str] | None:
-    """Every string of the documented shape is a position: (created, run id) compares with any run's."""
-    if raw is None:
-        return None
-    if not CURSOR.fullmatch(raw):
-        raise ApiError(400, "invalid_parameter", "cursor is not one this API returned", field="cursor")
-    created, run_hex = raw.split(".", 1)
-    return int(created), bytes.fromhex(run_hex).decode(errors="replace")
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:

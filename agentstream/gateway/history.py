@@ -23,6 +23,7 @@ import contextlib
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
@@ -70,19 +71,22 @@ class RunHistory:
         # Packed (see _PACKED): a dict of small bytes values costs a third of one of tuples.
         self._locations: dict[str, bytes] = {}
         self._located = asyncio.Event()
+        # Given every entry read that carries a summary: the console's catalog lists runs from them.
+        self.on_summary: Callable[[RunIndexed], None] | None = None
         self.written = 0
         self.failed_writes = 0
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def record(self, view: RunView) -> None:
-        """The run's index entry as it stands (non-blocking; delivered before the next checkpoint)."""
+    def record(self, view: RunView, summary: str = "") -> None:
+        """The run's index entry as it stands (non-blocking; delivered before the next checkpoint);
+        `summary`: the run as the console lists it (catalog.RunCatalog.summary), "" for a location only."""
         if view.partition < 0 or view.first_offset < 0:
             return
         entry = RunIndexed(
             event_id=f"index/{view.run_id}/{view.last_offset}", run_id=view.run_id, tenant_id=view.tenant_id,
             partition=view.partition, first_offset=view.first_offset, last_offset=view.last_offset,
-            last_ms=view.last_ms, status=view.status, created_ms=view.created_ms,
+            last_ms=view.last_ms, status=view.status, created_ms=view.created_ms, summary=summary,
         )  # fmt: skip
         self._remember(view.run_id, entry)
         try:
@@ -170,6 +174,11 @@ class RunHistory:
             packed = self._locations.get(run_id)
         return None if packed is None else Location(*_PACKED.unpack(packed))
 
+    async def index_read(self, timeout_s: float = 30.0) -> None:
+        """Until the whole index was read once (or `timeout_s`): what a start knows of older runs."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._located.wait(), timeout_s)
+
     @property
     def located_runs(self) -> int:
         return len(self._locations)
@@ -196,6 +205,8 @@ class RunHistory:
                     entry = self._decode(msg.value())
                     if isinstance(entry, RunIndexed):
                         self._remember(entry.run_id, entry)
+                        if entry.summary and self.on_summary is not None:
+                            self.on_summary(entry)
                 if pending and not msgs:
                     positions = await asyncio.to_thread(
                         consumer.position, [TopicPartition(self.index_topic, p) for p in pending]

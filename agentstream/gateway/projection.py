@@ -11,6 +11,9 @@ journal's length: a start reads from the last checkpoint (less a recent window),
 the LRU is recorded in the run index, and an older run is read back on demand by its partition and
 offset range (`find`), SSE resume included. Without one (tests of forged records) it reads from 0
 and keeps every run, as before.
+
+Run trees (a child run's link to its parent, from its RunRequested) are kept by `trees.RunTrees`,
+bounded the same way: links live in the views held, plus a bounded set waiting for a parent.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from agentstream.client.journal import JournalEntry
 from agentstream.codec import AvroCodec, DecodeError
 from agentstream.config import Settings
-from agentstream.contract.vocab import ApprovalStatus, RunStatus
+from agentstream.contract.vocab import ApprovalStatus
 from agentstream.costs import RunCost
 from agentstream.events import (
     ApprovalDecided,
@@ -37,8 +40,10 @@ from agentstream.events import (
     RunEvent,
     RunRequested,
 )
+from agentstream.gateway.catalog import RunCatalog
 from agentstream.gateway.history import RunHistory
 from agentstream.gateway.recall import Recall
+from agentstream.gateway.trees import RunTrees
 from agentstream.gateway.views import (
     WITHHELD,
     WITHHELD_FIELDS,
@@ -107,6 +112,11 @@ class RunIndex:
         self.recall = Recall(self, settings, record_problem) if history is not None else None
         # (tenant, run) -> the run's events from the audit warehouse: runs the journal no longer holds.
         self.archive: Callable[[str, str], Awaitable[list[JournalEntry]]] | None = None
+        self.trees = RunTrees(self.runs, self.limits.recent_runs)
+        # Every run on record, on disk: what the runs list and cost charts query (catalog.py).
+        self.catalog = RunCatalog()
+        if history is not None:  # runs recorded before this gateway's start are listed from their entries
+            history.on_summary = self.catalog.ingest
         self._caught_up = asyncio.Event()
         self.dead_letters = 0
         self.evicted = 0
@@ -157,6 +167,7 @@ class RunIndex:
                 if not pending:
                     self._caught_up.set()
                 self._evict()
+                self.catalog.flush_due()
                 if self.history is not None and not pending and time.monotonic() >= next_checkpoint:
                     next_checkpoint = time.monotonic() + self.limits.checkpoint_s
                     if checkpointing is None or checkpointing.done():
@@ -208,6 +219,7 @@ class RunIndex:
             if isinstance(event, RunRequested):
                 view = new_view(event, partition, offset, timestamp_ms)
                 self.live[event.run_id] = view
+                self.trees.joined(view)
             elif isinstance(event, ResumeRequested) and self.recall is not None:
                 # A run this gateway no longer holds comes back to life: read it back whole.
                 self.recall.revive(event.run_id, offset)
@@ -217,7 +229,10 @@ class RunIndex:
         held = len(view.events)
         was_settled = view.settled
         self.apply_event(view, offset, timestamp_ms, event)
+        if len(view.events) > held:
+            self.trees.applied(view, view.events[-1])
         self._place(view, was_settled, len(view.events) - held)
+        self.catalog.touch(view)
         if isinstance(event, RunRequested) and self.history is not None and view.first_offset == offset:
             self.history.record(view)  # so `runs show` finds a live run's start too
 
@@ -227,6 +242,7 @@ class RunIndex:
         if isinstance(event, BudgetSettled) and view.cost is not None:
             # A run's last call is often settled after the run ended: its cost counts all the same.
             view.cost.add(event, timestamp_ms)
+            self.catalog.settled(event, timestamp_ms)
         if view.terminal or event.event_id in view.seen_ids:
             return  # a re-emitted duplicate, or something after the end: neither changes the run
         view.seen_ids.add(event.event_id)
@@ -245,7 +261,7 @@ class RunIndex:
             self.recent[view.run_id] = view
             self._recent_events += len(view.events)
             if self.history is not None:
-                self.history.record(view)
+                self.history.record(view, self.catalog.summary(view))
         elif not view.settled and was_settled:
             if self.recent.pop(view.run_id, None) is not None:
                 self._recent_events -= len(view.events) - added
@@ -263,6 +279,7 @@ class RunIndex:
             self._recent_events += len(view.events)
         else:
             self.live[view.run_id] = view
+        self.trees.joined(view)
         return view
 
     def _evict(self) -> None:
@@ -271,7 +288,7 @@ class RunIndex:
         limits, spared = self.limits, 0
         while self.recent and (len(self.recent) > limits.recent_runs or self._recent_events > limits.recent_events):
             run_id, view = next(iter(self.recent.items()))
-            if run_id in self._subscribers and spared < len(self.recent):
+            if (run_id in self._subscribers or self.trees.watched(run_id)) and spared < len(self.recent):
                 self.recent.move_to_end(run_id)  # someone is streaming it: keep it a while more
                 spared += 1
                 continue
@@ -279,7 +296,8 @@ class RunIndex:
             self._recent_events -= len(view.events)
             for approval_id in view.approval_ids:
                 self.approvals.pop(approval_id, None)
-            self.history.record(view)  # with its late events (a settlement after the end)
+            self.trees.left(view)
+            self.history.record(view, self.catalog.summary(view))  # with its late events (a settlement after the end)
             self.evicted += 1
 
     def _track_approval(self, view: RunView, event: RunEvent) -> None:
@@ -359,18 +377,6 @@ class RunIndex:
         # A halted run holds no model or tool capacity until it is resumed.
         return sum(1 for v in self.live.values() if not v.settled and (tenant_id is None or v.tenant_id == tenant_id))
 
-    def list(
-        self, tenant_id: str, status: RunStatus | None, after: tuple[int, str] | None, limit: int
-    ) -> list[RunView]:
-
-        views = [
-            v for v in self.runs.values() if v.tenant_id == tenant_id and (status is None or v.public_status == status)
-        ]
-        views.sort(key=lambda v: (v.created_ms, v.run_id))
-        if after is not None:
-            views = [v for v in views if (v.created_ms, v.run_id) > after]
-        return views[:limit]
-
     @contextlib.asynccontextmanager
     async def subscribe(self, run_id: str) -> AsyncIterator[Mailbox]:
         mailbox = Mailbox()
@@ -417,4 +423,9 @@ def new_view(event: RunRequested, partition: int, offset: int, timestamp_ms: int
         cost=RunCost(event.run_id, event.tenant_id),
         partition=partition,
         first_offset=offset,
+        parent_run_id=event.parent_run_id,
+        parent_call_id=event.parent_call_id,
+        depth=event.depth,
+        workflow=event.workflow,
+        workflow_version=event.workflow_version,
     )  # fmt: skip

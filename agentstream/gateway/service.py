@@ -26,11 +26,14 @@ from agentstream.gateway.memory_api import MemoryApi
 from agentstream.gateway.projection import HistoryLimits, RunIndex
 from agentstream.gateway.tools_api import ToolsApi
 from agentstream.memory.index import MemoryIndex
+from agentstream.metrics.endpoint import metrics_listener
+from agentstream.metrics.gateway import EventStreams, api_port_route, gateway_registry
+from agentstream.observability.tracing import TRACING, start_tracing
 from agentstream.registry.entry import TenantPolicy
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.journal_trust import ViewVerifier, journal_auth_enabled
 from agentstream.security.signing import approval_verifies, platform_signers
-from agentstream.settings import MemorySettings, WarehouseSettings, load
+from agentstream.settings import MemorySettings, MetricsSettings, WarehouseSettings, load
 from agentstream.tenancy.directory import Principal, TenantDirectory
 from agentstream.tenancy.ratelimit import RateLimiter
 
@@ -130,8 +133,12 @@ async def running_gateway(
     # scans, so a full collection while serving costs what changes, not a ~200 ms pause on a stream.
     gc.collect()
     gc.freeze()
+    app = gateway.app()
+    streams = EventStreams(app)  # counts the open event streams for /metrics
+    metrics, scrape = gateway_registry(index, streams), load(MetricsSettings)
+    app.add_route("/metrics", api_port_route(metrics, scrape.token), methods=["GET"])
     server = uvicorn.Server(
-        uvicorn.Config(gateway.app(), host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+        uvicorn.Config(streams, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -140,7 +147,8 @@ async def running_gateway(
         await asyncio.sleep(0.02)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://{host}:{bound}"
+        async with metrics_listener(metrics, scrape, settings.home, "gateway", "0"):
+            yield f"http://{host}:{bound}"
     finally:
         server.should_exit = True
         await serving
@@ -176,6 +184,8 @@ async def _caught_up(index: RunIndex, tail: asyncio.Task[None]) -> None:
 
 
 async def serve_gateway(settings: Settings, host: str, port: int, stop: asyncio.Event) -> None:
+    start_tracing("gateway")  # its journal writes carry their run's trace context (agentstream/observability)
     async with running_gateway(settings, host, port) as url:
         print(f"agentstream gateway: serving the run API at {url} (OpenAPI: {url}/openapi.json)", flush=True)
         await stop.wait()
+    TRACING.shutdown()

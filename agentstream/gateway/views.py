@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from agentstream.context.settings import ContextSettingsError, parse_settings
-from agentstream.contract.resources import Approval, BudgetCaps, Compaction, Run, RunContext, RunFlag
+from agentstream.contract.resources import Approval, BudgetCaps, Compaction, Run, RunChild, RunContext, RunFlag
 from agentstream.contract.vocab import ApprovalStatus, RunStatus
 from agentstream.costs import RunCost
 from agentstream.events import (
@@ -31,8 +31,12 @@ from agentstream.events import (
     RunFlagged,
     RunHalted,
     RunStarted,
+    ToolCallCompleted,
+    ToolCallRequested,
 )
+from agentstream.ids import child_run_id
 from agentstream.security.signing import TIMEOUT
+from agentstream.subagents import SPAWN_AGENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,18 @@ class ApprovalView:
         )
 
 
+# The children a run resource lists; the tree (`GET /v1/runs/{id}/tree`) shows more.
+CHILDREN_SHOWN = 100
+
+
+@dataclass(slots=True)
+class ChildLink:
+    """A child run as its parent knows it: the parent's call that started it, its latest status."""
+
+    call_id: str
+    status: RunStatus = RunStatus.QUEUED
+
+
 @dataclass
 class RunView:
     run_id: str
@@ -166,6 +182,13 @@ class RunView:
     # For a run read back from history that a resume made live again: the resume's offset, where
     # a restarted gateway must read from to see it live (its start is older than any checkpoint).
     revived_at: int = -1
+    # Its place in a run tree (RunRequested v8) and the children it started (gateway/trees.py).
+    parent_run_id: str = ""
+    parent_call_id: str = ""
+    depth: int = 0
+    workflow: str = ""
+    workflow_version: str = ""
+    children: dict[str, ChildLink] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -197,7 +220,17 @@ class RunView:
             created_at_ms=self.created_ms,
             updated_at_ms=self.updated_ms,
             events_url=f"/v1/runs/{self.run_id}/events",
+            parent_run_id=self.parent_run_id or None,
+            depth=self.depth,
+            workflow=self.workflow or None,
+            workflow_version=self.workflow_version or None,
+            children=[RunChild(id=c, status=link.status) for c, link in self.ordered_children()[:CHILDREN_SHOWN]],
+            children_count=len(self.children),
         )
+
+    def ordered_children(self) -> list[tuple[str, ChildLink]]:
+        """In the order the parent asked for them: its call ids sort by step, then call."""
+        return sorted(self.children.items(), key=lambda item: (item[1].call_id, item[0]))
 
 
 def approval_outcome(event: ApprovalDecided) -> ApprovalStatus:
@@ -251,6 +284,10 @@ def _summarise(view: RunView, event: RunEvent) -> None:
             view.status, view.reason, view.steps = RunStatus.FAILED, f"{event.error_type}: {event.reason}", event.steps
         case RunCancelled():
             view.status, view.reason, view.steps = RunStatus.CANCELLED, event.reason, event.steps
+        case ToolCallRequested() | ToolCallCompleted() if event.tool == SPAWN_AGENT:
+            # The parent's own record of a child: how a parent read back from the journal (or
+            # after a restart) knows its children, whose RunRequested lie under their own keys.
+            view.children.setdefault(child_run_id(event.call_id), ChildLink(event.call_id))
 
     if event.type_name in TERMINAL_TYPES:
         view.seen_ids.clear()  # nothing after the end changes the run; keep memory small

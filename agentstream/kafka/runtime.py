@@ -37,11 +37,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
+from opentelemetry.trace import SpanContext
 
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.admission import admit
@@ -53,9 +54,12 @@ from agentstream.kafka.fetcher import Fetcher
 from agentstream.kafka.hosting import HostedCore, Partition, assign_partitions, store_path
 from agentstream.kafka.journal import TYPE_HEADER, Record, header_pairs
 from agentstream.kafka.producer import RecordProducer
+from agentstream.kafka.runtime_config import RuntimeConfig
 from agentstream.kafka.runtime_io import Counters, JournalWriter, publish_status_forever
 from agentstream.kafka.runtime_work import SideEffects
 from agentstream.kafka.state import PartitionStore
+from agentstream.metrics.shell import ShellMetrics
+from agentstream.observability.tracing import TRACING
 from agentstream.security.journal_trust import JournalVerifier
 
 log = logging.getLogger("agentstream.runtime")
@@ -65,27 +69,6 @@ log = logging.getLogger("agentstream.runtime")
 MAX_HANDOFFS_PER_INPUT = 100_000
 
 
-@dataclass(frozen=True)
-class RuntimeConfig:
-    bootstrap: str
-    input_topic: str
-    deadletter_topic: str
-    status_topic: str
-    state_dir: Path
-    instance: str
-    kafka_extra: dict[str, str] = field(default_factory=dict)
-    batch_size: int = 1000
-    max_concurrent_work: int = 1000
-    status_interval_s: float = 2.0
-    tick_interval_s: float = 0.5
-    drain_grace_s: float = 10.0
-    # core name -> its changelog topic (agentstream/kafka/changelog.py); a core not named keeps none
-    changelogs: dict[str, str] = field(default_factory=dict)
-    # How often the coalesced state changes go to the changelogs (a lost store replays at most this
-    # much journal). 3 s, not 1 s: most short-lived keys are never written; -14% CPU per step.
-    changelog_interval_s: float = 3.0
-
-
 @dataclass
 class _Pending:
     """Emitted, not yet journaled: by whom, and whether hosted cores already applied it."""
@@ -93,6 +76,7 @@ class _Pending:
     writer: HostedCore
     event: RunEvent
     handed_off: bool
+    trace: SpanContext | None = None  # the span that emitted it (tracing on: agentstream/observability)
 
 
 class ProcessorRuntime(SideEffects):
@@ -107,6 +91,7 @@ class ProcessorRuntime(SideEffects):
         self.records = cores[0].records  # codec and partitioning, shared by every hosted core
         self.config = config
         self.counters = Counters()
+        self.metrics = ShellMetrics(self)  # served by agentstream/process.py when a metrics port is set
         self.writer = JournalWriter(producer, name, config.deadletter_topic)
         self.before_batch: list[Callable[[], Any]] = []
         self.verifier: JournalVerifier | None = None  # checks every consumed record's writer (None: off)
@@ -259,14 +244,18 @@ class ProcessorRuntime(SideEffects):
                     self._applied_next[partition] = offset + 1
                 self._applied.notify_all()
         for hosted, events, _future in inbox:
-            pending.extend(_Pending(hosted, e, self._live(e)) for e in events)
+            traced = TRACING.enabled  # a call's results descend from its span
+            pending.extend(_Pending(hosted, e, self._live(e), TRACING.origin(e) if traced else None) for e in events)
         self._resume_and_tick(pending, work)
         if not fetched and not inbox and not pending and not work:
             # Idle: staged changes go out on time, not as one burst ahead of the next step's writes.
             self._flush_changelogs_if_due()
             return
         journaled = self._hand_off(pending, work)
-        acks = await self.writer.produce_all([p.writer.records.journal(p.event) for p in journaled] + dead)
+        records = [p.writer.records.journal(p.event) for p in journaled]
+        if TRACING.enabled:
+            TRACING.journaling(records, journaled)
+        acks = await self.writer.produce_all(records + dead)
         for written, ack in zip(journaled, acks, strict=False):
             part = self._partitions.get(ack.partition() or 0) if written.handed_off and ack is not None else None
             at = ack.offset() if ack is not None else None
@@ -274,6 +263,7 @@ class ProcessorRuntime(SideEffects):
                 part.own.add(at)
         self.counters.emitted += len(journaled)
         self.counters.dead_lettered += len(dead)
+        self.metrics.journaled(journaled, dead)
         self._commit_stores(last_offsets)
         self._flush_changelogs_if_due()
         for _hosted, _events, future in inbox:
@@ -322,6 +312,7 @@ class ProcessorRuntime(SideEffects):
             if event is None:
                 dead.append(dead_letter_record(self.config.deadletter_topic, msg, self.name, problem or "unreadable"))
                 continue
+            parent = TRACING.parent_of(msg, event) if TRACING.enabled else None
             for hosted in targets:
                 if not hosted.core.accepts(event.type_name):
                     continue
@@ -329,7 +320,7 @@ class ProcessorRuntime(SideEffects):
                     dead.append(dead_letter_record(self.config.deadletter_topic, msg, hosted.name, why))
                     continue
                 try:
-                    self._apply(hosted, part, event, pending, work, live=not part.recovering)
+                    self._apply(hosted, part, event, pending, work, live=not part.recovering, parent=parent)
                 except Exception as exc:  # a bug or a poison event must not stop the partition
                     log.exception("%s failed to apply %s", hosted.name, event.type_name)
                     self.counters.errors += 1
@@ -346,16 +337,19 @@ class ProcessorRuntime(SideEffects):
         work: list[tuple[HostedCore, WorkItem]],
         *,
         live: bool,
+        parent: SpanContext | None = None,
     ) -> None:
+        start = time.time_ns() if live and TRACING.enabled else 0
         outcome = hosted.core.apply(part.slots[hosted.name].store, event, live=live)
         self.counters.processed += 1
-        self._collect(hosted, outcome, pending, work)
+        self.metrics.processed[hosted.name, event.type_name] += 1
+        trace = TRACING.step(hosted.name, event, parent, start, outcome) if start else None
+        self._collect(hosted, outcome, pending, work, trace)
 
-    def _collect(
-        self, hosted: HostedCore, outcome: Outcome, pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]]
-    ) -> None:
-        pending.extend(_Pending(hosted, e, self._live(e)) for e in outcome.emit)
-        work.extend((hosted, item) for item in outcome.work)
+    def _collect(self, hosted: HostedCore, outcome: Outcome, pending: deque[_Pending],
+                 work: list[tuple[HostedCore, WorkItem]], trace: SpanContext | None = None) -> None:  # fmt: skip
+        pending.extend(_Pending(hosted, e, self._live(e), trace) for e in outcome.emit)
+        work.extend((hosted, TRACING.bind(item, trace) if trace else item) for item in outcome.work)
 
     def _hand_off(self, pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]]) -> list[_Pending]:
         """Applies emitted events to the hosted cores that accept them, in emission order, with
@@ -378,7 +372,7 @@ class ProcessorRuntime(SideEffects):
                     log.warning("%s refuses %s from %s: %s", hosted.name, item.event.type_name, item.writer.name, why)
                     continue
                 handoffs += 1
-                self._apply(hosted, part, item.event, pending, work, live=True)
+                self._apply(hosted, part, item.event, pending, work, live=True, parent=item.trace)
         if handoffs >= MAX_HANDOFFS_PER_INPUT:
             log.error("%s: over %d in-process hand-offs for one input; the rest go through the journal",
                       self.name, MAX_HANDOFFS_PER_INPUT)  # fmt: skip

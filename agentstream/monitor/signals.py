@@ -96,7 +96,8 @@ class Signals:
                 run.open_calls.add(event.call_id)
             case BudgetSettled():
                 run.open_calls.discard(event.call_id)
-                run.cost_usd += event.cost_usd
+                if event.kind != "subagent":  # a child's spend: the child's own run counts it
+                    run.cost_usd += event.cost_usd
             case EvalVerdict():
                 run.failed_checks.add((event.check_name, event.step))
         if event.type_name in TERMINAL_TYPES and not run.ended:

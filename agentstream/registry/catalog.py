@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-from agentstream.events import Event, TenantPolicySet, ToolRegistered, ToolSwitched
+from agentstream.events import Event, TenantPolicySet, ToolRegistered, ToolSwitched, WorkflowRegistered
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.registry.schema_guard import MAX_SCHEMA_BYTES
+from agentstream.workflows.book import WorkflowBook
 
 # A tenant's share of the registry, which every process holds in memory: registration refuses past
 # these, and the projection ignores a record past them (only a path that skipped the checks writes one).
@@ -25,6 +26,7 @@ class ToolCatalog:
     switches: dict[tuple[str, str], ToolSwitched] = field(default_factory=dict)
     policies: dict[str, TenantPolicy] = field(default_factory=dict)
     owned: dict[str, int] = field(default_factory=dict)  # tool versions per tenant
+    workflows: WorkflowBook = field(default_factory=WorkflowBook)  # registered beside the tools
 
     def apply(self, event: Event) -> None:
         match event:
@@ -43,6 +45,8 @@ class ToolCatalog:
                     self.owned[entry.owner] = self.owned.get(entry.owner, 0) + 1
             case ToolSwitched():
                 self.switches[(event.owner, event.name)] = event
+            case WorkflowRegistered():
+                self.workflows.apply(event)
             case TenantPolicySet():
                 # A malformed policy keeps the previous one rather than opening everything.
                 with contextlib.suppress(ValueError, TypeError):

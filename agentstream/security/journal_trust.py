@@ -44,8 +44,9 @@ _CLIENTS = frozenset({"gateway", "admin"})
 # writer: its records are refused (a new event type must be added here and in the README).
 WRITERS: dict[str, frozenset[str]] = {
     # Requests from outside: only through the gateway (for an authenticated tenant) or an operator.
-    "RunRequested": _CLIENTS,
-    "CancelRequested": _CLIENTS,
+    # ... and the orchestrator: a run starts and cancels its own subagents (processors/orchestrator/subagents.py).
+    "RunRequested": _CLIENTS | _ORCHESTRATOR,
+    "CancelRequested": _CLIENTS | _ORCHESTRATOR,
     "ResumeRequested": _CLIENTS,
     # A decision's own signature (approval key) says who decided; the timer's denial is the gate's.
     "ApprovalDecided": _CLIENTS | {"policy-gate"},
@@ -71,7 +72,9 @@ WRITERS: dict[str, frozenset[str]] = {
     "ApprovalRequested": frozenset({"policy-gate"}),
     "ToolCallAuthorized": frozenset({"policy-gate"}),
     # The executor's results, and the gate's refusals (a denied call's error observation).
-    "ToolCallCompleted": frozenset({"tool-executor", "policy-gate"}),
+    # The orchestrator's: a spawn_agent call's result (the child's end, or why it was refused), and
+    # a run_code call's (its program's output: processors/orchestrator/codemode.py).
+    "ToolCallCompleted": frozenset({"tool-executor", "policy-gate", "orchestrator"}),
     "BudgetReserved": frozenset({"cost-governor"}),
     "BudgetSettled": frozenset({"cost-governor"}),
     "BudgetExceeded": frozenset({"cost-governor"}),

@@ -5,6 +5,7 @@ package reads the environment (tests/unit/test_settings_reads.py holds the line)
 from agentstream.settings.base import ComponentSettings, SettingsError, env_name, forget_loaded, load, once
 from agentstream.settings.blobs import BlobSettings
 from agentstream.settings.memory import MemorySettings
+from agentstream.settings.metrics import MetricsSettings
 from agentstream.settings.orchestrator import OrchestratorSettings
 from agentstream.settings.platform import (
     DEFAULT_JVM_OPTS,
@@ -18,6 +19,7 @@ from agentstream.settings.platform import (
     ResourceSettings,
 )
 from agentstream.settings.processors import CostSettings, GatewaySettings, KvSettings, ModelSettings, TlsSettings
+from agentstream.settings.tracing import TracingSettings
 from agentstream.settings.warehouse import WarehouseSettings
 
 # Every settings class, in the order a reader meets them in the configuration table: where Kafka
@@ -38,6 +40,8 @@ COMPONENTS: tuple[type[ComponentSettings], ...] = (
     WarehouseSettings,
     BlobSettings,
     MemorySettings,
+    MetricsSettings,
+    TracingSettings,
     CliSettings,
 )
 
@@ -56,12 +60,14 @@ __all__ = [
     "KvSettings",
     "LocalBrokerSettings",
     "MemorySettings",
+    "MetricsSettings",
     "ModelSettings",
     "OrchestratorSettings",
     "ProcessSettings",
     "ResourceSettings",
     "SettingsError",
     "TlsSettings",
+    "TracingSettings",
     "WarehouseSettings",
     "env_name",
     "forget_loaded",

@@ -24,3 +24,15 @@ class OrchestratorSettings(ComponentSettings):
         "more versions this orchestrator can decide with, besides the built-in ones: `module:attribute` each "
         "(an OrchestratorVersion), comma-separated",
     )  # fmt: skip
+    subagent_max_depth: int = variable(
+        3, "AGENTSTREAM_SUBAGENT_MAX_DEPTH",
+        "how deep a run tree may grow: a run at this depth (a top-level run is at 0) may start no subagent; "
+        "its spawn_agent calls are refused with the reason as their result",
+        ge=0,
+    )  # fmt: skip
+    subagent_max_children: int = variable(
+        16, "AGENTSTREAM_SUBAGENT_MAX_CHILDREN",
+        "how many subagents one run may start in all; a spawn_agent call over it is refused with the reason "
+        "as its result",
+        ge=0,
+    )  # fmt: skip

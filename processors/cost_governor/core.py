@@ -38,7 +38,9 @@ from agentstream.journal_limits import RESPONSE_TOO_LARGE
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.pricing import ModelPrice, PriceBook, PriceTable
+from agentstream.processors.cost_governor import subagents
 from agentstream.processors.cost_governor.ledger import DAY_MS, Reservation, RunLedger, TenantDay, TenantView, check
+from agentstream.subagents import SPAWN_AGENT
 
 HANDLED = frozenset(
     {
@@ -132,8 +134,9 @@ class CostGovernorCore:
         if isinstance(event, RunRequested):
             if run is None:
                 run = RunLedger(
-                    event.run_id, event.tenant_id, event.budget_usd, event.budget_tokens, event.budget_wall_s
-                )
+                    event.run_id, event.tenant_id, event.budget_usd, event.budget_tokens, event.budget_wall_s,
+                    parent_run_id=event.parent_run_id, parent_call_id=event.parent_call_id,
+                )  # fmt: skip
                 self._save(store, run)
             return Outcome()
         if run is None:
@@ -157,7 +160,8 @@ class CostGovernorCore:
             case BudgetExceeded():
                 store.delete(f"undecided/{event.call_id}")
             case LlmCallCompleted() | LlmCallFailed() | ToolCallCompleted():
-                if live and event.call_id in run.reserved and _is_final(event):
+                held = run.reserved.get(event.call_id)  # a child's carve settles at its spend, not here
+                if live and held is not None and held.kind != subagents.KIND and _is_final(event):
                     settlement = self._settlement(run, event)
                     self._settle(store, run, settlement)
                     emitted.append(settlement)
@@ -171,6 +175,8 @@ class CostGovernorCore:
             case _ if event.type_name in TERMINAL_TYPES:
                 run.ended = True
                 self._deactivate(store, run)
+        if live and run.ended and not run.reserved and run.parent_call_id:
+            emitted.append(subagents.parent_settlement(run))  # the child's ledger closes now: its spend is final
         self._save(store, run, unchanged_from=raw)
         return Outcome(emit=emitted)
 
@@ -186,6 +192,9 @@ class CostGovernorCore:
             messages = request.messages_json.count('"role"')
             prompt = int(prompt_bytes / self.bytes_per_token) + TEMPLATE_TOKENS_PER_MESSAGE * (messages + 1)
             ask.update(kind="model", tool="", model=request.model, prompt_tokens=prompt, max_tokens=request.max_tokens)
+        elif request.tool == SPAWN_AGENT:
+            ask.update(kind=subagents.KIND, tool=request.tool, model="", prompt_tokens=0, max_tokens=0,
+                       spawn=request.arguments_json)  # fmt: skip
         else:
             ask.update(kind="tool", tool=request.tool, model="", prompt_tokens=0, max_tokens=0)
         return ask
@@ -204,6 +213,8 @@ class CostGovernorCore:
         if kind == "model":
             need_tokens = ask["prompt_tokens"] + ask["max_tokens"]
             need_usd = self.worst_price(ask["model"], table).worst_case(ask["prompt_tokens"], ask["max_tokens"])
+        elif kind == subagents.KIND:
+            need_usd, need_tokens = subagents.need(run, ask.get("spawn", ""))
         else:
             need_tokens, need_usd = 0, table.tool(tool)
         view = self._tenant_view(run, now)
@@ -278,7 +289,8 @@ class CostGovernorCore:
         run.started_ms = run.started_ms or event.decided_ms
         tenant = self._tenant(store, run.tenant_id)
         tenant.roll(event.decided_ms // DAY_MS)
-        tenant.reserved_usd += event.reserved_usd
+        if event.kind != subagents.KIND:  # a child's carve: the child's own calls count for the tenant
+            tenant.reserved_usd += event.reserved_usd
         if not run.active and not run.ended:
             run.active = True
             tenant.active += 1
@@ -291,6 +303,8 @@ class CostGovernorCore:
         store.put(f"settled/{event.call_id}", 1)
         run.spent_usd += event.cost_usd
         run.spent_tokens += event.input_tokens + event.output_tokens
+        if held.kind == subagents.KIND:
+            return  # the child's own settlements counted for the tenant already
         tenant = self._tenant(store, run.tenant_id)
         tenant.reserved_usd = max(0.0, tenant.reserved_usd - held.usd)
         tenant.spent_usd += event.cost_usd

@@ -39,6 +39,9 @@ class RunLedger:
     resumed: int = 0  # the last halt whose resume raised the budget
     active: bool = False  # counted in its tenant's active runs
     ended: bool = False
+    # A subagent's parent and the parent's call it answers: its spend settles that call (subagents.py).
+    parent_run_id: str = ""
+    parent_call_id: str = ""
 
     @property
     def committed_usd(self) -> float:

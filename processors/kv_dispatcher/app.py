@@ -15,11 +15,14 @@ import argparse
 import asyncio
 import time
 
+from prometheus_client.registry import Collector
+
 from agentstream.config import Settings
 from agentstream.events import Event, ReplicaStatus
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.kafka.table import TopicTable
+from agentstream.metrics.kv import DispatcherCollector, ProberCollector
 from agentstream.process import Built, configure_logging, serve, stop_on_signals
 from agentstream.processors.kv_dispatcher.core import KvDispatcherCore
 from agentstream.processors.kv_dispatcher.policies import Dispatcher
@@ -84,7 +87,8 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         table.close()
 
     core = KvDispatcherCore(dispatcher, lambda: table.replicas, wall_clock_ms)
-    return Built(core=core, before_batch=[table.poll], cleanup=[close])
+    collectors: list[Collector] = [DispatcherCollector(dispatcher.state), ProberCollector(prober)]
+    return Built(core=core, before_batch=[table.poll], cleanup=[close], collectors=collectors)
 
 
 def main() -> None:

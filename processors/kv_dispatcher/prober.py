@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -109,6 +110,10 @@ class Prober:
         self.clock = clock
         self.interval_s = interval_s
         self._client = httpx.AsyncClient(timeout=timeout_s)
+        # For /metrics (agentstream/metrics/kv.py): each replica's last status, probes by outcome.
+        self.last: dict[str, ReplicaStatus] = {}
+        self.outcomes: dict[tuple[str, bool], int] = {}
+        self.round_s = 0.0
 
     async def probe(self, target: Target) -> ReplicaStatus:
         healthy, load = False, ReplicaLoad()
@@ -126,8 +131,12 @@ class Prober:
         )  # fmt: skip
 
     async def probe_all(self) -> list[ReplicaStatus]:
+        started = time.monotonic()
         statuses = await asyncio.gather(*(self.probe(t) for t in self.targets))
+        self.round_s = time.monotonic() - started
         for status in statuses:
+            self.last[status.replica] = status
+            self.outcomes[status.replica, status.healthy] = self.outcomes.get((status.replica, status.healthy), 0) + 1
             await self.publish(status)
         return list(statuses)
 

@@ -160,6 +160,7 @@ class Counters:
     rejected: int = 0
     evicted: int = 0  # idle pins dropped to make room
     cache_misses: int = 0  # turns of a pinned session that found their context evicted by the replica
+    cache_hits: int = 0  # turns of a pinned session that found their context cached (the hit rate's other half)
     overcommitted: int = 0  # new sessions placed over the estimate after waiting max_queue_wait_ms
     expired: int = 0
     replaced: int = 0  # sessions moved off an unhealthy replica
@@ -326,6 +327,7 @@ class DispatchState:
         factor = self.room_factor.get(replica, 1.0)
         if hit:
             factor = min(1.0, factor + c.hit_recovery)
+            self.counters.cache_hits += 1
         else:
             factor = max(c.min_room_factor, factor - c.miss_backoff)
             self.counters.cache_misses += 1

@@ -8,6 +8,7 @@ from agentstream.config import Settings
 from agentstream.events import Event, LlmCallCompleted, LlmCallDispatched, LlmCallFailed, LlmCallRequested, RunEvent
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
+from agentstream.observability.genai import never_trace, traced_chat
 from agentstream.process import Built
 from agentstream.processors.model_invoker.blobs import BlobResolver
 from agentstream.processors.model_invoker.invoke import ModelInvoker
@@ -79,11 +80,12 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
             pinned = None  # never reached (vetted on consume); kept so no path sends the key elsewhere
         return await invoker.perform(resolved, pinned)
 
+    never_trace(model.api_key)  # kept out of span content even when the operator opts in to content
     core = CallLedgerCore(
         "model-invoker",
         LlmCallRequested,
         _result_of,
-        perform,
+        lambda request, clearances: traced_chat(request, lambda: perform(request, clearances)),
         frozenset({"LlmCallCompleted", "LlmCallFailed"}),
         requires=cost_clearance(settings.cost.governor) | dispatch_clearance(settings.kv),
     )

@@ -44,6 +44,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
             policy_for=reader.catalog.policy,
             versions=versions,
             rollout_for=lambda: reader.rollout.rollout,
+            workflows_for=reader.catalog.workflows.definition_json,
         ),
         before_batch=[reader.poll],
         cleanup=[close],

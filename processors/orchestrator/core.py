@@ -6,13 +6,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from agentstream import ids
-from agentstream.events import Event, RunEvent, RunFailed
+from agentstream.events import BudgetReserved, Event, RunEvent, RunFailed
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import EndedRuns, PartitionStore
 from agentstream.processors.orchestrator.decide import OrchestratorConfig, decide
 from agentstream.processors.orchestrator.evolve import evolve
 from agentstream.processors.orchestrator.loops import denial_action
 from agentstream.processors.orchestrator.state import RunState
+from agentstream.processors.orchestrator.subagents import finish, keeps_in_flight
 from agentstream.processors.orchestrator.versions import (
     BASELINE,
     OrchestratorVersion,
@@ -23,13 +24,14 @@ from agentstream.processors.orchestrator.versions import (
 from agentstream.registry.entry import TenantPolicy, ToolEntry
 from agentstream.registry.pins import pin_of
 from agentstream.rollout.rings import Rollout
+from agentstream.subagents import SPAWN_AGENT
 
 HANDLED = frozenset(
     {
         "RunRequested", "RunStarted", "CancelRequested", "LlmCallRequested", "LlmCallCompleted",
         "LlmCallFailed", "ToolCallRequested", "ToolCallCompleted", "RunHalted", "ResumeRequested", "RunCompleted", "RunFailed", "RunCancelled",
         "BudgetExceeded", "LoopDetected", "RunFlagged", "PolicyDecided", "ApprovalDecided", "ContextCompacted",
-        "EvalVerdict",
+        "EvalVerdict", "BudgetReserved",
     }
 )  # fmt: skip
 
@@ -63,6 +65,7 @@ class OrchestratorCore:
         ended_keep: int = ENDED_KEEP,
         versions: VersionRegistry | None = None,
         rollout_for: Callable[[], Rollout | None] | None = None,
+        workflows_for: Callable[[str, str, str], str] | None = None,
     ) -> None:
         self._ended = EndedRuns("ended/", ended_keep)
         self.tools_for = tools_for  # a tenant's visible tools (platform and its own), latest versions
@@ -71,6 +74,8 @@ class OrchestratorCore:
         # `config` alone (tests, benches): it is the baseline version's behaviour.
         self.versions = versions or VersionRegistry([OrchestratorVersion(BASELINE, self.config)])
         self.rollout_for = rollout_for or (lambda: None)  # the canary rollout in force, read at a run's start
+        # (tenant, workflow, version or "" for the latest) -> the definition a graph run pins at start.
+        self.workflows_for = workflows_for or (lambda _tenant, _name, _version: "")
         # Ids emitted but not yet read back: suppresses re-emitting an intent while it is in
         # flight. Memory only; after a restart a repeat is possible and harmless (same id).
         self._in_flight: OrderedDict[str, None] = OrderedDict()
@@ -81,7 +86,10 @@ class OrchestratorCore:
     def apply(self, store: PartitionStore, event: Event, *, live: bool) -> Outcome:
         if not isinstance(event, RunEvent):
             return Outcome()
-        self._in_flight.pop(event.event_id, None)
+        if isinstance(event, BudgetReserved) and event.tool != SPAWN_AGENT:
+            return Outcome()  # only a child's budget matters here (subagents.py)
+        if not keeps_in_flight(event):
+            self._in_flight.pop(event.event_id, None)
         raw = store.get(run_key(event.run_id))
         if raw is None and self._ended.ended(store, event.run_id):
             return Outcome()  # late events after the end are on the record and change nothing
@@ -119,8 +127,8 @@ class OrchestratorCore:
                 if state.status == "requested" else state.orchestrator_version
             )  # fmt: skip
         except UnknownVersionError as exc:
-            return self._unseen([RunFailed(ids.terminal_id(state.run_id), state.run_id, state.tenant_id, state.step,
-                                           "unknown_version", str(exc))])  # fmt: skip
+            return self._unseen(finish(state, [RunFailed(ids.terminal_id(state.run_id), state.run_id, state.tenant_id,
+                                                         state.step, "unknown_version", str(exc))]))  # fmt: skip
         specs = {name: entry.spec for name, entry in visible.items()}
         versions = {name: entry.version for name, entry in visible.items()}
         pins = {name: pin_of(entry) for name, entry in visible.items()}
@@ -128,9 +136,12 @@ class OrchestratorCore:
         denials = policy.on_repeated_denial if policy is not None else ""
         context = policy.context_json if policy is not None else ""
         evaluation = policy.eval_json if policy is not None else ""
+        workflow = self.workflows_for(state.tenant_id, state.workflow, state.workflow_version) \
+            if policy is not None and state.workflow else ""  # fmt: skip
         decided = decide(state, specs, version.config, versions, denial_action(denials), pins, context,
-                         rules=version.tool_rules, version=version.name, eval_defaults=evaluation)  # fmt: skip
-        return self._unseen(decided)
+                         rules=version.tool_rules, version=version.name, eval_defaults=evaluation,
+                         workflow_json=workflow)  # fmt: skip
+        return self._unseen(finish(state, decided))  # a child's end also answers its parent
 
     def _unseen(self, decided: list[RunEvent]) -> list[RunEvent]:
         fresh = []

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 import orjson
 
 from agentstream import ids
+from agentstream.codemode.interface import RUN_CODE_TOOL
+from agentstream.codemode.interface import prompt as code_prompt
 from agentstream.context.compaction import READ_RESULT_TOOL
 from agentstream.context.settings import OFF, ContextSettingsError, parse_settings
 from agentstream.events import (
@@ -29,11 +31,16 @@ from agentstream.events import (
 from agentstream.journal_limits import model_output_limit, utf8_size_over
 from agentstream.llm import ToolSpec, messages_to_json, tools_to_json
 from agentstream.memory.paths import MEMORY_TOOLS
+from agentstream.processors.orchestrator import codemode
 from agentstream.processors.orchestrator.context import compaction_events
 from agentstream.processors.orchestrator.evaluating import verdict_events
+from agentstream.processors.orchestrator.graph.plan import graph_tools, plan
 from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL, WINDOW
 from agentstream.processors.orchestrator.state import PlannedCall, RunState
+from agentstream.processors.orchestrator.subagents import SubagentLimits, spawn_events
 from agentstream.routing import choose_tier
+from agentstream.subagents import SPAWN_AGENT
+from agentstream.workflows.definition import APPROVAL_TOOL
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an agent running on agentstream. Work step by step: call tools when you need facts or "
@@ -56,6 +63,7 @@ class OrchestratorConfig:
     max_invalid_streak: int = 3  # consecutive steps with only invalid tool calls before failing
     max_tokens: int = 1024
     tool_timeout_ms: int = 30000
+    subagents: SubagentLimits | None = None  # None: the platform's settings (subagents.platform_limits)
 
 
 # A version's tool-choice rule: given a call the model asked for (tool name, arguments JSON), the
@@ -76,6 +84,7 @@ def decide(
     rules: tuple[ToolRule, ...] = (),
     version: str = "",
     eval_defaults: str = "",
+    workflow_json: str = "",
 ) -> list[RunEvent]:
     """`catalog`/`versions`: the tools the tenant may use and their registry versions, needed only
     to start a run, which pins them; afterwards the run uses what it pinned. So are the tenant's
@@ -86,9 +95,11 @@ def decide(
     if state.terminal:
         return []
     if state.status == "requested":
-        started = _start(state, catalog, config, versions or {}, on_repeated_denial, pins or {}, context_defaults)
+        started = _start(state, catalog, config, versions or {}, on_repeated_denial, pins or {}, context_defaults,
+                         workflow_json)  # fmt: skip
         if isinstance(started, RunStarted):  # with the tenant's evaluation policy of the day, pinned
-            started = replace(started, orchestrator_version=version, eval_json=eval_defaults)
+            started = replace(started, orchestrator_version=version, eval_json=eval_defaults,
+                              workflow_json=workflow_json)  # fmt: skip
         return [started]
     if state.cancel_reason is not None:
         return [RunCancelled(ids.terminal_id(run), run, tenant, state.step, state.cancel_reason)]
@@ -102,6 +113,8 @@ def decide(
             *noticed,
             RunHalted(ids.halt_id(run, halt), run, tenant, state.step, halt, state.halt_limit, state.halt_reason, True),
         ]
+    if state.graph is not None:  # an explicit graph: its nodes decide (graph/plan.py)
+        return [*noticed, *plan(state, config.max_tokens, config.tool_timeout_ms, config.platform_max_steps)]
     if state.llm_failure is not None:
         return [RunFailed(ids.terminal_id(run), run, tenant, state.step, "model_error", state.llm_failure)]
     if state.final_answer is not None:
@@ -113,7 +126,11 @@ def decide(
     if state.llm_pending is not None:
         return noticed
     if state.planned:
-        return noticed + [_tool_request(state, config, p, rules) for p in state.planned if p.needs_request]
+        return noticed + spawn_events(state, config.subagents) + [  # spawn_agent calls: subagents.py
+            e for p in state.planned if p.needs_request and p.tool != SPAWN_AGENT  # a run_code call is a program: its rounds, in codemode.py
+            for e in (codemode.requests(state, p, config.tool_timeout_ms) if p.tool == RUN_CODE_TOOL
+                      else (_tool_request(state, config, p, rules),))
+        ]  # fmt: skip
     if state.step >= config.platform_max_steps:
         # The platform cap bounds every run, so no resume could lift it: an ending, not a halt.
         reason = f"platform step cap reached: {state.step} model calls (platform cap {config.platform_max_steps})"
@@ -222,6 +239,7 @@ def _start(
     on_repeated_denial: str,
     pins: Mapping[str, str],
     context_defaults: str,
+    workflow_json: str = "",
 ) -> RunEvent:
     run, tenant = state.run_id, state.tenant_id
     try:
@@ -230,7 +248,17 @@ def _start(
         return RunFailed(ids.terminal_id(run), run, tenant, 0, "bad_request", f"context settings: {exc}")
     # "All tools" means the tenant's own and the demo ones: read_result joins only runs that clear
     # results, the memory tools only runs that name them.
-    names = state.tool_names or tuple(sorted(n for n in catalog if n != READ_RESULT_TOOL and n not in MEMORY_TOOLS))
+    names = state.tool_names or tuple(
+        sorted(n for n in catalog if n not in (READ_RESULT_TOOL, RUN_CODE_TOOL, SPAWN_AGENT, APPROVAL_TOOL)
+               and n not in MEMORY_TOOLS)
+    )  # code mode, subagents and the approval step (a workflow's) too only for runs that name them
+    if state.parent_run_id and not state.tool_names:
+        names = ()  # a subagent has only the tools its parent handed it: none by default
+    if state.workflow:  # a graph pins what its nodes call (and only that, unless the run named tools)
+        graph_names = graph_tools(state, workflow_json)
+        if isinstance(graph_names, str):
+            return RunFailed(ids.terminal_id(run), run, tenant, 0, "unknown_workflow", graph_names)
+        names = graph_names
     if context.on and READ_RESULT_TOOL in catalog and READ_RESULT_TOOL not in names:
         names = (*names, READ_RESULT_TOOL)  # cleared results are read back through it
     missing = [n for n in names if n not in catalog]
@@ -247,7 +275,9 @@ def _start(
         model=state.model,
         tools_json=pinned,
         max_steps=min(state.max_steps, config.platform_max_steps),
-        system_prompt=config.system_prompt + (MEMORY_PROMPT if any(n in MEMORY_TOOLS for n in names) else ""),
+        system_prompt=config.system_prompt + (MEMORY_PROMPT if any(n in MEMORY_TOOLS for n in names) else "")
+        # A run that pinned run_code is told the functions its programs may call, from the pinned schemas.
+        + (code_prompt(catalog[n] for n in names) if RUN_CODE_TOOL in names else ""),
         tool_versions={n: versions[n] for n in names if n in versions},
         on_repeated_denial=on_repeated_denial,
         # Exactly which tool each name is (owner, version, contract): what the gate and the

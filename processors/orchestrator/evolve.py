@@ -9,9 +9,11 @@ from functools import singledispatch
 import orjson
 
 from agentstream import ids
+from agentstream.codemode.interface import RUN_CODE_TOOL
 from agentstream.events import (
     ApprovalDecided,
     BudgetExceeded,
+    BudgetReserved,
     CancelRequested,
     ContextCompacted,
     EvalVerdict,
@@ -33,11 +35,14 @@ from agentstream.events import (
     ToolCallRequested,
 )
 from agentstream.llm import Message, ToolCall, tools_from_json
+from agentstream.processors.orchestrator import codemode, subagents
 from agentstream.processors.orchestrator.compacting import compaction_requested, context_compacted
 from agentstream.processors.orchestrator.evaluating import judge_answer, judge_output, judge_results, verdict_journaled
+from agentstream.processors.orchestrator.graph import fold as graph_fold
 from agentstream.processors.orchestrator.loops import commit, denial_action, denied, observe, signatures
 from agentstream.processors.orchestrator.state import PlannedCall, RunState, assistant_message, replace
 from agentstream.processors.orchestrator.validation import validate_call
+from agentstream.subagents import SPAWN_AGENT
 
 
 @singledispatch
@@ -61,6 +66,12 @@ def _(event: RunRequested, state: RunState | None) -> RunState | None:
         on_loop="warn" if event.on_loop == "warn" else "halt",
         context_json=event.context_json,
         task_blob=event.task_blob,
+        parent_run_id=event.parent_run_id,
+        parent_call_id=event.parent_call_id,
+        depth=event.depth,
+        api_key_id=event.api_key_id,
+        workflow=event.workflow,
+        workflow_version=event.workflow_version,
     )
 
 
@@ -68,7 +79,7 @@ def _(event: RunRequested, state: RunState | None) -> RunState | None:
 def _(event: RunStarted, state: RunState | None) -> RunState | None:
     if state is None or state.status != "requested":
         return state
-    return replace(
+    state = replace(
         state,
         status="running",
         tools_json=event.tools_json,
@@ -80,6 +91,7 @@ def _(event: RunStarted, state: RunState | None) -> RunState | None:
         orchestrator_version=event.orchestrator_version,
         eval_json=event.eval_json,
     )
+    return graph_fold.started(event, state) if event.workflow_json else state
 
 
 @evolve.register
@@ -91,6 +103,8 @@ def _(event: CancelRequested, state: RunState | None) -> RunState | None:
 
 @evolve.register
 def _(event: LlmCallRequested, state: RunState | None) -> RunState | None:
+    if state is not None and state.graph is not None:
+        return graph_fold.fold(event, state)
     if event.purpose == "compaction":
         return compaction_requested(event, state)
     if state is None or state.status != "running" or event.step != state.step + 1:
@@ -100,6 +114,8 @@ def _(event: LlmCallRequested, state: RunState | None) -> RunState | None:
 
 @evolve.register
 def _(event: LlmCallFailed, state: RunState | None) -> RunState | None:
+    if state is not None and state.graph is not None:
+        return graph_fold.fold(event, state)
     if state is not None and event.final and state.compact_pending == event.call_id:
         return replace(state, compact_pending=None, compact_failed=True)
     if state is None or state.llm_pending != event.call_id or not event.final:
@@ -110,6 +126,8 @@ def _(event: LlmCallFailed, state: RunState | None) -> RunState | None:
 
 @evolve.register
 def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
+    if state is not None and state.graph is not None:
+        return graph_fold.fold(event, state)
     if state is not None and state.compact_pending == event.call_id:
         return replace(state, compact_pending=None, compact_summary=event.text)
     if state is None or state.llm_pending != event.call_id:
@@ -122,7 +140,7 @@ def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
     planned = []
     output, *shown = signatures(event.text, calls)  # the output's, then the calls' own in the model's order
     for index, call in enumerate(calls):
-        error = validate_call(call, tools)
+        error = validate_call(call, tools) or codemode.refusal(call)
         planned.append(
             PlannedCall(
                 call_id=ids.tool_call_id(state.run_id, state.step, index),
@@ -146,16 +164,28 @@ def _(event: LlmCallCompleted, state: RunState | None) -> RunState | None:
 
 @evolve.register
 def _(event: ToolCallRequested, state: RunState | None) -> RunState | None:
+    if state is not None and state.graph is not None:
+        return graph_fold.fold(event, state)
     if state is None:
         return state
+    if event.tool == SPAWN_AGENT:
+        return subagents.spawn_requested(event, state)  # its steps leave the parent's cap
+    if (state.code or event.tool == RUN_CODE_TOOL) and (coded := codemode.requested(state, event)) is not None:
+        return coded  # a code-mode round or one of its program's calls
     planned = tuple(replace(p, requested=True) if p.call_id == event.call_id else p for p in state.planned)
     return replace(state, planned=planned)
 
 
 @evolve.register
 def _(event: ToolCallCompleted, state: RunState | None) -> RunState | None:
+    if state is not None and state.graph is not None:
+        return graph_fold.fold(event, state)
     if state is None or state.terminal:
         return state  # a late result after the run ended is on the record, and ignored
+    if state.code:
+        state, consumed = codemode.completed(state, event)
+        if consumed:
+            return state
     planned = tuple(
         replace(p, result=event.content, is_error=event.is_error, result_blob=event.result_blob)
         if p.call_id == event.call_id and p.result is None
@@ -224,8 +254,12 @@ def _(event: LoopDetected | RunFlagged, state: RunState | None) -> RunState | No
 def _(event: BudgetExceeded, state: RunState | None) -> RunState | None:
     """The cost governor refused a call: it never ran. The run halts with the governor's reason
     and, once resumed, asks for the same call again (same id, so nothing is done twice)."""
+    if state is not None and state.graph is not None:
+        return graph_fold.fold(event, state)
     if state is None or state.terminal:
         return state
+    if (refused := subagents.spawn_refused(event, state)) is not None:
+        return _observe_if_complete(refused)  # a child the run cannot afford is an observation
     if event.kind == "model" and state.compact_pending == event.call_id:
         state = replace(state, compact_pending=None)  # asked again, same id, once resumed
     elif event.kind == "model":
@@ -234,9 +268,13 @@ def _(event: BudgetExceeded, state: RunState | None) -> RunState | None:
         state = replace(state, llm_pending=None, step=state.step - 1)
     else:
         if not any(p.call_id == event.call_id and p.result is None for p in state.planned):
-            return state
-        planned = tuple(replace(p, requested=False) if p.call_id == event.call_id else p for p in state.planned)
-        state = replace(state, planned=planned)
+            coded = codemode.refused_by_budget(state, event.call_id) if state.code else None
+            if coded is None:
+                return state
+            state = coded
+        else:
+            planned = tuple(replace(p, requested=False) if p.call_id == event.call_id else p for p in state.planned)
+            state = replace(state, planned=planned)
     if state.status != "running" or state.halt_limit:
         return state
     return replace(state, halt_limit=event.limit, halt_reason=event.reason)
@@ -287,6 +325,7 @@ def _settle_loops(state: RunState) -> RunState:
 
 evolve.register(ContextCompacted, context_compacted)
 evolve.register(EvalVerdict, verdict_journaled)
+evolve.register(BudgetReserved, graph_fold.unless_graph(subagents.budget_reserved))
 
 
 @evolve.register

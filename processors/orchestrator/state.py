@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from agentstream.llm import Message, ToolCall
+from agentstream.processors.orchestrator.code_state import CodeRun
+from agentstream.processors.orchestrator.graph.state import GraphProgress
 from agentstream.processors.orchestrator.loops import DEFAULT_ON_REPEATED_DENIAL
 
 Status = Literal["requested", "running", "halted", "completed", "failed", "cancelled"]
@@ -33,6 +35,9 @@ class PlannedCall:
     invalid: bool = False
     gated: bool = False
     approval: str = ""
+    # A spawn_agent call whose child's budget the cost governor reserved: "usd tokens" (the child
+    # is requested with exactly that); "" until then (processors/orchestrator/subagents.py).
+    child_budget: str = ""
 
     @property
     def needs_request(self) -> bool:
@@ -106,6 +111,21 @@ class RunState:
     eval_count: int = 0
     eval_seen: tuple[str, ...] = ()
     eval_done: tuple[str, ...] = ()
+    # An explicit graph (processors/orchestrator/graph): the workflow named on create, the
+    # definition pinned at start (JSON) and where the run stands in it; None for a ReAct run.
+    workflow: str = ""
+    workflow_version: str = ""
+    workflow_json: str = ""
+    graph: GraphProgress | None = None
+    # Code mode (codemode.py): the programs of this step's run_code calls still running.
+    code: tuple[CodeRun, ...] = ()
+    # A child run's place in its run tree (RunRequested v8) and its creator's API key (a child
+    # inherits it); how many children this run has started (their steps left its max_steps).
+    parent_run_id: str = ""
+    parent_call_id: str = ""
+    depth: int = 0
+    api_key_id: str = ""
+    children: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -124,6 +144,9 @@ class RunState:
         d["loops_reported"] = tuple(d.get("loops_reported", ()))
         for name in ("eval_pending", "eval_seen", "eval_done"):
             d[name] = tuple(d.get(name, ()))
+        d["code"] = tuple(map(CodeRun.load, d["code"])) if d.get("code") else ()
+        if d.get("graph") is not None:
+            d["graph"] = GraphProgress.load(d["graph"])
         return RunState(**d)
 
 

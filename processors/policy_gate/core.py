@@ -47,6 +47,7 @@ from agentstream.security.signing import (
     sign_capability,
     signed_decision,
 )
+from agentstream.subagents import SPAWN_AGENT
 
 HANDLED = frozenset(
     {"RunRequested", "RunStarted", "ToolCallRequested", "PolicyDecided", "ApprovalRequested", "ApprovalDecided",
@@ -106,8 +107,9 @@ class PolicyGateCore:
             return Outcome()  # over (cancelled or ended): a late or re-sent event leaves nothing behind
         if isinstance(event, RunRequested):
             # The user's own words are no secret of the run's (public).
-            if run is None:
-                self._learn(store, event.run_id, event.tenant_id, event.task, None, tools=event.tools)
+            if run is None:  # a subagent's task is its parent's words, which may carry what the parent read
+                source = SPAWN_AGENT if event.parent_run_id else None
+                self._learn(store, event.run_id, event.tenant_id, event.task, source, tools=event.tools)
             return Outcome()
         if isinstance(event, RunStarted):
             if run is None:
@@ -120,6 +122,8 @@ class PolicyGateCore:
         if run is None or run["closed"]:
             return Outcome()  # not started here, or over: no decision is made after a cancel
         match event:
+            case ToolCallRequested() if event.tool == SPAWN_AGENT:
+                pass  # no tool runs: the orchestrator starts a child run, whose own calls are gated
             case ToolCallRequested():
                 if store.get(f"call/{event.call_id}") is not None:
                     return Outcome()
@@ -175,7 +179,9 @@ class PolicyGateCore:
         tracked = policy.tracks_taint(tools or ([tool] if tool else []))
         if not tracked and store.get(f"taint/{run_id}") is None:
             return  # the tenant tracks nothing and the run read no memory: no state, no cost
-        source = tool if tool is not None and policy.is_private(tool) else None
+        # A subagent's answer (or task) may carry what it (or its parent) read from a private tool:
+        # private too, else passing data through a child would declassify it.
+        source = tool if tool is not None and (policy.is_private(tool) or tool == SPAWN_AGENT) else None
         store.put(f"taint/{run_id}", taint.learn(store.get(f"taint/{run_id}"), text, source, whole=whole))
 
     def _count(self, store: PartitionStore, run_id: str, run: dict[str, Any], tool: str, call_id: str) -> None:

@@ -22,8 +22,12 @@ from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.table import put_record
 from agentstream.memory.files import Caps, MemoryFiles
 from agentstream.memory.index import MemoryIndex, memory_topic
+from agentstream.observability.genai import traced_tool
 from agentstream.process import Built
+from agentstream.processors.tool_executor.approval_tool import descriptor as approval_descriptor
 from agentstream.processors.tool_executor.builtin import BuiltinToolHost
+from agentstream.processors.tool_executor.code_tool import CodeTool
+from agentstream.processors.tool_executor.code_tool import descriptor as run_code_descriptor
 from agentstream.processors.tool_executor.discovery import discover
 from agentstream.processors.tool_executor.execute import ToolExecutor
 from agentstream.processors.tool_executor.mcp_config import time_server_config
@@ -40,6 +44,7 @@ from agentstream.registry.pins import resolve_pin
 from agentstream.registry.reader import CatalogReader
 from agentstream.security.signing import platform_signers
 from agentstream.settings import BlobSettings, MemorySettings, load
+from agentstream.subagents import descriptor as spawn_agent_descriptor
 from agentstream.tooling import ToolDescriptor
 
 _time = time_server_config()
@@ -73,9 +78,11 @@ async def time_tool_entries() -> list[ToolEntry]:
 
 
 def builtin_entries(host: BuiltinToolHost) -> list[ToolEntry]:
-    """The in-process tools: the demo built-ins, `read_result` and the memory tools, which every
-    run may pin."""
-    return [builtin_entry(d) for d in [*host.descriptors(), read_result_descriptor(), *memory_descriptors()]]
+    """The in-process tools: the demo built-ins, `read_result`, the memory tools and `run_code`,
+    which every run may pin."""
+    platform = [read_result_descriptor(), *memory_descriptors(), run_code_descriptor(), approval_descriptor()]
+    platform.append(spawn_agent_descriptor())  # declared here, run by the orchestrator (agentstream/subagents.py)
+    return [builtin_entry(d) for d in [*host.descriptors(), *platform]]
 
 
 async def register_platform_tools(settings: Settings, catalog: ToolCatalog, host: BuiltinToolHost) -> None:
@@ -104,7 +111,8 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
     memory_producer = AsyncProducer(producer_config(settings.bootstrap_servers, settings.kafka_extra))
     memory = MemoryTool(open_memory(settings, memory_index, open_store, memory_producer))
     read_back = ReadResultTool(open_store)
-    host = RegistryToolHost(builtin, hidden_paths=(settings.home,), read_back=read_back, memory=memory)
+    code = CodeTool(hidden_paths=(settings.home,))
+    host = RegistryToolHost(builtin, hidden_paths=(settings.home,), read_back=read_back, memory=memory, code=code)
     offloader = None
     if blobs.offload_bytes:  # 0: every result stays in the journal (cut at its cap)
         offloader = ResultOffloader(blobs.offload_bytes, open_store)
@@ -122,7 +130,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         "tool-executor",
         ToolCallAuthorized,
         _result_of,
-        lambda request, _clearances: executor.perform(request),
+        lambda request, _clearances: traced_tool(request, lambda: executor.perform(request)),
         frozenset({"ToolCallCompleted"}),
         barrier=needs_barrier,
         admit=executor.admits,

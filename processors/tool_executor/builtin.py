@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import hashlib
 import math
 import operator
@@ -25,6 +26,7 @@ MAX_EXPRESSION_CHARS = 1_000
 # Bounds `**` so a single expression cannot pin a CPU or exhaust memory building a huge integer.
 MAX_RESULT_BITS = 10_000
 MAX_SLEEP_MS = 10_000
+MAX_PAD_CHARS = 200_000  # sleep_ms's filler: a result as large as a big page, for the fan-out bench
 MAX_AMOUNT_CENTS = 100_000_000
 
 LOOKUP_CORPUS: dict[str, str] = {
@@ -287,6 +289,13 @@ def _int_arg(arguments: dict[str, Any], name: str, lo: int, hi: int) -> int:
     return value
 
 
+def _optional(descriptor: ToolDescriptor, name: str) -> ToolDescriptor:
+    """`descriptor` with its argument `name` no longer required."""
+    spec = descriptor.spec
+    schema = {**spec.input_schema, "required": [r for r in spec.input_schema["required"] if r != name]}
+    return dataclasses.replace(descriptor, spec=ToolSpec(spec.name, spec.description, schema))
+
+
 def _descriptor(
     name: str, description: str, properties: dict[str, Any], *, timeout_s: float, risk: RiskTier = "read_only"
 ) -> ToolDescriptor:
@@ -337,11 +346,18 @@ class BuiltinToolHost:
                 timeout_s=30.0,
                 risk="irreversible",
             ),
-            _descriptor(
-                "sleep_ms",
-                "Wait for the given number of milliseconds, then answer.",
-                {"ms": {"type": "integer", "minimum": 0, "maximum": MAX_SLEEP_MS}},
-                timeout_s=15.0,
+            _optional(
+                _descriptor(
+                    "sleep_ms",
+                    "Wait for the given number of milliseconds, then answer (with `pad` filler characters, "
+                    "to stand in for a large result).",
+                    {
+                        "ms": {"type": "integer", "minimum": 0, "maximum": MAX_SLEEP_MS},
+                        "pad": {"type": "integer", "minimum": 0, "maximum": MAX_PAD_CHARS},
+                    },
+                    timeout_s=15.0,
+                ),
+                "pad",
             ),
         ]
 
@@ -397,7 +413,8 @@ class BuiltinToolHost:
         return await asyncio.to_thread(_apply_transfer, self.bank_path, key, to_account, amount_cents, memo)
 
     async def _sleep_ms(self, arguments: dict[str, Any], _key: str) -> ToolResult:
-        _expect_keys(arguments, {"ms"})
+        _expect_keys({k: v for k, v in arguments.items() if k != "pad"}, {"ms"})
         ms = _int_arg(arguments, "ms", 0, MAX_SLEEP_MS)
+        pad = _int_arg(arguments, "pad", 0, MAX_PAD_CHARS) if "pad" in arguments else 0
         await asyncio.sleep(ms / 1000.0)
-        return ToolResult(f"slept {ms} ms")
+        return ToolResult(f"slept {ms} ms" + ("\n" + "." * pad if pad else ""))

@@ -19,9 +19,12 @@ from typing import Any
 import httpx
 import orjson
 
+from agentstream.codemode.interface import RUN_CODE_TOOL
 from agentstream.context.compaction import READ_RESULT_TOOL
 from agentstream.memory.paths import MEMORY_TOOLS
+from agentstream.processors.tool_executor.approval_tool import approved
 from agentstream.processors.tool_executor.call_policy import CallPolicy
+from agentstream.processors.tool_executor.code_tool import CodeTool
 from agentstream.processors.tool_executor.mcp_config import McpServerConfig
 from agentstream.processors.tool_executor.mcp_host import McpToolHost
 from agentstream.processors.tool_executor.memory_tool import MemoryTool
@@ -29,6 +32,7 @@ from agentstream.processors.tool_executor.read_result import ReadResultTool
 from agentstream.registry.entry import ToolEntry
 from agentstream.sandbox import SandboxPolicy, egress_allowed
 from agentstream.tooling import ToolHost, ToolResult
+from agentstream.workflows.definition import APPROVAL_TOOL
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +103,10 @@ class RegistryToolHost:
         clock: Callable[[], float] = time.monotonic,
         read_back: ReadResultTool | None = None,
         memory: MemoryTool | None = None,
+        code: CodeTool | None = None,
     ) -> None:
         self.builtin = builtin
+        self.code = code
         self.read_back = read_back
         self.memory = memory
         # Hidden from every sandboxed server on top of the sandbox's defaults (the executor's home).
@@ -130,6 +136,10 @@ class RegistryToolHost:
         if kind == "builtin" and entry.name in MEMORY_TOOLS and not entry.owner and self.memory is not None:
             # Likewise: whose memory it is comes from the authorization, never from the arguments.
             return await self.memory.call(entry.name, arguments, tenant=tenant, run_id=run_id, timeout_s=timeout_s)
+        if kind == "builtin" and entry.name == RUN_CODE_TOOL and not entry.owner and self.code is not None:
+            return await self.code.call(arguments, timeout_s=timeout_s)  # one round of a program, sandboxed
+        if kind == "builtin" and entry.name == APPROVAL_TOOL and not entry.owner:
+            return approved(arguments)  # the gate held it for a person; reaching here is the approval
         if kind == "builtin":
             return await self.builtin.call(entry.name, arguments, idempotency_key=idempotency_key, timeout_s=timeout_s)
         if kind == "http" and not url_allowed(entry):

@@ -43,8 +43,11 @@ OPERATIONS = [
     "POST /v1/runs/{run_id}/cancel",
     "POST /v1/runs/{run_id}/resume",
     "GET /v1/runs/{run_id}/events",
+    "GET /v1/runs/{run_id}/events/{offset}",
+    "GET /v1/runs/{run_id}/tree",
     "GET /v1/runs/{run_id}/cost",
     "GET /v1/costs",
+    "GET /v1/costs/series",
     "GET /v1/approvals",
     "GET /v1/approvals/{approval_id}",
     "POST /v1/approvals/{approval_id}",
@@ -56,6 +59,9 @@ OPERATIONS = [
     "POST /v1/audit/query",
     "GET /v1/memory",
     "GET /v1/memory/export",
+    "GET /v1/workflows",
+    "POST /v1/workflows",
+    "GET /v1/workflows/{name}",
     "GET /healthz",
 ]
 # Operations open to anyone (no API key): they take no input, so there is nothing to negate.
@@ -123,6 +129,8 @@ async def target(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
             )
             assert created.status_code == 201, created.text
             run_id = created.json()["id"]
+            registered = await client.post("/v1/workflows", json=VALID_WORKFLOWS[0])
+            assert registered.status_code == 201, registered.text
             deadline = time.monotonic() + 60
             while (await client.get(f"/v1/runs/{run_id}")).json()["status"] not in ("completed", "failed"):
                 assert time.monotonic() < deadline, "the seed run did not finish"
@@ -157,6 +165,28 @@ def _with_known_tools(case: Case[Any]) -> Case[Any]:
     tools = case.body.get("tools") if isinstance(case.body, dict) else None
     if isinstance(case.body, dict) and isinstance(tools, list):
         case.body["tools"] = [KNOWN_TOOLS[len(str(name)) % len(KNOWN_TOOLS)] for name in tools]
+    # Likewise which workflows exist: a run naming one the tenant has not registered is refused at
+    # the door (422 unknown_workflow), so valid run requests name the one the fixture registered.
+    # (A version without its workflow is refused too: a rule between two fields the document leaves out.)
+    if isinstance(case.body, dict) and ("workflow" in case.body or "workflow_version" in case.body):
+        case.body["workflow"] = VALID_WORKFLOWS[0]["name"]
+        if "workflow_version" in case.body:
+            case.body["workflow_version"] = "1"
+    return case
+
+
+# Whether a document is a workflow (its nodes reachable, its edges naming nodes, its cycles bounded)
+# is the validator's business, not the schema's (422 invalid_workflow): valid registrations send
+# these (registering one again answers 200 with its latest version).
+VALID_WORKFLOWS: list[dict[str, Any]] = [
+    {"name": "fuzzed", "start": "a", "nodes": [{"id": "a", "type": "model", "prompt": "plan {task}"}]},
+    {"name": "fuzzed-tool", "start": "t",
+     "nodes": [{"id": "t", "type": "tool", "tool": "calculator", "arguments": {"expression": "1 + 1"}}]},
+]  # fmt: skip
+
+
+def _with_valid_workflow(case: Case[Any]) -> Case[Any]:
+    case.body = VALID_WORKFLOWS[len(str(case.body)) % len(VALID_WORKFLOWS)]
     return case
 
 
@@ -179,6 +209,8 @@ def _fuzz(target: Target, operation: APIOperation[Any, Any, Any, Any], mode: Gen
         strategy = strategy.map(_with_known_tools)
     if mode == GenerationMode.POSITIVE and (operation.method.upper(), operation.path) == ("POST", "/v1/audit/query"):
         strategy = strategy.map(_with_valid_sql)
+    if mode == GenerationMode.POSITIVE and (operation.method.upper(), operation.path) == ("POST", "/v1/workflows"):
+        strategy = strategy.map(_with_valid_workflow)
     if "run_id" in operation.path:
         strategy = st.one_of(
             strategy, operation.as_strategy(generation_mode=mode, path_parameters={"run_id": target.finished_run})

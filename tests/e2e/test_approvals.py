@@ -8,22 +8,29 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from argparse import Namespace
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from agentstream import ids
+from agentstream.cli import workflows as workflows_cli
+from agentstream.client.http import RunsClient
 from agentstream.events import (
     ApprovalDecided,
     ApprovalRequested,
     BudgetReserved,
     LlmCallRequested,
     RunCompleted,
+    RunRequested,
+    RunStarted,
     ToolCallAuthorized,
     ToolCallCompleted,
+    ToolCallRequested,
 )
 from agentstream.gateway.service import running_gateway
 from agentstream.processors.tool_executor.builtin import bank_transfers
@@ -33,6 +40,7 @@ from agentstream.security.signing import platform_signers, sign_capability
 from agentstream.stack import Deployment
 from agentstream.tenancy.admin import create_tenant, issue_key
 from agentstream.tenancy.keys import parse_key
+from agentstream.workflows.definition import EXAMPLES
 from tests.harness import isolated_settings
 
 PAY = {
@@ -40,7 +48,10 @@ PAY = {
         {"name": "transfer_funds", "arguments": {"to_account": "ACC-1", "amount_cents": 1234, "memo": "rent"}}
     ]
 }
-SCENARIOS: dict[str, dict[str, Any]] = {"pay": {"turns": [PAY, {"text": "done"}]}}
+# graph-high: every model node of a graph run answers "4" (a severe ticket: the approval path).
+SCENARIOS: dict[str, dict[str, Any]] = {"pay": {"turns": [PAY, {"text": "done"}]},
+                                        "graph-high": {"turns": [{"text": "4"}], "repeat_last": True}}  # fmt: skip
+EXAMPLE_WORKFLOW = EXAMPLES / "ticket_triage.json"
 POLICY = TenantPolicy(approval_timeout_s=600, allow_self_approval=True)
 
 
@@ -315,3 +326,85 @@ async def test_registry_api_and_kill_switch(env: Env, tmp_path: Any) -> None:
             assert env.transfers(run_id) == []
         finally:
             await switch_tool(env.d.settings, "", "transfer_funds", disabled=False, reason="fixed", by="test")
+
+
+async def test_a_registered_workflow_runs_its_branch_fan_out_and_approval_node(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Explicit graphs (issue 19): registered through the API (invalid ones refused with the rule
+    they break), listed by the SDK and the CLI (both ways), a run of one takes the severe branch,
+    waits at its approval node for a person, fans out to three calls that join, and completes; the
+    journal names the path it took."""
+    definition = orjson.loads(EXAMPLE_WORKFLOW.read_bytes())
+    async with env.client() as c:
+        first = await c.post("/v1/workflows", json=definition)
+        assert first.status_code == 201 and first.json()["version"] == "1", first.text
+        again = await c.post("/v1/workflows", json=definition)
+        assert again.status_code == 200 and again.json()["version"] == "1"  # the same definition: unchanged
+        looping = {**definition, "edges": [*definition["edges"], {"from": "close", "to": "classify"}]}
+        bad = await c.post("/v1/workflows", json=looping)
+        assert bad.status_code == 422 and bad.json()["error"]["type"] == "invalid_workflow", bad.text
+        assert "cycle without a bound" in bad.json()["error"]["message"]
+        typo = {**definition, "nodes": [*definition["nodes"][:-1], {**definition["nodes"][-1], "type": "tol"}]}
+        assert (await c.post("/v1/workflows", json=typo)).status_code == 422
+        assert [w["name"] for w in (await c.get("/v1/workflows")).json()["data"]] == ["ticket-triage"]
+        assert (await c.get("/v1/workflows/ticket-triage")).json()["versions"] == ["1"]
+    async with RunsClient(env.url, env.key) as sdk:
+        assert [(w.name, w.version) for w in await sdk.workflows()] == [("ticket-triage", "1")]
+        assert await workflows_cli.through_api(sdk, Namespace(workflows_command="show", name="ticket-triage",
+                                                              version=""), None) == 0  # fmt: skip
+    assert await workflows_cli.direct(env.d.settings, Namespace(workflows_command="list", tenant="acme"), None) == 0
+    shown = capsys.readouterr().out
+    assert '"versions": [' in shown and "ticket-triage\tv1" in shown
+    async with env.client() as c:
+
+        r = await c.post("/v1/runs", json={"task": "[scenario:graph-high] the printer is on fire", "max_steps": 10,
+                                           "workflow": "ticket-triage"},
+                         headers={"Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
+        assert r.status_code == 201, r.text
+        run_id = str(r.json()["id"])
+        approval = await pending_approval(c, run_id)
+        assert approval["tool"] == "request_approval" and "severity 4" in orjson.dumps(approval).decode()
+        decided = await c.post(f"/v1/approvals/{approval['id']}", json={"decision": "approve"})
+        assert decided.status_code == 202, decided.text
+        assert (await wait_status(c, run_id, ("completed", "failed")))["status"] == "completed"
+    events = [e.event for e in await env.d.client.read_run(run_id)]
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert orjson.loads(started.workflow_json)["version"] == "1"  # the run pinned the version it started with
+    end = next(e for e in events if isinstance(e, RunCompleted))  # settlements may follow it
+    assert end.final_answer == "severity 4; summary: 4"
+    assert end.reason == ("workflow path: classify route>review review escalate checks price assign note merge "
+                          "summarize close")  # fmt: skip
+    nodes = [e.call_id.split("/g/")[1] for e in events if isinstance(e, LlmCallRequested | ToolCallRequested)]
+    assert sorted(nodes) == sorted(["classify.1", "review.1", "escalate.1", "price.1", "assign.1", "note.1",
+                                    "summarize.1", "close.1"])  # fmt: skip
+    assert next(e for e in events if isinstance(e, ApprovalDecided)).approved
+
+
+async def test_a_workflow_node_can_be_a_react_loop_of_its_own(env: Env) -> None:
+    """A graph whose first node is a subagent: a child run (its own id, depth 1, its own tools and
+    a budget reserved on the parent's ledger) whose answer the graph writes to its state."""
+    definition = {
+        "name": "delegate", "state": {"rating": {"type": "number"}}, "start": "ask",
+        "nodes": [{"id": "ask", "type": "subagent", "task": "{task}", "tools": ["lookup"], "max_steps": 3,
+                   "output": "rating"},
+                  {"id": "double", "type": "tool", "tool": "calculator", "arguments": {"expression": "{rating} * 2"}}],
+        "edges": [{"from": "ask", "to": "double"}],
+        "answer": "rated {rating}",
+    }  # fmt: skip
+    async with env.client() as c:
+        assert (await c.post("/v1/workflows", json=definition)).status_code == 201
+        r = await c.post("/v1/runs", json={"task": "[scenario:graph-high] rate it", "workflow": "delegate",
+                                           "budget": {"usd": 1.0}},
+                         headers={"Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
+        assert r.status_code == 201, r.text
+        run_id = str(r.json()["id"])
+        assert (await wait_status(c, run_id, ("completed", "failed")))["status"] == "completed"
+    events = [e.event for e in await env.d.client.read_run(run_id)]
+    assert next(e for e in events if isinstance(e, RunCompleted)).final_answer == "rated 4"
+    carved = next(e for e in events if isinstance(e, BudgetReserved) and e.tool == "spawn_agent")
+    child_events = [e.event for e in await env.d.client.read_run(ids.child_run_id(carved.call_id))]
+    request = child_events[0]
+    assert isinstance(request, RunRequested) and request.parent_run_id == run_id and request.depth == 1
+    assert request.budget_usd == carved.reserved_usd > 0 and request.tools == ["lookup"]
+    assert any(isinstance(e, RunCompleted) for e in child_events)

@@ -1,5 +1,6 @@
 """A small crash-survival run in every test pass: bench/chaos.py with fewer runs and kills, on the
-session's broker. The full-size figures live in bench/RESULTS.md."""
+session's broker, with the topology mix (subagent trees, graph runs, code-mode programs) in 8 of
+the 20 runs. The full-size figures live in bench/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ async def test_runs_survive_sigkills_with_no_duplicates_or_resends(kafka_bootstr
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "bench" / "chaos.py"), "--runs", "20", "--kills", "6", "--scenarios", "4",
-        "--effect-crash-rate", "0.03", "--timeout", "180",
+        "--effect-crash-rate", "0.03", "--timeout", "180", "--topologies", "subagents,graph,code", "--phase-kills", "1",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 400)
@@ -28,3 +29,6 @@ async def test_runs_survive_sigkills_with_no_duplicates_or_resends(kafka_bootstr
     assert result["model_calls_resent"] == 0
     assert result["trajectories_differing"] == 0
     assert result["kills"] >= 1
+    # 2 subagent parents (3 children each), 4 graph runs (a subagent node each), 2 code-mode runs.
+    trees = result["topologies"]
+    assert trees["completed"] == 20 and trees["child_runs"] == trees["child_runs_completed"] == 10, trees

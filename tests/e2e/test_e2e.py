@@ -335,3 +335,76 @@ async def test_no_tool_starts_after_its_runs_cancel_is_journaled(deployment: Dep
     assert ids.tool_call_id(control, 1, 0) in keys  # the same request without a cancel runs
     assert ids.tool_call_id(cancelled, 1, 0) not in keys
     assert not any(e.event.type_name == "ToolCallCompleted" for e in await d.client.read_run(cancelled))
+
+
+async def test_a_code_mode_program_makes_gated_journaled_calls_and_returns_one_observation(
+    deployment: Deployment,
+) -> None:
+    """The model answers with one run_code program (bundled scenario `codemode`): each of its tool
+    calls is requested, gated (one refused by the gate for its arguments, the irreversible
+    transfer approved by the tenant's policy), run and journaled on its own; the model reads one
+    observation; and the orchestrator replays the whole journal to the same decisions."""
+    from agentstream.codemode.interface import RUN_CODE_TOOL
+    from agentstream.events import PolicyDecided, ToolCallRequested
+
+    d = deployment
+    run_id = await d.client.request_run(
+        RunRequest(task="[scenario:codemode] split the bills and pay my share", tools=[*TOOLS, RUN_CODE_TOOL])
+    )
+    events = [e.event async for e in d.client.follow(run_id, timeout_s=90)]
+    assert isinstance(events[-1], RunCompleted), events[-1]
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert "def transfer_funds(amount_cents: int, memo: str, to_account: str) -> str:" in started.system_prompt
+    requested = [e for e in events if isinstance(e, ToolCallRequested)]
+    nested = [e for e in requested if e.tool != RUN_CODE_TOOL]
+    assert [e.tool for e in nested] == ["lookup", "calculator", "calculator", "transfer_funds", "calculator"]
+    assert len(requested) - len(nested) == 6  # a round per call, and the one that ends the program
+    authorized = {e.call_id: e for e in events if isinstance(e, ToolCallAuthorized)}
+    denied = {e.call_id: e for e in events if isinstance(e, PolicyDecided) and e.decision == "deny"}
+    assert set(denied) == {nested[-1].call_id} and denied[nested[-1].call_id].rule == "arguments"
+    assert all(e.call_id in authorized for e in requested if e.call_id not in denied)  # every other call gated
+    assert authorized[nested[3].call_id].rule == "auto_approve"  # irreversible: the tenant's approval rule
+    results = {e.call_id: e for e in events if isinstance(e, ToolCallCompleted)}
+    assert all(e.call_id in results for e in requested)  # and every one journaled with its result
+    model_call = ids.tool_call_id(run_id, 1, 0)
+    observation = results[model_call]
+    assert not observation.is_error, observation.content
+    assert "share 3125" in observation.content and "refused: DENIED by policy (arguments)" in observation.content
+    assert observation.content.rstrip().endswith("replicated commit log used as an event-streaming platform")
+    second = [e for e in events if isinstance(e, LlmCallRequested)][1]
+    tool_messages = [m for m in json.loads(second.messages_json) if m["role"] == "tool"]
+    assert [m["content"] for m in tool_messages] == [observation.content]  # the model reads one observation
+    assert [t["amount_cents"] for t in bank_transfers(d.settings.bank_path)
+            if t["idempotency_key"].startswith(run_id)] == [3125]  # fmt: skip
+    replay = replay_events([e.event for e in await d.client.read_run(run_id)])
+    assert replay.deterministic, replay.divergences
+
+
+async def test_a_code_mode_program_survives_processor_crashes_without_running_a_call_twice(
+    deployment: Deployment,
+) -> None:
+    """SIGKILL the orchestrator and the tool executor in the middle of a program (bundled scenario
+    `codemode_crash`: wait, pay, three times): rounds run again replay the recorded results, so
+    every payment is made once and the program's one observation is whole."""
+    from agentstream.codemode.interface import RUN_CODE_TOOL
+
+    d = deployment
+    assert d.procs is not None
+    run_id = await d.client.request_run(
+        RunRequest(task="[scenario:codemode_crash] pay three times", tools=[*TOOLS, "sleep_ms", RUN_CODE_TOOL])
+    )
+    async for entry in d.client.follow(run_id, timeout_s=60):
+        if isinstance(entry.event, ToolCallCompleted) and entry.event.tool == "transfer_funds":
+            break  # one payment made, the program mid-way
+    for key in ("orchestrator-0", "tool-executor-0"):
+        d.procs.restart(key)
+    events = [e.event async for e in d.client.follow(run_id, timeout_s=120)]
+    assert isinstance(events[-1], RunCompleted), events[-1]
+    paid = [t for t in bank_transfers(d.settings.bank_path) if t["idempotency_key"].startswith(run_id)]
+    assert sorted(t["amount_cents"] for t in paid) == [100, 101, 102]
+    assert bank_stats(d.settings.bank_path)["keys_applied_more_than_once"] == 0
+    model_call = ids.tool_call_id(run_id, 1, 0)
+    observation = next(e for e in events if isinstance(e, ToolCallCompleted) and e.call_id == model_call)
+    assert observation.content.count("confirmed") == 3 and not observation.is_error, observation.content
+    replay = replay_events([e.event for e in await d.client.read_run(run_id)])
+    assert replay.deterministic, replay.divergences

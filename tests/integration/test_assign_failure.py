@@ -17,7 +17,8 @@ from agentstream.kafka.core import Outcome
 from agentstream.kafka.hosting import HostedCore, store_path
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
-from agentstream.kafka.runtime import ProcessorRuntime, RuntimeConfig
+from agentstream.kafka.runtime import ProcessorRuntime
+from agentstream.kafka.runtime_config import RuntimeConfig
 from agentstream.kafka.state import PartitionStore
 from agentstream.topics import DEADLETTER, JOURNAL, STATUS, load_topics
 

@@ -32,7 +32,8 @@ from agentstream.events import (
 from agentstream.kafka.core import Outcome, WorkItem
 from agentstream.kafka.hosting import HostedCore, store_path
 from agentstream.kafka.journal import RecordFactory
-from agentstream.kafka.runtime import ProcessorRuntime, RuntimeConfig
+from agentstream.kafka.runtime import ProcessorRuntime
+from agentstream.kafka.runtime_config import RuntimeConfig
 from agentstream.kafka.runtime_io import publish_status_forever
 from agentstream.kafka.state import PartitionStore
 from tests.kafka_twin import Crash, CrashPlan, TwinBroker, TwinConsumer, crashing_stores

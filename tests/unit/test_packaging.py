@@ -12,7 +12,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from importlib import import_module
-from importlib.metadata import packages_distributions
+from importlib.metadata import files, packages_distributions
 from pathlib import Path
 
 import orjson
@@ -164,21 +164,37 @@ def _product_files() -> Iterator[Path]:
 
 
 def _third_party_imports() -> dict[str, set[str]]:
-    """Top-level module imported -> the product files importing it (stdlib and first party left out)."""
+    """Module imported (`from m import n`: `m.n`) -> the product files importing it (stdlib and first
+    party left out)."""
     found: dict[str, set[str]] = {}
     for path in _product_files():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
+                modules = [f"{node.module}.{alias.name}" for alias in node.names]
             else:
                 continue
             for module in modules:
                 top = module.split(".")[0]
                 if top not in sys.stdlib_module_names and top not in ("agentstream", "__future__"):
-                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+                    found.setdefault(module, set()).add(str(path.relative_to(ROOT)))
     return found
+
+
+def _shipping(module: str, dists: list[str]) -> list[str]:
+    """The distributions that ship `module`: a namespace package (`opentelemetry`) is shared by
+    several, each shipping its own subpackages."""
+    parts = module.split(".")
+    while len(dists) > 1 and len(parts) > 1:
+        prefix = "/".join(parts)
+        owners = [
+            d for d in dists if any(str(f) == f"{prefix}.py" or str(f).startswith(f"{prefix}/") for f in files(d) or ())
+        ]
+        if owners:
+            return owners
+        parts.pop()
+    return dists
 
 
 def _canonical(name: str) -> str:
@@ -193,10 +209,11 @@ def _declared() -> set[str]:
 def test_the_runtime_dependencies_are_what_the_product_imports() -> None:
     distributions = packages_distributions()
     imported: dict[str, set[str]] = {}
-    for module, files in _third_party_imports().items():
-        assert module in distributions, f"{module} (imported by {sorted(files)}) belongs to no installed distribution"
-        for dist in distributions[module]:
-            imported.setdefault(_canonical(dist), set()).update(files)
+    for module, importers in _third_party_imports().items():
+        top = module.split(".")[0]
+        assert top in distributions, f"{module} (imported by {sorted(importers)}) belongs to no installed distribution"
+        for dist in _shipping(module, distributions[top]):
+            imported.setdefault(_canonical(dist), set()).update(importers)
     declared = _declared()
     undeclared = {dist: sorted(files) for dist, files in imported.items() if dist not in declared}
     assert not undeclared, f"imported by the product but not in pyproject's dependencies: {undeclared}"

@@ -447,3 +447,25 @@ def test_the_taint_policy_round_trips_and_an_unknown_action_is_the_strictest() -
     assert TAINTED.is_private("account") and not TAINTED.is_private("fetch")
     assert TenantPolicy(private_tools=("*",)).is_private("anything")
     assert TAINTED.is_egress(FETCH) and TAINTED.is_egress(SHARE) and not TAINTED.is_egress(LOOKUP)
+
+
+# -- subagents (issue 19) ---------------------------------------------------------------------------
+
+
+def test_a_spawn_is_not_a_tool_call_for_the_gate(store: PartitionStore) -> None:
+    gate = tainted_gate(store)
+    assert gate.call("spawn_agent", {"task": f"look into {SECRET}"}) == []  # the child's own calls are gated
+
+
+def test_data_passed_through_a_subagent_stays_private_both_ways(store: PartitionStore) -> None:
+    gate = tainted_gate(store)
+    # The parent's answer from a child that read the private record is no declassification.
+    gate.result("spawn_agent", f"the child found account {SECRET}", index=7)
+    assert decided(gate.call("fetch", {"url": f"https://docs.example/q?{SECRET}"})).rule == "taint"
+    # A child's task is its parent's words, which may hold what the parent read: private in the child.
+    child = "run_child"
+    gate.feed(RunRequested(ids.run_requested_id(child), child, TENANT, f"check account {SECRET}", "m", ["fetch"],
+                           3, child, parent_run_id="r1", parent_call_id="r1/s0001/tool00", depth=1),
+              RunStarted(ids.run_started_id(child), child, TENANT, "m", "[]", 3, "",
+                         {e.name: e.version for e in ENTRIES}))  # fmt: skip
+    assert decided(gate.call("fetch", {"url": f"https://docs.example/q?{SECRET}"}, run=child)).rule == "taint"

@@ -33,7 +33,7 @@ from agentstream.doubles.replica_emulator.chat import (
     usage,
 )
 from agentstream.doubles.replica_emulator.engine import GenerationResult, ReplicaEngine
-from agentstream.doubles.replica_emulator.metrics import CONTENT_TYPE, render_metrics
+from agentstream.doubles.replica_emulator.metrics import CONTENT_TYPE, metrics_registry, render_metrics
 from agentstream.doubles.replica_emulator.profile import ReplicaProfile
 from agentstream.doubles.scripted_model.wire import BadRequest
 
@@ -56,6 +56,7 @@ class ReplicaEmulator:
         self.replica_id = replica_id
         self.model_name = model_name
         self.engine = ReplicaEngine(profile)
+        self.metrics = metrics_registry(self.engine, model_name)
         self._ids = itertools.count(1)
         self.app = Starlette(
             routes=[
@@ -157,7 +158,7 @@ class ReplicaEmulator:
         return Response(status_code=200)
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(render_metrics(self.engine, self.model_name), media_type=CONTENT_TYPE)
+        return Response(render_metrics(self.metrics), media_type=CONTENT_TYPE)
 
     async def _stats(self, request: Request) -> Response:
         return _json(self.stats())

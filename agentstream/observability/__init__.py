@@ -1,0 +1,1 @@
+"""OpenTelemetry traces of runs in the GenAI semantic conventions (metrics are agentstream/metrics)."""

@@ -1,0 +1,304 @@
+"""OpenTelemetry traces of runs: one run is one trace, across every process it passes through.
+
+The trace id is a function of the run id (`run_trace_id`), and so is the id of the run's root span
+(`invoke_agent`, `run_span_id`). Any process can therefore place a span in its run's trace without
+having seen anything of the run before: after a restart, a replay, a rebalance, or for an event
+written by a tool that sets no header. Trace context still travels in every journal record's
+W3C `traceparent` header: it names the span that wrote the event, which becomes the parent of the
+span of whoever processes it, so the trace is the run's causal tree across processes. A header
+whose trace id is not its run's is ignored (the root span is the parent instead): no writer can
+graft a run onto another trace.
+
+What the shell (agentstream/kafka/runtime.py) calls, only while `TRACING.enabled`:
+  * `parent_of(msg, event)`: the context in a fetched record's header;
+  * `step(core, event, parent, start_ns, outcome)`: a span for a core's handling of an event, made
+    only when the core emitted events (replays, no-ops and a call's mere start make none);
+  * `bind(item, ctx)`: a call (a work item) runs with that span as its origin, so the `chat` and
+    `execute_tool` spans (agentstream/observability/genai.py) are its children;
+  * `origin(event)`: the call span that produced a call's result event;
+  * `journaling(records, pending)`: sets `traceparent` on each record, and makes the run's root
+    span when its terminal event is journaled (its start is when this process first saw the run).
+
+Off (no endpoint configured), nothing here is called and no SDK object exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from confluent_kafka import Message
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+
+from agentstream.events import Event, RunEvent
+from agentstream.kafka.core import Outcome, WorkItem
+from agentstream.kafka.journal import Record, header_pairs
+from agentstream.settings import TracingSettings, load
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.util.types import Attributes
+
+    from agentstream.observability.sdk import Exporting
+
+log = logging.getLogger("agentstream.tracing")
+
+TRACEPARENT = "traceparent"
+SCOPE = "agentstream"
+# The events that end a run for good (a halt may be resumed: its run's span stays open).
+TERMINAL = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_MAX_RUNS = 20_000  # runs remembered for their root span; the oldest is forgotten past this
+_MAX_ORIGINS = 10_000  # call results not yet journaled (a bound, never reached in practice)
+
+# The span a running call descends from: set in the call's own task by `bind`.
+_ORIGIN: ContextVar[SpanContext | None] = ContextVar("agentstream_trace_origin", default=None)
+
+
+def _digest(kind: bytes, run_id: str, size: int) -> int:
+    value = int.from_bytes(hashlib.blake2b(kind + run_id.encode(), digest_size=size).digest(), "big")
+    return value or 1  # zero is the invalid id
+
+
+def run_trace_id(run_id: str) -> int:
+    return _digest(b"trace\x00", run_id, 16)
+
+
+def run_span_id(run_id: str) -> int:
+    return _digest(b"invoke_agent\x00", run_id, 8)
+
+
+@functools.lru_cache(maxsize=8192)  # asked for every record a process writes without a step span
+def root_context(run_id: str) -> SpanContext:
+    return SpanContext(run_trace_id(run_id), run_span_id(run_id), is_remote=True, trace_flags=_SAMPLED)
+
+
+def _child_of(parent: SpanContext) -> SpanContext:
+    return SpanContext(parent.trace_id, random.getrandbits(64) or 1, is_remote=False, trace_flags=_SAMPLED)
+
+
+def traceparent(ctx: SpanContext) -> bytes:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
+
+
+def parse_traceparent(value: bytes, run_id: str) -> SpanContext | None:
+    """The context a `traceparent` names, when it is well formed and in `run_id`'s trace."""
+    parts = value.split(b"-")
+    if len(parts) != 4 or parts[0] != b"00" or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if trace_id != root_context(run_id).trace_id or span_id == 0:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1))
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the root span says of a run, gathered from the events this process handled."""
+
+    start_ns: int
+    agent: str = ""
+    model: str = ""
+    parent_run_id: str = ""
+    provider: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    counted: str = ""  # the last answer counted: every hosted core that accepts it is handed the same event
+
+
+class _Pending(Protocol):
+    @property
+    def event(self) -> RunEvent: ...
+    @property
+    def trace(self) -> SpanContext | None: ...
+
+
+def agent_name(workflow: str, labels: dict[str, str]) -> str:
+    # A graph run is its workflow; a ReAct run names itself with an `agent` label, or is the platform's agent.
+    return workflow or labels.get("agent", "") or "agentstream"
+
+
+class Tracing:
+    """The process's tracer. One instance (`TRACING`): the shell, the journal client and the call
+    spans all reach it without threading it through every constructor."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.content = False
+        self.content_bytes = 8192
+        self._out: Exporting | None = None
+        self._runs: dict[str, _Run] = {}
+        self._origins: dict[str, SpanContext] = {}
+
+    def configure(self, service: str, settings: TracingSettings, *, exporter: SpanExporter | None = None,
+                  instance: str = "") -> bool:  # fmt: skip
+        """Turns tracing on for this process when an endpoint is set (or an exporter is given)."""
+        if exporter is None and settings.endpoint is None:
+            return False
+        from agentstream.observability import sdk  # only when on: the SDK and exporter take a while to import
+
+        self.shutdown()
+        exporter = exporter or sdk.otlp_exporter(settings.endpoint or "")
+        self._out = sdk.Exporting(service, instance, exporter, settings.queue_spans, SCOPE)
+        self.content, self.content_bytes = settings.content, settings.content_bytes
+        self.enabled = True
+        log.info("tracing on: %s spans exported to %s%s", service, settings.endpoint or "the given exporter",
+                 " (with prompt and tool content)" if self.content else "")  # fmt: skip
+        return True
+
+    def shutdown(self, timeout_s: float = 3.0) -> None:
+        """Exports what is buffered, then stops (a process's last spans are not lost at exit), waiting
+        at most `timeout_s`: a collector that does not answer must not hold up a process's stop."""
+        if self._out is not None:
+            flushing = threading.Thread(target=self._out.shutdown, name="tracing shutdown", daemon=True)
+            flushing.start()
+            flushing.join(timeout_s)
+        self.enabled, self._out = False, None
+        self._runs.clear()
+        self._origins.clear()
+
+    # -- the shell's hooks ------------------------------------------------------------------------
+
+    def parent_of(self, msg: Message, event: Event) -> SpanContext | None:
+        if not isinstance(event, RunEvent):
+            return None
+        if event.type_name == "RunRequested" and event.run_id not in self._runs:
+            _kind, ts_ms = msg.timestamp()
+            self._remember(event.run_id, ts_ms * 1_000_000 if ts_ms > 0 else time.time_ns())
+        for key, value in header_pairs(msg):
+            if key == TRACEPARENT:
+                return parse_traceparent(value, event.run_id)
+        return None
+
+    def step(self, core: str, event: Event, parent: SpanContext | None, start_ns: int, outcome: Outcome) -> SpanContext | None:  # fmt: skip
+        if not isinstance(event, RunEvent):
+            return None
+        self._note(event, start_ns)
+        if not outcome.emit:
+            # Nothing emitted (a call started, or only state recorded): no span of its own; a call
+            # it starts descends from the span of the event it was handed.
+            return parent
+        attributes: dict[str, str | int] = {
+            "gen_ai.conversation.id": event.run_id,
+            "agentstream.processor": core,
+            "agentstream.event.type": event.type_name,
+            "agentstream.event.id": event.event_id,
+        }
+        step = getattr(event, "step", None)
+        if isinstance(step, int):
+            attributes["agentstream.step"] = step
+        parent = parent or root_context(event.run_id)
+        ctx = _child_of(parent)
+        if self._out is not None:
+            self._out.emit(
+                f"{core} {event.type_name}", ctx, parent, SpanKind.INTERNAL, attributes, start_ns, time.time_ns()
+            )
+        return ctx
+
+    def bind(self, item: WorkItem, ctx: SpanContext) -> WorkItem:
+        run = item.run
+
+        async def traced() -> list[RunEvent]:
+            _ORIGIN.set(ctx)  # in the call's own task: gone with it
+            return await run()
+
+        return dataclasses.replace(item, run=traced)
+
+    def origin(self, event: RunEvent) -> SpanContext | None:
+        return self._origins.pop(event.event_id, None)
+
+    def journaling(self, records: Sequence[Record], pending: Iterable[_Pending]) -> None:
+        for record, item in zip(records, pending, strict=False):
+            event = item.event
+            record.headers.append((TRACEPARENT, traceparent(item.trace or root_context(event.run_id))))
+            if event.type_name in TERMINAL:
+                self._end_run(event)
+
+    # -- spans of calls (agentstream/observability/genai.py) --------------------------------------
+
+    def call_parent(self, run_id: str) -> SpanContext:
+        return _ORIGIN.get() or root_context(run_id)
+
+    def call_span(
+        self, name: str, kind: SpanKind, run_id: str, start_ns: int, attributes: Attributes,
+        error: str | None, results: Iterable[RunEvent],
+    ) -> SpanContext:  # fmt: skip
+        """A finished call's span, child of its origin; the call's result events descend from it."""
+        parent = self.call_parent(run_id)
+        ctx = _child_of(parent)
+        if self._out is not None:
+            self._out.emit(name, ctx, parent, kind, attributes, start_ns, time.time_ns(), error)
+        if len(self._origins) >= _MAX_ORIGINS:
+            self._origins.clear()
+        for event in results:
+            self._origins[event.event_id] = ctx
+        return ctx
+
+    def headers_for(self, event: RunEvent) -> list[tuple[str, bytes]]:
+        """A client's write (a run request, a cancel, a decision): its parent is the run's root span."""
+        return [(TRACEPARENT, traceparent(root_context(event.run_id)))] if self.enabled else []
+
+    # -- the run's root span ------------------------------------------------------------------------
+
+    def _remember(self, run_id: str, start_ns: int) -> _Run:
+        if len(self._runs) >= _MAX_RUNS:
+            self._runs.pop(next(iter(self._runs)))
+        run = self._runs[run_id] = _Run(start_ns)
+        return run
+
+    def _note(self, event: RunEvent, start_ns: int) -> None:
+        run = self._runs.get(event.run_id) or self._remember(event.run_id, start_ns)
+        name = event.type_name
+        if name == "RunRequested":
+            run.agent = agent_name(getattr(event, "workflow", ""), getattr(event, "labels", {}))
+            run.model, run.parent_run_id = getattr(event, "model", ""), getattr(event, "parent_run_id", "")
+        elif name == "LlmCallCompleted" and run.counted != event.event_id:
+            run.counted = event.event_id
+            run.provider = getattr(event, "provider", "") or run.provider
+            run.input_tokens += getattr(event, "input_tokens", 0)
+            run.output_tokens += getattr(event, "output_tokens", 0)
+
+    def _end_run(self, event: RunEvent) -> None:
+        run = self._runs.pop(event.run_id, None) or _Run(time.time_ns())
+        attributes: dict[str, str | int] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": run.agent or "agentstream",
+            "gen_ai.conversation.id": event.run_id,
+            "agentstream.tenant.id": event.tenant_id,
+            "agentstream.run.status": TERMINAL[event.type_name],
+            "gen_ai.usage.input_tokens": run.input_tokens,
+            "gen_ai.usage.output_tokens": run.output_tokens,
+        }
+        if run.model:
+            attributes["gen_ai.request.model"] = run.model
+        if run.provider:
+            attributes["gen_ai.provider.name"] = run.provider
+        # A subagent's run is its own trace, linked to the run that spawned it.
+        links = [Link(root_context(run.parent_run_id))] if run.parent_run_id else []
+        error = str(getattr(event, "error_type", "") or "failed") if event.type_name == "RunFailed" else None
+        root = root_context(event.run_id)
+        ctx = SpanContext(root.trace_id, root.span_id, is_remote=False, trace_flags=_SAMPLED)
+        end_ns = time.time_ns()
+        if self._out is not None:
+            self._out.emit(f"invoke_agent {attributes['gen_ai.agent.name']}", ctx, None, SpanKind.INTERNAL, attributes,
+                           min(run.start_ns, end_ns), end_ns, error, links)  # fmt: skip
+
+
+TRACING = Tracing()
+
+
+def start_tracing(service: str, instance: str = "") -> bool:
+    """This process's tracing, as the settings say (on only with an OTLP endpoint)."""
+    return TRACING.configure(service, load(TracingSettings), instance=instance)
