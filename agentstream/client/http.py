@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from agentstream.client.journal import RunBudget
 from agentstream.client.trees import TreeEventMessage, follow_tree
-from agentstream.contract.queries import first_problem
+from agentstream.contract.queries import ListRunsQuery, first_problem
 from agentstream.contract.requests import AuditQuery, Budget, CancelRun, CreateRun, DecideApproval, ResumeRun
 from agentstream.contract.resources import (
     Approval,
@@ -201,21 +201,35 @@ class RunsClient:
                            max_backoff_s=self._max_backoff_s, error=_error)  # fmt: skip
 
     async def list_page(
-        self, status: RunStatus | str | None = None, cursor: str | None = None, limit: int = 50
+        self,
+        status: RunStatus | str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        *,
+        tool: str | None = None,
+        flagged: bool | None = None,
+        min_cost_usd: float | None = None,
+        max_cost_usd: float | None = None,
+        id_prefix: str | None = None,
+        order: str = "oldest",
     ) -> RunPage:
-        """One page of the tenant's runs; its `next_cursor` (None on the last) fetches the next."""
-        params: dict[str, str | int] = {"limit": limit}
-        if status is not None:
-            params["status"] = str(status)
-        if cursor is not None:
-            params["cursor"] = cursor
+        """One page of the tenant's runs (every run on record), filtered as the console filters:
+        by status, a tool it was given, flagged or not, a cost range (USD, inclusive) and a run id
+        prefix; `order` "oldest" or "newest". Its `next_cursor` (None on the last) fetches the next."""
+        fields = {"status": None if status is None else str(status), "cursor": cursor, "limit": limit, "tool": tool,
+                  "flagged": flagged, "min_cost_usd": min_cost_usd, "max_cost_usd": max_cost_usd, "q": id_prefix,
+                  "order": order}  # fmt: skip
+        query = _request(ListRunsQuery, **{k: v for k, v in fields.items() if v is not None})
+        params = {k: str(v).lower() if isinstance(v, bool) else str(v)
+                  for k, v in query.model_dump(exclude_none=True).items()}  # fmt: skip
         return _parse(RunPage, await self._http.get("/v1/runs", params=params))
 
-    async def list(self, status: RunStatus | str | None = None, limit: int = 50) -> AsyncIterator[Run]:
-        """Every run of the tenant, oldest first; `limit` is the page size, pages are fetched lazily."""
+    async def list(self, status: RunStatus | str | None = None, limit: int = 50, **filters: Any) -> AsyncIterator[Run]:
+        """Every run of the tenant that the filters select (those of `list_page`), oldest first
+        unless `order="newest"`; `limit` is the page size, pages are fetched lazily."""
         cursor: str | None = None
         while True:
-            page = await self.list_page(status, cursor, limit)
+            page = await self.list_page(status, cursor, limit, **filters)
             for run in page.data:
                 yield run
             if (cursor := page.next_cursor) is None:

@@ -40,6 +40,7 @@ class Console:
     index: RunIndex
     offsets: itertools.count[int]
     codec: AvroCodec
+    transport: httpx.AsyncBaseTransport
 
     def feed(self, event: RunEvent, at_ms: int) -> int:
         offset = next(self.offsets)
@@ -76,7 +77,7 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
     gateway = Gateway(index, MemoryJournal(settings, index), Keys(), Rates(), GatewayConfig())
     transport = httpx.ASGITransport(app=gateway.app())
     async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers={"Authorization": KEY}) as c:
-        yield Console(c, index, itertools.count(), AvroCodec())
+        yield Console(c, index, itertools.count(), AvroCodec(), transport)
 
 
 async def test_filters_select_the_runs_they_name(console: Console) -> None:
@@ -203,3 +204,20 @@ async def test_a_restart_lists_runs_from_their_index_entries(console: Console) -
     stale = dataclasses.replace(entries[0], last_offset=0, summary=entries[1].summary)
     restarted.ingest(stale)
     assert restarted.runs("acme", RunFilter(id_prefix=made[0]), None, 1, newest=True) == after[-1:]
+
+
+async def test_the_sdk_lists_with_the_console_filters(console: Console) -> None:
+    from agentstream.client.http import InvalidRequest, RunsClient
+
+    calc = console.run(1, tools=("calc",), cost=0.5)
+    search = console.run(2, tools=("search",), cost=2.0, flagged=True)
+    live = console.run(3, tools=("search",), done=False)
+    async with RunsClient("http://gw", KEY.removeprefix("Bearer "), transport=console.transport) as sdk:
+        newest = [r.id async for r in sdk.list(order="newest", limit=2)]
+        assert newest == [live, search, calc]
+        assert [r.id async for r in sdk.list(tool="search", flagged=True)] == [search]
+        assert [r.id async for r in sdk.list(flagged=False, max_cost_usd=1.0)] == [calc, live]
+        assert [r.id async for r in sdk.list("completed", min_cost_usd=1.0)] == [search]
+        assert [r.id for r in (await sdk.list_page(id_prefix=calc)).data] == [calc]
+        with pytest.raises(InvalidRequest):  # refused here, as the gateway would refuse it
+            await sdk.list_page(min_cost_usd=-1.0)
