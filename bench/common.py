@@ -71,6 +71,25 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def span_exporters(pids: dict[str, int]) -> dict[str, int]:
+    """The span exporting child of each process in `pids` (tracing on: agentstream/observability/
+    export_process.py), named `<process>/span-export`: its CPU is tracing's too."""
+    out: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"export_worker" in cmdline:
+            out.update({f"{name}/span-export": int(entry) for name, pid in pids.items() if pid == ppid})
+    return out
+
+
 @dataclass
 class CpuMeter:
     pids: dict[str, int]

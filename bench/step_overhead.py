@@ -33,7 +33,7 @@ from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.stack import LAYOUT_ENV, Deployment
 from agentstream.topics import load_topics
-from bench.common import CpuMeter, bench_settings, percentile, step_overheads
+from bench.common import CpuMeter, bench_settings, percentile, span_exporters, step_overheads
 from bench.otlp_sink import traced
 from bench.scenarios import overhead_scenario, write_scenarios
 from bench.watch import TerminalWatcher
@@ -151,6 +151,7 @@ async def main() -> None:
                 probe_rtt(settings.bootstrap_servers, settings.kafka_extra, probe_topic, probing, stop)
             )
             await asyncio.wait_for(probing.wait(), 60)
+            pids.update(span_exporters(pids))
             meter = CpuMeter.begin(pids)
             t0 = time.monotonic()
             run_ids = set()

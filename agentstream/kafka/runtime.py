@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
-from opentelemetry.trace import SpanContext
 
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.admission import admit
@@ -59,6 +58,7 @@ from agentstream.kafka.runtime_io import Counters, JournalWriter, publish_status
 from agentstream.kafka.runtime_work import SideEffects
 from agentstream.kafka.state import PartitionStore
 from agentstream.metrics.shell import ShellMetrics
+from agentstream.observability.otlp import SpanRef
 from agentstream.observability.tracing import TRACING
 from agentstream.security.journal_trust import JournalVerifier
 
@@ -76,7 +76,7 @@ class _Pending:
     writer: HostedCore
     event: RunEvent
     handed_off: bool
-    trace: SpanContext | None = None  # the span that emitted it (tracing on: agentstream/observability)
+    trace: SpanRef | None = None  # the span that emitted it (tracing on: agentstream/observability)
 
 
 class ProcessorRuntime(SideEffects):
@@ -337,7 +337,7 @@ class ProcessorRuntime(SideEffects):
         work: list[tuple[HostedCore, WorkItem]],
         *,
         live: bool,
-        parent: SpanContext | None = None,
+        parent: SpanRef | None = None,
     ) -> None:
         start = time.time_ns() if live and TRACING.enabled else 0
         outcome = hosted.core.apply(part.slots[hosted.name].store, event, live=live)
@@ -347,7 +347,7 @@ class ProcessorRuntime(SideEffects):
         self._collect(hosted, outcome, pending, work, trace)
 
     def _collect(self, hosted: HostedCore, outcome: Outcome, pending: deque[_Pending],
-                 work: list[tuple[HostedCore, WorkItem]], trace: SpanContext | None = None) -> None:  # fmt: skip
+                 work: list[tuple[HostedCore, WorkItem]], trace: SpanRef | None = None) -> None:  # fmt: skip
         pending.extend(_Pending(hosted, e, self._live(e), trace) for e in outcome.emit)
         work.extend((hosted, TRACING.bind(item, trace) if trace else item) for item in outcome.work)
 

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import orjson
-from opentelemetry.trace import SpanKind
-from opentelemetry.util.types import AttributeValue
 
 from agentstream.events import (
     LlmCallCompleted,
@@ -26,6 +24,7 @@ from agentstream.events import (
     ToolCallAuthorized,
     ToolCallCompleted,
 )
+from agentstream.observability.otlp import CLIENT, INTERNAL, AttributeValue
 from agentstream.observability.tracing import TRACING
 
 Call = Callable[[], Awaitable[list[RunEvent]]]
@@ -151,16 +150,16 @@ def tool_error(results: list[RunEvent]) -> str | None:
 async def traced_chat(request: LlmCallRequested, call: Call) -> list[RunEvent]:
     """Performs a model call; with tracing on, as a `chat` span."""
     name = f"chat {request.model}".rstrip()
-    return await _traced(request, call, name, SpanKind.CLIENT, chat_attributes, chat_error)
+    return await _traced(request, call, name, CLIENT, chat_attributes, chat_error)
 
 
 async def traced_tool(request: ToolCallAuthorized, call: Call) -> list[RunEvent]:
     """Performs a tool call; with tracing on, as an `execute_tool` span."""
-    return await _traced(request, call, f"execute_tool {request.tool}", SpanKind.INTERNAL, tool_attributes, tool_error)
+    return await _traced(request, call, f"execute_tool {request.tool}", INTERNAL, tool_attributes, tool_error)
 
 
 async def _traced(
-    request: R, call: Call, name: str, kind: SpanKind,
+    request: R, call: Call, name: str, kind: int,
     attributes_of: Callable[..., dict[str, AttributeValue]], error_of: Callable[[list[RunEvent]], str | None],
 ) -> list[RunEvent]:  # fmt: skip
     if not TRACING.enabled:

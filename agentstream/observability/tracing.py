@@ -19,7 +19,7 @@ What the shell (agentstream/kafka/runtime.py) calls, only while `TRACING.enabled
   * `journaling(records, pending)`: sets `traceparent` on each record, and makes the run's root
     span when its terminal event is journaled (its start is when this process first saw the run).
 
-Off (no endpoint configured), nothing here is called and no SDK object exists.
+Off (no endpoint configured), nothing here is called and no exporting thread exists.
 """
 
 from __future__ import annotations
@@ -29,39 +29,35 @@ import functools
 import hashlib
 import logging
 import random
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from confluent_kafka import Message
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
 from agentstream.events import Event, RunEvent
 from agentstream.kafka.core import Outcome, WorkItem
 from agentstream.kafka.journal import Record, header_pairs
+from agentstream.observability.batching import SpanBatcher
+from agentstream.observability.otlp import INTERNAL, Attributes, FinishedSpan, SpanRef, SpanSink
+from agentstream.observability.sinks import sink_for
 from agentstream.settings import TracingSettings, load
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.util.types import Attributes
-
-    from agentstream.observability.sdk import Exporting
 
 log = logging.getLogger("agentstream.tracing")
 
 TRACEPARENT = "traceparent"
-SCOPE = "agentstream"
 # The events that end a run for good (a halt may be resumed: its run's span stays open).
 TERMINAL = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+# A reservation and a settlement record what a decision that has a span already decided (four
+# per step): spans for them would double a step's spans and say nothing. A refusal is a span.
+BOOKKEEPING = frozenset({"BudgetReserved", "BudgetSettled"})
 _MAX_RUNS = 20_000  # runs remembered for their root span; the oldest is forgotten past this
 _MAX_ORIGINS = 10_000  # call results not yet journaled (a bound, never reached in practice)
 
 # The span a running call descends from: set in the call's own task by `bind`.
-_ORIGIN: ContextVar[SpanContext | None] = ContextVar("agentstream_trace_origin", default=None)
+_ORIGIN: ContextVar[SpanRef | None] = ContextVar("agentstream_trace_origin", default=None)
 
 
 def _digest(kind: bytes, run_id: str, size: int) -> int:
@@ -78,30 +74,31 @@ def run_span_id(run_id: str) -> int:
 
 
 @functools.lru_cache(maxsize=8192)  # asked for every record a process writes without a step span
-def root_context(run_id: str) -> SpanContext:
-    return SpanContext(run_trace_id(run_id), run_span_id(run_id), is_remote=True, trace_flags=_SAMPLED)
+def root_context(run_id: str) -> SpanRef:
+    return SpanRef(run_trace_id(run_id), run_span_id(run_id))
 
 
-def _child_of(parent: SpanContext) -> SpanContext:
-    return SpanContext(parent.trace_id, random.getrandbits(64) or 1, is_remote=False, trace_flags=_SAMPLED)
+def _child_of(parent: SpanRef) -> SpanRef:
+    return SpanRef(parent.trace_id, random.getrandbits(64) or 1)
 
 
-def traceparent(ctx: SpanContext) -> bytes:
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}".encode()
+def traceparent(ctx: SpanRef) -> bytes:
+    return b"00-%032x-%016x-01" % ctx  # every span is sampled: the run is traced whole or not at all
 
 
-def parse_traceparent(value: bytes, run_id: str) -> SpanContext | None:
+def parse_traceparent(value: bytes, run_id: str) -> SpanRef | None:
     """The context a `traceparent` names, when it is well formed and in `run_id`'s trace."""
     parts = value.split(b"-")
     if len(parts) != 4 or parts[0] != b"00" or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
         return None
     try:
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+        trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+        int(parts[3], 16)  # well-formed flags; every span here is sampled whatever they say
     except ValueError:
         return None
     if trace_id != root_context(run_id).trace_id or span_id == 0:
         return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1))
+    return SpanRef(trace_id, span_id)
 
 
 @dataclass(slots=True)
@@ -122,7 +119,7 @@ class _Pending(Protocol):
     @property
     def event(self) -> RunEvent: ...
     @property
-    def trace(self) -> SpanContext | None: ...
+    def trace(self) -> SpanRef | None: ...
 
 
 def agent_name(workflow: str, labels: dict[str, str]) -> str:
@@ -138,23 +135,22 @@ class Tracing:
         self.enabled = False
         self.content = False
         self.content_bytes = 8192
-        self._out: Exporting | None = None
+        self._out: SpanBatcher | None = None
         self._runs: dict[str, _Run] = {}
-        self._origins: dict[str, SpanContext] = {}
+        self._origins: dict[str, SpanRef] = {}
 
-    def configure(self, service: str, settings: TracingSettings, *, exporter: SpanExporter | None = None,
+    def configure(self, service: str, settings: TracingSettings, *, sink: SpanSink | None = None,
                   instance: str = "") -> bool:  # fmt: skip
-        """Turns tracing on for this process when an endpoint is set (or an exporter is given)."""
-        if exporter is None and settings.endpoint is None:
+        """Turns tracing on for this process when an endpoint is set (or a sink is given)."""
+        if sink is None and settings.endpoint is None:
             return False
-        from agentstream.observability import sdk  # only when on: the SDK and exporter take a while to import
-
         self.shutdown()
-        exporter = exporter or sdk.otlp_exporter(settings.endpoint or "")
-        self._out = sdk.Exporting(service, instance, exporter, settings.queue_spans, SCOPE)
+        sink = sink or sink_for(service, instance)
+        self._out = SpanBatcher(sink, queue=settings.queue_spans, batch=settings.export_batch,
+                                delay_s=settings.schedule_delay_ms / 1000)  # fmt: skip
         self.content, self.content_bytes = settings.content, settings.content_bytes
         self.enabled = True
-        log.info("tracing on: %s spans exported to %s%s", service, settings.endpoint or "the given exporter",
+        log.info("tracing on: %s spans exported to %s%s", service, "a collector" if settings.endpoint else "the given sink",
                  " (with prompt and tool content)" if self.content else "")  # fmt: skip
         return True
 
@@ -162,16 +158,14 @@ class Tracing:
         """Exports what is buffered, then stops (a process's last spans are not lost at exit), waiting
         at most `timeout_s`: a collector that does not answer must not hold up a process's stop."""
         if self._out is not None:
-            flushing = threading.Thread(target=self._out.shutdown, name="tracing shutdown", daemon=True)
-            flushing.start()
-            flushing.join(timeout_s)
+            self._out.shutdown(timeout_s)
         self.enabled, self._out = False, None
         self._runs.clear()
         self._origins.clear()
 
     # -- the shell's hooks ------------------------------------------------------------------------
 
-    def parent_of(self, msg: Message, event: Event) -> SpanContext | None:
+    def parent_of(self, msg: Message, event: Event) -> SpanRef | None:
         if not isinstance(event, RunEvent):
             return None
         if event.type_name == "RunRequested" and event.run_id not in self._runs:
@@ -182,13 +176,15 @@ class Tracing:
                 return parse_traceparent(value, event.run_id)
         return None
 
-    def step(self, core: str, event: Event, parent: SpanContext | None, start_ns: int, outcome: Outcome) -> SpanContext | None:  # fmt: skip
+    def step(self, core: str, event: Event, parent: SpanRef | None, start_ns: int, outcome: Outcome) -> SpanRef | None:  # fmt: skip
         if not isinstance(event, RunEvent):
             return None
         self._note(event, start_ns)
-        if not outcome.emit:
-            # Nothing emitted (a call started, or only state recorded): no span of its own; a call
-            # it starts descends from the span of the event it was handed.
+        emit = outcome.emit
+        if not emit or (emit[0].type_name in BOOKKEEPING and all(e.type_name in BOOKKEEPING for e in emit)):
+            # Nothing emitted (a call started, or only state recorded), or only a budget's
+            # bookkeeping: no span of its own. What it emits, and a call it starts, descend from
+            # the span of the event it was handed.
             return parent
         attributes: dict[str, str | int] = {
             "gen_ai.conversation.id": event.run_id,
@@ -202,12 +198,11 @@ class Tracing:
         parent = parent or root_context(event.run_id)
         ctx = _child_of(parent)
         if self._out is not None:
-            self._out.emit(
-                f"{core} {event.type_name}", ctx, parent, SpanKind.INTERNAL, attributes, start_ns, time.time_ns()
-            )
+            self._out.add(FinishedSpan.of(f"{core} {event.type_name}", ctx, parent, INTERNAL, attributes, start_ns,
+                                       time.time_ns()))  # fmt: skip
         return ctx
 
-    def bind(self, item: WorkItem, ctx: SpanContext) -> WorkItem:
+    def bind(self, item: WorkItem, ctx: SpanRef) -> WorkItem:
         run = item.run
 
         async def traced() -> list[RunEvent]:
@@ -216,7 +211,7 @@ class Tracing:
 
         return dataclasses.replace(item, run=traced)
 
-    def origin(self, event: RunEvent) -> SpanContext | None:
+    def origin(self, event: RunEvent) -> SpanRef | None:
         return self._origins.pop(event.event_id, None)
 
     def journaling(self, records: Sequence[Record], pending: Iterable[_Pending]) -> None:
@@ -228,18 +223,20 @@ class Tracing:
 
     # -- spans of calls (agentstream/observability/genai.py) --------------------------------------
 
-    def call_parent(self, run_id: str) -> SpanContext:
+    def call_parent(self, run_id: str) -> SpanRef:
         return _ORIGIN.get() or root_context(run_id)
 
     def call_span(
-        self, name: str, kind: SpanKind, run_id: str, start_ns: int, attributes: Attributes,
+        self, name: str, kind: int, run_id: str, start_ns: int, attributes: Attributes,
         error: str | None, results: Iterable[RunEvent],
-    ) -> SpanContext:  # fmt: skip
+    ) -> SpanRef:  # fmt: skip
         """A finished call's span, child of its origin; the call's result events descend from it."""
         parent = self.call_parent(run_id)
         ctx = _child_of(parent)
         if self._out is not None:
-            self._out.emit(name, ctx, parent, kind, attributes, start_ns, time.time_ns(), error)
+            if error is not None:
+                attributes = {**attributes, "error.type": error}
+            self._out.add(FinishedSpan.of(name, ctx, parent, kind, attributes, start_ns, time.time_ns(), error))
         if len(self._origins) >= _MAX_ORIGINS:
             self._origins.clear()
         for event in results:
@@ -286,14 +283,14 @@ class Tracing:
         if run.provider:
             attributes["gen_ai.provider.name"] = run.provider
         # A subagent's run is its own trace, linked to the run that spawned it.
-        links = [Link(root_context(run.parent_run_id))] if run.parent_run_id else []
+        links = (root_context(run.parent_run_id),) if run.parent_run_id else ()
         error = str(getattr(event, "error_type", "") or "failed") if event.type_name == "RunFailed" else None
-        root = root_context(event.run_id)
-        ctx = SpanContext(root.trace_id, root.span_id, is_remote=False, trace_flags=_SAMPLED)
+        if error is not None:
+            attributes["error.type"] = error
         end_ns = time.time_ns()
         if self._out is not None:
-            self._out.emit(f"invoke_agent {attributes['gen_ai.agent.name']}", ctx, None, SpanKind.INTERNAL, attributes,
-                           min(run.start_ns, end_ns), end_ns, error, links)  # fmt: skip
+            self._out.add(FinishedSpan.of(f"invoke_agent {attributes['gen_ai.agent.name']}", root_context(event.run_id),
+                                       None, INTERNAL, attributes, min(run.start_ns, end_ns), end_ns, error, links))  # fmt: skip
 
 
 TRACING = Tracing()

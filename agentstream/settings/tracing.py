@@ -3,23 +3,52 @@ whether they may carry prompt and tool content."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from agentstream.settings.base import ComponentSettings, variable
 
 
 class TracingSettings(ComponentSettings):
     COMPONENT = "tracing"
 
-    # The standard OpenTelemetry variable, so a deployment that already sets it for its other
-    # services needs nothing of ours; the exporter's own OTEL_EXPORTER_OTLP_* (headers, timeout,
-    # certificate) apply as the SDK documents them.
+    # The standard OpenTelemetry variables, so a deployment that already sets them for its other
+    # services needs nothing of ours.
     endpoint: str | None = variable(
         None, "OTEL_EXPORTER_OTLP_ENDPOINT",
         "an OTLP/HTTP collector's base URL (`http://collector:4318`): every process exports its spans to "
         "`<endpoint>/v1/traces` (Jaeger, Tempo, any OpenTelemetry Collector); unset: no spans are made at all",
         pattern=r"^https?://",
     )  # fmt: skip
-    # The SDK's own variable, with a larger default than its 2,048: a platform at hundreds of steps
-    # per second makes thousands of spans a second, and a full queue drops them.
+    headers: str | None = variable(
+        None, "OTEL_EXPORTER_OTLP_HEADERS",
+        "headers sent with every export, `key=value` pairs separated by commas, values URL-encoded "
+        "(`Authorization=Bearer%20...` for a hosted backend); never logged", repr=False,
+    )  # fmt: skip
+    timeout_ms: int = variable(
+        10_000, "OTEL_EXPORTER_OTLP_TIMEOUT", "milliseconds an export may take before its batch is given up",
+        ge=100, le=600_000,
+    )  # fmt: skip
+    certificate: str | None = variable(
+        None, "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "a PEM file of the CA certificates that verify an `https` collector (unset: the system's)",
+    )  # fmt: skip
+    compression: Literal["none", "gzip"] = variable(
+        "none", "OTEL_EXPORTER_OTLP_COMPRESSION", "`gzip`: exports are compressed (CPU for bandwidth)"
+    )
+    resource_attributes: str | None = variable(
+        None, "OTEL_RESOURCE_ATTRIBUTES",
+        "more attributes of every process's resource, `key=value` pairs separated by commas "
+        "(`deployment.environment=prod`); `service.name` stays the process's own",
+    )  # fmt: skip
+    schedule_delay_ms: int = variable(
+        5_000, "OTEL_BSP_SCHEDULE_DELAY", "the most milliseconds a span waits before it is sent", ge=10, le=600_000
+    )
+    export_batch: int = variable(
+        512, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "the most spans in one export (a batch leaves as soon as it is full)",
+        ge=1, le=100_000,
+    )  # fmt: skip
+    # A larger default than the OpenTelemetry SDKs' 2,048: a platform at hundreds of steps per
+    # second makes thousands of spans a second, and a full queue drops them.
     queue_spans: int = variable(
         20_480, "OTEL_BSP_MAX_QUEUE_SIZE",
         "the most spans a process holds waiting for export; past it new spans are dropped (a collector that is "

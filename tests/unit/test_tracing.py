@@ -1,5 +1,5 @@
 """Traces (agentstream/observability): the processor shell's real code over the broker's twin, with
-spans kept in the SDK's in-memory exporter. Trace context rides in each journal record's
+spans kept in an in-memory sink. Trace context rides in each journal record's
 `traceparent` header from the event's writer to whoever processes it; a run is one trace whose id
 and root span id are its run's; a model call is a `chat` span under the step that started it, and
 its result's consumers descend from it. Then the GenAI attributes of chat and tool spans, with
@@ -14,10 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 
 from agentstream.events import (
     LlmCallCompleted,
@@ -33,6 +29,7 @@ from agentstream.kafka.journal import RecordFactory, header_pairs
 from agentstream.kafka.runtime import ProcessorRuntime
 from agentstream.kafka.runtime_config import RuntimeConfig
 from agentstream.observability.genai import chat_attributes, never_trace, redact, tool_attributes, traced_chat
+from agentstream.observability.otlp import CLIENT, FinishedSpan, InMemorySpans
 from agentstream.observability.tracing import (
     TRACEPARENT,
     TRACING,
@@ -48,11 +45,11 @@ from tests.unit.test_commit_order import CHANGELOGS, CODEC, JOURNAL, PARTITIONS,
 
 
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    assert TRACING.configure("test", TracingSettings(), exporter=exporter)
+def spans() -> Iterator[InMemorySpans]:
+    sink = InMemorySpans()
+    assert TRACING.configure("test", TracingSettings(), sink=sink)
     try:
-        yield exporter
+        yield sink
     finally:
         TRACING.shutdown()
 
@@ -98,19 +95,18 @@ def test_tracing_is_off_without_an_endpoint() -> None:
 
 
 async def test_one_run_is_one_connected_trace_carried_in_the_journal_headers(
-    spans: InMemorySpanExporter, tmp_path: Path
+    spans: InMemorySpans, tmp_path: Path
 ) -> None:
     world = TracedWorld(tmp_path)
     assert await world.live(CrashPlan()) is False
     TRACING.shutdown()  # flushes
-    by_run: dict[int, list[ReadableSpan]] = {}
-    for span in spans.get_finished_spans():
-        assert span.context is not None
+    by_run: dict[int, list[FinishedSpan]] = {}
+    for span in spans.spans:
         by_run.setdefault(span.context.trace_id, []).append(span)
     assert sorted(by_run) == sorted(run_trace_id(run) for run in RUNS), "not one trace per run"
 
     for run in RUNS:
-        trace = {s.context.span_id: s for s in by_run[run_trace_id(run)] if s.context is not None}
+        trace = {s.context.span_id: s for s in by_run[run_trace_id(run)]}
         names = Counter(s.name for s in trace.values())
         # The requests were journaled before the process started: read while it caught up (replay,
         # no span), then acted on by `resume`, whose output descends from the run's root span. The
@@ -118,7 +114,7 @@ async def test_one_run_is_one_connected_trace_carried_in_the_journal_headers(
         assert names == Counter(["invoke_agent agentstream", "chat m", "finisher LlmCallCompleted"]), names
         root = trace[run_span_id(run)]
         assert root.name == "invoke_agent agentstream" and root.parent is None
-        assert root.attributes is not None and root.attributes["gen_ai.conversation.id"] == run
+        assert root.attributes["gen_ai.conversation.id"] == run
         assert root.attributes["gen_ai.operation.name"] == "invoke_agent"
         assert root.attributes["gen_ai.usage.input_tokens"] == 1
         # Connected: every other span's parent is in the run's trace, and the chain is causal.
@@ -128,7 +124,7 @@ async def test_one_run_is_one_connected_trace_carried_in_the_journal_headers(
             "finisher LlmCallCompleted": "chat m",  # the call's result descends from its span
         }
         chat = next(s for s in trace.values() if s.name == "chat m")
-        assert chat.attributes is not None and chat.attributes["gen_ai.usage.output_tokens"] == 1
+        assert chat.attributes["gen_ai.usage.output_tokens"] == 1
 
     # Each record the shell journaled names, in its header, the span that wrote it.
     written = [m for m in world.broker.records(JOURNAL) if not (m.key() or b"").endswith(b"/req")]
@@ -138,7 +134,7 @@ async def test_one_run_is_one_connected_trace_carried_in_the_journal_headers(
         header = dict(header_pairs(msg)).get(TRACEPARENT)
         assert header is not None, f"{msg.key()!r} has no traceparent"
         ctx = parse_traceparent(header, run)
-        assert ctx is not None and ctx.span_id in {s.context.span_id for s in by_run[run_trace_id(run)] if s.context}
+        assert ctx is not None and ctx.span_id in {s.context.span_id for s in by_run[run_trace_id(run)]}
 
 
 async def test_off_the_shell_writes_no_header(tmp_path: Path) -> None:
@@ -215,7 +211,7 @@ def test_content_when_opted_in_is_redacted_and_cut() -> None:
     assert str(cut["gen_ai.input.messages"]).endswith("more bytes]") or len(REQUEST.messages_json) <= 256
 
 
-async def test_a_failed_model_call_is_an_error_span(spans: InMemorySpanExporter) -> None:
+async def test_a_failed_model_call_is_an_error_span(spans: InMemorySpans) -> None:
     failed = LlmCallFailed(event_id="f", run_id="run_x", tenant_id="t", step=1, call_id="c", provider="openai",
                            error_type="rate_limited", message="secret prompt echoed", status=429, retryable=True,
                            attempt=3, final=True)  # fmt: skip
@@ -226,34 +222,34 @@ async def test_a_failed_model_call_is_an_error_span(spans: InMemorySpanExporter)
     assert await traced_chat(REQUEST, call) == [failed]
     await asyncio.sleep(0)
     TRACING.shutdown()
-    [span] = spans.get_finished_spans()
-    assert span.name == "chat gpt-x" and span.status.status_code.name == "ERROR"
-    assert span.attributes is not None and span.attributes["error.type"] == "rate_limited"
+    [span] = spans.spans
+    assert span.name == "chat gpt-x" and span.error == "rate_limited"
+    assert span.attributes["error.type"] == "rate_limited"
     assert span.parent is not None and span.parent.span_id == run_span_id("run_x")  # no step: the run's root
     assert "secret prompt" not in str(span.attributes)
 
 
-def test_a_clients_write_names_its_runs_root_span(spans: InMemorySpanExporter) -> None:
+def test_a_clients_write_names_its_runs_root_span(spans: InMemorySpans) -> None:
     # What the gateway's journal client adds to a RunRequested, a cancel or a resume it writes.
     request = LlmCallRequested("e", "run_y", "t", 1, "c", "m", "[]", "[]", 8)
     [(name, value)] = TRACING.headers_for(request)
     assert name == TRACEPARENT and parse_traceparent(value, "run_y") == root_context("run_y")
 
 
-class Hanging(SpanExporter):
+class Hanging:
     """A collector that never answers."""
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[FinishedSpan]) -> bool:
         time.sleep(5)
-        return SpanExportResult.FAILURE
+        return False
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         pass
 
 
 def test_a_collector_that_does_not_answer_does_not_hold_up_a_stop() -> None:
-    assert TRACING.configure("test", TracingSettings(), exporter=Hanging())
-    TRACING.call_span("chat m", SpanKind.CLIENT, "run_z", time.time_ns(), {}, None, [])
+    assert TRACING.configure("test", TracingSettings(), sink=Hanging())
+    TRACING.call_span("chat m", CLIENT, "run_z", time.time_ns(), {}, None, [])
     began = time.monotonic()
     TRACING.shutdown(timeout_s=0.3)
     assert time.monotonic() - began < 2.0 and TRACING.enabled is False
