@@ -113,7 +113,12 @@ async def main() -> None:
     parser.add_argument("--instances", type=int, default=1, help="instances of each processor process")
     parser.add_argument("--trace", action="store_true", help="tracing on: every process exports its spans over "
                         "OTLP/HTTP to a sink in this benchmark (off: the default, no spans made)")  # fmt: skip
+    parser.add_argument("--trace-share", type=float, default=1.0, help="with --trace: the share of runs traced "
+                        "(OTEL_TRACES_SAMPLER=traceidratio below 1; default every run)")  # fmt: skip
     args = parser.parse_args()
+    if args.trace and args.trace_share < 1.0:
+        os.environ["OTEL_TRACES_SAMPLER"] = "traceidratio"
+        os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(args.trace_share)
     if args.warmup_runs is None:
         args.warmup_runs = max(5, min(100, args.runs))
     os.environ[LAYOUT_ENV] = args.layout
@@ -212,6 +217,7 @@ async def main() -> None:
         "layout": args.layout,
         "instances": args.instances,
         "tracing": sink is not None,
+        "trace_share": args.trace_share if sink is not None else 0.0,
         "otlp_export_bytes": sink.bytes if sink is not None else 0,
     }
     print(json.dumps(result))

@@ -162,7 +162,7 @@ async def _traced(
     request: R, call: Call, name: str, kind: int,
     attributes_of: Callable[..., dict[str, AttributeValue]], error_of: Callable[[list[RunEvent]], str | None],
 ) -> list[RunEvent]:  # fmt: skip
-    if not TRACING.enabled:
+    if not TRACING.enabled or not TRACING.sampled(request.run_id):
         return await call()
     start = time.time_ns()
     try:

@@ -53,6 +53,8 @@ TERMINAL = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": 
 # A reservation and a settlement record what a decision that has a span already decided (four
 # per step): spans for them would double a step's spans and say nothing. A refusal is a span.
 BOOKKEEPING = frozenset({"BudgetReserved", "BudgetSettled"})
+_ALL = 1 << 64
+_LOW64 = _ALL - 1
 _MAX_RUNS = 20_000  # runs remembered for their root span; the oldest is forgotten past this
 _MAX_ORIGINS = 10_000  # call results not yet journaled (a bound, never reached in practice)
 
@@ -136,6 +138,7 @@ class Tracing:
         self.content = False
         self.content_bytes = 8192
         self._out: SpanBatcher | None = None
+        self._bound = _ALL  # a run is traced when its trace id's low 64 bits are below this
         self._runs: dict[str, _Run] = {}
         self._origins: dict[str, SpanRef] = {}
 
@@ -149,8 +152,10 @@ class Tracing:
         self._out = SpanBatcher(sink, queue=settings.queue_spans, batch=settings.export_batch,
                                 delay_s=settings.schedule_delay_ms / 1000)  # fmt: skip
         self.content, self.content_bytes = settings.content, settings.content_bytes
+        self._bound = sample_bound(settings)
         self.enabled = True
-        log.info("tracing on: %s spans exported to %s%s", service, "a collector" if settings.endpoint else "the given sink",
+        log.info("tracing on: %s spans exported to %s, %.4g of runs traced%s", service,
+                 "a collector" if settings.endpoint else "the given sink", self._bound / _ALL,
                  " (with prompt and tool content)" if self.content else "")  # fmt: skip
         return True
 
@@ -159,14 +164,21 @@ class Tracing:
         at most `timeout_s`: a collector that does not answer must not hold up a process's stop."""
         if self._out is not None:
             self._out.shutdown(timeout_s)
-        self.enabled, self._out = False, None
+        self.enabled, self._out, self._bound = False, None, _ALL
         self._runs.clear()
         self._origins.clear()
+
+    def sampled(self, run_id: str) -> bool:
+        """Whether `run_id` is traced: a function of its trace id alone, so every process decides
+        alike with nothing shared, and a run is traced whole or not at all (OpenTelemetry's
+        TraceIdRatioBased rule, which a collector's own sampler applies the same way)."""
+        bound = self._bound
+        return bound >= _ALL or (bound > 0 and root_context(run_id).trace_id & _LOW64 < bound)
 
     # -- the shell's hooks ------------------------------------------------------------------------
 
     def parent_of(self, msg: Message, event: Event) -> SpanRef | None:
-        if not isinstance(event, RunEvent):
+        if not isinstance(event, RunEvent) or not self.sampled(event.run_id):
             return None
         if event.type_name == "RunRequested" and event.run_id not in self._runs:
             _kind, ts_ms = msg.timestamp()
@@ -177,7 +189,7 @@ class Tracing:
         return None
 
     def step(self, core: str, event: Event, parent: SpanRef | None, start_ns: int, outcome: Outcome) -> SpanRef | None:  # fmt: skip
-        if not isinstance(event, RunEvent):
+        if not isinstance(event, RunEvent) or not self.sampled(event.run_id):
             return None
         self._note(event, start_ns)
         emit = outcome.emit
@@ -217,6 +229,8 @@ class Tracing:
     def journaling(self, records: Sequence[Record], pending: Iterable[_Pending]) -> None:
         for record, item in zip(records, pending, strict=False):
             event = item.event
+            if not self.sampled(event.run_id):
+                continue  # no header: a run not traced costs no bytes
             record.headers.append((TRACEPARENT, traceparent(item.trace or root_context(event.run_id))))
             if event.type_name in TERMINAL:
                 self._end_run(event)
@@ -245,7 +259,9 @@ class Tracing:
 
     def headers_for(self, event: RunEvent) -> list[tuple[str, bytes]]:
         """A client's write (a run request, a cancel, a decision): its parent is the run's root span."""
-        return [(TRACEPARENT, traceparent(root_context(event.run_id)))] if self.enabled else []
+        if not self.enabled or not self.sampled(event.run_id):
+            return []
+        return [(TRACEPARENT, traceparent(root_context(event.run_id)))]
 
     # -- the run's root span ------------------------------------------------------------------------
 
@@ -291,6 +307,17 @@ class Tracing:
         if self._out is not None:
             self._out.add(FinishedSpan.of(f"invoke_agent {attributes['gen_ai.agent.name']}", root_context(event.run_id),
                                        None, INTERNAL, attributes, min(run.start_ns, end_ns), end_ns, error, links))  # fmt: skip
+
+
+def sample_bound(settings: TracingSettings) -> int:
+    """OTEL_TRACES_SAMPLER as a bound on a trace id's low 64 bits. A run is its trace's root, so the
+    parent-based samplers decide as their root sampler does."""
+    name = settings.sampler.removeprefix("parentbased_")
+    if name == "always_on":
+        return _ALL
+    if name == "always_off":
+        return 0
+    return round(settings.sampler_arg * _ALL)
 
 
 TRACING = Tracing()

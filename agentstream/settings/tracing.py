@@ -55,6 +55,17 @@ class TracingSettings(ComponentSettings):
         "down or slow costs spans, never steps)",
         ge=512, le=10_000_000,
     )  # fmt: skip
+    sampler: Literal[
+        "always_on", "always_off", "traceidratio",
+        "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
+    ] = variable(
+        "parentbased_always_on", "OTEL_TRACES_SAMPLER",
+        "which runs are traced: every one (the default), none, or a share (`traceidratio`, with "
+        "`OTEL_TRACES_SAMPLER_ARG`); a run is traced whole or not at all, decided by its run id alike in every process",
+    )  # fmt: skip
+    sampler_arg: float = variable(
+        1.0, "OTEL_TRACES_SAMPLER_ARG", "the share of runs `traceidratio` traces, from 0 to 1", ge=0.0, le=1.0
+    )
     content: bool = variable(
         False, "AGENTSTREAM_TRACE_CONTENT",
         "`true`: chat spans carry the prompt and the answer, tool spans the arguments and the result "

@@ -253,3 +253,42 @@ def test_a_collector_that_does_not_answer_does_not_hold_up_a_stop() -> None:
     began = time.monotonic()
     TRACING.shutdown(timeout_s=0.3)
     assert time.monotonic() - began < 2.0 and TRACING.enabled is False
+
+
+async def test_a_sampled_share_of_runs_is_traced_whole_and_the_rest_cost_no_span_nor_header(tmp_path: Path) -> None:
+    # A ratio between the runs' own trace ids: some runs in, some out, decided by the run id alone.
+    low = sorted(run_trace_id(run) & (2**64 - 1) for run in RUNS)
+    ratio = (low[len(low) // 2 - 1] + low[len(low) // 2]) / 2 / 2**64
+    settings = TracingSettings(sampler="traceidratio", sampler_arg=ratio)
+    sink = InMemorySpans()
+    assert TRACING.configure("test", settings, sink=sink)
+    try:
+        traced = {run for run in RUNS if TRACING.sampled(run)}
+        assert traced == {run for run in RUNS if run_trace_id(run) & (2**64 - 1) < ratio * 2**64}  # OTel's rule
+        assert 0 < len(traced) < len(RUNS)
+        world = TracedWorld(tmp_path)
+        assert await world.live(CrashPlan()) is False
+    finally:
+        TRACING.shutdown()
+    assert {s.trace_id for s in sink.spans} == {run_trace_id(run) for run in traced}
+    for run in traced:  # traced whole: the root and the chain, as when every run is traced
+        names = Counter(s.name for s in sink.spans if s.trace_id == run_trace_id(run))
+        assert names == Counter(["invoke_agent agentstream", "chat m", "finisher LlmCallCompleted"]), names
+    for msg in world.broker.records(JOURNAL):
+        run = (msg.key() or b"").decode().split("/")[0]
+        if (msg.key() or b"").endswith(b"/req"):
+            continue
+        assert (TRACEPARENT in dict(header_pairs(msg))) == (run in traced), run
+
+
+def test_samplers_by_their_standard_names() -> None:
+    for name, arg, share in [("always_on", 0.0, 1.0), ("parentbased_always_off", 1.0, 0.0),
+                             ("traceidratio", 0.25, 0.25), ("parentbased_traceidratio", 0.0, 0.0)]:  # fmt: skip
+        settings = TracingSettings(sampler=name, sampler_arg=arg)  # type: ignore[arg-type]
+        assert TRACING.configure("test", settings, sink=InMemorySpans())
+        try:
+            runs = [f"run_{i}" for i in range(2000)]
+            got = sum(TRACING.sampled(r) for r in runs) / len(runs)
+            assert abs(got - share) < 0.05, (name, got)
+        finally:
+            TRACING.shutdown()
