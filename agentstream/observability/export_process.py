@@ -51,8 +51,8 @@ class ProcessSink:
         if child is not None:
             log.warning("the span exporting process exited (%s): started again", child.returncode)
         self._next_start = now + RESTART_EVERY_S
-        # Its logs go where this process's go; nothing else is shared but the environment.
-        self._child = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=sys.stderr, stderr=sys.stderr)
+        # Its logs go where this process's go (the same stderr, inherited); it writes nothing else.
+        self._child = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         return self._child
 
     def export(self, spans: Sequence[FinishedSpan]) -> bool:

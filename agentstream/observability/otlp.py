@@ -68,6 +68,8 @@ class FinishedSpan(NamedTuple):
         cls, name: str, context: SpanRef, parent: SpanRef | None, kind: int, attributes: Attributes, start_ns: int,
         end_ns: int, error: str | None = None, links: tuple[SpanRef, ...] = (),
     ) -> FinishedSpan:  # fmt: skip
+        if error is not None:  # the span's status, and its `error.type` attribute, as the conventions ask
+            attributes = {**attributes, "error.type": error}
         return cls(name, context.trace_id, context.span_id, parent.span_id if parent else 0, kind, attributes,
                    start_ns, end_ns, error, tuple((t, i) for t, i in links))  # fmt: skip
 
@@ -162,7 +164,7 @@ class OtlpHttpSink:
     timeout_s: float = 10.0
     gzip: bool = False
     verify: str | bool = True
-    _client: httpx.Client | None = None
+    _client: httpx.Client = field(init=False)
     _failing: bool = False
 
     def __post_init__(self) -> None:
@@ -177,7 +179,6 @@ class OtlpHttpSink:
         body = encode(self.resource, spans)
         if self.gzip:
             body = gzip.compress(body, compresslevel=1)
-        assert self._client is not None
         try:
             response = self._client.post(self.url, content=body)
             ok = response.status_code < 300
@@ -193,8 +194,7 @@ class OtlpHttpSink:
         return ok
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
 
 @dataclass

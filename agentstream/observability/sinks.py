@@ -29,7 +29,7 @@ def pairs(text: str | None, variable: str) -> dict[str, str]:
     return out
 
 
-def resource(service: str, instance: str, settings: TracingSettings, scope: str = SCOPE) -> Resource:
+def resource(service: str, instance: str, settings: TracingSettings) -> Resource:
     attributes = pairs(settings.resource_attributes, "OTEL_RESOURCE_ATTRIBUTES")
     attributes.update({
         "service.name": f"agentstream-{service}",
@@ -39,14 +39,14 @@ def resource(service: str, instance: str, settings: TracingSettings, scope: str 
     })  # fmt: skip
     if instance:
         attributes["service.instance.id"] = instance
-    return Resource(attributes, scope)
+    return Resource(attributes, SCOPE)
 
 
 def http_sink(service: str, instance: str, settings: TracingSettings) -> OtlpHttpSink:
     """The collector itself: what the exporting process posts to."""
     return OtlpHttpSink(
         endpoint=settings.endpoint or "",
-        resource=resource(service, instance, settings, SCOPE),
+        resource=resource(service, instance, settings),
         headers=pairs(settings.headers, "OTEL_EXPORTER_OTLP_HEADERS"),
         timeout_s=settings.timeout_ms / 1000,
         gzip=settings.compression == "gzip",

@@ -248,8 +248,6 @@ class Tracing:
         parent = self.call_parent(run_id)
         ctx = _child_of(parent)
         if self._out is not None:
-            if error is not None:
-                attributes = {**attributes, "error.type": error}
             self._out.add(FinishedSpan.of(name, ctx, parent, kind, attributes, start_ns, time.time_ns(), error))
         if len(self._origins) >= _MAX_ORIGINS:
             self._origins.clear()
@@ -301,8 +299,6 @@ class Tracing:
         # A subagent's run is its own trace, linked to the run that spawned it.
         links = (root_context(run.parent_run_id),) if run.parent_run_id else ()
         error = str(getattr(event, "error_type", "") or "failed") if event.type_name == "RunFailed" else None
-        if error is not None:
-            attributes["error.type"] = error
         end_ns = time.time_ns()
         if self._out is not None:
             self._out.add(FinishedSpan.of(f"invoke_agent {attributes['gen_ai.agent.name']}", root_context(event.run_id),
