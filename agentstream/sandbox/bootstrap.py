@@ -303,7 +303,7 @@ def main(argv: list[str]) -> int:
             listener.close()  # only the bootstrap relays; the fd is shared, so this closes a copy
         run_init(
             functools.partial(_exec_tool, command, env, limits, mask=mask, confine=True, switch_to=switch_to),
-            FORWARDED_SIGNALS, mask, supervisor, SETUP_FAILED,
+            FORWARDED_SIGNALS, supervisor, SETUP_FAILED,
         )  # fmt: skip
     os.close(supervisor)
     _detach_stdio()

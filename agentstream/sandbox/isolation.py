@@ -279,10 +279,27 @@ def _gone(pidfd: int) -> bool:
     return bool(select.select([pidfd], [], [], 0)[0])
 
 
+def _never_called(_sig: int, _frame: object) -> None:
+    return None
+
+
+def _reap_all(tool: int) -> int | None:
+    """Reaps every child that has exited; the tool's exit code (128+N for signal N) once it has."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if pid == 0:
+            return None
+        if pid == tool:
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code
+
+
 def run_init(
     start_tool: Callable[[int], NoReturn],
     forwarded: frozenset[signal.Signals],
-    mask: set[int | signal.Signals],
     supervisor: int,
     setup_failed: int,
 ) -> NoReturn:
@@ -301,6 +318,9 @@ def run_init(
         # Covers the host's /proc, which would list (and by uid match open) every host process.
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         parent = os.getpid()
+        # Blocked before the fork, so even a tool that exits at once leaves its SIGCHLD pending
+        # (the tool gets `mask` back before it is exec'd).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         tool = os.fork()
         if tool == 0:
             start_tool(parent)
@@ -310,20 +330,22 @@ def run_init(
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.close(devnull)
-
-        def forward(sig: int, _frame: object) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(pidfd, sig)
-
+        # Pid 1 of a namespace drops a signal whose action is the default, so each gets a handler;
+        # it never runs: the signals stay blocked and are taken synchronously below. A Python
+        # handler around a blocking waitpid would lose a signal that lands just before the call
+        # (it would run only once waitpid returned: a SIGTERM held until the tool exits anyway).
         for sig in forwarded:
-            signal.signal(sig, forward)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            signal.signal(sig, _never_called)
+        waited = {*forwarded, signal.SIGCHLD}
         while True:
-            pid, status = os.waitpid(-1, 0)  # retried after a forwarding handler runs (PEP 475)
-            if pid == tool:
-                code = os.waitstatus_to_exitcode(status)
+            code = _reap_all(tool)
+            if code is not None:
                 # Exiting ends the namespace: the kernel kills whatever the tool left running.
-                os._exit(128 - code if code < 0 else code)
+                os._exit(code)
+            info = signal.sigtimedwait(waited, 1.0)  # the timeout only bounds a missed SIGCHLD
+            if info is not None and info.si_signo in forwarded:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, info.si_signo)
     except BaseException as exc:
         with contextlib.suppress(BaseException):
             print(f"agentstream-sandbox: init failed: {exc}", file=sys.stderr, flush=True)

@@ -247,7 +247,8 @@ async def test_sigterm_reaches_the_tool_and_its_exit_status_comes_back(tmp_path:
         "import os, signal, time\n"
         # os.write: the signal can land while print('ready') is still inside the stdout buffer.
         "signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b'got term\\n'), os._exit(7)))\n"
-        "print('ready', flush=True)\ntime.sleep(30)"
+        # Short sleeps: a handler tripped just before a long sleep's syscall would run only after it.
+        "print('ready', flush=True)\nfor _ in range(600): time.sleep(0.05)"
     )
     argv = sandboxed_argv(sys.executable, ["-c", script], SandboxPolicy(), None)
     process = await asyncio.create_subprocess_exec(
