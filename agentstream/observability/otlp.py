@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import functools
 import gzip
+import http.client
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-import httpx
 import orjson
+
+from agentstream.observability.poster import Poster, without_credentials
 
 log = logging.getLogger("agentstream.tracing")
 
@@ -71,7 +73,7 @@ class FinishedSpan(NamedTuple):
         if error is not None:  # the span's status, and its `error.type` attribute, as the conventions ask
             attributes = {**attributes, "error.type": error}
         return cls(name, context.trace_id, context.span_id, parent.span_id if parent else 0, kind, attributes,
-                   start_ns, end_ns, error, tuple((t, i) for t, i in links))  # fmt: skip
+                   start_ns, end_ns, error, tuple([(t, i) for t, i in links]) if links else ())  # fmt: skip
 
 
 class SpanSink(Protocol):
@@ -125,26 +127,50 @@ def _key(key: str) -> str:
     return f'{{"key":{_json(key)},"value":'
 
 
+# Values that differ on nearly every span: caching them would only churn the cache.
+_UNIQUE = frozenset({"agentstream.event.id", "gen_ai.conversation.id", "gen_ai.tool.call.id", "gen_ai.response.id"})
+_CACHE_LIMIT = 4096
+_pairs: dict[tuple[str, str | int], str] = {}
+
+
+def _pair(key: str, value: AttributeValue) -> str:
+    # Most attribute values repeat span after span (a processor's name, an event type, a model, a
+    # tool, a step number): their encoded form is made once. The cache is emptied when full, so it
+    # stays bounded whatever values come. Exact types only: True == 1, but encodes differently.
+    if (type(value) is str or type(value) is int) and key not in _UNIQUE:
+        try:
+            return _pairs[key, value]
+        except KeyError:
+            if len(_pairs) >= _CACHE_LIMIT:
+                _pairs.clear()
+            encoded = _pairs[key, value] = f"{_key(key)}{_value(value)}}}"
+            return encoded
+    return f"{_key(key)}{_value(value)}}}"
+
+
 def _attributes(attributes: Attributes) -> str:
-    return ",".join([f"{_key(k)}{_value(v)}}}" for k, v in attributes.items()])
+    return ",".join([_pair(k, v) for k, v in attributes.items()])
 
 
-def _span(span: FinishedSpan) -> str:
-    out = f'{{"traceId":"{span.trace_id:032x}","spanId":"{span.span_id:016x}",'
-    if span.parent_id:
-        out += f'"parentSpanId":"{span.parent_id:016x}",'
-    out += (f'"name":{_json(span.name)},"kind":{span.kind},"startTimeUnixNano":"{span.start_ns}",'
-            f'"endTimeUnixNano":"{span.end_ns}","attributes":[{_attributes(span.attributes)}]')  # fmt: skip
-    if span.links:
-        links = ",".join([f'{{"traceId":"{t:032x}","spanId":"{i:016x}"}}' for t, i in span.links])
-        out += f',"links":[{links}]'
-    if span.error is not None:
-        out += f',"status":{{"code":{_STATUS_ERROR},"message":{_json(span.error)}}}'
+def _span(span: FinishedSpan | tuple[Any, ...]) -> str:
+    # Unpacked rather than read by name: the exporting process hands the rows `marshal` gave it as
+    # they are (plain tuples in FinishedSpan's field order), without making a FinishedSpan of each.
+    name, trace_id, span_id, parent_id, kind, attributes, start_ns, end_ns, error, links = span
+    out = f'{{"traceId":"{trace_id:032x}","spanId":"{span_id:016x}",'
+    if parent_id:
+        out += f'"parentSpanId":"{parent_id:016x}",'
+    out += (f'"name":{_json(name)},"kind":{kind},"startTimeUnixNano":"{start_ns}",'
+            f'"endTimeUnixNano":"{end_ns}","attributes":[{_attributes(attributes)}]')  # fmt: skip
+    if links:
+        out += ',"links":[' + ",".join([f'{{"traceId":"{t:032x}","spanId":"{i:016x}"}}' for t, i in links]) + "]"
+    if error is not None:
+        out += f',"status":{{"code":{_STATUS_ERROR},"message":{_json(error)}}}'
     return out + "}"
 
 
-def encode(resource: Resource, spans: Sequence[FinishedSpan]) -> bytes:
-    """One OTLP/JSON `ExportTraceServiceRequest` holding `spans`, all of `resource`."""
+def encode(resource: Resource, spans: Sequence[FinishedSpan] | Sequence[tuple[Any, ...]]) -> bytes:
+    """One OTLP/JSON `ExportTraceServiceRequest` holding `spans` (FinishedSpans, or tuples of their
+    fields in order), all of `resource`."""
     body = ",".join([_span(s) for s in spans])
     return (f'{{"resourceSpans":[{{"resource":{{"attributes":[{_attributes(resource.attributes)}]}},'
             f'"scopeSpans":[{{"scope":{{"name":{_json(resource.scope)}}},"spans":[{body}]}}]}}]}}').encode()  # fmt: skip
@@ -164,26 +190,25 @@ class OtlpHttpSink:
     timeout_s: float = 10.0
     gzip: bool = False
     verify: str | bool = True
-    _client: httpx.Client = field(init=False)
+    _poster: Poster = field(init=False)
     _failing: bool = False
 
     def __post_init__(self) -> None:
         self.url = self.endpoint.rstrip("/") + "/v1/traces"
-        self._shown = str(httpx.URL(self.url).copy_with(username=None, password=None))  # no credentials in logs
+        self._shown = without_credentials(self.url)  # no credentials in logs
         headers = {"content-type": "application/json", **self.headers}
         if self.gzip:
             headers["content-encoding"] = "gzip"
-        self._client = httpx.Client(headers=headers, timeout=self.timeout_s, verify=self.verify)
+        self._poster = Poster(self.url, headers, timeout_s=self.timeout_s, verify=self.verify)
 
-    def export(self, spans: Sequence[FinishedSpan]) -> bool:
+    def export(self, spans: Sequence[FinishedSpan] | Sequence[tuple[Any, ...]]) -> bool:
         body = encode(self.resource, spans)
         if self.gzip:
             body = gzip.compress(body, compresslevel=1)
         try:
-            response = self._client.post(self.url, content=body)
-            ok = response.status_code < 300
-            problem = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
+            status = self._poster.post(body)
+            ok, problem = status < 300, f"HTTP {status}"
+        except (OSError, http.client.HTTPException) as exc:
             ok, problem = False, type(exc).__name__  # the type only: a message may quote the URL's credentials
         if ok == self._failing:  # a change of state: one line, not one per batch
             self._failing = not ok
@@ -194,7 +219,7 @@ class OtlpHttpSink:
         return ok
 
     def close(self) -> None:
-        self._client.close()
+        self._poster.close()
 
 
 @dataclass
