@@ -47,7 +47,7 @@ from agentstream.events import Event, RunEvent
 from agentstream.kafka.admission import admit
 from agentstream.kafka.changelogs import StateChangelogs
 from agentstream.kafka.consumer import ConsumerFactory, consumer_config
-from agentstream.kafka.core import Outcome, WorkItem
+from agentstream.kafka.core import Outcome
 from agentstream.kafka.deadletter import dead_letter_record
 from agentstream.kafka.fetcher import Fetcher
 from agentstream.kafka.hosting import HostedCore, Partition, assign_partitions, store_path
@@ -55,7 +55,7 @@ from agentstream.kafka.journal import TYPE_HEADER, Record, header_pairs
 from agentstream.kafka.producer import RecordProducer
 from agentstream.kafka.runtime_config import RuntimeConfig
 from agentstream.kafka.runtime_io import Counters, JournalWriter, publish_status_forever
-from agentstream.kafka.runtime_work import SideEffects
+from agentstream.kafka.runtime_work import SideEffects, Work
 from agentstream.kafka.state import PartitionStore
 from agentstream.metrics.shell import ShellMetrics
 from agentstream.observability.otlp import SpanRef
@@ -235,7 +235,7 @@ class ProcessorRuntime(SideEffects):
 
     async def _process(self, fetched: list[Message], inbox: list[tuple[HostedCore, list[RunEvent], Any]]) -> None:
         pending: deque[_Pending] = deque()
-        work: list[tuple[HostedCore, WorkItem]] = []
+        work: list[Work] = []
         dead: list[Record] = []
         last_offsets = self._apply_fetched(fetched, pending, work, dead)
         if last_offsets:
@@ -269,8 +269,8 @@ class ProcessorRuntime(SideEffects):
         for _hosted, _events, future in inbox:
             if not future.done():
                 future.set_result(None)
-        for hosted, work_item in work:
-            self._start_work(hosted, work_item)
+        for hosted, work_item, origin in work:
+            self._start_work(hosted, work_item, origin)
         if last_offsets:
             self.counters.batches += 1
             self._uncommitted.update(last_offsets)
@@ -287,7 +287,7 @@ class ProcessorRuntime(SideEffects):
         return part is not None and not part.recovering
 
     def _apply_fetched(
-        self, msgs: list[Message], pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]], dead: list[Record]
+        self, msgs: list[Message], pending: deque[_Pending], work: list[Work], dead: list[Record]
     ) -> dict[int, int]:
         last_offsets: dict[int, int] = {}
         for msg in msgs:
@@ -334,7 +334,7 @@ class ProcessorRuntime(SideEffects):
         part: Partition,
         event: Event,
         pending: deque[_Pending],
-        work: list[tuple[HostedCore, WorkItem]],
+        work: list[Work],
         *,
         live: bool,
         parent: SpanRef | None = None,
@@ -347,11 +347,11 @@ class ProcessorRuntime(SideEffects):
         self._collect(hosted, outcome, pending, work, trace)
 
     def _collect(self, hosted: HostedCore, outcome: Outcome, pending: deque[_Pending],
-                 work: list[tuple[HostedCore, WorkItem]], trace: SpanRef | None = None) -> None:  # fmt: skip
+                 work: list[Work], trace: SpanRef | None = None) -> None:  # fmt: skip
         pending.extend(_Pending(hosted, e, self._live(e), trace) for e in outcome.emit)
-        work.extend((hosted, TRACING.bind(item, trace) if trace else item) for item in outcome.work)
+        work.extend((hosted, item, trace) for item in outcome.work)
 
-    def _hand_off(self, pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]]) -> list[_Pending]:
+    def _hand_off(self, pending: deque[_Pending], work: list[Work]) -> list[_Pending]:
         """Applies emitted events to the hosted cores that accept them, in emission order, with
         what those emit in turn; returns every event to journal, in that same order."""
         journaled: list[_Pending] = []
@@ -378,7 +378,7 @@ class ProcessorRuntime(SideEffects):
                       self.name, MAX_HANDOFFS_PER_INPUT)  # fmt: skip
         return journaled
 
-    def _resume_and_tick(self, pending: deque[_Pending], work: list[tuple[HostedCore, WorkItem]]) -> None:
+    def _resume_and_tick(self, pending: deque[_Pending], work: list[Work]) -> None:
         for partition, part in list(self._partitions.items()):
             if part.recovering:
                 self._check_recovered(partition, part)

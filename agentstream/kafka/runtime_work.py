@@ -15,6 +15,8 @@ from agentstream.events import RunEvent
 from agentstream.kafka.core import WorkItem
 from agentstream.kafka.hosting import HostedCore, Partition
 from agentstream.kafka.progress import progress_to
+from agentstream.observability.otlp import SpanRef
+from agentstream.observability.tracing import TRACING
 
 if TYPE_CHECKING:
     from agentstream.kafka.fetcher import Fetcher
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from agentstream.kafka.runtime_io import Counters
 
 log = logging.getLogger("agentstream.runtime")
+
+# A side effect to start: by which hosted core, and the span it descends from (tracing on).
+Work = tuple[HostedCore, WorkItem, SpanRef | None]
 
 
 class SideEffects:
@@ -65,12 +70,13 @@ class SideEffects:
         except Exception as exc:
             log.warning("%s: calls still running when their partitions were revoked: %r", self.name, exc)
 
-    def _start_work(self, hosted: HostedCore, item: WorkItem) -> None:
+    def _start_work(self, hosted: HostedCore, item: WorkItem, origin: SpanRef | None = None) -> None:
         part = self._partitions.get(self.records.journal_partition(item.key.split("/", 1)[0]))
         key = (hosted.name, item.key)
         if part is None or key in self._running:
             return
-        task = asyncio.create_task(self._perform(hosted, item))
+        # A traced call runs in a context that names its origin span (its `chat`/`execute_tool` span's parent).
+        task = asyncio.create_task(self._perform(hosted, item), context=TRACING.call_context(origin) if origin else None)
         self._running[key] = task
         running = self._running
         task.add_done_callback(lambda _t: running.pop(key, None))

@@ -13,8 +13,8 @@ What the shell (agentstream/kafka/runtime.py) calls, only while `TRACING.enabled
   * `parent_of(msg, event)`: the context in a fetched record's header;
   * `step(core, event, parent, start_ns, outcome)`: a span for a core's handling of an event, made
     only when the core emitted events (replays, no-ops and a call's mere start make none);
-  * `bind(item, ctx)`: a call (a work item) runs with that span as its origin, so the `chat` and
-    `execute_tool` spans (agentstream/observability/genai.py) are its children;
+  * `call_context(ctx)`: a call (a work item) runs in it with that span as its origin, so the `chat`
+    and `execute_tool` spans (agentstream/observability/genai.py) are its children;
   * `origin(event)`: the call span that produced a call's result event;
   * `journaling(records, pending)`: sets `traceparent` on each record, and makes the run's root
     span when its terminal event is journaled (its start is when this process first saw the run).
@@ -24,21 +24,20 @@ Off (no endpoint configured), nothing here is called and no exporting thread exi
 
 from __future__ import annotations
 
-import dataclasses
+import contextvars
 import functools
 import hashlib
 import logging
 import random
 import time
 from collections.abc import Iterable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
 from confluent_kafka import Message
 
 from agentstream.events import Event, RunEvent
-from agentstream.kafka.core import Outcome, WorkItem
+from agentstream.kafka.core import Outcome
 from agentstream.kafka.journal import Record, header_pairs
 from agentstream.observability.batching import SpanBatcher
 from agentstream.observability.otlp import INTERNAL, Attributes, FinishedSpan, SpanRef, SpanSink
@@ -58,8 +57,8 @@ _LOW64 = _ALL - 1
 _MAX_RUNS = 20_000  # runs remembered for their root span; the oldest is forgotten past this
 _MAX_ORIGINS = 10_000  # call results not yet journaled (a bound, never reached in practice)
 
-# The span a running call descends from: set in the call's own task by `bind`.
-_ORIGIN: ContextVar[SpanRef | None] = ContextVar("agentstream_trace_origin", default=None)
+# The span a running call descends from: set in the call's own task's context (`call_context`).
+_ORIGIN: contextvars.ContextVar[SpanRef | None] = contextvars.ContextVar("agentstream_trace_origin", default=None)
 
 
 def _digest(kind: bytes, run_id: str, size: int) -> int:
@@ -214,14 +213,11 @@ class Tracing:
                                        time.time_ns()))  # fmt: skip
         return ctx
 
-    def bind(self, item: WorkItem, ctx: SpanRef) -> WorkItem:
-        run = item.run
-
-        async def traced() -> list[RunEvent]:
-            _ORIGIN.set(ctx)  # in the call's own task: gone with it
-            return await run()
-
-        return dataclasses.replace(item, run=traced)
+    def call_context(self, ctx: SpanRef) -> contextvars.Context:
+        """The context a call's task runs in, naming `ctx` as the origin of its call span."""
+        context = contextvars.copy_context()
+        context.run(_ORIGIN.set, ctx)
+        return context
 
     def origin(self, event: RunEvent) -> SpanRef | None:
         return self._origins.pop(event.event_id, None)
