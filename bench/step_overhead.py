@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -28,13 +29,15 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agentstream.client.journal import RunRequest
 from agentstream.client.scan import read_journal
+from agentstream.config import Settings
 from agentstream.events import RunCompleted
 from agentstream.kafka.consumer import consumer_config, fetch_batch
 from agentstream.kafka.producer import AsyncProducer, producer_config
+from agentstream.localkafka import LocalKafka
 from agentstream.stack import LAYOUT_ENV, Deployment
 from agentstream.topics import load_topics
 from bench.common import CpuMeter, bench_settings, percentile, span_exporters, step_overheads
-from bench.otlp_sink import traced
+from bench.otlp_sink import Sink, traced
 from bench.scenarios import overhead_scenario, write_scenarios
 from bench.watch import TerminalWatcher
 
@@ -92,7 +95,7 @@ async def probe_rtt(
     return [(received[k] - t) * 1000.0 for k, t in sent.items() if k in received]
 
 
-async def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
@@ -115,64 +118,84 @@ async def main() -> None:
                         "OTLP/HTTP to a sink in this benchmark (off: the default, no spans made)")  # fmt: skip
     parser.add_argument("--trace-share", type=float, default=1.0, help="with --trace: the share of runs traced "
                         "(OTEL_TRACES_SAMPLER=traceidratio below 1; default every run)")  # fmt: skip
-    args = parser.parse_args()
-    if args.trace and args.trace_share < 1.0:
-        os.environ["OTEL_TRACES_SAMPLER"] = "traceidratio"
-        os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(args.trace_share)
+    args = parser.parse_args(argv)
     if args.warmup_runs is None:
         args.warmup_runs = max(5, min(100, args.runs))
-    os.environ[LAYOUT_ENV] = args.layout
+    return args
+
+
+def sampling(share: float) -> None:
+    """The share of runs traced, as the standard variables say it (inherited by every process)."""
+    if share < 1.0:
+        os.environ["OTEL_TRACES_SAMPLER"] = "traceidratio"
+        os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(share)
+    else:
+        os.environ.pop("OTEL_TRACES_SAMPLER", None)
+        os.environ.pop("OTEL_TRACES_SAMPLER_ARG", None)
+
+
+async def main() -> None:
+    args = parse()
+    if args.trace:
+        sampling(args.trace_share)
     async with bench_settings("overhead") as (settings, kafka), traced(args.trace) as sink:
-        scen_dir = settings.home / "scenarios"
-        write_scenarios(scen_dir, [overhead_scenario(args.steps - 1)])
-        watcher = TerminalWatcher(settings)
-        async with Deployment(settings, [scen_dir], wait_tools=("calculator",)) as d:
-            assert d.procs is not None and d.model.proc is not None
-            for instance in range(1, args.instances):
-                for name in list({k.rsplit("-", 1)[0] for k in d.procs.procs}):
-                    d.procs.start(name, str(instance))
-            pids = {k: p.pid for k, p in d.procs.procs.items()}
-            pids["scripted-model"] = d.model.proc.pid
-            broker_pid = kafka.running_pid() if kafka is not None else None
-            if broker_pid is not None:
-                pids["kafka-broker"] = broker_pid
-            pids["bench-client"] = os.getpid()
-            warm = set()
-            for i in range(args.warmup_runs):
-                warm.add(
-                    await d.client.request_run(
-                        RunRequest(
-                            task=f"[scenario:overhead] warm-up {i}", tools=["calculator"], max_steps=args.steps + 2
-                        )
-                    )
+        result = await measure(settings, kafka, args, sink)
+    print(json.dumps(result))
+
+
+async def measure(settings: Settings, kafka: LocalKafka | None, args: argparse.Namespace, sink: Sink | None) -> dict[str, Any]:  # fmt: skip
+    """One stack started on `settings`' broker, warmed up, measured and stopped. Tracing is on when
+    `sink` is given and the environment names it (`bench.otlp_sink.traced`)."""
+    os.environ[LAYOUT_ENV] = args.layout
+    exported_before = (sink.bytes, sink.refused) if sink is not None else (0, 0)
+    scen_dir = settings.home / "scenarios"
+    write_scenarios(scen_dir, [overhead_scenario(args.steps - 1)])
+    watcher = TerminalWatcher(settings)
+    async with Deployment(settings, [scen_dir], wait_tools=("calculator",)) as d:
+        assert d.procs is not None and d.model.proc is not None
+        for instance in range(1, args.instances):
+            for name in list({k.rsplit("-", 1)[0] for k in d.procs.procs}):
+                d.procs.start(name, str(instance))
+        pids = {k: p.pid for k, p in d.procs.procs.items()}
+        pids["scripted-model"] = d.model.proc.pid
+        broker_pid = kafka.running_pid() if kafka is not None else None
+        if broker_pid is not None:
+            pids["kafka-broker"] = broker_pid
+        pids["bench-client"] = os.getpid()
+        warm = set()
+        for i in range(args.warmup_runs):
+            warm.add(
+                await d.client.request_run(
+                    RunRequest(task=f"[scenario:overhead] warm-up {i}", tools=["calculator"], max_steps=args.steps + 2)
                 )
-            await watcher.wait(warm, args.timeout)
-            # What the warm-up leaves behind (its state changelog flush, the broker's segment and
-            # compaction work) is not the measured runs' cost: let it settle first.
-            await asyncio.sleep(3.0)
-            stop, probing = asyncio.Event(), asyncio.Event()
-            probe_topic = load_topics(settings.topic_prefix)["bench.probe"].name
-            probe = asyncio.create_task(
-                probe_rtt(settings.bootstrap_servers, settings.kafka_extra, probe_topic, probing, stop)
             )
-            await asyncio.wait_for(probing.wait(), 60)
-            pids.update(span_exporters(pids))
-            meter = CpuMeter.begin(pids)
-            t0 = time.monotonic()
-            run_ids = set()
-            for i in range(args.runs):
-                run_ids.add(
-                    await d.client.request_run(
-                        RunRequest(task=f"[scenario:overhead] run {i}", tools=["calculator"], max_steps=args.steps + 2)
-                    )
+        await watcher.wait(warm, args.timeout)
+        # What the warm-up leaves behind (its state changelog flush, the broker's segment and
+        # compaction work) is not the measured runs' cost: let it settle first.
+        await asyncio.sleep(3.0)
+        stop, probing = asyncio.Event(), asyncio.Event()
+        probe_topic = load_topics(settings.topic_prefix)["bench.probe"].name
+        probe = asyncio.create_task(
+            probe_rtt(settings.bootstrap_servers, settings.kafka_extra, probe_topic, probing, stop)
+        )
+        await asyncio.wait_for(probing.wait(), 60)
+        pids.update(span_exporters(pids))
+        meter = CpuMeter.begin(pids)
+        t0 = time.monotonic()
+        run_ids = set()
+        for i in range(args.runs):
+            run_ids.add(
+                await d.client.request_run(
+                    RunRequest(task=f"[scenario:overhead] run {i}", tools=["calculator"], max_steps=args.steps + 2)
                 )
-            missing = await watcher.wait(run_ids, args.timeout)
-            wall = time.monotonic() - t0
-            cpu = meter.end()
-            stop.set()
-            rtts = await probe
-        watcher.close()
-        journal = await read_journal(settings)
+            )
+        missing = await watcher.wait(run_ids, args.timeout)
+        wall = time.monotonic() - t0
+        cpu = meter.end()
+        stop.set()
+        rtts = await probe
+    watcher.close()
+    journal = await read_journal(settings)
 
     overheads: list[float] = []
     model_ms: list[float] = []
@@ -197,7 +220,7 @@ async def main() -> None:
                 widest = (gap, f"{before.event.type_name} -> {after.event.type_name}")
     steps = len(overheads)
     span_s = max(1e-9, (last_ts - first_ts) / 1000.0)
-    result = {
+    return {
         "runs": args.runs,
         "completed": completed,
         "lost": len(missing),
@@ -218,9 +241,9 @@ async def main() -> None:
         "instances": args.instances,
         "tracing": sink is not None,
         "trace_share": args.trace_share if sink is not None else 0.0,
-        "otlp_export_bytes": sink.bytes if sink is not None else 0,
+        "otlp_export_bytes": sink.bytes - exported_before[0] if sink is not None else 0,
+        "otlp_exports_refused": sink.refused - exported_before[1] if sink is not None else 0,
     }
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":
