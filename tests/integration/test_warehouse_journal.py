@@ -233,8 +233,10 @@ def _contents(root: Path) -> list[bytes]:
                     out.append(repr(list(fastavro.reader(fh))).encode())
             elif path.suffix == ".parquet":
                 out.append(repr(pq.read_table(path).to_pylist()).encode())
-        except (EOFError, OSError):
-            pass  # a data file a task is still writing: no table lists it yet
+        except (EOFError, OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+            # A data file a task is still writing, or one a SIGKILLed worker left empty: no table
+            # lists it (its raw bytes above are still searched; every listed row is decoded below).
+            pass
     if (root / "catalog.db").exists():
         tables = AuditTables(root)
         out.extend(repr(tables.scan(name).to_pylist()).encode() for name in tables.table_names())
