@@ -39,7 +39,6 @@ class Poster:
             raise ValueError(f"not an http(s) URL: {without_credentials(url)!r}")
         self.host = parts.hostname
         self.port = parts.port
-        self.https = parts.scheme == "https"
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.timeout_s = timeout_s
         self.headers = dict(headers)
@@ -47,7 +46,7 @@ class Poster:
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         self._context: ssl.SSLContext | None = None
-        if self.https:
+        if parts.scheme == "https":
             self._context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
             if verify is False:
                 self._context.check_hostname = False
@@ -69,15 +68,11 @@ class Poster:
         when no response came; the connection is then dropped and the next post opens another."""
         reused = self._connection is not None
         try:
-            return self._post_once(body)
+            return self._post_once(body)  # which drops the connection on any failure
         except _STALE:
-            self.close()
             if not reused:
                 raise
             return self._post_once(body)
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
 
     def _post_once(self, body: bytes) -> int:
         connection = self._connect()
