@@ -130,14 +130,18 @@ def _key(key: str) -> str:
 # Values that differ on nearly every span: caching them would only churn the cache.
 _UNIQUE = frozenset({"agentstream.event.id", "gen_ai.conversation.id", "gen_ai.tool.call.id", "gen_ai.response.id"})
 _CACHE_LIMIT = 4096
+# Longer values (prompt or tool content when opted in, up to 1 MB each) are never kept: a cache of
+# 4,096 of them could hold gigabytes. Names, types and ids are far shorter.
+_CACHE_VALUE_CHARS = 256
 _pairs: dict[tuple[str, str | int], str] = {}
 
 
 def _pair(key: str, value: AttributeValue) -> str:
     # Most attribute values repeat span after span (a processor's name, an event type, a model, a
     # tool, a step number): their encoded form is made once. The cache is emptied when full, so it
-    # stays bounded whatever values come. Exact types only: True == 1, but encodes differently.
-    if (type(value) is str or type(value) is int) and key not in _UNIQUE:
+    # stays bounded whatever values come, in entries and in size. Exact types only: True == 1, but
+    # encodes differently.
+    if (type(value) is int or (type(value) is str and len(value) <= _CACHE_VALUE_CHARS)) and key not in _UNIQUE:
         try:
             return _pairs[key, value]
         except KeyError:

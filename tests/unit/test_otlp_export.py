@@ -324,3 +324,19 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_encoders_cache_stays_bounded_in_entries_and_size_whatever_values_come() -> None:
+    # A model or a tool chooses values that land in attributes (a tool name, content when opted in):
+    # many distinct ones, or huge ones, must not grow the exporting process without bound.
+    from agentstream.observability import otlp
+
+    huge, long = "x" * 1_000_000, "y" * 1_000
+    spans = [FinishedSpan("s", 1, i + 1, 0, INTERNAL, {"gen_ai.tool.name": f"t{i}", "content": huge if i < 3 else long},
+                          1, 2) for i in range(10_000)]  # fmt: skip
+    body = encode(RESOURCE, spans[:3])
+    assert body.count(huge.encode()) == 3
+    for i in range(0, len(spans), 500):
+        encode(RESOURCE, spans[i : i + 500])
+    assert len(otlp._pairs) <= otlp._CACHE_LIMIT
+    assert all(len(encoded) < 2 * otlp._CACHE_VALUE_CHARS + 64 for encoded in otlp._pairs.values())
