@@ -76,7 +76,9 @@ class SideEffects:
         if part is None or key in self._running:
             return
         # A traced call runs in a context that names its origin span (its `chat`/`execute_tool` span's parent).
-        task = asyncio.create_task(self._perform(hosted, item), context=TRACING.call_context(origin) if origin else None)
+        task = asyncio.create_task(
+            self._perform(hosted, item), context=TRACING.call_context(origin) if origin else None
+        )
         self._running[key] = task
         running = self._running
         task.add_done_callback(lambda _t: running.pop(key, None))

@@ -79,8 +79,10 @@ def _problem(cls: type[ComponentSettings], error: Any) -> str:
     name = str(loc[0])
     if name in cls.model_fields:
         name = env_name(cls, name)
+    # A value kept out of repr (a key, a URL that may carry credentials) is kept out of errors too.
+    secret = any(f.validation_alias == name and f.repr is False for f in cls.model_fields.values())
     value = error.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
     return f"{name}: {error.get('msg', 'invalid')}{shown}"
 
 

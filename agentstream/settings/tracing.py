@@ -4,6 +4,9 @@ whether they may carry prompt and tool content."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import field_validator
 
 from agentstream.settings.base import ComponentSettings, variable
 
@@ -17,7 +20,7 @@ class TracingSettings(ComponentSettings):
         None, "OTEL_EXPORTER_OTLP_ENDPOINT",
         "an OTLP/HTTP collector's base URL (`http://collector:4318`): every process exports its spans to "
         "`<endpoint>/v1/traces` (Jaeger, Tempo, any OpenTelemetry Collector); unset: no spans are made at all",
-        pattern=r"^https?://",
+        repr=False,  # it may carry credentials (`https://user:token@collector`)
     )  # fmt: skip
     headers: str | None = variable(
         None, "OTEL_EXPORTER_OTLP_HEADERS",
@@ -76,3 +79,23 @@ class TracingSettings(ComponentSettings):
         "the most bytes of each content attribute when `AGENTSTREAM_TRACE_CONTENT` is on",
         ge=256, le=1_000_000,
     )  # fmt: skip
+
+    @field_validator("endpoint")
+    @classmethod
+    def _a_collector_url(cls, value: str | None) -> str | None:
+        """Refused here, at start, rather than by the exporting child, which would fail and be
+        restarted every few seconds for the life of the process."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("names no host")
+        try:
+            parts.port  # noqa: B018 (it raises on a port that is no number or out of range)
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or a fragment (the export path is appended to it)")
+        return value

@@ -249,8 +249,11 @@ def _start(
     # "All tools" means the tenant's own and the demo ones: read_result joins only runs that clear
     # results, the memory tools only runs that name them.
     names = state.tool_names or tuple(
-        sorted(n for n in catalog if n not in (READ_RESULT_TOOL, RUN_CODE_TOOL, SPAWN_AGENT, APPROVAL_TOOL)
-               and n not in MEMORY_TOOLS)
+        sorted(
+            n
+            for n in catalog
+            if n not in (READ_RESULT_TOOL, RUN_CODE_TOOL, SPAWN_AGENT, APPROVAL_TOOL) and n not in MEMORY_TOOLS
+        )
     )  # code mode, subagents and the approval step (a workflow's) too only for runs that name them
     if state.parent_run_id and not state.tool_names:
         names = ()  # a subagent has only the tools its parent handed it: none by default
@@ -275,7 +278,8 @@ def _start(
         model=state.model,
         tools_json=pinned,
         max_steps=min(state.max_steps, config.platform_max_steps),
-        system_prompt=config.system_prompt + (MEMORY_PROMPT if any(n in MEMORY_TOOLS for n in names) else "")
+        system_prompt=config.system_prompt
+        + (MEMORY_PROMPT if any(n in MEMORY_TOOLS for n in names) else "")
         # A run that pinned run_code is told the functions its programs may call, from the pinned schemas.
         + (code_prompt(catalog[n] for n in names) if RUN_CODE_TOOL in names else ""),
         tool_versions={n: versions[n] for n in names if n in versions},

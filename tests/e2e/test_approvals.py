@@ -357,7 +357,6 @@ async def test_a_registered_workflow_runs_its_branch_fan_out_and_approval_node(
     shown = capsys.readouterr().out
     assert '"versions": [' in shown and "ticket-triage\tv1" in shown
     async with env.client() as c:
-
         r = await c.post("/v1/runs", json={"task": "[scenario:graph-high] the printer is on fire", "max_steps": 10,
                                            "workflow": "ticket-triage"},
                          headers={"Idempotency-Key": uuid.uuid4().hex})  # fmt: skip

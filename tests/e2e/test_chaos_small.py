@@ -23,7 +23,7 @@ async def test_runs_survive_sigkills_with_no_duplicates_or_resends(kafka_bootstr
     out, err = await asyncio.wait_for(proc.communicate(), 400)
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
-    assert result["completed"] == result["runs"] == 20, result
+    assert result["completed"] == result["runs"] == 20, (result["not_completed"], err.decode(errors="replace")[-3000:])
     assert result["lost"] == 0
     assert result["duplicate_side_effects"] == 0
     assert result["model_calls_resent"] == 0

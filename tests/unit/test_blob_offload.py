@@ -327,6 +327,7 @@ async def test_fifty_megabytes_go_through_the_store_not_the_journal(store: Local
     assert len(preview) < 2048 and BlobHandle.parse(handle).size == len(full)
     resolved = await resolve_messages(store, TENANT, with_result(preview, handle))
     assert resolved[-1].content == full
+
     # The provider never gets it whole: over the prompt bound, the call fails before any read.
     def unopened() -> BlobStore:
         raise AssertionError("no blob is read for a prompt over the bound")

@@ -23,6 +23,7 @@ from agentstream.settings import (
     KvSettings,
     ProcessSettings,
     SettingsError,
+    TracingSettings,
     env_name,
     forget_loaded,
     load,
@@ -123,6 +124,35 @@ def test_settings_are_immutable_and_keep_secrets_out_of_their_repr(env: pytest.M
         s.model.timeout_s = 1.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.topic_prefix = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("http://", "names no host"),
+        ("http://:4318", "names no host"),
+        ("grpc://collector:4317", "http:// or https://"),
+        ("http://collector:99999", "port"),
+        ("http://collector:port", "port"),
+        ("http://collector:4318/?token=x", "query"),
+        ("http://user:pw-hunter2@:4318", "names no host"),
+    ],
+)
+def test_a_collector_endpoint_names_a_host_and_its_error_keeps_credentials_out(
+    env: pytest.MonkeyPatch, endpoint: str, problem: str
+) -> None:
+    env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_ENDPOINT") as caught:
+        load(TracingSettings)
+    assert problem in str(caught.value)
+    assert endpoint not in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_collector_endpoint_may_carry_credentials_a_path_and_an_ipv6_host(env: pytest.MonkeyPatch) -> None:
+    for endpoint in ("http://collector:4318", "https://user:token@otel.example/prefix", "http://[::1]:4318"):
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        settings = load(TracingSettings)
+        assert settings.endpoint == endpoint and "token" not in repr(settings)
 
 
 def test_a_process_wide_setting_is_read_once(env: pytest.MonkeyPatch) -> None:
