@@ -16,8 +16,9 @@ any moment safe):
   2. produce every emitted event and wait until the broker acknowledged all of them
      (forever, through a broker outage: nothing is dropped, and one line is logged per change);
   3. commit each core's staged state with the next input offset it reflects (one RocksDB write
-     batch per core); every few seconds, write the state changes since the last time to each
-     core's changelog (agentstream/kafka/changelogs.py), coalesced to the latest value per key;
+     batch per core; a core the input left unchanged writes its offset later: hosting.CoreSlot);
+     every few seconds, write the state changes since the last time to each core's changelog
+     (agentstream/kafka/changelogs.py), coalesced to the latest value per key;
   4. start the side-effect work items the cores asked for;
   5. commit the offsets to the consumer group asynchronously (for lag visibility only: each
      store's offset, not the group's, is where a restarted processor resumes).
@@ -50,7 +51,7 @@ from agentstream.kafka.consumer import ConsumerFactory, consumer_config
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.deadletter import dead_letter_record
 from agentstream.kafka.fetcher import Fetcher
-from agentstream.kafka.hosting import HostedCore, Partition, assign_partitions, store_path
+from agentstream.kafka.hosting import HostedCore, Partition, assign_partitions, commit_stores, store_path
 from agentstream.kafka.journal import TYPE_HEADER, Record, header_pairs
 from agentstream.kafka.producer import RecordProducer
 from agentstream.kafka.runtime_config import RuntimeConfig
@@ -67,6 +68,9 @@ log = logging.getLogger("agentstream.runtime")
 # A core that keeps answering its own events would spin forever inside one input; past this many
 # in-process hand-offs the rest go through the journal like any other event.
 MAX_HANDOFFS_PER_INPUT = 100_000
+# How often a store's offset is written when nothing else in it changed (hosting.CoreSlot): what a
+# crash may replay beyond the batch it interrupted, in events that change nothing.
+OFFSETS_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -112,6 +116,7 @@ class ProcessorRuntime(SideEffects):
         self._applied = asyncio.Condition()
         self._last_group_commit = 0.0
         self._next_tick = 0.0
+        self._next_offsets_write = 0.0
         self.changelogs = StateChangelogs(config.changelogs, config.bootstrap, config.kafka_extra,
                                           config.changelog_interval_s, consumers=consumers, open_store=open_store)  # fmt: skip
         self.fetcher = Fetcher(
@@ -249,6 +254,7 @@ class ProcessorRuntime(SideEffects):
         self._resume_and_tick(pending, work)
         if not fetched and not inbox and not pending and not work:
             # Idle: staged changes go out on time, not as one burst ahead of the next step's writes.
+            self._commit_stores({})
             self._flush_changelogs_if_due()
             return
         journaled = self._hand_off(pending, work)
@@ -398,16 +404,14 @@ class ProcessorRuntime(SideEffects):
                     self._collect(hosted, tick(part.slots[hosted.name].store, now_ms), pending, work)
 
     def _commit_stores(self, last_offsets: dict[int, int]) -> None:
-        for partition, part in self._partitions.items():
-            advanced = last_offsets.get(partition)
-            for name, slot in part.slots.items():
-                if advanced is not None and advanced + 1 > slot.next_offset:
-                    slot.next_offset = advanced + 1
-                    self.changelogs.stage(name, partition, slot.store, slot.next_offset)
-                    slot.store.commit(slot.next_offset)
-                elif slot.store.dirty:
-                    self.changelogs.stage(name, partition, slot.store, None)
-                    slot.store.commit(None)
+        commit_stores(self._partitions, last_offsets, self.changelogs.stage, offsets_due=self._offsets_due())
+
+    def _offsets_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_offsets_write:
+            return False
+        self._next_offsets_write = now + OFFSETS_INTERVAL_S
+        return True
 
     def _commit_group_offsets(self, force: bool = False) -> None:
         """Group offsets only make lag visible to Kafka tooling (the stores' offsets are where a

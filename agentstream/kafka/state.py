@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch
 
 _OFFSET_KEY = b"\x00offset"
 OFFSET_KEY = _OFFSET_KEY  # also the changelog's key for the offset a partition's state reflects
@@ -97,7 +97,13 @@ class PartitionStore:
                 seen.add(k)
                 if value is not _DELETED:
                     yield k.decode()
-        for raw in self._db.keys(from_key=p):
+        # Bounded to the prefix: unbounded, the iterator steps over every deleted key (a RocksDB
+        # tombstone, kept until compaction) past the prefix until it meets a live one, and the
+        # deleted keys of every finished run lie there: ~130 µs a scan after 3,000 runs, ~3 bounded.
+        bounded = ReadOptions()
+        if (end := _prefix_end(p)) is not None:
+            bounded.set_iterate_upper_bound(end)
+        for raw in self._db.keys(from_key=p, read_opt=bounded):
             if not isinstance(raw, bytes) or not raw.startswith(p):
                 break
             if raw not in seen:
@@ -176,6 +182,12 @@ class PartitionStore:
         self._closed = True
         self._cache.clear()
         self._db.close()
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The least key above every key that starts with `prefix` (None: no such key, all 0xff)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
 
 
 class EndedRuns:

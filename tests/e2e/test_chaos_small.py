@@ -10,17 +10,22 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# A run left unfinished is reported with its last events (bench/chaos.py `not_completed`); the
+# deadline leaves room for a CI machine running other suites beside this one.
+@pytest.mark.timeout(600)
 async def test_runs_survive_sigkills_with_no_duplicates_or_resends(kafka_bootstrap: str) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "bench" / "chaos.py"), "--runs", "20", "--kills", "6", "--scenarios", "4",
-        "--effect-crash-rate", "0.03", "--timeout", "180", "--topologies", "subagents,graph,code", "--phase-kills", "1",
+        "--effect-crash-rate", "0.03", "--timeout", "300", "--topologies", "subagents,graph,code", "--phase-kills", "1",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 400)
+    out, err = await asyncio.wait_for(proc.communicate(), 560)
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["completed"] == result["runs"] == 20, (result["not_completed"], err.decode(errors="replace")[-3000:])

@@ -180,7 +180,9 @@ class World:
                 if task is not None:
                     task.cancel()
             for part in runtime.partitions().values():
-                part.close()
+                for slot in part.slots.values():  # not part.close(): that writes what is due, a kill does not
+                    slot.store.discard_staged()
+                    slot.store.close()
             return True
         runtime._close_consumer()
         return False
@@ -237,7 +239,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> World:
 CRASHES = [
     ("journal:before", 1), ("journal:before", 3), ("journal:torn", 1), ("journal:torn", 4),
     ("journal:unacked", 1), ("journal:unacked", 3), ("store:planner", 1), ("store:planner", 4),
-    ("store:finisher", 2), ("store:finisher", 5), ("changelog:torn", 1), ("changelog:torn", 3),
+    ("store:finisher", 2), ("store:finisher", 4), ("changelog:torn", 1), ("changelog:torn", 3),
     ("changelog:unacked", 2), ("work:running", 1), ("work:running", 5), ("group:committed", 1),
 ]  # fmt: skip
 

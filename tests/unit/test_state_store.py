@@ -40,6 +40,27 @@ def test_prefix_scan_stops_at_the_prefix(tmp_path: Path) -> None:
     store.close()
 
 
+def test_prefix_scan_among_deleted_keys_and_neighbouring_prefixes(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p3")
+    for run in range(300):  # finished runs: their keys written, then deleted (tombstones)
+        for call in range(5):
+            store.put(f"pending/r{run}/c{call}", 1)
+        store.commit(run)
+        for call in range(5):
+            store.delete(f"pending/r{run}/c{call}")
+        store.commit(run)
+    for key in ("pending/r1/c9", "pending/r10/c1", "pending/r1", "pending/r10", "pending/r1/", "pending/r2/c0"):
+        store.put(key, 1)
+    store.commit(400)
+    store.delete("pending/r2/c0")  # staged, not committed: hidden from the scan
+    assert sorted(store.keys_with_prefix("pending/r1/")) == ["pending/r1/", "pending/r1/c9"]
+    assert sorted(store.keys_with_prefix("pending/r10/")) == ["pending/r10/c1"]
+    assert list(store.keys_with_prefix("pending/r2/")) == []
+    assert list(store.keys_with_prefix("pending/r299/")) == []
+    assert len(list(store.keys_with_prefix("pending/"))) == 5
+    store.close()
+
+
 def test_read_cache_is_bounded(tmp_path: Path) -> None:
     store = PartitionStore(tmp_path / "p2")
     limit = state.CACHE_ENTRIES
