@@ -69,6 +69,7 @@ class CallLedgerCore(Generic[R]):
         at_most_once: Callable[[R], bool] = lambda _request: False,
         interrupted: Callable[[R], list[RunEvent]] = lambda _request: [],
         closed_keep: int = CLOSED_KEEP,
+        concerns: Callable[[RunEvent], bool] = lambda _clearance: True,
     ) -> None:
         self.name = name
         self._closed = EndedRuns("closed/", closed_keep)
@@ -78,6 +79,9 @@ class CallLedgerCore(Generic[R]):
         self._barrier = barrier
         self._admit = admit  # requests it refuses are not recorded at all (e.g. a forged authorization)
         self._requires = requires
+        # Whether a clearance can be for one of this ledger's calls: a model call's reservation is
+        # never a tool call's, and recording it would cost a write, a delete and a changelog entry.
+        self._concerns = concerns
         self._at_most_once = at_most_once
         # The events that end an at-most-once call a crash interrupted; they must include its result.
         self._interrupted = interrupted
@@ -112,7 +116,7 @@ class CallLedgerCore(Generic[R]):
         if event.type_name in self._requires:
             assert isinstance(event, RunEvent)
             cleared: str = event.call_id  # type: ignore[attr-defined]
-            if store.get(f"done/{cleared}") or self._closed.ended(store, event.run_id):
+            if not self._concerns(event) or store.get(f"done/{cleared}") or self._closed.ended(store, event.run_id):
                 return Outcome()
             if store.get(f"clear/{cleared}/{event.type_name}") is not None:
                 return Outcome()  # a clearance read twice starts nothing twice

@@ -44,6 +44,13 @@ class HostedCore:
         found: Tick | None = getattr(self.core, "tick", None)
         return found
 
+    def applied_when_emitted(self, event: Event) -> bool:
+        """Whether the core already applied `event` to its state when it emitted it, so handing it
+        back in-process would be a no-op (`applied_when_emitted(event)` on the core; the journal's
+        copy is still applied on a replay)."""
+        check: Callable[[Event], bool] | None = getattr(self.core, "applied_when_emitted", None)
+        return check is not None and check(event)
+
     def problem(self, event: Event) -> str | None:
         for check in self.vet:
             if (problem := check(event)) is not None:

@@ -374,6 +374,8 @@ class ProcessorRuntime(SideEffects):
             for hosted in self.cores:
                 if not hosted.core.accepts(item.event.type_name):
                     continue
+                if hosted is item.writer and hosted.applied_when_emitted(item.event):
+                    continue
                 if (why := hosted.problem(item.event)) is not None:
                     log.warning("%s refuses %s from %s: %s", hosted.name, item.event.type_name, item.writer.name, why)
                     continue

@@ -106,6 +106,12 @@ class CostGovernorCore:
     def still_wanted(self, store: PartitionStore, key: str) -> bool:
         return True  # starts no side effects
 
+    @staticmethod
+    def applied_when_emitted(event: Event) -> bool:
+        """A reservation is applied as it is decided, a call's settlement as it is made; a
+        child's settlement of its parent's carve and a refusal are applied when read back."""
+        return isinstance(event, BudgetReserved) or (isinstance(event, BudgetSettled) and event.kind != subagents.KIND)
+
     def resume(self, store: PartitionStore) -> Outcome:
         self._stores[str(store.path)] = store
         out = Outcome()

@@ -16,7 +16,7 @@ from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.keys import local_key_provider
 from agentstream.credentials.store import SecretDirectory
 from agentstream.credentials.used import RocksUsedTokens
-from agentstream.events import Event, MemoryFileSet, ToolCallAuthorized, ToolCallCompleted
+from agentstream.events import BudgetReserved, Event, MemoryFileSet, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.table import put_record
@@ -138,6 +138,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         # A non-idempotent tool's call that a crash interrupted is reported, never run again.
         at_most_once=executor.at_most_once,
         interrupted=executor.interrupted,
+        concerns=lambda clearance: not isinstance(clearance, BudgetReserved) or clearance.kind != "model",
     )
 
     async def close() -> None:

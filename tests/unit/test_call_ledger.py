@@ -8,7 +8,14 @@ from pathlib import Path
 
 from agentstream import ids
 from agentstream.calls import CallLedgerCore
-from agentstream.events import CancelRequested, Event, RunEvent, ToolCallAuthorized, ToolCallCompleted
+from agentstream.events import (
+    BudgetReserved,
+    CancelRequested,
+    Event,
+    RunEvent,
+    ToolCallAuthorized,
+    ToolCallCompleted,
+)
 from agentstream.kafka.core import Outcome
 from agentstream.kafka.state import PartitionStore
 
@@ -126,4 +133,31 @@ def test_a_result_or_a_cancel_clears_the_started_mark(tmp_path: Path) -> None:
     assert list(store.keys_with_prefix("started/")) == []
     store, resumed = restart(store, path)
     assert resumed.emit == [] and resumed.work == []
+    store.close()
+
+
+def reserved(call_id: str, kind: str) -> BudgetReserved:
+    return BudgetReserved(
+        event_id=f"{call_id}/reserved", run_id=RUN, tenant_id="acme", step=1, call_id=call_id, kind=kind,
+        tool="" if kind == "model" else "lookup", reserved_usd=0.01, reserved_tokens=0, committed_usd=0.01,
+        tenant_committed_usd=0.01, price_version="v1", decided_ms=0,
+    )  # fmt: skip
+
+
+def test_a_clearance_for_another_kind_of_call_is_not_recorded(tmp_path: Path) -> None:
+    """The tool executor's ledger (processors/tool_executor/app.py) is not concerned by a model
+    call's reservation, which every step has: it writes nothing for it (no key to delete later)."""
+    core = CallLedgerCore(
+        "tool-executor", ToolCallAuthorized,
+        lambda event: event.call_id if isinstance(event, ToolCallCompleted) else None,
+        never_called, frozenset({"ToolCallCompleted"}), requires=frozenset({"BudgetReserved"}),
+        concerns=lambda clearance: not isinstance(clearance, BudgetReserved) or clearance.kind != "model",
+    )  # fmt: skip
+    store = PartitionStore(tmp_path / "p0")
+    request = authorized(0, "lookup")
+    assert core.apply(store, reserved("run-1/s1/llm", "model"), live=True).work == []
+    assert store.staged_changes() == {}
+    assert core.apply(store, request, live=True).work == []  # waits for its own reservation
+    (work,) = core.apply(store, reserved(request.call_id, "tool"), live=True).work
+    assert work.key == request.call_id
     store.close()

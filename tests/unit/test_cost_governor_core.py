@@ -225,3 +225,28 @@ def test_an_answer_too_large_to_journal_is_charged_at_its_reservation_and_other_
         expected = reserved.reserved_usd if error_type == RESPONSE_TOO_LARGE else 0.0
         assert settled.cost_usd == pytest.approx(expected)
         assert settled.released_usd == pytest.approx(reserved.reserved_usd - expected)
+
+
+def test_what_the_governor_applies_as_it_emits_changes_nothing_when_handed_back(stores: list[PartitionStore]) -> None:
+    """The shell does not hand the governor its own reservations and call settlements back
+    (`applied_when_emitted`): applying them again must change nothing and emit nothing. A refusal
+    is applied only when read back (it clears the request's undecided mark)."""
+    core, store = governor(), stores[0]
+    feed(core, store, requested("r1", budget_usd=0.002))
+    model_call = llm("r1", 1, max_tokens=100)
+    script: list[RunEvent] = [model_call, done(model_call, 10, 20), tool("r1", 1, 0, "calc"), llm("r1", 2, 10_000)]
+    checked: list[str] = []
+    for event in script:
+        for emitted in core.apply(store, event, live=True).emit:
+            if core.applied_when_emitted(emitted):
+                before = dict(store.staged_changes())
+                assert core.apply(store, emitted, live=True).emit == []
+                assert store.staged_changes() == before, emitted
+                checked.append(type(emitted).__name__)
+            else:
+                assert isinstance(emitted, BudgetExceeded)
+                assert store.get(f"undecided/{emitted.call_id}") is not None  # cleared by its read-back
+                core.apply(store, emitted, live=True)
+                assert store.get(f"undecided/{emitted.call_id}") is None
+                checked.append("BudgetExceeded")
+    assert checked == ["BudgetReserved", "BudgetSettled", "BudgetReserved", "BudgetExceeded"]
