@@ -358,8 +358,9 @@ class ProcessorRuntime(SideEffects):
         work.extend((hosted, item, trace) for item in outcome.work)
 
     def _hand_off(self, pending: deque[_Pending], work: list[Work]) -> list[_Pending]:
-        """Applies emitted events to the hosted cores that accept them, in emission order, with
-        what those emit in turn; returns every event to journal, in that same order."""
+        """Applies emitted events to the hosted cores that accept them (but not to the emitter
+        when it applied the event as it emitted it: HostedCore.applied_when_emitted), in emission
+        order, with what those emit in turn; returns every event to journal, in that same order."""
         journaled: list[_Pending] = []
         handoffs = 0
         while pending:
