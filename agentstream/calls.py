@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, TypeVar
 
-from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, CancelRequested, Event, RunEvent
+from agentstream.events import EVENT_TYPES, TERMINAL_TYPES, BudgetReserved, CancelRequested, Event, RunEvent
 from agentstream.kafka.core import Outcome, WorkItem
 from agentstream.kafka.state import EndedRuns, PartitionStore
 
@@ -49,6 +49,16 @@ def cost_clearance(governed: bool) -> frozenset[str]:
     """A call runs only once the cost governor reserved its budget. Not `governed`
     (AGENTSTREAM_COST_GOVERNOR=0): a deployment that runs no governor and so has no hard caps."""
     return frozenset({"BudgetReserved"}) if governed else frozenset()
+
+
+def concerns_model_calls(clearance: RunEvent) -> bool:
+    """The model invoker's `concerns`: of the cost governor's reservations, only model calls'."""
+    return not isinstance(clearance, BudgetReserved) or clearance.kind == "model"
+
+
+def concerns_tool_calls(clearance: RunEvent) -> bool:
+    """The tool executor's `concerns`: every reservation but a model call's."""
+    return not isinstance(clearance, BudgetReserved) or clearance.kind != "model"
 
 
 Clearances = Mapping[str, RunEvent]  # clearance type name -> the event that gave it

@@ -222,17 +222,17 @@ async def churn(procs: ProcessorProcesses, names: tuple[str, ...], cycles: int, 
     return changes
 
 
-def describe_stuck(journal: dict[str, list[Any]], run_ids: set[str], now_ms: float) -> dict[str, list[str]]:
+def describe_unfinished(journal: dict[str, list[Any]], run_ids: set[str], now_ms: float) -> dict[str, list[str]]:
     """A run that did not complete: its last journal events and how long ago each was appended, so a CI
     failure says where it stopped (waiting on a child, a tool, the model) rather than only a count."""
-    stuck: dict[str, list[str]] = {}
+    tails: dict[str, list[str]] = {}
     for run_id in sorted(run_ids):
         entries = journal.get(run_id, [])
-        stuck[run_id] = [
+        tails[run_id] = [
             f"{type(e.event).__name__} step={getattr(e.event, 'step', '-')} {(now_ms - e.timestamp_ms) / 1000:.0f}s ago"
             for e in entries[-6:]
         ] or ["no events"]
-    return stuck
+    return tails
 
 
 def report_first_difference(run_id: str, reference: list[tuple[str, ...]], observed: list[tuple[str, ...]]) -> None:
@@ -404,15 +404,15 @@ async def main() -> None:
     )
     trees = topo.tree_outcomes(journal, chaos_runs, reference_tree, status_of)
     unfinished = {r for r, status in status_of.items() if status != "completed"}
-    stuck = describe_stuck(journal, unfinished, time.time() * 1000)
-    for run_id, tail in stuck.items():
+    unfinished_tails = describe_unfinished(journal, unfinished, time.time() * 1000)
+    for run_id, tail in unfinished_tails.items():
         print(f"not completed ({status_of[run_id]}): {run_id}\n  " + "\n  ".join(tail), file=sys.stderr)
     result = {
         "runs": args.runs,
         "completed": trees["completed"],
         "lost": len(lost_ids) + trees["lost_children"],
         "statuses": statuses,
-        "not_completed": stuck,
+        "not_completed": unfinished_tails,
         "duplicate_side_effects": duplicate_effects,
         "model_calls_resent": resent,
         "trajectories_differing": differing,

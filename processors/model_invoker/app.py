@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 from agentstream.blobs.factory import open_blob_store
-from agentstream.calls import CallLedgerCore, Clearances, cost_clearance
+from agentstream.calls import CallLedgerCore, Clearances, concerns_model_calls, cost_clearance
 from agentstream.config import Settings
-from agentstream.events import (
-    BudgetReserved,
-    Event,
-    LlmCallCompleted,
-    LlmCallDispatched,
-    LlmCallFailed,
-    LlmCallRequested,
-    RunEvent,
-)
+from agentstream.events import Event, LlmCallCompleted, LlmCallDispatched, LlmCallFailed, LlmCallRequested, RunEvent
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer
 from agentstream.observability.genai import never_trace, traced_chat
@@ -96,6 +88,6 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         lambda request, clearances: traced_chat(request, lambda: perform(request, clearances)),
         frozenset({"LlmCallCompleted", "LlmCallFailed"}),
         requires=cost_clearance(settings.cost.governor) | dispatch_clearance(settings.kv),
-        concerns=lambda clearance: not isinstance(clearance, BudgetReserved) or clearance.kind == "model",
+        concerns=concerns_model_calls,
     )
     return Built(core=core, cleanup=[router.aclose], vet=[lambda event: pool_problem(pool, event)])

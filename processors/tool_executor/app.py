@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 from agentstream.blobs import BlobStore
 from agentstream.blobs.factory import open_blob_store
-from agentstream.calls import CallLedgerCore, cost_clearance
+from agentstream.calls import CallLedgerCore, concerns_tool_calls, cost_clearance
 from agentstream.config import Settings
 from agentstream.credentials.delegation import CredentialBroker
 from agentstream.credentials.keys import local_key_provider
 from agentstream.credentials.store import SecretDirectory
 from agentstream.credentials.used import RocksUsedTokens
-from agentstream.events import BudgetReserved, Event, MemoryFileSet, ToolCallAuthorized, ToolCallCompleted
+from agentstream.events import Event, MemoryFileSet, ToolCallAuthorized, ToolCallCompleted
 from agentstream.kafka.journal import RecordFactory
 from agentstream.kafka.producer import AsyncProducer, producer_config
 from agentstream.kafka.table import put_record
@@ -138,7 +138,7 @@ async def build(settings: Settings, records: RecordFactory, producer: AsyncProdu
         # A non-idempotent tool's call that a crash interrupted is reported, never run again.
         at_most_once=executor.at_most_once,
         interrupted=executor.interrupted,
-        concerns=lambda clearance: not isinstance(clearance, BudgetReserved) or clearance.kind != "model",
+        concerns=concerns_tool_calls,
     )
 
     async def close() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentstream import ids
-from agentstream.calls import CallLedgerCore
+from agentstream.calls import CallLedgerCore, concerns_tool_calls
 from agentstream.events import (
     BudgetReserved,
     CancelRequested,
@@ -151,7 +151,7 @@ def test_a_clearance_for_another_kind_of_call_is_not_recorded(tmp_path: Path) ->
         "tool-executor", ToolCallAuthorized,
         lambda event: event.call_id if isinstance(event, ToolCallCompleted) else None,
         never_called, frozenset({"ToolCallCompleted"}), requires=frozenset({"BudgetReserved"}),
-        concerns=lambda clearance: not isinstance(clearance, BudgetReserved) or clearance.kind != "model",
+        concerns=concerns_tool_calls,
     )  # fmt: skip
     store = PartitionStore(tmp_path / "p0")
     request = authorized(0, "lookup")
